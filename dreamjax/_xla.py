@@ -1,0 +1,31 @@
+"""XLA flags dreamjax sets for itself, so that users need not know them.
+
+A flag is listed here only if ``benchmarks/bench.py`` measured it to help on the
+CPU (numbers in ``benchmarks/README.md``). Flags only take effect if they are in
+the environment before JAX initialises its backend, which is why
+``import dreamjax`` calls :func:`configure` first thing. A user who sets
+``DREAMJAX_NO_XLA_FLAGS=1`` gets JAX's defaults; flags the user already put in
+``XLA_FLAGS`` are never overridden.
+"""
+
+import os
+
+# name -> value, each measured by benchmarks/bench.py (see benchmarks/README.md).
+CPU_FLAGS: dict[str, str] = {
+    # XLA:CPU otherwise hands each convolution to a YNNPACK path that ran on
+    # one core here: 1.5x faster train step, 5x faster when seeds are vmapped.
+    "xla_cpu_experimental_ynn_fusion_type": "-individual_convolution",
+}
+
+
+def configure() -> None:
+  if os.environ.get("DREAMJAX_NO_XLA_FLAGS"):
+    return
+  current = os.environ.get("XLA_FLAGS", "")
+  extra = [
+      f"--{name}={value}"
+      for name, value in CPU_FLAGS.items()
+      if f"--{name}" not in current
+  ]
+  if extra:
+    os.environ["XLA_FLAGS"] = " ".join([current, *extra]).strip()

@@ -1,0 +1,95 @@
+"""Orbax checkpoints of explicit pytrees, with corruption turned into errors.
+
+A checkpoint folder holds the pytree (Orbax's own atomic write: a temporary
+folder renamed when complete) and ``dreamjax.json`` with the fingerprint of
+the config that made it, so a resume from another config is refused.
+"""
+
+import json
+import logging
+import os
+import shutil
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from flax import serialization
+
+from dreamjax.errors import CheckpointError
+from dreamjax.fileio import write_json
+
+_META = "dreamjax.json"
+
+
+class _QuietOrbax(logging.Filter):
+  """Orbax logs every save step at INFO; dreamjax's own progress lines suffice."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+logging.getLogger("absl").addFilter(_QuietOrbax())
+_TREE = "tree"
+
+
+def exists(path: str) -> bool:
+  return os.path.exists(os.path.join(path, _META))
+
+
+def save(path: str, tree: Any, meta: dict[str, Any]) -> None:
+  """Saves ``tree`` (any Flax/optax pytree) and ``meta`` under ``path``."""
+  path = os.path.abspath(path)
+  tmp = path + ".partial"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  state = jax.device_get(serialization.to_state_dict(tree))
+  ckptr = ocp.PyTreeCheckpointer()
+  ckptr.save(os.path.join(tmp, _TREE), state)
+  write_json(os.path.join(tmp, _META), meta)
+  # Swap in the finished folder; the old checkpoint is removed only after.
+  old = path + ".old"
+  shutil.rmtree(old, ignore_errors=True)
+  if os.path.exists(path):
+    os.replace(path, old)
+  os.replace(tmp, path)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def read_meta(path: str) -> dict[str, Any]:
+  try:
+    with open(os.path.join(path, _META)) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"checkpoint {path}: unreadable metadata ({e}).") from None
+
+
+def restore(path: str, like: Any) -> tuple[Any, dict[str, Any]]:
+  """Restores into the structure of ``like``; raises CheckpointError if broken."""
+  path = os.path.abspath(path)
+  if not exists(path):
+    # An interrupted save leaves only "<path>.old": finish the swap.
+    if os.path.exists(path + ".old") and not os.path.exists(path):
+      os.replace(path + ".old", path)
+    if not exists(path):
+      raise CheckpointError(f"no checkpoint at {path}.")
+  meta = read_meta(path)
+  try:
+    target = jax.device_get(serialization.to_state_dict(like))
+    restored = ocp.PyTreeCheckpointer().restore(os.path.join(path, _TREE), item=target)
+    tree = serialization.from_state_dict(like, restored)
+    leaves_like = jax.tree.leaves(like)
+    leaves = jax.tree.leaves(tree)
+    if len(leaves) != len(leaves_like) or any(
+        getattr(a, "shape", None) != getattr(b, "shape", None) for a, b in zip(leaves, leaves_like)):
+      raise ValueError("restored shapes differ from the model's")
+  except CheckpointError:
+    raise
+  except Exception as e:  # Orbax/tensorstore raise many types on corrupt data.
+    raise CheckpointError(f"checkpoint {path} is corrupt or from another model"
+                          f" ({type(e).__name__}: {str(e)[:300]}).") from None
+  return tree, meta
+
+
+def remove(path: str) -> None:
+  for p in (path, path + ".partial", path + ".old"):
+    shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Python configs (``ml_collections``): ``get_config(arg)`` with named presets."""

@@ -1,0 +1,94 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half."""
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+  """Yields a temporary path in ``path``'s folder; renames it over ``path``.
+
+  The rename only happens if the body finishes; on any error the temporary
+  file is removed and ``path`` is untouched.
+  """
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  base = os.path.basename(path)
+  # Keep the extension last: numpy and matplotlib pick formats by suffix.
+  stem, ext = os.path.splitext(base)
+  fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
+  os.close(fd)
+  try:
+    yield tmp
+    with open(tmp, "rb+") as f:
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    raise
+
+
+def write_text(path: str, text: str) -> None:
+  with atomic_path(path) as tmp:
+    with open(tmp, "w") as f:
+      f.write(text)
+
+
+def write_json(path: str, obj: Any) -> None:
+  write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def append_jsonl(path: str, record: dict[str, Any]) -> None:
+  """Appends one line by rewriting the file atomically.
+
+  Results files are small (one line per study cell), so a full rewrite costs
+  nothing and means a kill can never leave a half-written line behind.
+  """
+  old = ""
+  if os.path.exists(path):
+    with open(path) as f:
+      old = f.read()
+  if old and not old.endswith("\n"):
+    old += "\n"
+  line = json.dumps(record, sort_keys=True, default=_jsonable)
+  write_text(path, old + line + "\n")
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def check_writable(folder: str) -> None:
+  """Raises a clear error now, before compute, if ``folder`` is unwritable."""
+  from dreamjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  try:
+    os.makedirs(folder, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(
+        f"workdir {folder!r} is not writable ({e.strerror}). Pass --workdir "
+        "pointing at a folder you can write to.") from None
+
+
+def _jsonable(x: Any) -> Any:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if isinstance(x, np.generic):
+    return x.item()
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  if hasattr(x, "to_dict"):
+    return x.to_dict()
+  if hasattr(x, "tolist"):
+    return x.tolist()
+  if isinstance(x, tuple):
+    return list(x)
+  raise TypeError(f"not JSON serialisable: {type(x)}")
