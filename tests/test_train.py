@@ -12,6 +12,7 @@ from conftest import synthetic_images
 def _setup(steps=40):
   cfg = classifier.get_config("tiny")
   cfg.train.steps = steps
+  cfg.train.warmup_steps = min(5, steps - 1)
   cfg.train.eval_every = 0
   x, y = synthetic_images(200)
   return cfg, models.make_model(cfg.model, 10), x[..., None] / np.float32(255), y.astype(np.int32)
