@@ -93,3 +93,27 @@ def restore(path: str, like: Any) -> tuple[Any, dict[str, Any]]:
 def remove(path: str) -> None:
   for p in (path, path + ".partial", path + ".old"):
     shutil.rmtree(p, ignore_errors=True)
+
+
+def save_tree(path: str, tree: Any, meta: dict[str, Any] | None = None) -> None:
+  """One-file msgpack snapshot of a pytree of arrays (no template needed to read).
+
+  Used for finished artefacts (trained generators, pretrained trunks) that are
+  reused whole; training runs use the Orbax checkpoints above.
+  """
+  from dreamjax.fileio import atomic_path  # pylint: disable=g-import-not-at-top
+  payload = {"tree": jax.device_get(serialization.to_state_dict(tree)), "meta": json.dumps(meta or {})}
+  with atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      f.write(serialization.msgpack_serialize(payload))
+
+
+def load_tree(path: str) -> tuple[Any, dict[str, Any]]:
+  try:
+    with open(path, "rb") as f:
+      payload = serialization.msgpack_restore(f.read())
+    return payload["tree"], json.loads(payload["meta"])
+  except FileNotFoundError:
+    raise CheckpointError(f"no snapshot at {path}.") from None
+  except Exception as e:  # msgpack raises several types on damaged bytes.
+    raise CheckpointError(f"snapshot {path} is corrupt ({type(e).__name__}: {str(e)[:200]}).") from None

@@ -1,0 +1,1 @@
+"""The study: every claim of the seed answer as a measured experiment."""

@@ -1,0 +1,114 @@
+"""Statistics against hand-computed values; verdict rules on constructed cells."""
+
+import math
+
+import numpy as np
+import pytest
+
+from dreamjax.study import claims, stats
+
+
+def test_t_interval_hand_computed():
+  # mean 2, sd 1, n 3: half width = t(0.975, 2) * 1 / sqrt(3) = 4.302653 / 1.732051
+  iv = stats.t_interval([1.0, 2.0, 3.0])
+  assert iv.mean == pytest.approx(2.0)
+  assert iv.half_width == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
+  assert iv.n == 3
+
+
+def test_t_interval_edge_cases():
+  one = stats.t_interval([0.5])
+  assert one.mean == 0.5 and math.isinf(one.hi)
+  assert stats.t_interval([]).n == 0
+  flat = stats.t_interval([0.7, 0.7, 0.7])
+  assert flat.lo == pytest.approx(0.7) and flat.hi == pytest.approx(0.7)
+
+
+def test_paired_difference_uses_pairs():
+  a, b = [0.80, 0.90, 0.70], [0.78, 0.88, 0.68]  # a constant +0.02 gap, large spread
+  d = stats.paired_difference(a, b)
+  assert d.mean == pytest.approx(0.02) and d.half_width == pytest.approx(0.0, abs=1e-12)
+  assert stats.direction(d) == "above"
+  unpaired = stats.t_interval(a).lo < stats.t_interval(b).hi
+  assert unpaired  # unpaired intervals overlap; pairing is what detects the gap
+  with pytest.raises(ValueError):
+    stats.paired_difference([1, 2], [1, 2, 3])
+
+
+def test_direction_with_margin():
+  iv = stats.Interval(0.005, 0.002, 0.008, 3)
+  assert stats.direction(iv) == "above"
+  assert stats.direction(iv, margin=0.01) == "crosses"
+  assert stats.direction(stats.Interval(-0.05, -0.06, -0.04, 3)) == "below"
+
+
+def _cell(acc, robust=None, frechet=None, lp=None, gen=0.0, train=10.0):
+  return {"status": "ok", "test_accuracy": list(acc), "robust_accuracy": list(robust or acc),
+          "frechet": frechet, "label_preservation": lp, "gen_seconds": gen, "train_seconds": train}
+
+
+BASE = [0.80, 0.82, 0.81]
+
+
+def _shift(d, noise=(0.0, 0.001, -0.001)):
+  return [b + d + n for b, n in zip(BASE, noise)]
+
+
+def test_c1_rules():
+  cells = {"baseline": _cell(BASE, frechet=1.0), "classical": _cell(_shift(0.02), frechet=1.5)}
+  cells["dream_strong"] = _cell(_shift(-0.05), frechet=10.0)
+  assert claims.c1(claims.Cells(cells), 0.01).verdict == claims.SUPPORTED
+  cells["dream_strong"] = _cell(_shift(0.03), frechet=10.0)
+  assert claims.c1(claims.Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED
+  cells["dream_strong"] = _cell([0.79, 0.83, 0.81], frechet=10.0)
+  assert claims.c1(claims.Cells(cells), 0.01).verdict == claims.INCONCLUSIVE
+
+
+def test_c4_and_c6_rules():
+  cells = {"baseline": _cell(BASE), "vae_small": _cell(_shift(0.0)), "gan_small": _cell(_shift(-0.02)),
+           "vae_pool": _cell(_shift(0.03)), "gan_pool": _cell(_shift(0.02))}
+  c = claims.Cells(cells)
+  assert claims.c4(c, 0.01).verdict == claims.SUPPORTED
+  assert claims.c6(c, 0.01).verdict == claims.SUPPORTED
+  cells["vae_small"] = _cell(_shift(0.05))
+  assert claims.c4(claims.Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED
+
+
+def test_c5_rule_and_missing_arm():
+  cells = {"baseline": _cell(BASE), "classical": _cell(_shift(0.03)),
+           "dream_subtle": _cell(_shift(0.0)), "vae_small": _cell(_shift(-0.01))}
+  assert claims.c5(claims.Cells(cells), 0.01).verdict == claims.SUPPORTED
+  cells["pgd"] = _cell(_shift(0.06))
+  assert claims.c5(claims.Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED
+  v = claims.c1(claims.Cells({"baseline": _cell(BASE),
+                              "dream_strong": {"status": "failed", "error": "DivergenceError: x"}}), 0.01)
+  assert v.verdict.startswith("missing") and "DivergenceError" in v.verdict
+
+
+def test_c2_c3_c7_rules():
+  cells = {"baseline": _cell(BASE, robust=[0.1, 0.12, 0.11]),
+           "noise": _cell(_shift(0.0)),
+           "dream_subtle": _cell(_shift(0.001), robust=[0.2, 0.22, 0.21]),
+           "pgd_train": _cell(_shift(-0.02), robust=[0.5, 0.52, 0.51])}
+  assert claims.c2(claims.Cells(cells), 0.01).verdict == claims.SUPPORTED
+  cells["dream_subtle"] = _cell(_shift(0.05), robust=[0.2, 0.22, 0.21])
+  assert claims.c2(claims.Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED
+  strong = {"status": "ok", "logit": stats.Interval(0.8, 0.75, 0.85, 3).to_dict(),
+            "layer": stats.Interval(0.1, 0.0, 0.2, 3).to_dict()}
+  assert claims.c3(strong).verdict == claims.SUPPORTED
+  weak = dict(strong, logit=stats.Interval(0.2, 0.1, 0.3, 3).to_dict())
+  assert claims.c3(weak).verdict == claims.NOT_SUPPORTED
+  t = {"baseline": _cell(BASE), "ae_pretrain": _cell(_shift(0.04), gen=20, train=10),
+       "pretext_transfer": _cell(_shift(0.01), gen=20, train=10),
+       "vae_pool": _cell(_shift(0.0), gen=60, train=10), "gan_pool": _cell(_shift(-0.01), gen=90, train=10)}
+  assert claims.c7(claims.Cells(t), 0.01).verdict == claims.SUPPORTED
+  t["ae_pretrain"] = _cell(_shift(-0.05), gen=20, train=10)
+  t["pretext_transfer"] = _cell(_shift(-0.05), gen=20, train=10)
+  assert claims.c7(claims.Cells(t), 0.01).verdict == claims.NOT_SUPPORTED
+
+
+def test_all_verdicts_covers_every_claim():
+  out = claims.all_verdicts({}, None)
+  assert [v.claim for v in out] == list(claims.CLAIMS)
+  assert all(v.verdict.startswith("missing") for v in out)
+  assert np.all([v.rule for v in out])
