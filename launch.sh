@@ -70,7 +70,7 @@ case "$job" in
     exec "$VENV/bin/python" -m pytest -q "$@"
     ;;
   main)
-    exec "$VENV/bin/python" experiments/train_classifier.py "$@"
+    exec "$VENV/bin/python" experiments/study.py "$@"
     ;;
   *)
     if [ -f "experiments/$job.py" ]; then

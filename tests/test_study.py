@@ -1,0 +1,149 @@
+"""The study end to end on the tiny preset: outputs, resume, refusals, failures."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+from dreamjax.configs import study as study_configs
+from dreamjax.errors import ConfigError
+from dreamjax.fileio import read_jsonl
+from dreamjax.study import arms as arms_lib
+from dreamjax.study import runner
+
+SCRIPT = os.path.join(REPO, "experiments", "study.py")
+
+
+def _cmd(workdir, *extra):
+  return [sys.executable, SCRIPT, "--config", "dreamjax/configs/study.py:tiny",
+          f"--workdir={workdir}", *extra]
+
+
+def _comparable(records):
+  """Records without wall-clock fields, which no two runs share."""
+  out = []
+  for r in records:
+    r = {k: v for k, v in r.items() if k not in ("timing", "gen_seconds", "train_seconds")}
+    if "generation" in r:
+      r["generation"] = {k: v for k, v in r["generation"].items()
+                         if "seconds" not in k and "per_s" not in k}
+    out.append(r)
+  return sorted(out, key=lambda r: r["cell"])
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory, real_data_dir):
+  workdir = str(tmp_path_factory.mktemp("study"))
+  out = subprocess.run(_cmd(workdir), capture_output=True, text=True, cwd=REPO, timeout=900)
+  assert out.returncode == 0, out.stderr[-4000:]
+  return workdir
+
+
+def test_tiny_study_writes_every_output(finished_study):
+  records = read_jsonl(os.path.join(finished_study, "results.jsonl"))
+  cells = {r["cell"]: r for r in records}
+  expected = {c.key for c in runner.plan(study_configs.get_config("tiny"))}
+  assert expected | {"oracle", "N100/alignment"} == set(cells)
+  failed = {k: r.get("error") for k, r in cells.items() if r["status"] != "ok"}
+  assert not failed
+  base = cells["N100/baseline"]
+  assert len(base["test_accuracy"]) == 2 and len(base["robust_accuracy"]) == 2
+  assert all(0 <= a <= 1 for a in base["test_accuracy"])
+  for key, r in cells.items():
+    if r["arm"] not in ("oracle", "alignment"):
+      assert r["label_preservation"] is not None and r["frechet"] is not None, key
+  for f in ("summary.csv", "REPORT.md", "claims.json", "figures/accuracy.png",
+            "figures/sweep.png", "figures/robust.png", "figures/frechet.png",
+            "figures/curves.png", "figures/samples.png"):
+    assert os.path.getsize(os.path.join(finished_study, f)) > 0, f
+  report = open(os.path.join(finished_study, "REPORT.md")).read()
+  for claim in ("C1", "C2", "C3", "C4", "C5", "C6", "C7"):
+    assert f"**{claim}**" in report
+  claims = json.load(open(os.path.join(finished_study, "claims.json")))
+  assert len(claims) == 7 and all(c["verdict"] for c in claims)
+
+
+def test_kill_and_resume_gives_identical_results(finished_study, tmp_path):
+  workdir = str(tmp_path / "killed")
+  results = os.path.join(workdir, "results.jsonl")
+  for sig, after_lines in ((signal.SIGKILL, 3), (signal.SIGINT, 8)):
+    proc = subprocess.Popen(_cmd(workdir), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+      if os.path.exists(results) and len(read_jsonl(results)) >= after_lines:
+        break
+      time.sleep(0.2)
+    time.sleep(1.5)  # land inside the next cell's work
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGINT and proc.returncode != 0:
+      assert "rerun the same command to resume" in err
+  out = subprocess.run(_cmd(workdir), capture_output=True, text=True, cwd=REPO, timeout=900)
+  assert out.returncode == 0, out.stderr[-4000:]
+  assert _comparable(read_jsonl(results)) == _comparable(
+      read_jsonl(os.path.join(finished_study, "results.jsonl")))
+
+
+def test_other_config_is_refused(finished_study):
+  out = subprocess.run(_cmd(finished_study, "--config.copies=2"), capture_output=True,
+                       text=True, cwd=REPO, timeout=300)
+  assert out.returncode == 2
+  assert "another config" in out.stderr and "copies" in out.stderr
+  assert "Traceback" not in out.stderr
+
+
+def test_dry_run_plans_without_training(tmp_path, real_data_dir):
+  out = subprocess.run(_cmd(tmp_path, "--dry_run"), capture_output=True, text=True, cwd=REPO,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "N100/dream_strong" in out.stderr and "estimated wall time" in out.stderr
+  assert not os.path.exists(tmp_path / "results.jsonl")
+
+
+def test_unwritable_workdir_fails_before_compute(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  out = subprocess.run(_cmd(blocker / "sub"), capture_output=True, text=True, cwd=REPO,
+                       timeout=120)
+  assert out.returncode == 2 and "not writable" in out.stderr
+  assert "oracle" not in out.stderr
+
+
+def test_failing_cell_is_recorded_and_study_goes_on(tmp_path, real_data_dir, monkeypatch):
+  cfg = study_configs.get_config("tiny")
+  cfg.arms = ("baseline", "noise", "classical")
+  def broken(*args, **kwargs):
+    raise FloatingPointError("noise generator diverged at step 3")
+  monkeypatch.setitem(arms_lib.GENERATE, "noise", broken)
+  runner.run_study(cfg, str(tmp_path), log=lambda m: None)
+  cells = {r["cell"]: r for r in read_jsonl(str(tmp_path / "results.jsonl"))}
+  assert cells["N100/noise"]["status"] == "failed"
+  assert "diverged at step 3" in cells["N100/noise"]["error"]
+  assert cells["N100/classical"]["status"] == "ok"
+  report = open(tmp_path / "REPORT.md").read()
+  assert "Failed cells" in report and "N100/noise" in report
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("arms", ("baseline", "dream_wild"), "unknown arm"),
+    ("num_seeds", 1, "num_seeds"),
+    ("attack.train_fraction", 1.5, "attack.train_fraction"),
+    ("eval.robust_eps", -0.1, "eval.robust_eps"),
+    ("pseudo_label_threshold", 2.0, "pseudo_label_threshold"),
+    ("primary_budget", 7, "primary_budget"),
+])
+def test_bad_study_config(field, value, match):
+  cfg = study_configs.get_config("tiny")
+  target, name = cfg, field
+  if "." in field:
+    block, name = field.split(".")
+    target = cfg[block]
+  target[name] = value
+  with pytest.raises(ConfigError, match=match):
+    runner.validate_config(cfg)
