@@ -1,0 +1,1 @@
+"""One importable function per experiment script: the scripts only parse flags."""
