@@ -8,6 +8,7 @@ Presets (``--config dreamjax/configs/classifier.py:PRESET``):
 
 import ml_collections
 
+from dreamjax.configs import attack
 from dreamjax.configs import common
 
 
@@ -17,6 +18,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.train = common.train_config()
   c.augment_file = ""   # an augmented-dataset .npz appended to the labeled set
   c.augment = "none"    # on-the-fly: none | classical | noise | fgsm | pgd
+  c.classical = attack.classical_config()  # strengths read by augment=classical
+  c.noise = attack.noise_config()          # std read by augment=noise
+  c.attack = attack.attack_config()        # eps, steps, fraction read by augment=fgsm|pgd
   c.init_from = ""      # checkpoint of a pretrained autoencoder / pretext trunk
   c.num_seeds = 1       # seeds seed, seed+1, ... trained at once (vmap)
   if preset == "default":

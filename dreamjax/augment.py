@@ -1,0 +1,157 @@
+"""Classical label-preserving augmentation and noise, on device, built on dm-pix.
+
+Each transform is ``fn(key, images_NHWC) -> images_NHWC``: pure, batched (each
+image draws its own strengths from the batch key), jittable, and deterministic
+for a key. Pixels stay in [0, 1]. The same ``fn`` runs inside the jitted train step
+(:func:`batch_transform`, a new key every step) or offline (:func:`offline`,
+which writes the rows of an augmented-dataset file for the fixed-budget arms).
+"""
+
+import math
+from typing import Any, Callable
+
+import dm_pix as pix
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dreamjax.configs.attack import attack_config, classical_config, noise_config  # noqa: F401
+from dreamjax.errors import ConfigError
+
+ImageFn = Callable[[jax.Array, jax.Array], jax.Array]
+CHOICES = ("none", "classical", "noise", "fgsm", "pgd")
+
+
+def _check(name: str, value, ok: bool, valid: str) -> None:
+  if not ok:
+    raise ConfigError(f"{name}={value!r} is invalid: must be {valid}.")
+
+
+def validate_classical(cfg, image_shape=None, prefix: str = "classical") -> None:
+  _check(f"{prefix}.translate", cfg.translate,
+         int(cfg.translate) == cfg.translate and cfg.translate >= 0
+         and (image_shape is None or cfg.translate < min(image_shape[:2]) // 2),
+         "an integer >= 0" + ("" if image_shape is None
+                              else f" and < {min(image_shape[:2]) // 2} (half the image)"))
+  _check(f"{prefix}.rotate_degrees", cfg.rotate_degrees, 0 <= cfg.rotate_degrees <= 180,
+         "in [0, 180]")
+  _check(f"{prefix}.flip", cfg.flip, isinstance(cfg.flip, bool), "True or False")
+  _check(f"{prefix}.brightness", cfg.brightness, 0 <= cfg.brightness <= 1, "in [0, 1]")
+  _check(f"{prefix}.contrast", cfg.contrast, 0 <= cfg.contrast < 1, "in [0, 1)")
+
+
+def validate_noise(cfg, prefix: str = "noise") -> None:
+  _check(f"{prefix}.std", cfg.std, cfg.std >= 0, ">= 0")
+
+
+def classical_fn(cfg) -> ImageFn:
+  """Random translation, rotation, optional flip, brightness and contrast (``cfg``: see
+  :func:`dreamjax.configs.attack.classical_config`)."""
+  validate_classical(cfg)
+  translate, angle = int(cfg.translate), math.radians(cfg.rotate_degrees)
+  flip, brightness, contrast = bool(cfg.flip), float(cfg.brightness), float(cfg.contrast)
+
+  def one(u, image_HWC):
+    """``u``: 6 uniforms in [0, 1) that fix this image's transform."""
+    x = image_HWC
+    if translate:  # black borders: Fashion-MNIST's background is 0
+      padded = jnp.pad(x, ((translate, translate), (translate, translate), (0, 0)))
+      dy, dx = (jnp.floor(u[:2] * (2 * translate + 1))).astype(jnp.int32)
+      x = jax.lax.dynamic_slice(padded, (dy, dx, 0), x.shape)
+    if angle:
+      x = pix.rotate(x, (2 * u[2] - 1) * angle, mode="constant", cval=0.0)
+    if flip:
+      x = jnp.where(u[3] < 0.5, pix.flip_left_right(x), x)
+    if brightness:
+      x = pix.adjust_brightness(x, (2 * u[4] - 1) * brightness)
+    if contrast:
+      x = pix.adjust_contrast(x, 1.0 + (2 * u[5] - 1) * contrast)
+    return jnp.clip(x, 0.0, 1.0)
+
+  def fn(key, images_NHWC):
+    # One draw for the whole batch: a threefry call per image and transform
+    # (pix.random_*) cost seconds of XLA:CPU compile time each.
+    u = jax.random.uniform(key, (images_NHWC.shape[0], 6))
+    return jax.vmap(one)(u, images_NHWC)
+
+  return fn
+
+
+def noise_fn(cfg) -> ImageFn:
+  """Additive Gaussian pixel noise of ``cfg.std``, clipped to [0, 1]."""
+  validate_noise(cfg)
+  std = float(cfg.std)
+
+  def fn(key, images_NHWC):
+    noise = jax.random.normal(key, images_NHWC.shape, images_NHWC.dtype)
+    return jnp.clip(images_NHWC + std * noise, 0.0, 1.0)
+
+  return fn
+
+
+def offline(images, labels, key, fn: ImageFn, copies: int = 1, chunk_size: int = 1024
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """``copies`` transformed copies of every image, for an augmented-dataset file.
+
+  Returns ``(images, labels, source_positions)``: copy ``c`` of image ``i`` is
+  row ``c·N + i`` and its source position is ``i`` (map it through the split's
+  ``labeled_index`` to get the file's ``source_index``). Deterministic per key.
+  """
+  _check("copies", copies, copies >= 1, ">= 1")
+  _check("chunk_size", chunk_size, chunk_size >= 1, ">= 1")
+  images = np.asarray(images, np.float32)
+  labels = np.asarray(labels, np.int32)
+  n = len(images)
+  size = min(chunk_size, n)
+  jitted = jax.jit(fn)
+  out = np.empty((copies * n, *images.shape[1:]), np.float32)
+  for c in range(copies):
+    for i, s in enumerate(range(0, n, size)):
+      chunk = images[s:s + size]
+      pad = size - len(chunk)
+      if pad:  # one shape for every chunk: one compilation
+        chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+      k = jax.random.fold_in(jax.random.fold_in(key, c), i)
+      out[c * n + s:c * n + s + size - pad] = np.asarray(jitted(k, chunk))[:size - pad]
+  positions = np.tile(np.arange(n), copies)
+  return out, labels[positions], positions
+
+
+def validate_config(config) -> None:
+  """Checks ``config.augment`` and the block it reads, before any compute."""
+  choice = config.augment
+  _check("augment", choice, choice in CHOICES, f"one of {', '.join(CHOICES)}")
+  if choice == "classical":
+    validate_classical(config.classical)
+  elif choice == "noise":
+    validate_noise(config.noise)
+  elif choice in ("fgsm", "pgd"):
+    from dreamjax import adversarial  # pylint: disable=g-import-not-at-top
+    a = config.attack
+    adversarial.validate_attack(eps=a.eps, steps=a.steps, step_size=a.step_size or None,
+                                norm=a.norm, fraction=a.fraction)
+
+
+def batch_transform(config, model) -> Any:
+  """The :data:`dreamjax.train.BatchTransform` that ``config.augment`` names.
+
+  ``none``: None; ``classical``/``noise``: ``config.classical``/``config.noise``
+  on every image; ``fgsm``/``pgd``: adversarial training with ``config.attack``.
+  """
+  validate_config(config)
+  choice = config.augment
+  if choice == "none":
+    return None
+  if choice in ("fgsm", "pgd"):
+    from dreamjax import adversarial  # pylint: disable=g-import-not-at-top
+    a = config.attack
+    return adversarial.adversarial_batch_transform(
+        model, method=choice, eps=a.eps, steps=a.steps, fraction=a.fraction,
+        step_size=a.step_size or None, norm=a.norm)
+  fn = classical_fn(config.classical) if choice == "classical" else noise_fn(config.noise)
+
+  def transform(state, images, labels, key):
+    del state
+    return fn(key, images), labels
+
+  return transform

@@ -1,0 +1,133 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import synthetic_images
+from dreamjax import augment, models, train
+from dreamjax.configs import classifier as classifier_config
+from dreamjax.configs import common
+from dreamjax.errors import ConfigError
+
+
+def _images(n=16):
+  x, y = synthetic_images(n, seed=5)
+  return (x.astype(np.float32) / 255.0)[..., None], y.astype(np.int32)
+
+
+def _only(**strengths):
+  """A classical config with every transform off except ``strengths``."""
+  cfg = augment.classical_config()
+  cfg.translate, cfg.rotate_degrees, cfg.flip, cfg.brightness, cfg.contrast = 0, 0.0, False, 0.0, 0.0
+  cfg.update(strengths)
+  return cfg
+
+
+@pytest.mark.parametrize("make", [
+    lambda: augment.classical_fn(augment.classical_config()),
+    lambda: augment.classical_fn(_only(flip=True, translate=3, rotate_degrees=30.0,
+                                       brightness=0.5, contrast=0.5)),
+    lambda: augment.noise_fn(augment.noise_config()),
+])
+def test_transforms_keep_shape_and_range_and_are_deterministic_per_key(make):
+  chex.clear_trace_counter()
+  x, _ = _images()
+  fn = jax.jit(chex.assert_max_traces(make(), n=1))
+  a = fn(jax.random.key(0), x)
+  b = fn(jax.random.key(0), x)
+  c = fn(jax.random.key(1), x)
+  chex.assert_shape(a, x.shape)
+  chex.assert_tree_all_finite(a)
+  assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c) and not np.array_equal(a, x)
+
+
+def test_translation_is_a_shift_with_black_borders():
+  x, _ = _images(8)
+  out = np.asarray(augment.classical_fn(_only(translate=2))(jax.random.key(3), x))
+  for img, res in zip(x, out):
+    padded = np.pad(img, ((2, 2), (2, 2), (0, 0)))
+    shifts = [(dy, dx) for dy in range(5) for dx in range(5)
+              if np.array_equal(padded[dy:dy + 28, dx:dx + 28], res)]
+    assert shifts, "output is no shift of the input"
+
+
+def test_flip_gives_the_image_or_its_mirror_and_is_off_by_default():
+  assert augment.classical_config().flip is False  # Fashion-MNIST: left/right carries meaning
+  x, _ = _images(16)
+  out = np.asarray(augment.classical_fn(_only(flip=True))(jax.random.key(4), x))
+  same = [np.array_equal(o, i) for o, i in zip(out, x)]
+  mirrored = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, x)]
+  assert all(s or m for s, m in zip(same, mirrored))
+  assert any(mirrored) and any(same)
+
+
+def test_noise_has_the_configured_std():
+  cfg = augment.noise_config()
+  cfg.std = 0.05
+  x = np.full((64, 28, 28, 1), 0.5, np.float32)  # far from the clip at 0 and 1
+  out = np.asarray(augment.noise_fn(cfg)(jax.random.key(0), x))
+  assert abs((out - x).std() - 0.05) < 0.003 and abs((out - x).mean()) < 0.003
+
+
+def test_offline_copies_labels_and_positions():
+  x, y = _images(10)
+  fn = augment.noise_fn(augment.noise_config())
+  out, labels, pos = augment.offline(x, y, jax.random.key(0), fn, copies=3, chunk_size=4)
+  chex.assert_shape(out, (30, 28, 28, 1))
+  np.testing.assert_array_equal(pos, np.tile(np.arange(10), 3))
+  np.testing.assert_array_equal(labels, y[pos])
+  assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+  assert not np.array_equal(out[:10], out[10:20])  # each copy draws anew
+  again, _, _ = augment.offline(x, y, jax.random.key(0), fn, copies=3, chunk_size=4)
+  np.testing.assert_array_equal(out, again)
+  assert np.all(np.abs(out[:10] - x).reshape(10, -1).max(1) > 0)  # padded chunk too
+
+
+@pytest.mark.parametrize("choice", ["classical", "noise", "fgsm", "pgd"])
+def test_batch_transform_in_the_train_step_does_not_retrace(choice):
+  chex.clear_trace_counter()
+  config = classifier_config.get_config("tiny")
+  config.augment = choice
+  config.attack.steps = 2
+  model = models.make_model(common.model_config("tiny"), 10)
+  transform = augment.batch_transform(config, model)
+  x, y = _images(32)
+  state = train.create_state(model, optax.adam(1e-3),
+                             models.init_variables(model, jax.random.key(0), (28, 28, 1)))
+  step = jax.jit(train.make_train_step(model, 8, batch_transform=chex.assert_max_traces(
+      transform, n=1)))
+  for i in range(3):
+    state, metrics = step(state, jnp.asarray(x), jnp.asarray(y), 32, jax.random.key(i))
+  chex.assert_tree_all_finite(metrics)
+
+
+def test_none_is_no_transform():
+  config = classifier_config.get_config("tiny")
+  assert config.augment == "none"
+  assert augment.batch_transform(config, None) is None
+
+
+@pytest.mark.parametrize("field,value,name", [
+    ("augment", "mixup", "augment='mixup'"),
+    ("classical.rotate_degrees", -5.0, "classical.rotate_degrees=-5.0"),
+    ("classical.translate", -1, "classical.translate=-1"),
+    ("classical.contrast", 1.0, "classical.contrast=1.0"),
+    ("noise.std", -0.1, "noise.std=-0.1"),
+    ("attack.eps", -0.1, "attack.eps=-0.1"),
+    ("attack.steps", 0, "attack.steps=0"),
+    ("attack.norm", "l1", "attack.norm='l1'"),
+    ("attack.fraction", 1.5, "attack.fraction=1.5"),
+])
+def test_bad_settings_are_refused(field, value, name):
+  config = classifier_config.get_config("tiny")
+  block = field.split(".")[0]
+  config.augment = {"classical": "classical", "noise": "noise", "attack": "pgd"}.get(block, value)
+  if "." in field:
+    sub, key = field.split(".")
+    config[sub][key] = value
+  with pytest.raises(ConfigError, match=name):
+    augment.batch_transform(config, None)  # no model needed: refused before any compute
