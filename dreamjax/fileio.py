@@ -25,6 +25,7 @@ def atomic_path(path: str) -> Iterator[str]:
     yield tmp
     with open(tmp, "rb+") as f:
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):
