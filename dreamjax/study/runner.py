@@ -402,12 +402,20 @@ class Study:
                                            test.test_labels[:n], layer=layer)
       per_seed["logit"].append(float(out["logit"]["mean"]))
       per_seed["layer"].append(float(out["layer"]["mean"]))
-      raw.append({k: v for k, v in out.items() if not isinstance(v, (np.ndarray, list))})
+      raw.append(_summaries(out))
     return {"cell": f"N{self.budget}/alignment", "arm": "alignment", "budget": self.budget,
             "status": "ok", "layer": layer,
             "logit": stats.t_interval(per_seed["logit"]).to_dict(),
             "layer_objective": stats.t_interval(per_seed["layer"]).to_dict(),
             "per_seed": per_seed, "details": _jsonable(raw)}
+
+
+def _summaries(tree):
+  """A nested result without its per-image arrays (those stay out of results.jsonl)."""
+  if isinstance(tree, dict):
+    return {k: _summaries(v) for k, v in tree.items()
+            if k != "per_image" and not isinstance(v, (np.ndarray, list, jax.Array))}
+  return tree
 
 
 def _mean_info(infos, key):

@@ -1,0 +1,31 @@
+"""Generator checkpoints: the params pytree plus the config that shapes it."""
+
+import ml_collections
+import jax
+
+from dreamjax import checkpoint
+from dreamjax.errors import CheckpointError
+from dreamjax.generators import common, gan, vae
+
+_INIT = {"vae": vae.init_params, "gan": gan.init_params}
+
+
+def save(path: str, kind: str, cfg, params, meta: dict | None = None) -> None:
+  """Writes ``params`` of a ``kind`` ('vae' | 'gan') generator and ``cfg`` to ``path``."""
+  image_shape, num_classes = common.shape_of(params)
+  checkpoint.save(path, params, {"kind": kind, "config": cfg.to_dict(),
+                                 "image_shape": list(image_shape), "num_classes": num_classes,
+                                 **(meta or {})})
+
+
+def load(path: str):
+  """Returns ``(kind, cfg, params, meta)`` of a checkpoint written by :func:`save`."""
+  meta = checkpoint.read_meta(path)
+  if meta.get("kind") not in _INIT:
+    raise CheckpointError(f"{path} is not a VAE/GAN checkpoint (kind={meta.get('kind')!r}).")
+  cfg = ml_collections.ConfigDict(meta["config"])
+  like = jax.eval_shape(lambda: _INIT[meta["kind"]](cfg, tuple(meta["image_shape"]),
+                                                    meta["num_classes"], jax.random.key(0)))
+  like = jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), like)
+  params, meta = checkpoint.restore(path, like)
+  return meta["kind"], cfg, params, meta

@@ -1,0 +1,61 @@
+import jax
+import numpy as np
+import pytest
+import scipy.linalg
+
+from dreamjax import frechet, models
+from dreamjax.errors import ConfigError
+from conftest import synthetic_images
+
+
+def _scipy_reference(a, b):
+  mu_a, mu_b = a.mean(0), b.mean(0)
+  ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+  covmean = scipy.linalg.sqrtm(ca @ cb).real
+  return np.sum((mu_a - mu_b) ** 2) + np.trace(ca + cb - 2 * covmean)
+
+
+def test_matches_scipy_reference_and_gaussian_closed_form():
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(400, 6))
+  b = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6)) + 2.0
+  assert frechet.frechet_distance(a, b) == pytest.approx(_scipy_reference(a, b), rel=1e-6)
+  # Shift only: the distance is |shift|² (up to sampling of the means).
+  big = rng.normal(size=(20000, 3))
+  assert frechet.frechet_distance(big, big + 3.0) == pytest.approx(27.0, rel=1e-6)
+
+
+def test_self_distance_is_zero_even_when_singular():
+  rng = np.random.default_rng(1)
+  a = rng.normal(size=(50, 80))  # fewer samples than dimensions: singular covariance
+  a[:, :10] = 0.0                # and dead features, as ReLU layers have
+  assert abs(frechet.frechet_distance(a, a)) < 1e-6
+  assert frechet.frechet_distance(a, a[::-1]) < 1e-6
+
+
+def test_bad_shapes_refused():
+  with pytest.raises(ConfigError, match="same D"):
+    frechet.frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
+  with pytest.raises(ConfigError, match="at least 2"):
+    frechet.frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
+
+
+def test_real_splits_close_and_noise_far():
+  x1, _ = synthetic_images(300, seed=1)
+  x2, _ = synthetic_images(300, seed=2)
+  x1, x2 = x1[..., None] / np.float32(255), x2[..., None] / np.float32(255)
+  noise = np.random.default_rng(0).uniform(size=x1.shape).astype(np.float32)
+  model = models.CNN(num_classes=10, conv_features=(4, 8), pool=(True, True), dense_features=(16,))
+  variables = models.init_variables(model, jax.random.key(0), (28, 28, 1))
+  feats = frechet.features(model, variables, x1, batch_size=128)  # padded last chunk
+  assert feats.shape == (300, 16)
+  np.testing.assert_allclose(
+      feats[:5], np.asarray(models.apply_with_activations(model, variables, x1[:5])[1]["dense0"]),
+      rtol=1e-5, atol=1e-6)
+  same = frechet.fid(model, variables, x1, x1)
+  real = frechet.fid(model, variables, x1, x2)
+  far = frechet.fid(model, variables, x1, noise)
+  assert same < 1e-6
+  assert real < 0.1 * far
+  with pytest.raises(ConfigError, match="fid_layer"):
+    frechet.features(model, variables, x1, layer="nope")

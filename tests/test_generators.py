@@ -1,0 +1,139 @@
+import chex
+import jax
+import numpy as np
+import pytest
+
+from dreamjax import generators, models
+from dreamjax.configs import generator as generator_config
+from dreamjax.errors import ConfigError, DivergenceError
+from dreamjax.generators import common, gan, vae
+from conftest import synthetic_images
+
+
+def _data(n=200, size=28):
+  x, y = synthetic_images(n, size=size)
+  return (x[..., None] / np.float32(255)), y.astype(np.int32)
+
+
+def _cfg(**kw):
+  cfg = generator_config.get_config("tiny")
+  cfg.update(kw)
+  return cfg
+
+
+def test_vae_loss_finite_and_decreasing():
+  x, _ = _data()
+  params, history = generators.train_vae(_cfg(steps=40), x, None, jax.random.key(0))
+  chex.assert_tree_all_finite(params)
+  assert history[-1]["loss"] < 0.9 * history[0]["loss"]
+  assert {"step", "loss", "reconstruction", "kl"} <= set(history[0])
+
+
+def test_gan_losses_finite_and_generator_moves_toward_data():
+  x, _ = _data()
+  cfg = _cfg(steps=60, gan_learning_rate=1e-3)
+  params0 = gan.init_params(cfg, (28, 28, 1), 0, jax.random.split(jax.random.key(0))[0])
+  before = generators.sample_gan(cfg, params0, jax.random.key(1), num=64)
+  params, history = generators.train_gan(cfg, x, None, jax.random.key(0))
+  after = generators.sample_gan(cfg, params, jax.random.key(1), num=64)
+  assert all(np.isfinite(r[k]) for r in history for k in ("d_loss", "g_loss"))
+  # The mean image moves toward the data's: G learns from D's gradient.
+  err = lambda s: np.mean((s.mean(0) - x.mean(0)) ** 2)
+  assert err(after) < 0.7 * err(before)
+
+
+@pytest.mark.parametrize("kind", ["vae", "gan"])
+def test_conditional_samples_carry_labels_and_shapes(kind):
+  x, y = _data(100, size=32)
+  x = np.repeat(x, 3, axis=-1)  # 32×32×3: any size and channel count works
+  cfg = _cfg(steps=2, conditional=True)
+  params, _ = generators.TRAIN[kind](cfg, x, y, jax.random.key(0))
+  labels = np.array([3, 1, 4, 1, 5])
+  out = generators.SAMPLE[kind](cfg, params, jax.random.key(2), labels=labels)
+  chex.assert_shape(out, (5, 32, 32, 3))
+  assert out.min() >= 0 and out.max() <= 1
+  # Different labels with the same key change the samples: the label is used.
+  other = generators.SAMPLE[kind](cfg, params, jax.random.key(2), labels=labels[::-1])
+  assert not np.allclose(out[0], other[0])
+  chex.assert_shape(generators.SAMPLE[kind](cfg, params, jax.random.key(2), num=7),
+                    (7, 32, 32, 3))
+
+
+def test_checkpoint_roundtrip_gives_identical_samples(tmp_path):
+  x, y = _data(60)
+  for kind, labels in (("vae", None), ("gan", y)):
+    cfg = _cfg(steps=2, conditional=labels is not None)
+    params, _ = generators.TRAIN[kind](cfg, x, labels, jax.random.key(0))
+    generators.save(str(tmp_path / kind), kind, cfg, params)
+    kind2, cfg2, params2, _ = generators.load(str(tmp_path / kind))
+    assert kind2 == kind
+    a = generators.SAMPLE[kind](cfg, params, jax.random.key(5), num=12)
+    b = generators.SAMPLE[kind2](cfg2, params2, jax.random.key(5), num=12)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_train_steps_compile_once():
+  x, y = _data(60)
+  cfg = _cfg(conditional=True, num_classes=10)
+  module = vae.make_module(cfg, (28, 28, 1), 10)
+  tx = vae.make_optimizer(cfg)
+  v = vae.init_params(cfg, (28, 28, 1), 10, jax.random.key(0))["vae"]
+  state = {"variables": v, "opt_state": tx.init(v)}
+  step = jax.jit(chex.assert_max_traces(vae.make_train_step(module, tx, 8, 1.0), n=1))
+  for i in range(3):
+    state, metrics = step(state, x, y, jax.random.key(i))
+  chex.assert_shape(metrics["loss"], ())
+  g, d = gan.make_modules(cfg, (28, 28, 1), 10)
+  p = gan.init_params(cfg, (28, 28, 1), 10, jax.random.key(0))
+  tx = gan.make_optimizer(cfg)
+  state = {"generator": p["generator"], "discriminator": p["discriminator"],
+           "opt_g": tx.init(p["generator"]), "opt_d": tx.init(p["discriminator"])}
+  step = jax.jit(chex.assert_max_traces(gan.make_train_step(g, d, tx, 8, 4, 0.9), n=1))
+  for i in range(3):
+    state, metrics = step(state, x, y, jax.random.key(i))
+  chex.assert_tree_all_finite(state["generator"])
+
+
+def test_pseudo_label_threshold_respected():
+  x, _ = _data(50)
+  model = models.CNN(num_classes=3, conv_features=(4,), pool=(True,), dense_features=(8,))
+  variables = models.init_variables(model, jax.random.key(0), (28, 28, 1))
+  # Scale the head so confidences spread over (1/3, 1).
+  variables = jax.tree_util.tree_map_with_path(
+      lambda p, v: v * 30 if "Head" in str(p) else v, variables)
+  probs = np.asarray(jax.nn.softmax(model.apply(variables, x), -1))
+  for threshold in (0.0, 0.6, 0.9, 1.0):
+    kept, labels, frac = generators.pseudo_label(model, variables, x, threshold=threshold)
+    expected = probs.max(-1) >= threshold
+    assert len(kept) == expected.sum() == len(labels)
+    assert frac == pytest.approx(expected.mean())
+    np.testing.assert_array_equal(labels, probs.argmax(-1)[expected])
+  with pytest.raises(ConfigError, match="pseudo_label_threshold"):
+    generators.pseudo_label(model, variables, x, threshold=1.5)
+
+
+def test_bad_settings_refused_before_compute():
+  x, y = _data(20)
+  with pytest.raises(ConfigError, match="conditional=True needs labels"):
+    generators.train_vae(_cfg(conditional=True), x, None, jax.random.key(0))
+  with pytest.raises(ConfigError, match="conditional=False"):
+    generators.train_gan(_cfg(), x, y, jax.random.key(0))
+  with pytest.raises(ConfigError, match="beta1"):
+    generators.train_gan(_cfg(beta1=1.0), x, None, jax.random.key(0))
+  with pytest.raises(ConfigError, match="steps=0"):
+    generators.train_vae(_cfg(steps=0), x, None, jax.random.key(0))
+
+
+def test_nan_loss_names_the_step():
+  x, _ = _data(20)
+  x[:] = np.nan
+  with pytest.raises(DivergenceError, match="at step 0"):
+    generators.train_vae(_cfg(steps=3, log_every=3), x, None, jax.random.key(0))
+
+
+def test_sample_labels_rules():
+  np.testing.assert_array_equal(common.sample_labels(3, None, 5), [0, 1, 2, 0, 1])
+  with pytest.raises(ConfigError, match="unconditional"):
+    common.sample_labels(0, [1, 2], None)
+  with pytest.raises(ConfigError):
+    common.sample_labels(3, [0, 3], None)
