@@ -8,6 +8,7 @@ the environment before JAX initialises its backend, which is why
 ``XLA_FLAGS`` are never overridden.
 """
 
+import importlib.metadata
 import os
 
 # name -> value, each measured by benchmarks/bench.py (see benchmarks/README.md).
@@ -17,9 +18,21 @@ CPU_FLAGS: dict[str, str] = {
     "xla_cpu_experimental_ynn_fusion_type": "-individual_convolution",
 }
 
+# XLA aborts on a flag it does not know, and older jaxlibs lack the YNNPACK
+# path (and its flag): set the flags only from the jaxlib they were measured on.
+MIN_JAXLIB = (0, 10)
+
+
+def _jaxlib_version() -> tuple[int, ...]:
+  try:
+    text = importlib.metadata.version("jaxlib")
+  except importlib.metadata.PackageNotFoundError:
+    return ()
+  return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
+
 
 def configure() -> None:
-  if os.environ.get("DREAMJAX_NO_XLA_FLAGS"):
+  if os.environ.get("DREAMJAX_NO_XLA_FLAGS") or _jaxlib_version() < MIN_JAXLIB:
     return
   current = os.environ.get("XLA_FLAGS", "")
   extra = [

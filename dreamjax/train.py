@@ -1,8 +1,11 @@
 """Classifier training: pure jitted steps over explicit state, K seeds at once.
 
 Everything is stacked along a leading seed axis ``K``: ``fit`` trains K
-independent models (one per seed) in one compiled program with ``jax.vmap``,
-which is how the study gets its seeds cheaply. A single run is K = 1.
+independent models (one per seed) in one compiled program, which is how the
+study gets its seeds cheaply. A single run is K = 1. The program holds one
+copy of the step per seed (:func:`map_seeds`) rather than ``jax.vmap``: on
+XLA:CPU a vmapped convolution becomes a grouped convolution that ran 1.4-1.6x
+slower than K separate ones (numbers in benchmarks/README.md).
 
 Keys: one root key per seed; ``fold_in(root, 0)`` initialises the model (so
 every arm of the study starts from the same weights for a seed) and
@@ -116,12 +119,41 @@ def make_train_step(model, batch_size: int, *, batch_transform: BatchTransform |
   return train_step
 
 
+def map_seeds(fn: Callable, in_axes: int | None | tuple[int | None, ...] = 0) -> Callable:
+  """``jax.vmap`` over a leading seed axis, unrolled: one copy of ``fn`` per seed.
+
+  Same results as ``jax.vmap(fn, in_axes)`` (axis 0 or None per argument), but
+  each seed keeps ungrouped convolutions and matmuls, which XLA:CPU runs faster
+  and may run side by side. Compile time grows with K, so it suits the handful
+  of seeds a study uses. On accelerators, which run a vmapped (grouped)
+  convolution well and gain most from one large launch, it is ``jax.vmap``.
+  """
+  if jax.default_backend() != "cpu":
+    return jax.vmap(fn, in_axes=in_axes)
+
+  def mapped(*args):
+    axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+    if len(axes) != len(args):
+      raise ValueError(f"map_seeds: {len(axes)} in_axes for {len(args)} arguments.")
+    if any(a not in (0, None) for a in axes):
+      raise ValueError(f"map_seeds: in_axes={axes} must each be 0 or None.")
+    stacked = [a for a, ax in zip(args, axes) if ax == 0]
+    if not stacked:
+      raise ValueError("map_seeds: no argument has a seed axis (in_axes all None).")
+    k = jax.tree.leaves(stacked[0])[0].shape[0]
+    outs = [fn(*[unstack(a, i) if ax == 0 else a for a, ax in zip(args, axes)])
+            for i in range(k)]
+    return stack(outs)
+
+  return mapped
+
+
 def make_predict(model, batch_size: int = 1000):
   """Returns ``predict(variables_K, images) -> logits [K, N, classes]`` (jitted per chunk)."""
 
   @jax.jit
   def _chunk(variables_K, x):
-    return jax.vmap(lambda v: model.apply(v, x, train=False))(variables_K)
+    return map_seeds(lambda v: model.apply(v, x, train=False))(variables_K)
 
   def predict(variables_K, images):
     outs = []
@@ -214,9 +246,9 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
 
   data_axis = 0 if per_seed else None
   step_fn = jax.jit(
-      jax.vmap(make_train_step(model, tcfg.batch_size, batch_transform=batch_transform,
-                               label_smoothing=tcfg.label_smoothing),
-               in_axes=(0, data_axis, data_axis, 0, 0)),
+      map_seeds(make_train_step(model, tcfg.batch_size, batch_transform=batch_transform,
+                                label_smoothing=tcfg.label_smoothing),
+                in_axes=(0, data_axis, data_axis, 0, 0)),
       donate_argnums=0)
   predict = make_predict(model)
   images = jnp.asarray(images)

@@ -1,0 +1,141 @@
+"""Data parallelism over every device: one ``("data",)`` mesh, NamedSharding, jax.jit.
+
+Parameters and optimiser state are replicated; each batch is split along its
+first axis over the mesh, and XLA inserts the gradient all-reduce itself. The
+same pattern serves training (:func:`make_train_step`), dreaming and attacks
+(:func:`data_parallel`). With one device everything reduces to plain
+``jax.jit``, so code written against this module runs unchanged on a laptop, a
+GPU box or a TPU pod.
+
+Multi-host (TPU pods, multi-node GPU): call :func:`initialize` with
+``distributed=True`` (or set ``DREAMJAX_DISTRIBUTED=1``) in every process
+before any other JAX call; the mesh then spans the devices of all hosts and
+:func:`shard_batch` assembles the global batch from each host's local rows.
+"""
+
+import os
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from dreamjax import train
+from dreamjax.errors import ConfigError
+
+DATA_AXIS = "data"
+
+
+def initialize(distributed: bool | None = None) -> None:
+  """Joins a multi-host job through ``jax.distributed.initialize()``.
+
+  ``distributed=None`` reads ``DREAMJAX_DISTRIBUTED`` (``1``/``true``). On
+  Cloud TPU pods the coordinator, process count and ids are discovered
+  automatically; elsewhere set JAX's ``JAX_COORDINATOR_ADDRESS``,
+  ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
+  """
+  if distributed is None:
+    distributed = os.environ.get("DREAMJAX_DISTRIBUTED", "").lower() in ("1", "true", "yes")
+  if distributed:
+    jax.distributed.initialize()
+
+
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh named ``data`` over ``devices`` (default: every device of every host)."""
+  devices = list(jax.devices() if devices is None else devices)
+  if not devices:
+    raise ConfigError("data_mesh: no devices given.")
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  """Rows split over the mesh, every other axis whole."""
+  return NamedSharding(mesh, P(DATA_AXIS, *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_divisible(mesh: Mesh, batch_size: int, what: str = "batch_size") -> None:
+  if batch_size % mesh.size:
+    raise ConfigError(f"{what}={batch_size} must be a multiple of the device count"
+                      f" ({mesh.size}) to split evenly over the '{DATA_AXIS}' mesh.")
+
+
+def replicate(mesh: Mesh, tree: Any) -> Any:
+  """Places a pytree (parameters, optimiser state, a small dataset) on every device."""
+  return jax.device_put(tree, replicated(mesh))
+
+
+def shard_batch(mesh: Mesh, rows: np.ndarray | jax.Array) -> jax.Array:
+  """A global batch split over the mesh, built from this host's ``rows``.
+
+  Single host: ``rows`` is the whole batch. Multi-host: each process passes its
+  own equal share and the result is the concatenation over processes.
+  """
+  sharding = batch_sharding(mesh, np.ndim(rows))
+  check_divisible(mesh, np.shape(rows)[0] * jax.process_count(), "batch rows")
+  return jax.make_array_from_process_local_data(sharding, np.asarray(rows))
+
+
+def make_train_step(model, batch_size: int, mesh: Mesh, *,
+                    batch_transform: train.BatchTransform | None = None,
+                    label_smoothing: float = 0.0) -> Callable:
+  """:func:`dreamjax.train.make_train_step`, data-parallel over ``mesh``, jitted.
+
+  Same signature and results (up to float summation order) as the one-device
+  step: ``step(state, images, labels, count, key) -> (state, metrics)`` with a
+  replicated state and dataset. The sampled batch is constrained to be split
+  over ``data``, so each device runs the forward and backward pass of its
+  rows and the gradient mean becomes one all-reduce.
+  """
+  check_divisible(mesh, batch_size)
+
+  def split_rows(x, y):
+    return (jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim)),
+            jax.lax.with_sharding_constraint(y, batch_sharding(mesh, y.ndim)))
+
+  def transform(state, x, y, key):
+    x, y = split_rows(x, y)
+    if batch_transform is not None:
+      x, y = split_rows(*batch_transform(state, x, y, key))
+    return x, y
+
+  step = train.make_train_step(model, batch_size, batch_transform=transform,
+                               label_smoothing=label_smoothing)
+  rep = replicated(mesh)
+  return jax.jit(step, in_shardings=rep, out_shardings=(rep, rep), donate_argnums=0)
+
+
+def data_parallel(fn: Callable, mesh: Mesh, batch_argnums: Sequence[int]) -> Callable:
+  """``jax.jit(fn)`` with the ``batch_argnums`` arguments split by rows over ``mesh``.
+
+  Every other argument (parameters, keys, settings as arrays) is replicated;
+  outputs keep whatever sharding XLA propagates (rows stay split). Use it for
+  per-image work such as dreaming and attacks: each device handles its rows and
+  no communication is needed unless ``fn`` reduces over the batch. Each batch
+  argument's first axis must be a multiple of the device count.
+  """
+  batch_argnums = tuple(batch_argnums)
+
+  def call(*args):
+    shardings = tuple(
+        jax.tree.map(lambda a: batch_sharding(mesh, np.ndim(a)), arg) if i in batch_argnums
+        else jax.tree.map(lambda _: replicated(mesh), arg)
+        for i, arg in enumerate(args))
+    for i in batch_argnums:
+      for leaf in jax.tree.leaves(args[i]):
+        check_divisible(mesh, np.shape(leaf)[0], f"argument {i} rows")
+    return _jitted(shardings)(*args)
+
+  cache: dict[Any, Callable] = {}
+
+  def _jitted(shardings):
+    key = jax.tree.structure(shardings), tuple(
+        (s.spec for s in jax.tree.leaves(shardings)))
+    if key not in cache:
+      cache[key] = jax.jit(fn, in_shardings=shardings)
+    return cache[key]
+
+  return call

@@ -1,0 +1,135 @@
+"""Data parallelism on 4 simulated CPU devices.
+
+The suite runs with one device, and JAX fixes its device count when it starts,
+so :func:`test_on_four_simulated_devices` reruns this file in a fresh pytest
+process with ``--xla_force_host_platform_device_count=4``; there the
+``four_devices`` tests run, here they skip.
+"""
+
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dreamjax import adversarial, models, sharding, train
+from dreamjax.configs import common
+from dreamjax.errors import ConfigError
+from conftest import synthetic_images
+
+four_devices = pytest.mark.skipif(jax.device_count() != 4, reason="needs 4 (simulated) devices")
+
+
+def _tiny():
+  model = models.make_model(common.model_config("tiny"), 10)
+  variables = models.init_variables(model, jax.random.key(0), (28, 28, 1))
+  x, y = synthetic_images(64)
+  return model, variables, (x[..., None] / np.float32(255)), y.astype(np.int32)
+
+
+def _dream(model, variables, x):
+  """A reference Deep Dream ascent on conv1's mean squared activation."""
+  for _ in range(3):
+    g = jax.grad(lambda x: jnp.sum(jnp.mean(jnp.square(
+        models.apply_with_activations(model, variables, x)[1]["conv1"]), (1, 2, 3))))(x)
+    x = jnp.clip(x + 0.05 * g / (jnp.mean(jnp.abs(g), (1, 2, 3), keepdims=True) + 1e-8), 0, 1)
+  return x
+
+
+def test_on_four_simulated_devices():
+  if os.environ.get("DREAMJAX_SHARDING_CHILD"):
+    pytest.skip("already the 4-device run")
+  env = dict(os.environ, DREAMJAX_SHARDING_CHILD="1",
+             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
+                        + " --xla_force_host_platform_device_count=4").strip())
+  res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        os.path.abspath(__file__)], env=env, capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       timeout=600)
+  tail = res.stdout[-3000:] + res.stderr[-2000:]
+  assert res.returncode == 0, tail
+  assert "5 passed" in res.stdout, tail  # the four_devices tests ran rather than skipped
+
+
+def test_indivisible_batch_is_a_config_error():
+  mesh = sharding.data_mesh()
+  model, *_ = _tiny()
+  if mesh.size == 1:
+    sharding.check_divisible(mesh, 7)  # every batch divides over one device
+    return
+  with pytest.raises(ConfigError, match="batch_size=7 must be a multiple"):
+    sharding.make_train_step(model, 7, mesh)
+
+
+@four_devices
+def test_sharded_train_step_matches_one_device():
+  model, variables, x, y = _tiny()
+  mesh = sharding.data_mesh()
+  assert mesh.size == 4
+  tcfg = common.train_config()
+  tcfg.steps, tcfg.warmup_steps, tcfg.learning_rate = 12, 1, 1e-2
+  tx = train.make_optimizer(tcfg)
+  one_step = jax.jit(train.make_train_step(model, 16))  # no donation: buffers are shared
+  traced = []
+
+  def count_traces(state, images, labels, key):
+    traced.append(1)  # runs at trace time only
+    return images, labels
+
+  many_step = sharding.make_train_step(model, 16, mesh, batch_transform=count_traces)
+  one = train.create_state(model, tx, variables)
+  many = sharding.replicate(mesh, train.create_state(model, tx, variables))
+  xs, ys = sharding.replicate(mesh, (x, y))
+  one_losses, many_losses = [], []
+  for step in range(12):
+    key = jax.random.fold_in(jax.random.key(1), step)
+    one, m1 = one_step(one, x, y, len(y), key)
+    many, m4 = many_step(many, xs, ys, len(y), key)
+    one_losses.append(float(m1["loss"]))
+    many_losses.append(float(m4["loss"]))
+  np.testing.assert_allclose(many_losses, one_losses, rtol=1e-4)
+  assert np.mean(many_losses[-3:]) < many_losses[0]
+  assert len(traced) == 1
+  chex.assert_trees_all_close(many.params, one.params, rtol=1e-3, atol=1e-5)
+  leaf = jax.tree.leaves(many.params)[0]
+  assert leaf.sharding.is_fully_replicated
+
+
+@four_devices
+def test_sharded_dream_equals_one_device():
+  model, variables, x, _ = _tiny()
+  mesh = sharding.data_mesh()
+  dream = sharding.data_parallel(lambda v, x: _dream(model, v, x), mesh, batch_argnums=(1,))
+  out = dream(variables, x[:32])
+  assert len(out.sharding.device_set) == 4
+  chex.assert_shape(out, (32, 28, 28, 1))
+  chex.assert_trees_all_close(out, jax.jit(lambda v, x: _dream(model, v, x))(variables, x[:32]),
+                              rtol=1e-5, atol=1e-5)
+
+
+@four_devices
+def test_sharded_pgd_equals_one_device():
+  model, variables, x, y = _tiny()
+  mesh = sharding.data_mesh()
+  kw = dict(eps=0.1, steps=5, key=jax.random.key(3))
+  adv1, ok1 = adversarial.pgd(model, variables, x[:32], y[:32], **kw)
+  adv4, ok4 = adversarial.pgd(model, sharding.replicate(mesh, variables),
+                              sharding.shard_batch(mesh, x[:32]),
+                              sharding.shard_batch(mesh, y[:32]), **kw)
+  assert len(adv4.sharding.device_set) == 4
+  chex.assert_trees_all_close(adv4, adv1, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(ok4), np.asarray(ok1))
+
+
+@four_devices
+def test_data_parallel_compiles_once():
+  model, variables, x, _ = _tiny()
+  mesh = sharding.data_mesh()
+  dream = sharding.data_parallel(
+      chex.assert_max_traces(n=1)(lambda v, x: _dream(model, v, x)), mesh, batch_argnums=(1,))
+  for i in range(3):
+    chex.assert_tree_all_finite(dream(variables, x[8 * i:8 * i + 8]))

@@ -1,0 +1,93 @@
+"""The hot steps compile once: repeated calls with the same shapes never retrace.
+
+Each test counts how often a function is traced (its Python body runs once per
+trace) across several calls of the loop that uses it.
+"""
+
+import os
+
+import chex
+import jax
+import numpy as np
+
+from dreamjax import models, train
+from dreamjax.configs import classifier
+from conftest import synthetic_images
+
+
+def _setup(steps=6):
+  cfg = classifier.get_config("tiny")
+  cfg.train.steps = steps
+  cfg.train.warmup_steps = 1
+  cfg.train.log_every = 2
+  cfg.train.eval_every = 0
+  x, y = synthetic_images(120)
+  return cfg, models.make_model(cfg.model, 10), x[..., None] / np.float32(255), y.astype(np.int32)
+
+
+def test_fit_traces_its_step_once_per_seed():
+  cfg, model, x, y = _setup()
+  traced = []
+
+  def count_traces(state, images, labels, key):
+    traced.append(images.shape)  # runs at trace time only
+    return images, labels
+
+  train.fit(model, cfg.train, x, y, seeds=[0, 1], batch_transform=count_traces)
+  assert traced == [(cfg.train.batch_size, 28, 28, 1)] * 2  # one trace, one copy per seed
+
+
+def test_predict_compiles_once_for_every_chunk():
+  cfg, model, x, y = _setup()
+  traced = []
+
+  class Counted:
+    def apply(self, *args, **kwargs):
+      traced.append(1)
+      return model.apply(*args, **kwargs)
+
+  variables = train.stack([models.init_variables(model, jax.random.key(0), (28, 28, 1))])
+  predict = train.make_predict(Counted(), batch_size=50)
+  logits = predict(variables, x)  # 120 images: chunks of 50, 50 and a padded 20
+  chex.assert_shape(logits, (1, 120, 10))
+  predict(variables, x[:70])
+  assert len(traced) == 1
+
+
+def test_map_seeds_equals_vmap_and_traces_once():
+  cfg, model, x, y = _setup()
+  tx = train.make_optimizer(cfg.train)
+  keys = train.seed_keys([3, 4, 5])
+  state = jax.vmap(lambda k: train.create_state(
+      model, tx, models.init_variables(model, k, (28, 28, 1))))(keys)
+  step = train.make_train_step(model, 16)
+  axes = (0, None, None, 0, 0)
+  counts = np.full((3,), len(y), np.int32)
+  unrolled = jax.jit(chex.assert_max_traces(train.map_seeds(step, in_axes=axes), n=1))
+  vmapped = jax.jit(jax.vmap(step, in_axes=axes))
+  s_u, s_v = state, state
+  for i in range(3):
+    s_u, m_u = unrolled(s_u, x, y, counts, keys)
+    s_v, m_v = vmapped(s_v, x, y, counts, keys)
+  chex.assert_shape(m_u["loss"], (3,))
+  chex.assert_tree_all_finite(s_u.params)
+  chex.assert_trees_all_close(s_u.params, s_v.params, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(m_u, m_v, rtol=1e-4, atol=1e-5)
+
+
+def test_xla_flags_are_set_once_and_never_override_the_user(monkeypatch):
+  from dreamjax import _xla
+  monkeypatch.delenv("DREAMJAX_NO_XLA_FLAGS", raising=False)
+  monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+  _xla.configure()
+  _xla.configure()
+  flags = os.environ["XLA_FLAGS"].split()
+  assert flags[0] == "--xla_dump_to=/tmp/x"
+  assert flags.count("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution") == 1
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=all")
+  _xla.configure()
+  assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=all"
+  monkeypatch.setenv("XLA_FLAGS", "")
+  monkeypatch.setenv("DREAMJAX_NO_XLA_FLAGS", "1")
+  _xla.configure()
+  assert os.environ["XLA_FLAGS"] == ""
