@@ -4,9 +4,15 @@ import sys
 from typing import Callable
 
 from absl import app
+from absl import flags
 from absl import logging
 
 from dreamjax.errors import DreamjaxError
+
+
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", None, "Join a multi-host job with jax.distributed.initialize() (TPU pods;"
+    " default: the DREAMJAX_DISTRIBUTED environment variable).")
 
 
 def run(main: Callable[[list[str]], None]) -> None:
@@ -18,6 +24,8 @@ def run(main: Callable[[list[str]], None]) -> None:
 
   def wrapped(argv):
     try:
+      from dreamjax import sharding  # pylint: disable=g-import-not-at-top
+      sharding.initialize(_DISTRIBUTED.value)
       return main(argv)
     except DreamjaxError as e:
       logging.flush()

@@ -13,6 +13,7 @@ every arm of the study starts from the same weights for a seed) and
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from flax.training import train_state
 
 from dreamjax import checkpoint
 from dreamjax import models
-from dreamjax.errors import ConfigError, DivergenceError
+from dreamjax.errors import CheckpointError, ConfigError, DivergenceError
 
 # (state, images, labels, key) -> (images, labels): a pure, jittable change of
 # each batch (classical augmentation, noise, adversarial examples, ...).
@@ -56,9 +57,13 @@ def validate_train_config(tcfg) -> None:
       ("train.warmup_steps", tcfg.warmup_steps, 0 <= tcfg.warmup_steps < tcfg.steps,
        f"in [0, train.steps={tcfg.steps})"),
       ("train.log_every", tcfg.log_every, tcfg.log_every >= 1, ">= 1"),
-      ("train.eval_every", tcfg.eval_every, tcfg.eval_every >= 0, ">= 0 (0: only at the end)"),
-      ("train.checkpoint_every", tcfg.checkpoint_every, tcfg.checkpoint_every >= 0,
-       ">= 0 (0: never)"),
+      ("train.eval_every", tcfg.eval_every,
+       tcfg.eval_every >= 0 and tcfg.eval_every % max(tcfg.log_every, 1) == 0,
+       f">= 0 (0: only at the end) and a multiple of train.log_every={tcfg.log_every}"),
+      ("train.checkpoint_every", tcfg.checkpoint_every,
+       tcfg.checkpoint_every >= 0 and tcfg.checkpoint_every % max(tcfg.log_every, 1) == 0,
+       f">= 0 (0: never) and a multiple of train.log_every={tcfg.log_every}, so a resumed"
+       " run logs the same history"),
       ("train.label_smoothing", tcfg.label_smoothing, 0 <= tcfg.label_smoothing < 1, "in [0, 1)"),
   ]
   for name, value, ok, valid in checks:
@@ -67,10 +72,19 @@ def validate_train_config(tcfg) -> None:
 
 
 def make_optimizer(tcfg) -> optax.GradientTransformation:
+  return _optimizer(float(tcfg.learning_rate), int(tcfg.warmup_steps), int(tcfg.steps),
+                    float(tcfg.weight_decay))
+
+
+@functools.lru_cache(maxsize=32)
+def _optimizer(learning_rate, warmup_steps, steps, weight_decay) -> optax.GradientTransformation:
+  # One object per setting: the optimizer is a static part of TrainState's
+  # tree structure, so equal settings must give an equal object for compiled
+  # steps to be reused across runs (the study trains many arms alike).
   schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=tcfg.learning_rate, warmup_steps=tcfg.warmup_steps,
-      decay_steps=tcfg.steps, end_value=tcfg.learning_rate * 0.01)
-  return optax.adamw(schedule, weight_decay=tcfg.weight_decay)
+      init_value=0.0, peak_value=learning_rate, warmup_steps=warmup_steps,
+      decay_steps=steps, end_value=learning_rate * 0.01)
+  return optax.adamw(schedule, weight_decay=weight_decay)
 
 
 def create_state(model, tx, variables) -> TrainState:
@@ -148,6 +162,7 @@ def map_seeds(fn: Callable, in_axes: int | None | tuple[int | None, ...] = 0) ->
   return mapped
 
 
+@functools.lru_cache(maxsize=32)
 def make_predict(model, batch_size: int = 1000):
   """Returns ``predict(variables_K, images) -> logits [K, N, classes]`` (jitted per chunk)."""
 
@@ -234,22 +249,29 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
   start_step = 0
   fingerprint = config_fingerprint(fingerprint, seeds, tcfg.to_dict() if hasattr(tcfg, "to_dict") else tcfg)
   history: list[dict[str, Any]] = []
+  seconds_before = 0.0
   if checkpoint_dir and checkpoint.exists(checkpoint_dir):
-    meta = checkpoint.read_meta(checkpoint_dir)
-    if meta.get("fingerprint") != fingerprint:
+    try:
+      meta = checkpoint.read_meta(checkpoint_dir)
+    except CheckpointError:
+      meta = {}
+    if meta and meta.get("fingerprint") != fingerprint:
       raise ConfigError(f"{checkpoint_dir} holds a checkpoint of another config or seeds;"
                         " use a fresh --workdir or delete that folder.")
-    state, meta = checkpoint.restore(checkpoint_dir, state)
-    start_step = int(meta["step"])
-    history = meta.get("history", [])
-    log(f"{desc}: resumed from step {start_step} ({checkpoint_dir})")
+    try:
+      state, meta = checkpoint.restore(checkpoint_dir, state)
+      start_step = int(meta["step"])
+      history = meta.get("history", [])
+      seconds_before = float(meta.get("seconds", 0.0))
+      log(f"{desc}: resumed from step {start_step} ({checkpoint_dir})")
+    except (CheckpointError, KeyError, ValueError) as e:
+      # Never continue from damaged weights: start this run again instead.
+      log(f"{desc}: checkpoint unusable ({e}); training from step 0")
+      checkpoint.remove(checkpoint_dir)
 
   data_axis = 0 if per_seed else None
-  step_fn = jax.jit(
-      map_seeds(make_train_step(model, tcfg.batch_size, batch_transform=batch_transform,
-                                label_smoothing=tcfg.label_smoothing),
-                in_axes=(0, data_axis, data_axis, 0, 0)),
-      donate_argnums=0)
+  step_fn = _compiled_step(model, int(tcfg.batch_size), batch_transform,
+                           float(tcfg.label_smoothing), data_axis)
   predict = make_predict(model)
   images = jnp.asarray(images)
   labels = jnp.asarray(labels, jnp.int32)
@@ -290,11 +312,23 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
       window, t_window = [], now
     if checkpoint_dir and tcfg.checkpoint_every and (
         (step + 1) % tcfg.checkpoint_every == 0 or last):
-      checkpoint.save(checkpoint_dir, state, {"step": step + 1, "fingerprint": fingerprint,
-                                              "history": history})
+      checkpoint.save(checkpoint_dir, state, {
+          "step": step + 1, "fingerprint": fingerprint, "history": history,
+          "seconds": seconds_before + time.perf_counter() - t0})
   jax.block_until_ready(state)
-  return FitResult(state=state, history=history, seconds=time.perf_counter() - t0,
+  return FitResult(state=state, history=history,
+                   seconds=seconds_before + time.perf_counter() - t0,
                    steps_run=total - start_step)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_step(model, batch_size, batch_transform, label_smoothing, data_axis):
+  """The jitted seed-mapped step, shared by every fit with the same settings."""
+  return jax.jit(
+      map_seeds(make_train_step(model, batch_size, batch_transform=batch_transform,
+                                label_smoothing=label_smoothing),
+                in_axes=(0, data_axis, data_axis, 0, 0)),
+      donate_argnums=0)
 
 
 def unstack(tree, i: int):

@@ -81,7 +81,7 @@ def test_resume_equals_uninterrupted(tmp_path):
   with pytest.raises(Stop):
     train.fit(model, partial_cfg, x, y, seeds=[0], checkpoint_dir=ckpt, progress=stop_after_checkpoint)
   resumed = train.fit(model, cfg.train, x, y, seeds=[0], checkpoint_dir=ckpt)
-  assert resumed.steps_run == 15
+  assert resumed.steps_run == 20
   chex.assert_trees_all_close(resumed.state.params, full.state.params, rtol=1e-6, atol=1e-7)
 
 
@@ -90,3 +90,25 @@ def test_bad_train_config():
   cfg.train.steps = 0
   with pytest.raises(ConfigError, match="train.steps"):
     train.fit(model, cfg.train, x, y, seeds=[0])
+
+
+def test_corrupted_checkpoint_is_redone_not_restored(tmp_path):
+  cfg, model, x, y = _setup(steps=20)
+  ckpt = str(tmp_path / "ckpt")
+  first = train.fit(model, cfg.train, x, y, seeds=[0], checkpoint_dir=ckpt)
+  # Damage every array file of the saved tree.
+  import os
+  damaged = 0
+  for root, _, files in os.walk(ckpt):
+    for f in files:
+      if f != "dreamjax.json" and os.path.getsize(os.path.join(root, f)) > 0:
+        with open(os.path.join(root, f), "wb") as fh:
+          fh.write(b"\x00garbage")
+        damaged += 1
+  assert damaged
+  messages = []
+  again = train.fit(model, cfg.train, x, y, seeds=[0], checkpoint_dir=ckpt,
+                    progress=messages.append)
+  assert any("checkpoint unusable" in m for m in messages)
+  assert again.steps_run == 20  # trained again from step 0
+  chex.assert_trees_all_close(again.state.params, first.state.params, rtol=1e-6, atol=1e-7)

@@ -39,8 +39,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.train.batch_size = 32
     c.train.warmup_steps = 5
     c.train.log_every = 10
-    c.train.eval_every = 15
-    c.train.checkpoint_every = 15
+    c.train.eval_every = 10
+    c.train.checkpoint_every = 10
   else:
     raise ValueError(f"unknown preset {preset!r}; choose default, full or tiny")
   return c

@@ -38,19 +38,19 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.model.dense_features = (64,)
   c.model.use_bn = True           # BatchNorm is needed by the dream_bn prior
   c.train = common.train_config()
-  c.train.steps = 500             # same budget for every arm (converged: see REPORT curves)
+  c.train.steps = 300             # same budget for every arm (converged: see REPORT curves)
   c.train.batch_size = 64
   c.train.warmup_steps = 50
-  c.train.log_every = 100
-  c.train.eval_every = 100        # validation curve points
-  c.train.checkpoint_every = 250
+  c.train.log_every = 50
+  c.train.eval_every = 50         # validation curve points
+  c.train.checkpoint_every = 100   # multiple of log_every (resume reproduces the history)
 
   # Reference ("oracle") classifier on every training label: a measuring
   # instrument for label preservation and Fréchet features, never a teacher.
   c.oracle = ml_collections.ConfigDict()
   c.oracle.model = common.model_config("small")
   c.oracle.train = common.train_config()
-  c.oracle.train.steps = 1500
+  c.oracle.train.steps = 1000
   c.oracle.train.batch_size = 128
   c.oracle.train.eval_every = 500
   c.oracle.train.checkpoint_every = 500
@@ -61,7 +61,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.eval.robust_eps = 0.1         # L∞ PGD radius on [0, 1] pixels (STUDY.md)
   c.eval.robust_steps = 20        # ≥ 20 PGD steps, random start
   c.eval.robust_restarts = 1
-  c.eval.robust_num_test = 500    # test images attacked per cell (quick: a subset)
+  c.eval.robust_num_test = 200    # test images attacked per cell (quick: a subset)
   c.eval.frechet_num_test = 2000  # real test images the generated sets are compared with
   c.eval.alignment_num = 256      # test images for the C3 gradient alignment
 
@@ -69,7 +69,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.dream_presets = ml_collections.ConfigDict(
       {"dream_subtle": "subtle", "dream_strong": "strong", "dream_logit": "logit",
        "dream_bn": "bn"})
-  c.dream_sweep_strengths = ()    # () = the dream config's default sweep (≥ 4 strengths)
+  c.dream_sweep_strengths = (0.05, 0.2, 0.8, 3.2)  # octaves×steps×step_size, subtle → extreme
   c.dream_chunk = 250             # images per jitted dream call
   c.attack = ml_collections.ConfigDict()
   c.attack.eps = 0.1              # offline fgsm/pgd sets and pgd_train, L∞
@@ -77,9 +77,12 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.attack.train_steps = 3        # PGD steps inside pgd_train's train step
   c.attack.train_fraction = 0.5   # fraction of each batch replaced by adversarial images
   c.generator_preset = "default"  # dreamjax/configs/generator.py preset for VAE/GAN/AE/pretext
-  c.generator_overrides = ml_collections.ConfigDict()  # e.g. {"steps": 100}
+  c.generator_overrides = ml_collections.ConfigDict()  # any generator field, e.g. {"steps": 100}
+  c.small_generator_steps = 250   # vae_small/gan_small: steps on the N labeled images
+  c.pretrain_steps = 500          # ae_pretrain/pretext_transfer: steps on the pool
+  c.pool_generator_steps = 800    # vae_pool/gan_pool: steps on the pool (trained once, on
+                                  # seed 0's pool, and shared by every seed)
   c.pseudo_label_threshold = 0.9  # unconditional pool generators: keep confident samples
-  c.pool_generators_once = True   # pool models trained once (seed 0's pool), shared by seeds
 
   if preset == "quick":
     pass
@@ -91,6 +94,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.train.steps = 3000
     c.train.batch_size = 128
     c.train.warmup_steps = 200
+    c.train.log_every = 50
     c.train.eval_every = 250
     c.train.checkpoint_every = 500
     c.oracle.train.steps = 6000
@@ -101,7 +105,10 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.eval.alignment_num = 1000
     c.eval.robust_restarts = 2
     c.attack.train_steps = 7
-    c.pool_generators_once = False
+    c.small_generator_steps = 1200
+    c.pool_generator_steps = 2400
+    c.pretrain_steps = 1200
+    c.dream_sweep_strengths = (0.02, 0.05, 0.15, 0.5, 1.5, 4.0)
   elif preset == "tiny":
     c.budgets = (100,)
     c.primary_budget = 100
@@ -130,7 +137,12 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.attack.pgd_steps = 3
     c.attack.train_steps = 2
     c.generator_preset = "tiny"
+    c.small_generator_steps = 30
+    c.pool_generator_steps = 30
+    c.pretrain_steps = 30
+    c.dream_sweep_strengths = (0.05, 0.2, 0.8, 3.2)
     c.pool_subset = 2000
+    c.pseudo_label_threshold = 0.0  # tiny models are never confident: keep every sample
   else:
     raise ValueError(f"unknown study preset {preset!r}; choose quick, full or tiny")
   if "pool_subset" not in c:

@@ -236,6 +236,12 @@ class Study:
     g.model = kind
     g.conditional = conditional
     g.source = "labeled" if conditional else "pool"
+    if conditional:
+      g.steps = self.config.small_generator_steps
+    elif kind in ("ae", "pretext"):
+      g.steps = self.config.pretrain_steps
+    else:
+      g.steps = self.config.pool_generator_steps
     g.update(self.config.generator_overrides.to_dict())
     return g
 

@@ -1,0 +1,82 @@
+"""Property-based checks: every numeric setting is validated before compute.
+
+Whatever number lands in a field, validation either accepts it or raises a
+ConfigError that names the field; it never crashes with another exception.
+"""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dreamjax import adversarial, train
+from dreamjax.configs import classifier, dream as dream_configs, study as study_configs
+from dreamjax.errors import ConfigError
+from dreamjax.study import runner
+
+numbers = st.one_of(st.integers(-5, 5000), st.floats(-2.0, 2.0, allow_nan=False))
+
+TRAIN_FIELDS = ["steps", "batch_size", "learning_rate", "weight_decay", "warmup_steps",
+                "log_every", "eval_every", "checkpoint_every", "label_smoothing"]
+STUDY_FIELDS = ["num_seeds", "copies", "primary_budget", "eval.robust_eps", "eval.robust_steps",
+                "eval.robust_num_test", "eval.frechet_num_test", "attack.eps", "attack.pgd_steps",
+                "attack.train_steps", "attack.train_fraction", "pseudo_label_threshold",
+                "verdict_margin", "dream_chunk"]
+
+
+def _set(cfg, field, value):
+  *blocks, name = field.split(".")
+  for b in blocks:
+    cfg = cfg[b]
+  cfg[name] = type(cfg[name])(value) if isinstance(cfg[name], float) else value
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(TRAIN_FIELDS), numbers)
+def test_train_fields(field, value):
+  cfg = classifier.get_config("tiny").train
+  try:
+    _set(cfg, field, value)
+  except TypeError:
+    return  # ml_collections refuses the type itself: also before compute
+  try:
+    train.validate_train_config(cfg)
+  except ConfigError as e:
+    assert f"train.{field}" in str(e) or "train." in str(e)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(STUDY_FIELDS), numbers)
+def test_study_fields(field, value):
+  cfg = study_configs.get_config("tiny")
+  try:
+    _set(cfg, field, value)
+  except TypeError:
+    return
+  try:
+    runner.validate_config(cfg)
+  except ConfigError as e:
+    assert field.split(".")[-1] in str(e)
+
+
+@settings(max_examples=100, deadline=None)
+@given(eps=st.floats(-1, 1, allow_nan=False), steps=st.integers(-3, 50),
+       norm=st.sampled_from(["linf", "l2", "l1", "Linf"]), restarts=st.integers(-1, 3))
+def test_attack_settings(eps, steps, norm, restarts):
+  try:
+    adversarial.validate_attack(eps=eps, steps=steps, norm=norm, restarts=restarts)
+  except ConfigError as e:
+    assert any(k in str(e) for k in ("eps", "steps", "norm", "restarts"))
+    return
+  assert eps >= 0 and steps >= 1 and norm in ("linf", "l2") and restarts >= 1
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("steps", -1, "steps"), ("octave_scale", 1.0, "octave_scale"), ("layers", ("conv9",), "conv0")])
+def test_dream_settings_named(field, value, match):
+  from dreamjax import dream, models
+  from dreamjax.configs import common
+  model = models.make_model(common.model_config("tiny"), 10)
+  cfg = dream_configs.get_preset("strong")
+  cfg[field] = value
+  with pytest.raises(ConfigError, match=match):
+    dream.validate(cfg, model)
