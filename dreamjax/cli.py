@@ -6,6 +6,7 @@ from typing import Callable
 from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 
 from dreamjax.errors import DreamjaxError
 
@@ -13,6 +14,64 @@ from dreamjax.errors import DreamjaxError
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", None, "Join a multi-host job with jax.distributed.initialize() (TPU pods;"
     " default: the DREAMJAX_DISTRIBUTED environment variable).")
+
+
+def _flag_error_message(error: Exception) -> str:
+  """The user-facing part of a flag error, without any embedded traceback.
+
+  ``ml_collections`` wraps an exception raised by ``get_config`` (an unknown
+  preset, say) into the flag error together with its traceback; only the
+  exception's own last line says what is wrong.
+  """
+  text = str(error).strip()
+  if "Traceback (most recent call last)" in text:
+    head = text.split("Traceback (most recent call last)")[0].strip().rstrip(":")
+    tail = [line.strip() for line in text.splitlines() if line.strip()][-1]
+    text = f"{head}: {tail}" if head else tail
+  return text
+
+
+def _exit_with_flag_error(message: str) -> None:
+  print(f"dreamjax error: {message}\n"
+        "Fix the flag and rerun; --helpshort lists the flags.", file=sys.stderr)
+  sys.exit(2)
+
+
+_CONFIG_FLAGS: list[tuple[str, flags.FlagHolder]] = []
+
+
+def define_config(default_file: str, help_text: str, name: str = "config") -> flags.FlagHolder:
+  """``config_flags.DEFINE_config_file`` whose mistakes end in a clear message.
+
+  When ``--config`` is not given, ml_collections loads the default file and
+  applies the ``--config.FIELD=VALUE`` overrides right here, at import time,
+  so an override naming no field fails before ``app.run`` could catch it.
+  """
+  try:
+    holder = config_flags.DEFINE_config_file(name, default_file, help_text)
+  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+    _exit_with_flag_error(f"a --{name}.FIELD override names no field of the config:"
+                          f" {str(e).strip(chr(34))}")
+  _CONFIG_FLAGS.append((name, holder))
+  return holder
+
+
+def _check_configs_loaded() -> None:
+  """A config file that failed to load (missing, broken) fails here, not mid-run."""
+  for name, holder in _CONFIG_FLAGS:
+    try:
+      holder.value.keys()
+    except OSError as e:
+      lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+      _exit_with_flag_error(f"cannot load --{name}: " + " ".join(lines))
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag or config ending in one clear line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _exit_with_flag_error(_flag_error_message(e))
 
 
 def run(main: Callable[[list[str]], None]) -> None:
@@ -24,6 +83,7 @@ def run(main: Callable[[list[str]], None]) -> None:
 
   def wrapped(argv):
     try:
+      _check_configs_loaded()
       from dreamjax import sharding  # pylint: disable=g-import-not-at-top
       sharding.initialize(_DISTRIBUTED.value)
       return main(argv)
@@ -36,4 +96,4 @@ def run(main: Callable[[list[str]], None]) -> None:
             " resume.", file=sys.stderr)
       sys.exit(130)
 
-  app.run(wrapped)
+  app.run(wrapped, flags_parser=_parse_flags)

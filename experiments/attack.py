@@ -12,14 +12,13 @@ Then train on the adversarial set as an augmentation arm:
 import os
 
 from absl import flags
-from ml_collections import config_flags
 
 import dreamjax  # noqa: F401  (sets XLA flags before JAX starts)
 from dreamjax import cli
 from dreamjax.runs import attack
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "dreamjax", "configs", "attack.py"),
+_CONFIG = cli.define_config(
+    os.path.join(os.path.dirname(__file__), "..", "dreamjax", "configs", "attack.py"),
     "Config file (path[:preset]).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/attack", "Where results and checkpoints go.")
 

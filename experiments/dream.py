@@ -13,14 +13,13 @@ a rerun with the same --workdir).
 import os
 
 from absl import flags
-from ml_collections import config_flags
 
 import dreamjax  # noqa: F401  (sets XLA flags before JAX starts)
 from dreamjax import cli
 from dreamjax.runs import dream
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "dreamjax", "configs", "dream.py"),
+_CONFIG = cli.define_config(
+    os.path.join(os.path.dirname(__file__), "..", "dreamjax", "configs", "dream.py"),
     "Config file (path[:preset]); presets: subtle, strong, logit, bn, tiny.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/dream", "Where the outputs go.")
 

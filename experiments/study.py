@@ -12,14 +12,13 @@ import os
 
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 import dreamjax  # noqa: F401  (sets XLA flags before JAX starts)
 from dreamjax import cli
 from dreamjax.study import report, runner
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "dreamjax", "configs", "study.py"),
+_CONFIG = cli.define_config(
+    os.path.join(os.path.dirname(__file__), "..", "dreamjax", "configs", "study.py"),
     "Study config (path[:preset]); presets quick, full, tiny.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/study_quick", "Results, checkpoints, report.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Validate config and data, print the plan, stop.")

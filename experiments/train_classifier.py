@@ -8,15 +8,14 @@ r"""Train the dreamjax classifier and report its held-out test accuracy.
 import os
 
 from absl import flags
-from ml_collections import config_flags
 
 import dreamjax  # noqa: F401  (sets XLA flags before JAX starts)
 from dreamjax import cli
 from dreamjax.runs import classifier
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "dreamjax", "configs",
-                           "classifier.py"), "Config file (path[:preset]).")
+_CONFIG = cli.define_config(
+    os.path.join(os.path.dirname(__file__), "..", "dreamjax", "configs",
+    "classifier.py"), "Config file (path[:preset]).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/classifier", "Where results and checkpoints go.")
 
 

@@ -13,15 +13,14 @@ config fields of the same names.
 import os
 
 from absl import flags
-from ml_collections import config_flags
 
 import dreamjax  # noqa: F401  (sets XLA flags before JAX starts)
 from dreamjax import cli
 from dreamjax.runs import generator
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "dreamjax", "configs",
-                           "generator.py"), "Config file (path[:preset]).")
+_CONFIG = cli.define_config(
+    os.path.join(os.path.dirname(__file__), "..", "dreamjax", "configs",
+    "generator.py"), "Config file (path[:preset]).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/generator", "Where results and checkpoints go.")
 _MODEL = flags.DEFINE_string("model", None, "Shortcut for --config.model (vae|gan|ae|pretext).")
 _SOURCE = flags.DEFINE_string("source", None, "Shortcut for --config.source (labeled|pool).")

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -34,3 +36,18 @@ def test_missing_data_is_a_clear_error(tmp_path):
              f"--config.data_dir={tmp_path}/none")
   assert out.returncode == 2
   assert "apt-get install dataset-fashion-mnist" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (("--config", "dreamjax/configs/classifier.py:bogus"), "unknown preset 'bogus'"),
+    (("--config.no_such_field=3",), "no field of the config: 'no_such_field'"),
+    (("--config", "dreamjax/configs/no_such_file.py"), "no_such_file.py"),
+    (("--config.train.steps=abc",), "train.steps=abc"),
+    (("--no_such_flag",), "no_such_flag"),
+])
+def test_bad_config_flag_is_one_clear_line(tmp_path, flags, expected):
+  out = _run(f"--workdir={tmp_path}", *flags)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert expected in out.stderr and "dreamjax error:" in out.stderr
+  assert "Traceback" not in out.stderr
+  assert not os.listdir(tmp_path)  # nothing ran
