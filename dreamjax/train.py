@@ -163,7 +163,7 @@ def map_seeds(fn: Callable, in_axes: int | None | tuple[int | None, ...] = 0) ->
 
 
 @functools.lru_cache(maxsize=32)
-def make_predict(model, batch_size: int = 1000):
+def make_predict(model, batch_size: int = 500):
   """Returns ``predict(variables_K, images) -> logits [K, N, classes]`` (jitted per chunk)."""
 
   @jax.jit
@@ -243,8 +243,10 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
   roots = seed_keys(seeds)
   init_keys = jax.vmap(lambda r: jax.random.fold_in(r, 0))(roots)
   step_roots = jax.vmap(lambda r: jax.random.fold_in(r, 1))(roots)
-  init_fn = init_fn or (lambda key: models.init_variables(model, key, image_shape))
-  state = jax.jit(jax.vmap(lambda key: create_state(model, tx, init_fn(key))))(init_keys)
+  if init_fn is None:
+    state = _compiled_init(model, tx, tuple(image_shape))(init_keys)
+  else:
+    state = jax.jit(jax.vmap(lambda key: create_state(model, tx, init_fn(key))))(init_keys)
 
   start_step = 0
   fingerprint = config_fingerprint(fingerprint, seeds, tcfg.to_dict() if hasattr(tcfg, "to_dict") else tcfg)
@@ -276,7 +278,7 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
   images = jnp.asarray(images)
   labels = jnp.asarray(labels, jnp.int32)
   counts_dev = jnp.asarray(counts)
-  fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+  fold = _fold_seeds
 
   t0 = time.perf_counter()
   t_window = t0
@@ -319,6 +321,16 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
   return FitResult(state=state, history=history,
                    seconds=seconds_before + time.perf_counter() - t0,
                    steps_run=total - start_step)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_init(model, tx, image_shape):
+  """The jitted initial state of K seeds; cached, since tracing Flax's init is slow."""
+  return jax.jit(jax.vmap(lambda key: create_state(
+      model, tx, models.init_variables(model, key, image_shape))))
+
+
+_fold_seeds = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
 
 
 @functools.lru_cache(maxsize=32)

@@ -1,13 +1,26 @@
 """Shared fixtures: tiny synthetic IDX datasets and tiny configs on real data."""
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
-import numpy as np
-import pytest
+# One persistent XLA compilation cache per test session, set before JAX starts
+# and inherited by the experiment scripts the tests run as subprocesses: each
+# program is compiled for real once per session, and the many short runs of the
+# same tiny configs (kill and resume, reruns) load it instead of compiling again.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="dreamjax-test-xla-cache-")
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
-import dreamjax  # noqa: F401  (XLA flags first)
-from dreamjax.data import idx, sources
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import dreamjax  # noqa: E402,F401  (XLA flags first)
+from dreamjax.data import idx, sources  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)

@@ -78,15 +78,18 @@ def strength(c) -> float:
   return float(c.octaves * c.steps * c.step_size)
 
 
-def sweep_presets(strengths=DEFAULT_SWEEP) -> list[tuple[float, ml_collections.ConfigDict]]:
+def sweep_presets(strengths=DEFAULT_SWEEP, steps: int = SWEEP_STEPS
+                  ) -> list[tuple[float, ml_collections.ConfigDict]]:
   """Dream blocks from subtle to extreme: single-scale ``l2`` dreams on conv1,
-  ``SWEEP_STEPS`` steps each, ``step_size = strength / SWEEP_STEPS``."""
+  ``steps`` steps each, ``step_size = strength / steps``."""
+  if int(steps) != steps or steps < 1:
+    raise ValueError(f"sweep steps={steps} must be an integer >= 1")
   out = []
   for s in strengths:
     if s <= 0:
       raise ValueError(f"sweep strength {s} must be > 0")
     c = dream_config()
-    c.steps, c.step_size, c.jitter = SWEEP_STEPS, float(s) / SWEEP_STEPS, 1
+    c.steps, c.step_size, c.jitter = int(steps), float(s) / steps, 1
     out.append((float(s), c))
   return out
 

@@ -70,6 +70,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
       {"dream_subtle": "subtle", "dream_strong": "strong", "dream_logit": "logit",
        "dream_bn": "bn"})
   c.dream_sweep_strengths = (0.05, 0.2, 0.8, 3.2)  # octaves×steps×step_size, subtle → extreme
+  c.dream_sweep_steps = 10        # ascent steps of every sweep point (step_size = strength/steps)
   c.dream_chunk = 250             # images per jitted dream call
   c.attack = ml_collections.ConfigDict()
   c.attack.eps = 0.1              # offline fgsm/pgd sets and pgd_train, L∞
@@ -109,6 +110,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.pool_generator_steps = 2400
     c.pretrain_steps = 1200
     c.dream_sweep_strengths = (0.02, 0.05, 0.15, 0.5, 1.5, 4.0)
+    c.dream_sweep_steps = 20
   elif preset == "tiny":
     c.budgets = (100,)
     c.primary_budget = 100

@@ -62,7 +62,20 @@ def init_params(cfg, image_shape, num_classes: int, key: jax.Array):
 
 
 def make_optimizer(cfg) -> optax.GradientTransformation:
-  return optax.adam(cfg.gan_learning_rate, b1=cfg.beta1)
+  return _adam(float(cfg.gan_learning_rate), float(cfg.beta1))
+
+
+@functools.lru_cache(maxsize=16)
+def _adam(learning_rate: float, beta1: float) -> optax.GradientTransformation:
+  # One object per setting, so the compiled step below is shared by every run
+  # alike (the study trains one small GAN per seed).
+  return optax.adam(learning_rate, b1=beta1)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_step(gen, disc, tx, batch_size: int, latent_dim: int, real_label: float) -> Callable:
+  return jax.jit(make_train_step(gen, disc, tx, batch_size, latent_dim, real_label),
+                 donate_argnums=0)
 
 
 def make_train_step(gen: Generator, disc: Discriminator, tx: optax.GradientTransformation,
@@ -125,8 +138,8 @@ def train_gan(cfg, images, labels, key: jax.Array, *, progress=None):
   tx = make_optimizer(cfg)
   state = {"generator": params["generator"], "discriminator": params["discriminator"],
            "opt_g": tx.init(params["generator"]), "opt_d": tx.init(params["discriminator"])}
-  step = jax.jit(make_train_step(gen, disc, tx, int(cfg.batch_size), int(cfg.latent_dim),
-                                 float(cfg.real_label)), donate_argnums=0)
+  step = _compiled_step(gen, disc, tx, int(cfg.batch_size), int(cfg.latent_dim),
+                        float(cfg.real_label))
   state, history = common.run_steps(step, state, images, labels, k_train, steps=int(cfg.steps),
                                     log_every=int(cfg.log_every), desc="gan", progress=progress)
   return {**params, "generator": state["generator"],

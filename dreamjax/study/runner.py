@@ -73,6 +73,11 @@ def validate_config(config) -> None:
        0 <= config.pseudo_label_threshold <= 1, "in [0, 1]"),
       ("verdict_margin", config.verdict_margin, 0 <= config.verdict_margin < 1, "in [0, 1)"),
       ("dream_chunk", config.dream_chunk, config.dream_chunk >= 1, ">= 1"),
+      ("dream_sweep_steps", config.dream_sweep_steps,
+       int(config.dream_sweep_steps) == config.dream_sweep_steps and config.dream_sweep_steps >= 1,
+       "an integer >= 1"),
+      ("dream_sweep_strengths", tuple(config.dream_sweep_strengths),
+       all(s > 0 for s in config.dream_sweep_strengths), "positive strengths"),
   ]
   for name, value, ok, valid in checks:
     if not ok:
@@ -224,7 +229,8 @@ class Study:
     from dreamjax.configs import dream as dream_configs  # pylint: disable=g-import-not-at-top
     if arm.startswith("dream_sweep@"):
       strength = float(arm.split("@")[1])
-      for s, cfg in dream_configs.sweep_presets(tuple(sweep_strengths(self.config))):
+      for s, cfg in dream_configs.sweep_presets(tuple(sweep_strengths(self.config)),
+                                                 self.config.dream_sweep_steps):
         if abs(s - strength) < 1e-9:
           return cfg
       raise ConfigError(f"no dream sweep preset of strength {strength}.")
