@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dreamjax.study import claims, stats
+from dreamjax.study import claims, report, stats
 
 
 def test_t_interval_hand_computed():
@@ -112,3 +112,14 @@ def test_all_verdicts_covers_every_claim():
   assert [v.claim for v in out] == list(claims.CLAIMS)
   assert all(v.verdict.startswith("missing") for v in out)
   assert np.all([v.rule for v in out])
+
+
+def test_report_flags_classical_gain_below_the_literature():
+  oracle = {"status": "ok", "test_accuracy": [0.91]}
+  base = _cell([0.80, 0.81, 0.82])
+  weak = report._sanity(oracle, base, 1000, _cell([0.801, 0.809, 0.821]))
+  assert any("Mismatch with the literature" in line and "+0.0 pp" in line for line in weak)
+  strong = report._sanity(oracle, base, 1000, _cell([0.83, 0.84, 0.85]))
+  assert any("in line with" in line and "+3.0 pp" in line for line in strong)
+  assert not any("Mismatch" in line for line in strong)
+  assert len(report._sanity(oracle, base, 1000, None)) == 2  # no classical arm: no line

@@ -50,10 +50,10 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.oracle = ml_collections.ConfigDict()
   c.oracle.model = common.model_config("small")
   c.oracle.train = common.train_config()
-  c.oracle.train.steps = 1000
+  c.oracle.train.steps = 800
   c.oracle.train.batch_size = 128
-  c.oracle.train.eval_every = 500
-  c.oracle.train.checkpoint_every = 500
+  c.oracle.train.eval_every = 400
+  c.oracle.train.checkpoint_every = 400
   c.oracle.feature_layer = "dense0"  # Fréchet distance feature space
 
   # Evaluation of every cell.
@@ -63,14 +63,16 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.eval.robust_restarts = 1
   c.eval.robust_num_test = 200    # test images attacked per cell (quick: a subset)
   c.eval.frechet_num_test = 2000  # real test images the generated sets are compared with
-  c.eval.alignment_num = 256      # test images for the C3 gradient alignment
+  c.eval.alignment_num = 128      # test images for the C3 gradient alignment
 
   # Arms' generation settings.
   c.dream_presets = ml_collections.ConfigDict(
       {"dream_subtle": "subtle", "dream_strong": "strong", "dream_logit": "logit",
        "dream_bn": "bn"})
   c.dream_sweep_strengths = (0.05, 0.2, 0.8, 3.2)  # octaves×steps×step_size, subtle → extreme
-  c.dream_sweep_steps = 10        # ascent steps of every sweep point (step_size = strength/steps)
+  c.dream_steps = 10              # ascent steps per octave of every dream arm and sweep point,
+                                  # step_size rescaled so each keeps its strength; 0 = the
+                                  # presets' own (20 for strong/logit/bn and the sweep)
   c.dream_chunk = 250             # images per jitted dream call
   c.attack = ml_collections.ConfigDict()
   c.attack.eps = 0.1              # offline fgsm/pgd sets and pgd_train, L∞
@@ -79,7 +81,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.attack.train_fraction = 0.5   # fraction of each batch replaced by adversarial images
   c.generator_preset = "default"  # dreamjax/configs/generator.py preset for VAE/GAN/AE/pretext
   c.generator_overrides = ml_collections.ConfigDict()  # any generator field, e.g. {"steps": 100}
-  c.small_generator_steps = 250   # vae_small/gan_small: steps on the N labeled images
+  c.small_generator_steps = 200   # vae_small/gan_small: steps on the N labeled images
   c.pretrain_steps = 500          # ae_pretrain/pretext_transfer: steps on the pool
   c.pool_generator_steps = 800    # vae_pool/gan_pool: steps on the pool (trained once, on
                                   # seed 0's pool, and shared by every seed)
@@ -110,7 +112,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.pool_generator_steps = 2400
     c.pretrain_steps = 1200
     c.dream_sweep_strengths = (0.02, 0.05, 0.15, 0.5, 1.5, 4.0)
-    c.dream_sweep_steps = 20
+    c.dream_steps = 0
   elif preset == "tiny":
     c.budgets = (100,)
     c.primary_budget = 100

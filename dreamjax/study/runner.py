@@ -73,9 +73,9 @@ def validate_config(config) -> None:
        0 <= config.pseudo_label_threshold <= 1, "in [0, 1]"),
       ("verdict_margin", config.verdict_margin, 0 <= config.verdict_margin < 1, "in [0, 1)"),
       ("dream_chunk", config.dream_chunk, config.dream_chunk >= 1, ">= 1"),
-      ("dream_sweep_steps", config.dream_sweep_steps,
-       int(config.dream_sweep_steps) == config.dream_sweep_steps and config.dream_sweep_steps >= 1,
-       "an integer >= 1"),
+      ("dream_steps", config.dream_steps,
+       int(config.dream_steps) == config.dream_steps and config.dream_steps >= 0,
+       "an integer >= 0 (0: the presets' own steps)"),
       ("dream_sweep_strengths", tuple(config.dream_sweep_strengths),
        all(s > 0 for s in config.dream_sweep_strengths), "positive strengths"),
   ]
@@ -229,12 +229,17 @@ class Study:
     from dreamjax.configs import dream as dream_configs  # pylint: disable=g-import-not-at-top
     if arm.startswith("dream_sweep@"):
       strength = float(arm.split("@")[1])
-      for s, cfg in dream_configs.sweep_presets(tuple(sweep_strengths(self.config)),
-                                                 self.config.dream_sweep_steps):
+      steps = int(self.config.dream_steps) or dream_configs.SWEEP_STEPS
+      for s, cfg in dream_configs.sweep_presets(tuple(sweep_strengths(self.config)), steps):
         if abs(s - strength) < 1e-9:
           return cfg
       raise ConfigError(f"no dream sweep preset of strength {strength}.")
-    return dream_configs.get_preset(self.config.dream_presets[arm])
+    cfg = dream_configs.get_preset(self.config.dream_presets[arm])
+    steps = int(self.config.dream_steps)
+    if steps and cfg.steps != steps:  # same strength (octaves × steps × step_size)
+      cfg.step_size = float(cfg.step_size) * cfg.steps / steps
+      cfg.steps = steps
+    return cfg
 
   def generator_config(self, kind: str, conditional: bool):
     from dreamjax.configs import generator as gen_configs  # pylint: disable=g-import-not-at-top
