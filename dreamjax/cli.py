@@ -8,12 +8,13 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from dreamjax.errors import DreamjaxError
+from dreamjax.errors import ConfigError, DreamjaxError
 
 
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", None, "Join a multi-host job with jax.distributed.initialize() (TPU pods;"
-    " default: the DREAMJAX_DISTRIBUTED environment variable).")
+    "distributed", None, "Call jax.distributed.initialize() first (default: the"
+    " DREAMJAX_DISTRIBUTED environment variable). The experiment scripts run as one process"
+    " and stop with an error if several joined.")
 
 
 def _flag_error_message(error: Exception) -> str:
@@ -86,6 +87,13 @@ def run(main: Callable[[list[str]], None]) -> None:
       _check_configs_loaded()
       from dreamjax import sharding  # pylint: disable=g-import-not-at-top
       sharding.initialize(_DISTRIBUTED.value)
+      import jax  # pylint: disable=g-import-not-at-top
+      if jax.process_count() > 1:
+        raise ConfigError(
+            f"this script runs as one process, but {jax.process_count()} joined through"
+            " --distributed / DREAMJAX_DISTRIBUTED; every host would write the same workdir."
+            " Run it on one host without --distributed, or build a multi-host program on"
+            " dreamjax.sharding.")
       return main(argv)
     except DreamjaxError as e:
       logging.flush()
