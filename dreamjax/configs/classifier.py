@@ -35,12 +35,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.num_labeled = 100
     c.val_size = 200
     c.model = common.model_config("tiny")
-    c.train.steps = 30
-    c.train.batch_size = 32
-    c.train.warmup_steps = 5
-    c.train.log_every = 10
-    c.train.eval_every = 10
-    c.train.checkpoint_every = 10
+    common.make_tiny(c.train, eval_every=10)
   else:
     raise ValueError(f"unknown preset {preset!r}; choose default, full or tiny")
   return c

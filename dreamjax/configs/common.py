@@ -42,3 +42,17 @@ def train_config() -> ml_collections.ConfigDict:
   c.eval_every = 500        # validation accuracy interval (0: only at the end)
   c.checkpoint_every = 500  # 0: never
   return c
+
+
+def make_tiny(train, eval_every: int | None = None) -> None:
+  """Shrinks a ``train`` block in place to the seconds-long run of ``tiny`` presets.
+
+  ``eval_every`` (with ``checkpoint_every`` alike) is left as it is when None.
+  """
+  train.steps = 30
+  train.batch_size = 32
+  train.warmup_steps = 5
+  train.log_every = 10
+  if eval_every is not None:
+    train.eval_every = eval_every
+    train.checkpoint_every = eval_every

@@ -64,10 +64,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.reference_steps = 30
     c.pseudo_label_threshold = 0.2
     c.classifier = common.model_config("tiny")
-    c.train.steps = 30
-    c.train.batch_size = 32
-    c.train.warmup_steps = 5
-    c.train.log_every = 10
+    common.make_tiny(c.train)
   else:
     raise ValueError(f"unknown preset {preset!r}; choose default or tiny")
   return c
