@@ -50,9 +50,11 @@ def define_config(default_file: str, help_text: str, name: str = "config") -> fl
   """
   try:
     holder = config_flags.DEFINE_config_file(name, default_file, help_text)
-  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+  except (AttributeError, KeyError) as e:  # ml_collections' lookup of a missing field
     _exit_with_flag_error(f"a --{name}.FIELD override names no field of the config:"
                           f" {str(e).strip(chr(34))}")
+  except (TypeError, ValueError, flags.Error) as e:
+    _exit_with_flag_error(f"a --{name}.FIELD override does not fit the config: {e}")
   _CONFIG_FLAGS.append((name, holder))
   return holder
 

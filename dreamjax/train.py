@@ -278,14 +278,13 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
   images = jnp.asarray(images)
   labels = jnp.asarray(labels, jnp.int32)
   counts_dev = jnp.asarray(counts)
-  fold = _fold_seeds
 
   t0 = time.perf_counter()
   t_window = t0
   window: list[dict[str, jax.Array]] = []
   total = tcfg.steps
   for step in range(start_step, total):
-    state, metrics = step_fn(state, images, labels, counts_dev, fold(step_roots, step))
+    state, metrics = step_fn(state, images, labels, counts_dev, _fold_seeds(step_roots, step))
     window.append(metrics)
     last = step + 1 == total
     if (step + 1) % tcfg.log_every == 0 or last:

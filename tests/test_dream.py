@@ -250,3 +250,13 @@ def test_zoom_frames_and_files(trained, tmp_path):
   assert os.path.getsize(tmp_path / "z.png") > 0 and os.path.getsize(tmp_path / "z.gif") > 0
   zoomed = np.asarray(dream.zoom_in(jnp.asarray(x[:1]), 1.2))
   chex.assert_shape(zoomed, x[:1].shape)
+
+
+def test_with_steps_keeps_the_strength():
+  for name in dream_configs.PRESETS:
+    c = dream_configs.get_preset(name)
+    before = dream_configs.strength(c)
+    out = dream_configs.with_steps(c, 7)
+    assert out.steps == 7 and abs(dream_configs.strength(out) - before) < 1e-12
+  with pytest.raises(ValueError, match="steps=0"):
+    dream_configs.with_steps(dream_configs.get_preset("strong"), 0)

@@ -69,7 +69,7 @@ def test_tiny_study_writes_every_output(finished_study):
 
 
 # Enough arms to cover each kind of cell (offline set, dream, on-the-fly attack,
-# pool generator, pretrained trunk) while keeping two runs of it short.
+# pool generator, pretrained trunk) while keeping the interrupted runs short.
 RESUME_ARM_NAMES = ("baseline", "classical", "dream_subtle", "pgd_train", "vae_pool", "ae_pretrain")
 RESUME_ARMS = "--config.arms=" + repr(RESUME_ARM_NAMES).replace(" ", "")
 

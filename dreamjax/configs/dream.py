@@ -78,6 +78,17 @@ def strength(c) -> float:
   return float(c.octaves * c.steps * c.step_size)
 
 
+def with_steps(c, steps: int) -> ml_collections.ConfigDict:
+  """``c`` with ``steps`` ascent steps per octave and the same :func:`strength`
+  (``step_size`` scaled by old/new steps). Modifies and returns ``c``."""
+  if int(steps) != steps or steps < 1:
+    raise ValueError(f"dream steps={steps} must be an integer >= 1")
+  if c.steps != steps:
+    c.step_size = float(c.step_size) * c.steps / int(steps)
+    c.steps = int(steps)
+  return c
+
+
 def sweep_presets(strengths=DEFAULT_SWEEP, steps: int = SWEEP_STEPS
                   ) -> list[tuple[float, ml_collections.ConfigDict]]:
   """Dream blocks from subtle to extreme: single-scale ``l2`` dreams on conv1,

@@ -236,10 +236,7 @@ class Study:
       raise ConfigError(f"no dream sweep preset of strength {strength}.")
     cfg = dream_configs.get_preset(self.config.dream_presets[arm])
     steps = int(self.config.dream_steps)
-    if steps and cfg.steps != steps:  # same strength (octaves × steps × step_size)
-      cfg.step_size = float(cfg.step_size) * cfg.steps / steps
-      cfg.steps = steps
-    return cfg
+    return dream_configs.with_steps(cfg, steps) if steps else cfg
 
   def generator_config(self, kind: str, conditional: bool):
     from dreamjax.configs import generator as gen_configs  # pylint: disable=g-import-not-at-top
