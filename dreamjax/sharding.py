@@ -2,10 +2,11 @@
 
 Parameters and optimiser state are replicated; each batch is split along its
 first axis over the mesh, and XLA inserts the gradient all-reduce itself. The
-same pattern serves training (:func:`make_train_step`), dreaming and attacks
-(:func:`data_parallel`). With one device everything reduces to plain
-``jax.jit``, so code written against this module runs unchanged on a laptop, a
-GPU box or a TPU pod.
+same pattern serves training (:func:`make_train_step`, and
+:func:`dreamjax.train.fit`, which trains over every local device through
+:func:`split_batch_rows`), dreaming and attacks (:func:`data_parallel`). With
+one device everything reduces to plain ``jax.jit``, so code written against
+this module runs unchanged on a laptop, a GPU box or a TPU pod.
 
 Multi-host (TPU pods, multi-node GPU): call :func:`initialize` with
 ``distributed=True`` (or set ``DREAMJAX_DISTRIBUTED=1``) in every process
@@ -14,14 +15,16 @@ before any other JAX call; the mesh then spans the devices of all hosts and
 """
 
 import os
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from dreamjax import train
 from dreamjax.errors import ConfigError
+
+if TYPE_CHECKING:  # dreamjax.train imports this module; the reverse import is lazy.
+  from dreamjax import train
 
 DATA_AXIS = "data"
 
@@ -58,9 +61,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def check_divisible(mesh: Mesh, batch_size: int, what: str = "batch_size") -> None:
-  if batch_size % mesh.size:
+  """Raises ConfigError unless ``batch_size`` rows split evenly over ``mesh``."""
+  n = mesh.size
+  if batch_size % n:
+    lower, upper = batch_size // n * n, (batch_size // n + 1) * n
+    fix = f"{lower} or {upper}" if lower else f"{upper}"
     raise ConfigError(f"{what}={batch_size} must be a multiple of the device count"
-                      f" ({mesh.size}) to split evenly over the '{DATA_AXIS}' mesh.")
+                      f" ({n}) to split evenly over the '{DATA_AXIS}' mesh; set it to"
+                      f" {fix}.")
 
 
 def replicate(mesh: Mesh, tree: Any) -> Any:
@@ -79,30 +87,46 @@ def shard_batch(mesh: Mesh, rows: np.ndarray | jax.Array) -> jax.Array:
   return jax.make_array_from_process_local_data(sharding, np.asarray(rows))
 
 
+def split_batch_rows(mesh: Mesh,
+                     batch_transform: "train.BatchTransform | None" = None
+                     ) -> "train.BatchTransform":
+  """A batch transform that splits the sampled batch by rows over ``mesh``.
+
+  The rows are constrained (``jax.lax.with_sharding_constraint``) to be split
+  over ``data`` before ``batch_transform`` runs and again after it, so each
+  device runs the transform, forward and backward pass of its own rows. It is
+  traced inside the step, so it works under ``jax.vmap`` and
+  :func:`dreamjax.train.map_seeds` alike (one batch per seed).
+  """
+
+  def split(x, y):
+    return (jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim)),
+            jax.lax.with_sharding_constraint(y, batch_sharding(mesh, y.ndim)))
+
+  def transform(state, x, y, key):
+    x, y = split(x, y)
+    if batch_transform is not None:
+      x, y = split(*batch_transform(state, x, y, key))
+    return x, y
+
+  return transform
+
+
 def make_train_step(model, batch_size: int, mesh: Mesh, *,
-                    batch_transform: train.BatchTransform | None = None,
+                    batch_transform: "train.BatchTransform | None" = None,
                     label_smoothing: float = 0.0) -> Callable:
   """:func:`dreamjax.train.make_train_step`, data-parallel over ``mesh``, jitted.
 
   Same signature and results (up to float summation order) as the one-device
   step: ``step(state, images, labels, count, key) -> (state, metrics)`` with a
   replicated state and dataset. The sampled batch is constrained to be split
-  over ``data``, so each device runs the forward and backward pass of its
-  rows and the gradient mean becomes one all-reduce.
+  over ``data`` (:func:`split_batch_rows`), so each device runs the forward and
+  backward pass of its rows and the gradient mean becomes one all-reduce.
   """
+  from dreamjax import train  # pylint: disable=g-import-not-at-top,redefined-outer-name
   check_divisible(mesh, batch_size)
-
-  def split_rows(x, y):
-    return (jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim)),
-            jax.lax.with_sharding_constraint(y, batch_sharding(mesh, y.ndim)))
-
-  def transform(state, x, y, key):
-    x, y = split_rows(x, y)
-    if batch_transform is not None:
-      x, y = split_rows(*batch_transform(state, x, y, key))
-    return x, y
-
-  step = train.make_train_step(model, batch_size, batch_transform=transform,
+  step = train.make_train_step(model, batch_size,
+                               batch_transform=split_batch_rows(mesh, batch_transform),
                                label_smoothing=label_smoothing)
   rep = replicated(mesh)
   return jax.jit(step, in_shardings=rep, out_shardings=(rep, rep), donate_argnums=0)

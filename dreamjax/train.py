@@ -10,6 +10,14 @@ slower than K separate ones (numbers in benchmarks/README.md).
 Keys: one root key per seed; ``fold_in(root, 0)`` initialises the model (so
 every arm of the study starts from the same weights for a seed) and
 ``fold_in(fold_in(root, 1), step)`` drives batch sampling and augmentation.
+
+Devices: on a machine with several local devices (and one process), ``fit``
+trains data-parallel over all of them with :mod:`dreamjax.sharding`'s pattern:
+state and training set replicated on a ``("data",)`` mesh, each seed's sampled
+batch split by rows over it, the gradient mean one all-reduce. Results match
+one device up to float summation order; ``train.batch_size`` must be a
+multiple of the device count. With one device (or ``devices=[d]``) the step is
+the plain jitted program, with no mesh.
 """
 
 import dataclasses
@@ -18,7 +26,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import chex
 import jax
@@ -30,6 +38,7 @@ from flax.training import train_state
 
 from dreamjax import checkpoint
 from dreamjax import models
+from dreamjax import sharding
 from dreamjax.errors import CheckpointError, ConfigError, DivergenceError
 
 # (state, images, labels, key) -> (images, labels): a pure, jittable change of
@@ -208,7 +217,8 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
         batch_transform: BatchTransform | None = None,
         val: tuple[np.ndarray, np.ndarray] | None = None,
         checkpoint_dir: str | None = None, fingerprint: str = "",
-        desc: str = "train", progress: Callable[[str], None] | None = None) -> FitResult:
+        desc: str = "train", progress: Callable[[str], None] | None = None,
+        devices: Sequence[jax.Device] | None = None) -> FitResult:
   """Trains one model per seed, all at once.
 
   Args:
@@ -224,8 +234,23 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
     val: (images, labels) evaluated every ``tcfg.eval_every`` steps.
     checkpoint_dir: if set, the state is saved every ``tcfg.checkpoint_every``
       steps and a run with the same ``fingerprint`` resumes from it.
+    devices: where to train. Default (None): every local device when this is
+      the only JAX process, JAX's default device otherwise. Several devices:
+      data-parallel over them (:func:`fit_mesh`); the returned state is
+      replicated on each, and ``tcfg.batch_size`` must be a multiple of their
+      count (else ConfigError). One device, e.g. ``[jax.devices()[0]]``: the
+      one-device program on that device, as on a one-device machine (a
+      reference run on a many-device host).
+
+  Raises:
+    ConfigError: a bad ``tcfg``, an empty training set, a batch that does not
+      split over the devices, or a checkpoint of another config.
+    DivergenceError: a non-finite loss.
   """
   validate_train_config(tcfg)
+  mesh = fit_mesh(devices)
+  if mesh is not None:
+    sharding.check_divisible(mesh, int(tcfg.batch_size), what="train.batch_size")
   seeds = [int(s) for s in seeds]
   k = len(seeds)
   per_seed = images.ndim == 5
@@ -273,11 +298,18 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
 
   data_axis = 0 if per_seed else None
   step_fn = _compiled_step(model, int(tcfg.batch_size), batch_transform,
-                           float(tcfg.label_smoothing), data_axis)
+                           float(tcfg.label_smoothing), data_axis, mesh)
   predict = make_predict(model)
   images = jnp.asarray(images)
   labels = jnp.asarray(labels, jnp.int32)
   counts_dev = jnp.asarray(counts)
+  if mesh is not None:
+    # After the restore, which returns host arrays whatever ``like``'s placement.
+    state, images, labels, counts_dev, step_roots = sharding.replicate(
+        mesh, (state, images, labels, counts_dev, step_roots))
+  elif devices is not None:
+    state, images, labels, counts_dev, step_roots = jax.device_put(
+        (state, images, labels, counts_dev, step_roots), list(devices)[0])
 
   t0 = time.perf_counter()
   t_window = t0
@@ -332,14 +364,40 @@ def _compiled_init(model, tx, image_shape):
 _fold_seeds = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
 
 
+def fit_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh | None:
+  """The ``("data",)`` mesh :func:`fit` trains over, or None for one device.
+
+  ``devices=None`` means every local device when this is the only JAX
+  process; in a multi-process job each process keeps to its default device,
+  as before (the experiment scripts refuse to run as several processes).
+  """
+  if devices is None:
+    if jax.process_count() > 1:
+      return None
+    devices = jax.local_devices()
+  devices = list(devices)
+  if not devices:
+    raise ConfigError("fit: devices=[] names no device to train on.")
+  return sharding.data_mesh(devices) if len(devices) > 1 else None
+
+
 @functools.lru_cache(maxsize=32)
-def _compiled_step(model, batch_size, batch_transform, label_smoothing, data_axis):
-  """The jitted seed-mapped step, shared by every fit with the same settings."""
-  return jax.jit(
-      map_seeds(make_train_step(model, batch_size, batch_transform=batch_transform,
-                                label_smoothing=label_smoothing),
-                in_axes=(0, data_axis, data_axis, 0, 0)),
-      donate_argnums=0)
+def _compiled_step(model, batch_size, batch_transform, label_smoothing, data_axis, mesh):
+  """The jitted seed-mapped step, shared by every fit with the same settings.
+
+  ``mesh=None``: the one-device program. Otherwise the state and dataset are
+  replicated on ``mesh`` and each seed's batch is split by rows over it
+  (:func:`dreamjax.sharding.split_batch_rows`, applied inside the mapped step).
+  """
+  if mesh is not None:
+    batch_transform = sharding.split_batch_rows(mesh, batch_transform)
+  step = map_seeds(make_train_step(model, batch_size, batch_transform=batch_transform,
+                                   label_smoothing=label_smoothing),
+                   in_axes=(0, data_axis, data_axis, 0, 0))
+  if mesh is None:
+    return jax.jit(step, donate_argnums=0)
+  rep = sharding.replicated(mesh)
+  return jax.jit(step, in_shardings=rep, out_shardings=rep, donate_argnums=0)
 
 
 def unstack(tree, i: int):

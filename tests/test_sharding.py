@@ -52,7 +52,7 @@ def test_on_four_simulated_devices():
                        timeout=600)
   tail = res.stdout[-3000:] + res.stderr[-2000:]
   assert res.returncode == 0, tail
-  assert "5 passed" in res.stdout, tail  # the four_devices tests ran rather than skipped
+  assert "8 passed" in res.stdout, tail  # the four_devices tests ran rather than skipped
 
 
 def test_indivisible_batch_is_a_config_error():
@@ -133,3 +133,64 @@ def test_data_parallel_compiles_once():
       chex.assert_max_traces(n=1)(lambda v, x: _dream(model, v, x)), mesh, batch_argnums=(1,))
   for i in range(3):
     chex.assert_tree_all_finite(dream(variables, x[8 * i:8 * i + 8]))
+
+
+def _fit_config(**overrides):
+  tcfg = common.train_config()
+  tcfg.steps, tcfg.batch_size, tcfg.warmup_steps, tcfg.learning_rate = 12, 16, 1, 1e-2
+  tcfg.log_every, tcfg.eval_every, tcfg.checkpoint_every = 1, 0, 0
+  tcfg.update(overrides)
+  return tcfg
+
+
+@four_devices
+def test_fit_uses_every_device_and_matches_one_device():
+  model, _, x, y = _tiny()
+  tcfg = _fit_config()
+  many = train.fit(model, tcfg, x, y, seeds=[0, 1], val=(x[:20], y[:20]))
+  one = train.fit(model, tcfg, x, y, seeds=[0, 1], val=(x[:20], y[:20]),
+                  devices=[jax.devices()[0]])
+  assert len(many.history) == len(one.history) == 12
+  np.testing.assert_allclose([r["loss"] for r in many.history],
+                             [r["loss"] for r in one.history], rtol=1e-4)
+  leaf = jax.tree.leaves(many.state.params)[0]
+  assert len(leaf.sharding.device_set) == 4 and leaf.sharding.is_fully_replicated
+  assert len(jax.tree.leaves(one.state.params)[0].sharding.device_set) == 1
+  chex.assert_trees_all_close(many.state.params, one.state.params, rtol=1e-3, atol=1e-5)
+  # Evaluation runs on the replicated state.
+  np.testing.assert_allclose(many.history[-1]["val_accuracy"], one.history[-1]["val_accuracy"],
+                             atol=0.051)
+
+
+@four_devices
+def test_fit_indivisible_batch_is_a_config_error():
+  model, _, x, y = _tiny()
+  with pytest.raises(ConfigError, match=r"train\.batch_size=18 must be a multiple of the"
+                     r" device count \(4\).*set it to 16 or 20"):
+    train.fit(model, _fit_config(batch_size=18), x, y, seeds=[0])
+
+
+@four_devices
+def test_fit_resumes_on_four_devices(tmp_path):
+  model, _, x, y = _tiny()
+  tcfg = _fit_config(log_every=3, checkpoint_every=6)
+  full = train.fit(model, tcfg, x, y, seeds=[0, 1])
+  ckpt = str(tmp_path / "ckpt")
+
+  class Stop(Exception):
+    pass
+
+  def stop_after_checkpoint(msg):  # the step 6 checkpoint is saved; stop at step 9
+    if "step 9/12" in msg:
+      raise Stop
+
+  with pytest.raises(Stop):
+    train.fit(model, tcfg, x, y, seeds=[0, 1], checkpoint_dir=ckpt,
+              progress=stop_after_checkpoint)
+  resumed = train.fit(model, tcfg, x, y, seeds=[0, 1], checkpoint_dir=ckpt)
+  assert resumed.steps_run == 6
+  assert [r["step"] for r in resumed.history] == [3, 6, 9, 12]
+  np.testing.assert_allclose([r["loss"] for r in resumed.history],
+                             [r["loss"] for r in full.history], rtol=1e-5)
+  assert jax.tree.leaves(resumed.state.params)[0].sharding.is_fully_replicated
+  chex.assert_trees_all_close(resumed.state.params, full.state.params, rtol=1e-5, atol=1e-6)
