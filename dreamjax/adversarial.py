@@ -12,11 +12,12 @@ STUDY.md measures how close the two directions really are
 Models are evaluated with ``train=False`` (BatchNorm running statistics), so an
 attack is a pure function of ``(variables, images, labels, key)``.
 
-Loop form: on CPU, a Python loop of jitted steps ran 2x faster than
-``lax.fori_loop`` on the small CNN (the while-loop body loses XLA:CPU's
-convolution threading) and, unlike an unrolled jit, compiles once for any step
-count. Inside a jitted train step the same Python loop simply unrolls (few
-steps there). The clean image is always the first candidate, so ``success``
+Loop form: a walk is a Python loop over one jitted program of ``WALK_CHUNK``
+steps. On CPU that ran 2x faster than ``lax.fori_loop`` (the while-loop body
+loses XLA:CPU's convolution threading) and 8% faster than one program per
+step, and unlike a fully unrolled walk it compiles once for every step count
+that is a multiple of the chunk. Inside a jitted train step the same loop simply
+unrolls (few steps there). The clean image is always the first candidate, so ``success``
 never falls below clean misclassification and robust accuracy ≤ clean accuracy.
 """
 
@@ -124,10 +125,17 @@ def _keep_better(best, new):
   return pick(bx, nx), pick(bs, ns), pick(bo, no)
 
 
+# Steps of one PGD walk traced into one program. On the 2-core CPU, PGD with 10
+# steps on the reference CNN ran at 866 image·steps/s with 1 step per program,
+# 916 with 2, 941 with 5 and 947 with 10; chunks of 5 bound the compile time and
+# keep one program for every step count that is a multiple of 5.
+WALK_CHUNK = 5
+
+
 @dataclasses.dataclass(frozen=True)
 class _Ops:
   start: Callable[..., Any]    # (key, x0, eps) -> x
-  step: Callable[..., Any]     # (variables, x0, x, labels, eps, step_size) -> x
+  walk: Callable[..., Any]     # (variables, x0, x, labels, eps, step_size, n) -> x after n steps
   outcome: Callable[..., Any]  # (variables, x, labels) -> (success, objective)
   keep: Callable[..., Any]     # (best, new) -> best
 
@@ -144,9 +152,16 @@ def _ops(model, norm: str, targeted: bool, mode: str) -> _Ops:
     start = train.map_seeds(start, in_axes=(0, None, None))
     step = train.map_seeds(step, in_axes=(0, None, 0, None, None, None))
     outcome = train.map_seeds(outcome, in_axes=(0, 0, None))
+
+  def walk(variables, x0, x, labels, eps, step_size, n):
+    for _ in range(n):
+      x = step(variables, x0, x, labels, eps, step_size)
+    return x
+
   if mode in ("jit", "jit_K"):
-    start, step, outcome, keep = (jax.jit(f) for f in (start, step, outcome, keep))
-  return _Ops(start, step, outcome, keep)
+    start, outcome, keep = (jax.jit(f) for f in (start, outcome, keep))
+    walk = jax.jit(walk, static_argnums=6)
+  return _Ops(start, walk, outcome, keep)
 
 
 def _run(ops: _Ops, variables, x0, labels, key, *, eps, steps, step_size, random_start,
@@ -157,8 +172,8 @@ def _run(ops: _Ops, variables, x0, labels, key, *, eps, steps, step_size, random
   for r in range(restarts):
     x = ops.start(_model_keys(jax.random.fold_in(key, r), num_models), x0,
                   eps if random_start else 0.0)
-    for _ in range(steps):
-      x = ops.step(variables, x0, x, labels, eps, step_size)
+    for done in range(0, steps, WALK_CHUNK):
+      x = ops.walk(variables, x0, x, labels, eps, step_size, min(WALK_CHUNK, steps - done))
     best = ops.keep(best, (x, *ops.outcome(variables, x, labels)))
   return best[0], best[1]
 

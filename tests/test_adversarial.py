@@ -96,12 +96,18 @@ def test_pgd_compiles_once(trained):
   model, _, v, x, y, _ = trained
   ops = adversarial._ops(model, "linf", False, "jit")  # pylint: disable=protected-access
   sizes = []
-  for seed in range(3):  # new keys, eps, step sizes and step counts: no new compilation
+  for seed in range(3):  # new keys, eps, step sizes and whole chunks of steps: no new compilation
     adversarial.pgd(model, v, x[:16], y[:16], jax.random.key(seed), eps=0.05 * (seed + 1),
-                    steps=2 + seed)
-    sizes.append((ops.step._cache_size(), ops.start._cache_size(),  # pylint: disable=protected-access
+                    steps=adversarial.WALK_CHUNK * (seed + 1))
+    sizes.append((ops.walk._cache_size(), ops.start._cache_size(),  # pylint: disable=protected-access
                   ops.outcome._cache_size()))  # pylint: disable=protected-access
   assert sizes[0] == sizes[1] == sizes[2]
+  # 5, 10 and 15 steps share one walk program; a remainder adds one more, once.
+  for _ in range(2):
+    adversarial.pgd(model, v, x[:16], y[:16], jax.random.key(0), eps=0.1,
+                    steps=adversarial.WALK_CHUNK + 1)
+    sizes.append(ops.walk._cache_size())  # pylint: disable=protected-access
+  assert sizes[0][0] <= sizes[3] <= sizes[0][0] + 1 and sizes[4] == sizes[3]
 
 
 @pytest.mark.parametrize("method", ["pgd", "fgsm"])

@@ -83,7 +83,7 @@ def test_xla_flags_are_set_once_and_never_override_the_user(monkeypatch):
   _xla.configure()
   flags = os.environ["XLA_FLAGS"].split()
   assert flags[0] == "--xla_dump_to=/tmp/x"
-  assert flags.count("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution") == 1
+  assert flags.count("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-reduce") == 1
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=all")
   _xla.configure()
   assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=all"
