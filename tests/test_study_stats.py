@@ -123,3 +123,21 @@ def test_report_flags_classical_gain_below_the_literature():
   assert any("in line with" in line and "+3.0 pp" in line for line in strong)
   assert not any("Mismatch" in line for line in strong)
   assert len(report._sanity(oracle, base, 1000, None)) == 2  # no classical arm: no line
+
+
+def test_convergence_notes_name_the_arms_still_rising():
+  def cell(*vals, status="ok"):
+    return {"status": status, "history": [{"step": 50 * (i + 1), "val_accuracy": [v, v]}
+                                          for i, v in enumerate(vals)]}
+
+  cells = {"baseline": cell(0.70, 0.80, 0.805), "pgd_train": cell(0.60, 0.70, 0.72),
+           "noise": cell(0.70, 0.75, 0.74), "fgsm": cell(0.5, 0.9, status="failed"),
+           "classical": {"status": "ok", "history": []}}
+  notes = report.convergence_notes(cells, steps=150)
+  assert len(notes) == 2
+  assert "2 of 3 arms" in notes[0] and "+0.5 pp" in notes[0]
+  assert "`pgd_train` +2.0 pp" in notes[1] and "150 training steps" in notes[1]
+  assert "baseline" not in notes[1] and "fgsm" not in " ".join(notes)
+  assert report.convergence_notes({"baseline": cell(0.7, 0.7)}, steps=10)[0].startswith(
+      "- Convergence: 1 of 1")
+  assert report.convergence_notes({}, steps=10) == []

@@ -232,6 +232,38 @@ def fig_samples(workdir, cells, train_images, path, per_arm=8):
 # Smallest gain (accuracy points) read as "a few points" from classical augmentation.
 CLASSICAL_ANCHOR_PP = 1.0
 
+# Largest rise of validation accuracy (points, mean over seeds) over an arm's last
+# evaluation interval that still counts as converged on its training budget.
+CONVERGED_PP = 1.0
+
+
+def convergence_notes(cells, steps: int, threshold_pp: float = CONVERGED_PP) -> list[str]:
+  """Which arms' validation curves had flattened by their last step, and which had not."""
+  last_rise = {}
+  for arm, c in cells.items():
+    h = [r for r in c.get("history") or [] if "val_accuracy" in r]
+    if c.get("status") == "ok" and len(h) >= 2:
+      last_rise[arm] = (np.mean(h[-1]["val_accuracy"]) - np.mean(h[-2]["val_accuracy"])) * 100
+  if not last_rise:
+    return []
+  rising = {a: d for a, d in last_rise.items() if d > threshold_pp}
+  flat = {a: d for a, d in last_rise.items() if a not in rising}
+  out = []
+  if flat:
+    out.append(f"- Convergence: {len(flat)} of {len(last_rise)} arms changed validation accuracy"
+               f" by at most {max(flat.values()):+.1f} pp over their last evaluation interval"
+               f" (threshold {threshold_pp:g} pp; curves in the figures).")
+  if rising:
+    listed = ", ".join(f"`{a}` {d:+.1f} pp" for a, d in sorted(rising.items(), key=_sort_item))
+    out.append(f"- **Still rising at the last step:** {listed} over the last evaluation"
+               f" interval; these arms may gain from more than {steps} training steps"
+               " (`train.steps`), so their accuracy here is a lower bound.")
+  return out
+
+
+def _sort_item(item):
+  return _sort_key(item[0])
+
 
 def _sanity(oracle, base, budget, classical=None) -> list[str]:
   """Where the instrument and the baseline land, beside published anchors."""
@@ -328,6 +360,8 @@ def write_report(config, workdir: str, train_images=None) -> dict[str, str]:
               f" {stats.t_interval(base['test_accuracy']).fmt()}% (mean ± 95% CI).")
   md += ["", "### Against the literature", ""] + _sanity(oracle, base, primary,
                                                         cells.get("classical"))
+  md += convergence_notes({a: c for a, c in cells.items() if a != "alignment"},
+                          int(config.train.steps))
   md += ["", "## Claims", "", "| claim | arms | numbers | verdict |", "|---|---|---|---|"]
   for v in verdicts:
     md.append(f"| **{v.claim}** {v.text} | {v.arms} | {v.numbers} | **{v.verdict}** |")
