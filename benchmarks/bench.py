@@ -364,12 +364,34 @@ def bench_ablations(args) -> dict:
   finally:
     models.max_pool_2x2 = keep
   out["reshape_max_pool"] = bench_train_step(args, "reference", None)["images_per_s"]
-  # The XLA flags of dreamjax/_xla.py, off: a fresh process that sets none.
-  env = dict(os.environ, DREAMJAX_NO_XLA_FLAGS="1")
-  res = subprocess.run([sys.executable, __file__, "--only", "train_step,seeds", "--repeats",
-                        str(args.repeats)], env=env, capture_output=True, text=True, timeout=3600)
-  out["without_dreamjax_xla_flags"] = (json.loads(res.stdout.strip().splitlines()[-1])
-                                       if res.returncode == 0 else {"error": res.stderr[-500:]})
+  # Flax's own convolution, whose bias gradient is XLA's reduction.
+  keep_conv = models.Conv3x3
+  models.Conv3x3 = lambda features, use_bias=True, dtype=None, name=None: nn.Conv(
+      features, (3, 3), padding="SAME", use_bias=use_bias, dtype=dtype, name=name)
+  try:
+    out["flax_conv_bias_gradient"] = bench_train_step(args, "reference", None)["images_per_s"]
+  finally:
+    models.Conv3x3 = keep_conv
+  # PGD with one jitted program per step instead of chunks of WALK_CHUNK steps.
+  from dreamjax import adversarial
+  keep_chunk = adversarial.WALK_CHUNK
+  model = cnn("reference")
+  variables = models.init_variables(model, jax.random.key(0), IMAGE_SHAPE)
+  for chunk in (1, keep_chunk):
+    adversarial.WALK_CHUNK = chunk
+    try:
+      out[f"pgd_walk_chunk_{chunk}"] = bench_library_ascent(args, "pgd", model, variables)
+    finally:
+      adversarial.WALK_CHUNK = keep_chunk
+  # Fresh processes: no dreamjax flags at all, and the YNNPACK flag without "-reduce".
+  for name, env in (
+      ("without_dreamjax_xla_flags", dict(os.environ, DREAMJAX_NO_XLA_FLAGS="1")),
+      ("ynn_individual_convolution_off_only", dict(
+          os.environ, XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"))):
+    res = subprocess.run([sys.executable, __file__, "--only", "train_step,seeds,pgd", "--repeats",
+                          str(args.repeats)], env=env, capture_output=True, text=True, timeout=3600)
+    out[name] = (json.loads(res.stdout.strip().splitlines()[-1])
+                 if res.returncode == 0 else {"error": res.stderr[-500:]})
   return out
 
 
