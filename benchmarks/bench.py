@@ -384,8 +384,13 @@ def bench_ablations(args) -> dict:
     finally:
       adversarial.WALK_CHUNK = keep_chunk
   # Fresh processes: no dreamjax flags at all, and the YNNPACK flag without "-reduce".
+  # This process's XLA_FLAGS already holds dreamjax's flags (set at import): drop them.
+  from dreamjax import _xla
+  user_flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                        if f.split("=")[0].lstrip("-") not in _xla.CPU_FLAGS)
   for name, env in (
-      ("without_dreamjax_xla_flags", dict(os.environ, DREAMJAX_NO_XLA_FLAGS="1")),
+      ("without_dreamjax_xla_flags", dict(os.environ, DREAMJAX_NO_XLA_FLAGS="1",
+                                          XLA_FLAGS=user_flags)),
       ("ynn_individual_convolution_off_only", dict(
           os.environ, XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"))):
     res = subprocess.run([sys.executable, __file__, "--only", "train_step,seeds,pgd", "--repeats",
