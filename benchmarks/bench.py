@@ -200,24 +200,36 @@ def loop_variants(step, steps: int):
   return {"python_loop": python_loop, "unrolled_jit": jax.jit(unrolled), "fori_loop": jax.jit(fori)}
 
 
-def bench_ascent(args, kind: str) -> dict:
+def bench_ascent(args, kind: str, peak: float | None = None) -> dict:
   model = cnn("reference")
   variables = models.init_variables(model, jax.random.key(0), IMAGE_SHAPE)
   if kind == "dream":
     n, steps = 64, 20
     x, _ = random_data(n)
-    variants = loop_variants(lambda v, x: dream_step(model, v, x), steps)
+    step = lambda v, x: dream_step(model, v, x)
     call_args = (variables, x)
   else:
     n, steps = 128, 10
     x, y = random_data(n)
-    variants = loop_variants(lambda v, x0, y, x: pgd_step(model, v, x0, x, y), steps)
+    step = lambda v, x0, y, x: pgd_step(model, v, x0, x, y)
     call_args = (variables, x, y, x)
-  out = {"images": n, "steps": steps}
+  variants = loop_variants(step, steps)
+  step_flops = compiled_flops(jax.jit(step), *call_args)  # one ascent step, all n images
+  out = {"images": n, "steps": steps,
+         "mflop_per_image_step": step_flops / n / 1e6 if step_flops else None}
+
+  def with_flops(entry):
+    if step_flops and "min_s" in entry:
+      entry["gflops"] = step_flops * steps / entry["min_s"] / 1e9
+      if peak:
+        entry["fraction_of_peak"] = entry["gflops"] / peak
+    return entry
+
   for name, fn in variants.items():
     t = timed(lambda: jax.block_until_ready(fn(*call_args)), repeats=args.repeats, inner=1)
-    out[name] = {"image_steps_per_s": rates(t, n * steps), **t}
-  out["library"] = bench_library_ascent(args, kind, model, variables)
+    out[name] = with_flops({"image_steps_per_s": rates(t, n * steps), **t})
+  lib = bench_library_ascent(args, kind, model, variables)
+  out["library"] = with_flops(lib) if lib else lib
   return out
 
 
@@ -427,13 +439,14 @@ def table(result: dict) -> str:
   for kind in ("dream", "pgd"):
     e = r.get(kind)
     if e:
+      frac = lambda v: f"{v['fraction_of_peak']:.0%} of peak" if v.get("fraction_of_peak") else ""
       for name in ("python_loop", "unrolled_jit", "fori_loop"):
         row(f"{kind} reference CNN: {name} (median)", e[name]["image_steps_per_s"]["median"],
-            "image·steps/s")
+            "image·steps/s", frac(e[name]))
       lib = e.get("library")
       if lib and "image_steps_per_s" in lib:
         row(f"{kind} reference CNN: dreamjax (median)", lib["image_steps_per_s"]["median"],
-            "image·steps/s")
+            "image·steps/s", frac(lib))
   for name, e in r.get("generators", {}).items():
     if "images_per_s" in e:
       row(f"{name} train step, batch 128 (median)", e["images_per_s"]["median"], "images/s")
@@ -474,7 +487,7 @@ def main() -> None:
     r["seeds"] = bench_seeds(args)
   for kind in ("dream", "pgd"):
     if kind in only:
-      r[kind] = bench_ascent(args, kind)
+      r[kind] = bench_ascent(args, kind, peak)
   if "generators" in only:
     r["generators"] = bench_generators(args)
   if "memory" in only:
