@@ -19,19 +19,31 @@ step, and unlike a fully unrolled walk it compiles once for every step count
 that is a multiple of the chunk. Inside a jitted train step the same loop simply
 unrolls (few steps there). The clean image is always the first candidate, so ``success``
 never falls below clean misclassification and robust accuracy ≤ clean accuracy.
+
+Devices: :func:`robust_accuracy`, :func:`adversarial_dataset` and
+:func:`gradient_alignment` take ``devices`` as :func:`dreamjax.train.fit`
+does. With several (default: every local device of a one-process job,
+:func:`dreamjax.train.fit_mesh`) the weights are replicated on a ``("data",)``
+mesh and each chunk, zero-padded to a multiple of the device count, is split
+by rows over it (:func:`dreamjax.sharding.put_rows`); the jitted start, walk,
+outcome and keep programs follow those shardings, so each device attacks its
+own rows. Results equal one device's up to float rounding: the random start
+is drawn for the whole padded chunk, and with JAX's default
+``jax_threefry_partitionable`` a row's draw does not depend on how many
+padding rows follow it. With one device nothing is sharded.
 """
 
 import dataclasses
 import functools
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dreamjax import models, train
+from dreamjax import models, sharding, train
 from dreamjax.errors import ConfigError
 
 NORMS = ("linf", "l2")
@@ -219,19 +231,15 @@ def _chunks(n: int, size: int):
   return size, [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def _pad(x, size: int):
-  """Pads axis 0 to ``size`` so every chunk has one shape (one compilation)."""
-  pad = size - len(x)
-  return x if not pad else np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-
-
 def robust_accuracy(model, variables_K, images, labels, key, *, eps: float = 0.1,
                     steps: int = 20, restarts: int = 1, batch_size: int = 500,
-                    step_size: float | None = None, norm: str = "linf") -> np.ndarray:
+                    step_size: float | None = None, norm: str = "linf",
+                    devices: Sequence[jax.Device] | None = None) -> np.ndarray:
   """Accuracy of each of K seed-stacked models under untargeted PGD, shape ``[K]``.
 
   All K models are attacked in one vmapped program; an image counts as correct
   only if the clean image and every restart are classified correctly.
+  ``devices``: see the module docstring (default: every local device).
   """
   validate_attack(eps=eps, steps=steps, step_size=step_size, norm=norm, restarts=restarts)
   if batch_size < 1:
@@ -240,12 +248,14 @@ def robust_accuracy(model, variables_K, images, labels, key, *, eps: float = 0.1
   num_models = jax.tree.leaves(variables_K)[0].shape[0]
   images = np.asarray(images, np.float32)
   labels = np.asarray(labels, np.int32)
+  mesh = train.fit_mesh(devices)
+  variables_K = sharding.put_weights(mesh, variables_K, devices)
   ops = _ops(model, norm, False, "jit_K")
   size, spans = _chunks(len(images), batch_size)
   correct = np.zeros((num_models,), np.int64)
   for i, (s, e) in enumerate(spans):
-    _, success = _run(ops, variables_K, jnp.asarray(_pad(images[s:e], size)),
-                      jnp.asarray(_pad(labels[s:e], size)), jax.random.fold_in(key, i),
+    x, y = sharding.put_rows(mesh, (images[s:e], labels[s:e]), size)
+    _, success = _run(ops, variables_K, x, y, jax.random.fold_in(key, i),
                       eps=float(eps), steps=int(steps), step_size=float(step_size),
                       random_start=True, restarts=int(restarts), num_models=num_models)
     correct += np.sum(~np.asarray(success)[:, :e - s], axis=1)
@@ -255,11 +265,13 @@ def robust_accuracy(model, variables_K, images, labels, key, *, eps: float = 0.1
 def adversarial_dataset(model, variables, images, labels, key, *, method: str = "pgd",
                         eps: float, steps: int = 10, chunk_size: int = 256,
                         step_size: float | None = None, norm: str = "linf",
-                        restarts: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
+                        restarts: int = 1, devices: Sequence[jax.Device] | None = None
+                        ) -> tuple[np.ndarray, dict[str, Any]]:
   """Offline adversarial copies of ``images`` (same labels) from one trained model.
 
   Returns ``(adv_images float32 [N, H, W, C], info)``; info holds seconds,
-  success_rate and the mean L∞ / L2 distance to the clean images.
+  success_rate and the mean L∞ / L2 distance to the clean images. ``devices``:
+  see the module docstring (default: every local device).
   """
   validate_attack(eps=eps, steps=steps, step_size=step_size, norm=norm, restarts=restarts,
                   method=method)
@@ -271,13 +283,15 @@ def adversarial_dataset(model, variables, images, labels, key, *, method: str = 
     step_size, random_start = step_size or default_step_size(eps, steps), True
   images = np.asarray(images, np.float32)
   labels = np.asarray(labels, np.int32)
+  mesh = train.fit_mesh(devices)
+  variables = sharding.put_weights(mesh, variables, devices)
   ops = _ops(model, norm, False, "jit")
   size, spans = _chunks(len(images), chunk_size)
   t0 = time.perf_counter()
   adv, success = np.empty_like(images), np.empty((len(images),), bool)
   for i, (s, e) in enumerate(spans):
-    x, ok = _run(ops, variables, jnp.asarray(_pad(images[s:e], size)),
-                 jnp.asarray(_pad(labels[s:e], size)), jax.random.fold_in(key, i),
+    x, y = sharding.put_rows(mesh, (images[s:e], labels[s:e]), size)
+    x, ok = _run(ops, variables, x, y, jax.random.fold_in(key, i),
                  eps=float(eps), steps=int(steps), step_size=float(step_size),
                  random_start=random_start, restarts=int(restarts))
     adv[s:e], success[s:e] = np.asarray(x)[:e - s], np.asarray(ok)[:e - s]
@@ -362,8 +376,8 @@ def _stats(values: np.ndarray) -> dict[str, Any]:
 
 
 def gradient_alignment(model, variables, images, labels, *, layer: str, targets=None,
-                       eps: float = 0.1, steps: int = 10, batch_size: int = 500
-                       ) -> dict[str, Any]:
+                       eps: float = 0.1, steps: int = 10, batch_size: int = 500,
+                       devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
   """Claim C3: is an adversarial step the same move as a Deep Dream step?
 
   Per image, cosine similarities between a *dream direction* (the input
@@ -390,6 +404,8 @@ def gradient_alignment(model, variables, images, labels, *, layer: str, targets=
   under "untargeted/logit/pgd"-style keys. The headline numbers of C3 are
   repeated at the top: ``logit`` and ``layer`` = ``untargeted/*/gradient``
   (the dream direction against the negated loss-ascent direction).
+
+  ``devices``: see the module docstring (default: every local device).
   """
   if layer not in models.layer_names(model):
     raise ConfigError(f"layer={layer!r} is invalid: must be one of"
@@ -399,11 +415,13 @@ def gradient_alignment(model, variables, images, labels, *, layer: str, targets=
   labels = np.asarray(labels, np.int32)
   num_classes = model.num_classes
   targets = (labels + 1) % num_classes if targets is None else np.asarray(targets, np.int32)
+  mesh = train.fit_mesh(devices)
+  variables = sharding.put_weights(mesh, variables, devices)
   directions_fn = _directions_fn(model, layer)
   size, spans = _chunks(len(images), batch_size)
   per_image: dict[str, list[np.ndarray]] = {}
   for s, e in spans:
-    x, y, t = (jnp.asarray(_pad(a[s:e], size)) for a in (images, labels, targets))
+    x, y, t = sharding.put_rows(mesh, (images[s:e], labels[s:e], targets[s:e]), size)
     d = directions_fn(variables, x, y, t)
     pgd_u = pgd(model, variables, x, y, jax.random.key(0), eps=eps, steps=steps,
                 random_start=False)[0] - x

@@ -4,9 +4,15 @@ Parameters and optimiser state are replicated; each batch is split along its
 first axis over the mesh, and XLA inserts the gradient all-reduce itself. The
 same pattern serves training (:func:`make_train_step`, and
 :func:`dreamjax.train.fit`, which trains over every local device through
-:func:`split_batch_rows`), dreaming and attacks (:func:`data_parallel`). With
-one device everything reduces to plain ``jax.jit``, so code written against
-this module runs unchanged on a laptop, a GPU box or a TPU pod.
+:func:`split_batch_rows`) and the per-image loops: evaluation
+(:func:`dreamjax.train.make_predict`), robust accuracy, adversarial datasets
+and gradient alignment (:mod:`dreamjax.adversarial`) and dreaming
+(:func:`dreamjax.dream.dream_dataset`) place each chunk's rows split over the
+mesh (:func:`put_rows`) next to replicated weights (:func:`put_weights`), so
+every device handles its own rows; :func:`data_parallel` does the same for
+any function. With one device everything reduces to plain ``jax.jit``, so code
+written against this module runs unchanged on a laptop, a GPU box or a TPU
+pod.
 
 Multi-host (TPU pods, multi-node GPU): call :func:`initialize` with
 ``distributed=True`` (or set ``DREAMJAX_DISTRIBUTED=1``) in every process
@@ -18,6 +24,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -85,6 +92,48 @@ def shard_batch(mesh: Mesh, rows: np.ndarray | jax.Array) -> jax.Array:
   sharding = batch_sharding(mesh, np.ndim(rows))
   check_divisible(mesh, np.shape(rows)[0] * jax.process_count(), "batch rows")
   return jax.make_array_from_process_local_data(sharding, np.asarray(rows))
+
+
+def pad_rows(rows: Any, size: int) -> np.ndarray:
+  """``rows`` as a host array zero-padded along axis 0 to ``size`` rows."""
+  rows = np.asarray(rows)
+  pad = size - len(rows)
+  return rows if pad <= 0 else np.concatenate(
+      [rows, np.zeros((pad, *rows.shape[1:]), rows.dtype)])
+
+
+def put_rows(mesh: Mesh | None, rows: Any, size: int) -> Any:
+  """One chunk of per-image arrays (a pytree), padded and placed for ``mesh``.
+
+  The chunked loops (evaluation, attacks, dreaming) pad every chunk to one
+  shape, ``size`` rows, so that each compiles once. ``mesh=None`` (one device):
+  each array is zero-padded to ``size`` rows and handed to ``jnp.asarray``, as
+  those loops always did; no sharding is involved. With a mesh, ``size`` is
+  rounded up to a multiple of the device count and each array is placed split
+  by rows over ``data`` (single process: ``rows`` is the whole chunk), so a
+  jitted function given these rows and replicated weights runs each device on
+  its own rows. Zero rows are padding: callers keep the first ``len(rows)``
+  rows of each output.
+  """
+  if mesh is None:
+    return jax.tree.map(lambda a: jnp.asarray(pad_rows(a, size)), rows)
+  size = -(-size // mesh.size) * mesh.size
+  return jax.tree.map(
+      lambda a: jax.device_put(pad_rows(a, size), batch_sharding(mesh, np.ndim(a))), rows)
+
+
+def put_weights(mesh: Mesh | None, tree: Any,
+                devices: Sequence[jax.Device] | None = None) -> Any:
+  """Weights for the chunked loops: replicated on ``mesh`` if there is one.
+
+  Without a mesh they stay where they are, unless ``devices`` names one device
+  (a one-device reference run on a many-device host), where they are moved.
+  """
+  if mesh is not None:
+    return replicate(mesh, tree)
+  if devices is not None:
+    return jax.device_put(tree, list(devices)[0])
+  return tree
 
 
 def split_batch_rows(mesh: Mesh,

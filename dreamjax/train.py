@@ -16,8 +16,11 @@ trains data-parallel over all of them with :mod:`dreamjax.sharding`'s pattern:
 state and training set replicated on a ``("data",)`` mesh, each seed's sampled
 batch split by rows over it, the gradient mean one all-reduce. Results match
 one device up to float summation order; ``train.batch_size`` must be a
-multiple of the device count. With one device (or ``devices=[d]``) the step is
-the plain jitted program, with no mesh.
+multiple of the device count. Evaluation (:func:`make_predict`,
+:func:`accuracy`, and ``val`` inside ``fit``) replicates the weights on the
+same mesh and splits each chunk of images by rows over it. With one device
+(or ``devices=[d]``) the step and evaluation are the plain jitted programs,
+with no mesh.
 """
 
 import dataclasses
@@ -173,29 +176,48 @@ def map_seeds(fn: Callable, in_axes: int | None | tuple[int | None, ...] = 0) ->
 
 @functools.lru_cache(maxsize=32)
 def make_predict(model, batch_size: int = 500):
-  """Returns ``predict(variables_K, images) -> logits [K, N, classes]`` (jitted per chunk)."""
+  """Returns ``predict(variables_K, images, *, devices=None) -> logits [K, N, classes]``.
+
+  Jitted per chunk of ``batch_size`` images; a last, shorter chunk is
+  zero-padded to that shape so the chunk function compiles once. ``devices``
+  as in :func:`fit`: with several (default: every local device of a
+  one-process job, :func:`fit_mesh`) the weights are replicated and each
+  chunk, padded to a multiple of the device count, is split by rows over them,
+  so each device predicts its own rows; the logits equal one device's up to
+  float rounding. One device: the one-device program, with no sharding.
+  """
 
   @jax.jit
   def _chunk(variables_K, x):
     return map_seeds(lambda v: model.apply(v, x, train=False))(variables_K)
 
-  def predict(variables_K, images):
+  def predict(variables_K, images, *, devices: Sequence[jax.Device] | None = None):
+    mesh = fit_mesh(devices)
+    variables_K = sharding.put_weights(mesh, variables_K, devices)
+    size = min(batch_size, len(images))  # Keep one shape so the chunk function compiles once.
     outs = []
     for start in range(0, len(images), batch_size):
       chunk = images[start:start + batch_size]
-      pad = batch_size - len(chunk) if len(images) > batch_size else 0
-      if pad:  # Keep one shape so the chunk function compiles once.
-        chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+      if mesh is not None:
+        chunk = sharding.put_rows(mesh, chunk, size)
+      elif len(chunk) < size:
+        chunk = sharding.pad_rows(chunk, size)
       out = _chunk(variables_K, chunk)
-      outs.append(out[:, :out.shape[1] - pad] if pad else out)
+      n = min(batch_size, len(images) - start)
+      outs.append(out[:, :n] if out.shape[1] > n else out)
     return jnp.concatenate(outs, axis=1)
 
   return predict
 
 
-def accuracy(predict, variables_K, images, labels) -> np.ndarray:
-  """Accuracy of each of the K models, shape [K]."""
-  logits = predict(variables_K, images)
+def accuracy(predict, variables_K, images, labels, *,
+             devices: Sequence[jax.Device] | None = None) -> np.ndarray:
+  """Accuracy of each of the K models, shape [K].
+
+  ``devices`` is passed to ``predict`` (one of :func:`make_predict`) when given.
+  """
+  logits = (predict(variables_K, images) if devices is None
+            else predict(variables_K, images, devices=devices))
   return np.asarray(jnp.mean(jnp.argmax(logits, -1) == jnp.asarray(labels)[None], axis=1))
 
 
@@ -336,7 +358,7 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
       evaluate_now = val is not None and (
           last or (tcfg.eval_every and (step + 1) % tcfg.eval_every == 0))
       if evaluate_now:
-        row["val_accuracy"] = accuracy(predict, state.variables, *val).tolist()
+        row["val_accuracy"] = accuracy(predict, state.variables, *val, devices=devices).tolist()
       history.append(row)
       eta = (total - step - 1) * (now - t0) / max(step + 1 - start_step, 1)
       val_txt = (f" val_acc={np.mean(row['val_accuracy']):.4f}" if "val_accuracy" in row else "")

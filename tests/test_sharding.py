@@ -4,6 +4,12 @@ The suite runs with one device, and JAX fixes its device count when it starts,
 so :func:`test_on_four_simulated_devices` reruns this file in a fresh pytest
 process with ``--xla_force_host_platform_device_count=4``; there the
 ``four_devices`` tests run, here they skip.
+
+The per-image loops (evaluation, robust accuracy, adversarial datasets,
+gradient alignment, dreaming) are checked twice over: their results equal the
+same call on one device (``devices=[jax.devices()[0]]``), and
+:class:`_Inspected` shows that inside their jitted programs the model's input
+rows really are split over the four devices.
 """
 
 import os
@@ -16,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dreamjax import adversarial, models, sharding, train
+from dreamjax import adversarial, dream, models, sharding, train
 from dreamjax.configs import common
+from dreamjax.configs import dream as dream_configs
 from dreamjax.errors import ConfigError
 from conftest import synthetic_images
 
@@ -52,7 +59,7 @@ def test_on_four_simulated_devices():
                        timeout=600)
   tail = res.stdout[-3000:] + res.stderr[-2000:]
   assert res.returncode == 0, tail
-  assert "8 passed" in res.stdout, tail  # the four_devices tests ran rather than skipped
+  assert "13 passed" in res.stdout, tail  # the four_devices tests ran rather than skipped
 
 
 def test_indivisible_batch_is_a_config_error():
@@ -194,3 +201,137 @@ def test_fit_resumes_on_four_devices(tmp_path):
                              [r["loss"] for r in full.history], rtol=1e-5)
   assert jax.tree.leaves(resumed.state.params)[0].sharding.is_fully_replicated
   chex.assert_trees_all_close(resumed.state.params, full.state.params, rtol=1e-5, atol=1e-6)
+
+
+class _Inspected:
+  """``model`` whose ``apply`` records how XLA shards the images it is given.
+
+  ``jax.debug.inspect_array_sharding`` reports, when a jitted program
+  compiles, the sharding XLA chose for the images inside it: split by rows
+  means each device runs the model on its own rows only. Every other
+  attribute is the model's. A fresh instance hashes apart from every other
+  model, so the cached attack and dream programs are traced anew for it.
+  """
+
+  def __init__(self, model):
+    self.model, self.seen = model, []
+
+  def __getattr__(self, name):  # num_classes, conv_features, use_bn, ...
+    if name == "model":
+      raise AttributeError(name)
+    return getattr(self.model, name)
+
+  def apply(self, variables, x, *args, **kwargs):
+    shape = x.shape
+    jax.debug.inspect_array_sharding(x, callback=lambda s: self.seen.append((shape, s)))
+    return self.model.apply(variables, x, *args, **kwargs)
+
+  def assert_rows_split(self, rows: int):
+    """Every traced ``apply`` saw ``rows`` images, a quarter on each of 4 devices."""
+    assert self.seen, "the model was never traced"
+    for shape, s in self.seen:
+      assert shape[0] == rows, shape
+      assert len(s.device_set) == 4 and s.shard_shape(shape)[0] == rows // 4, (shape, s)
+
+
+def _one_device():
+  return [jax.devices()[0]]
+
+
+def _on_one_device(tree):
+  return jax.device_put(tree, jax.devices()[0])
+
+
+@pytest.fixture(scope="module")
+def trained_tiny():
+  """Two seeds of the tiny CNN after 12 steps (accuracy ~0.6, so attacks flip some)."""
+  model, _, x, y = _tiny()
+  res = train.fit(model, _fit_config(), x, y, seeds=[0, 1], devices=_one_device())
+  return model, res.state.variables, x, y
+
+
+@four_devices
+def test_evaluation_splits_rows_and_matches_one_device(trained_tiny):
+  model, variables_K, x, y = trained_tiny
+  spy = _Inspected(model)
+  # 40 images in chunks of 30 and 10; both padded to 32 rows on 4 devices, 30 on one.
+  many = train.make_predict(spy, batch_size=30)(variables_K, x[:40])
+  one = train.make_predict(model, batch_size=30)(_on_one_device(variables_K), x[:40],
+                                                 devices=_one_device())
+  spy.assert_rows_split(32)
+  assert len(one.sharding.device_set) == 1
+  chex.assert_shape(many, (2, 40, 10))
+  chex.assert_trees_all_close(many, one, rtol=1e-5, atol=1e-5)
+  spy = _Inspected(model)
+  acc4 = train.accuracy(train.make_predict(spy), variables_K, x[:40], y[:40])
+  acc1 = train.accuracy(train.make_predict(model), _on_one_device(variables_K), x[:40],
+                        y[:40], devices=_one_device())
+  spy.assert_rows_split(40)
+  np.testing.assert_allclose(acc4, acc1, rtol=1e-5, atol=1e-5)
+  assert 0.2 < acc1.min()
+
+
+@four_devices
+def test_robust_accuracy_splits_rows_and_matches_one_device(trained_tiny):
+  model, variables_K, x, y = trained_tiny
+  # Chunks of 30 and 10 images, padded to 32 rows on 4 devices and to 30 on one: the
+  # random start is drawn for the whole padded chunk and must agree on the real rows.
+  kw = dict(eps=0.05, steps=3, batch_size=30)
+  spy = _Inspected(model)
+  many = adversarial.robust_accuracy(spy, variables_K, x[:40], y[:40], jax.random.key(4), **kw)
+  one = adversarial.robust_accuracy(model, _on_one_device(variables_K), x[:40], y[:40],
+                                    jax.random.key(4), devices=_one_device(), **kw)
+  spy.assert_rows_split(32)
+  np.testing.assert_allclose(many, one, rtol=1e-5, atol=1e-5)
+  clean = train.accuracy(train.make_predict(model), variables_K, x[:40], y[:40])
+  assert np.all(0 < one) and np.all(one < clean)  # the attack flipped some, not all
+
+
+@four_devices
+def test_adversarial_dataset_splits_rows_and_matches_one_device(trained_tiny):
+  model, variables_K, x, y = trained_tiny
+  v = train.unstack(variables_K, 0)
+  kw = dict(eps=0.1, steps=3, chunk_size=30, restarts=2)
+  spy = _Inspected(model)
+  adv4, info4 = adversarial.adversarial_dataset(spy, v, x[:40], y[:40], jax.random.key(5), **kw)
+  adv1, info1 = adversarial.adversarial_dataset(model, _on_one_device(v), x[:40], y[:40],
+                                                jax.random.key(5), devices=_one_device(), **kw)
+  spy.assert_rows_split(32)
+  chex.assert_trees_all_close(adv4, adv1, rtol=1e-5, atol=1e-5)
+  assert info4["success_rate"] == info1["success_rate"] > 0
+  np.testing.assert_allclose(info4["mean_l2"], info1["mean_l2"], rtol=1e-5)
+
+
+@four_devices
+def test_gradient_alignment_splits_rows_and_matches_one_device(trained_tiny):
+  model, variables_K, x, y = trained_tiny
+  v = train.unstack(variables_K, 0)
+  kw = dict(layer="conv1", steps=2, batch_size=30)
+  spy = _Inspected(model)
+  many = adversarial.gradient_alignment(spy, v, x[:40], y[:40], **kw)
+  one = adversarial.gradient_alignment(model, _on_one_device(v), x[:40], y[:40],
+                                       devices=_one_device(), **kw)
+  spy.assert_rows_split(32)
+  assert set(many["per_image"]) == set(one["per_image"])
+  chex.assert_trees_all_close(many["per_image"], one["per_image"], rtol=1e-5, atol=1e-5)
+
+
+@four_devices
+def test_dream_dataset_splits_rows_and_matches_one_device():
+  mcfg = common.model_config("tiny")
+  mcfg.use_bn = True  # the BatchNorm prior couples a chunk's rows: one cross-device reduction
+  model = models.make_model(mcfg, 10)
+  variables = models.init_variables(model, jax.random.key(0), (28, 28, 1))
+  _, _, x, y = _tiny()
+  cfg = dream_configs.dream_config()
+  cfg.steps, cfg.step_size, cfg.octaves, cfg.jitter, cfg.bn_weight = 3, 0.05, 2, 1, 0.1
+  kw = dict(chunk_size=30, progress=lambda _: None)
+  spy = _Inspected(model)
+  many = dream.dream_dataset(spy, variables, x[:40], y[:40], cfg, jax.random.key(6), **kw)
+  one = dream.dream_dataset(model, _on_one_device(variables), x[:40], y[:40], cfg,
+                            jax.random.key(6), devices=_one_device(), **kw)
+  spy.assert_rows_split(32)
+  for field in ("images", "l2", "linf", "objective_before", "objective_gain"):
+    chex.assert_trees_all_close(getattr(many, field), getattr(one, field), rtol=1e-5,
+                                atol=1e-5)
+  assert one.linf.min() > 0 and one.objective_gain.mean() > 0

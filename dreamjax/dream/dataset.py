@@ -4,17 +4,27 @@ Every chunk has the same shape (the last is padded and its padding masked out
 of the BatchNorm prior), so a split compiles one program however long it is.
 Chunk ``c`` uses ``fold_in(key, c)``: a dream is a function of the key, the
 image and ``chunk_size``.
+
+Devices: with several local devices (one process; ``devices`` as in
+:func:`dreamjax.train.fit`) the weights are replicated on a ``("data",)``
+mesh and each chunk, zero-padded to a multiple of the device count (the extra
+rows masked out like the last chunk's padding), is split by rows over it
+(:func:`dreamjax.sharding.put_rows`). The jitted pieces of
+:func:`dreamjax.dream.engine.dream_batch` follow those shardings, so each
+device dreams its own rows; only the BatchNorm prior's batch statistics are
+reduced across devices. Dreams equal one device's up to float rounding. With
+one device nothing is sharded.
 """
 
 import dataclasses
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from dreamjax import sharding, train
 from dreamjax.dream import spec as spec_lib
 from dreamjax.dream.engine import dream_batch
 from dreamjax.errors import ConfigError
@@ -39,12 +49,14 @@ class DreamResult:
 
 
 def dream_dataset(model, variables, images, labels, cfg, key, *, chunk_size: int = 256,
-                  progress: Callable[[str], None] | None = None) -> DreamResult:
+                  progress: Callable[[str], None] | None = None,
+                  devices: Sequence[jax.Device] | None = None) -> DreamResult:
   """Dreams ``images`` [N, H, W, C] in [0, 1] with the dream block ``cfg``.
 
   ``cfg`` is a dream config (validated here against ``model``) or a
   :class:`DreamSpec` (e.g. with a user's own objective). ``variables`` are one
   model's (not seed-stacked). ``labels`` [N] feed the 'logit' objective.
+  ``devices``: see the module docstring (default: every local device).
   """
   spec = cfg if isinstance(cfg, spec_lib.DreamSpec) else spec_lib.from_config(cfg, model)
   if chunk_size < 1:
@@ -55,19 +67,18 @@ def dream_dataset(model, variables, images, labels, cfg, key, *, chunk_size: int
   if labels.shape != (n,):
     raise ConfigError(f"labels have shape {labels.shape}; expected ({n},), one per image.")
   log = progress or logging.info
+  mesh = train.fit_mesh(devices)
+  variables = sharding.put_weights(mesh, variables, devices)
   size = min(chunk_size, max(n, 1))
   out = np.empty_like(images)
   l2, linf, before, gain = (np.empty((n,), np.float32) for _ in range(4))
   t0 = time.perf_counter()
   for c, start in enumerate(range(0, n, size)):
     stop = min(start + size, n)
-    x, y, pad = images[start:stop], labels[start:stop], size - (stop - start)
-    valid = np.arange(size) < stop - start
-    if pad:
-      x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.float32)])
-      y = np.concatenate([y, np.zeros((pad,), np.int32)])
-    r = jax.device_get(dream_batch(model, spec, variables, jnp.asarray(x), jnp.asarray(y),
-                                   jnp.asarray(valid), jax.random.fold_in(key, c)))
+    x, y, valid = sharding.put_rows(  # padding rows are zeros, so not valid
+        mesh, (images[start:stop], labels[start:stop], np.ones((stop - start,), bool)), size)
+    r = jax.device_get(dream_batch(model, spec, variables, x, y, valid,
+                                   jax.random.fold_in(key, c)))
     m = stop - start
     out[start:stop] = r["images"][:m]
     l2[start:stop], linf[start:stop] = r["l2"][:m], r["linf"][:m]
