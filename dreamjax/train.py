@@ -197,12 +197,7 @@ def make_predict(model, batch_size: int = 500):
     size = min(batch_size, len(images))  # Keep one shape so the chunk function compiles once.
     outs = []
     for start in range(0, len(images), batch_size):
-      chunk = images[start:start + batch_size]
-      if mesh is not None:
-        chunk = sharding.put_rows(mesh, chunk, size)
-      elif len(chunk) < size:
-        chunk = sharding.pad_rows(chunk, size)
-      out = _chunk(variables_K, chunk)
+      out = _chunk(variables_K, sharding.put_rows(mesh, images[start:start + batch_size], size))
       n = min(batch_size, len(images) - start)
       outs.append(out[:, :n] if out.shape[1] > n else out)
     return jnp.concatenate(outs, axis=1)
@@ -214,10 +209,9 @@ def accuracy(predict, variables_K, images, labels, *,
              devices: Sequence[jax.Device] | None = None) -> np.ndarray:
   """Accuracy of each of the K models, shape [K].
 
-  ``devices`` is passed to ``predict`` (one of :func:`make_predict`) when given.
+  ``predict`` is one of :func:`make_predict`; ``devices`` as in :func:`fit`.
   """
-  logits = (predict(variables_K, images) if devices is None
-            else predict(variables_K, images, devices=devices))
+  logits = predict(variables_K, images, devices=devices)
   return np.asarray(jnp.mean(jnp.argmax(logits, -1) == jnp.asarray(labels)[None], axis=1))
 
 
