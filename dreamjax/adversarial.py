@@ -22,7 +22,7 @@ never falls below clean misclassification and robust accuracy ≤ clean accuracy
 
 Devices: :func:`robust_accuracy`, :func:`adversarial_dataset` and
 :func:`gradient_alignment` take ``devices`` as :func:`dreamjax.train.fit`
-does. With several (default: every local device of a one-process job,
+does. With several (default: every device of the job,
 :func:`dreamjax.train.fit_mesh`) the weights are replicated on a ``("data",)``
 mesh and each chunk, zero-padded to a multiple of the device count, is split
 by rows over it (:func:`dreamjax.sharding.put_rows`); the jitted start, walk,
@@ -239,7 +239,7 @@ def robust_accuracy(model, variables_K, images, labels, key, *, eps: float = 0.1
 
   All K models are attacked in one vmapped program; an image counts as correct
   only if the clean image and every restart are classified correctly.
-  ``devices``: see the module docstring (default: every local device).
+  ``devices``: see the module docstring (default: every device of the job).
   """
   validate_attack(eps=eps, steps=steps, step_size=step_size, norm=norm, restarts=restarts)
   if batch_size < 1:
@@ -258,7 +258,7 @@ def robust_accuracy(model, variables_K, images, labels, key, *, eps: float = 0.1
     _, success = _run(ops, variables_K, x, y, jax.random.fold_in(key, i),
                       eps=float(eps), steps=int(steps), step_size=float(step_size),
                       random_start=True, restarts=int(restarts), num_models=num_models)
-    correct += np.sum(~np.asarray(success)[:, :e - s], axis=1)
+    correct += np.sum(~sharding.to_host(success)[:, :e - s], axis=1)
   return correct / len(images)
 
 
@@ -271,7 +271,7 @@ def adversarial_dataset(model, variables, images, labels, key, *, method: str = 
 
   Returns ``(adv_images float32 [N, H, W, C], info)``; info holds seconds,
   success_rate and the mean L∞ / L2 distance to the clean images. ``devices``:
-  see the module docstring (default: every local device).
+  see the module docstring (default: every device of the job).
   """
   validate_attack(eps=eps, steps=steps, step_size=step_size, norm=norm, restarts=restarts,
                   method=method)
@@ -294,7 +294,8 @@ def adversarial_dataset(model, variables, images, labels, key, *, method: str = 
     x, ok = _run(ops, variables, x, y, jax.random.fold_in(key, i),
                  eps=float(eps), steps=int(steps), step_size=float(step_size),
                  random_start=random_start, restarts=int(restarts))
-    adv[s:e], success[s:e] = np.asarray(x)[:e - s], np.asarray(ok)[:e - s]
+    x, ok = sharding.to_host((x, ok))
+    adv[s:e], success[s:e] = x[:e - s], ok[:e - s]
   delta = (adv - images).reshape(len(images), -1)
   info = {"method": method, "norm": norm, "eps": float(eps), "steps": int(steps),
           "step_size": float(step_size), "restarts": int(restarts), "num_images": len(images),
@@ -405,7 +406,7 @@ def gradient_alignment(model, variables, images, labels, *, layer: str, targets=
   repeated at the top: ``logit`` and ``layer`` = ``untargeted/*/gradient``
   (the dream direction against the negated loss-ascent direction).
 
-  ``devices``: see the module docstring (default: every local device).
+  ``devices``: see the module docstring (default: every device of the job).
   """
   if layer not in models.layer_names(model):
     raise ConfigError(f"layer={layer!r} is invalid: must be one of"
@@ -438,7 +439,7 @@ def gradient_alignment(model, variables, images, labels, *, layer: str, targets=
     for kind in ("untargeted", "targeted"):
       for dream_name, dream in dreams[kind].items():
         for attack_name, attack in attacks[kind].items():
-          cos = np.asarray(_cosine(dream, attack))[:e - s]
+          cos = sharding.to_host(_cosine(dream, attack))[:e - s]
           per_image.setdefault(f"{kind}/{dream_name}/{attack_name}", []).append(cos)
   flat = {k: np.concatenate(v) for k, v in per_image.items()}
   out: dict[str, Any] = {"layer": layer, "num_images": len(images), "eps": float(eps),

@@ -3,6 +3,11 @@
 A checkpoint folder holds the pytree (Orbax's own atomic write: a temporary
 folder renamed when complete) and ``dreamjax.json`` with the fingerprint of
 the config that made it, so a resume from another config is refused.
+
+In a multi-host job every process calls :func:`save`, :func:`restore` and
+:func:`remove` alike (the folder must be on storage every host sees); Orbax
+writes the arrays once, process 0 alone moves folders and writes the
+metadata, and barriers keep the other processes from reading ahead of it.
 """
 
 import json
@@ -15,6 +20,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import serialization
 
+from dreamjax import sharding
 from dreamjax.errors import CheckpointError
 from dreamjax.fileio import write_json
 
@@ -40,19 +46,23 @@ def save(path: str, tree: Any, meta: dict[str, Any]) -> None:
   """Saves ``tree`` (any Flax/optax pytree) and ``meta`` under ``path``."""
   path = os.path.abspath(path)
   tmp = path + ".partial"
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  state = jax.device_get(serialization.to_state_dict(tree))
-  ckptr = ocp.PyTreeCheckpointer()
-  ckptr.save(os.path.join(tmp, _TREE), state)
-  write_json(os.path.join(tmp, _META), meta)
-  # Swap in the finished folder; the old checkpoint is removed only after.
-  old = path + ".old"
-  shutil.rmtree(old, ignore_errors=True)
-  if os.path.exists(path):
-    os.replace(path, old)
-  os.replace(tmp, path)
-  shutil.rmtree(old, ignore_errors=True)
+  primary = sharding.is_primary()
+  if primary:
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+  sharding.sync("checkpoint-save-start")
+  state = sharding.to_host(serialization.to_state_dict(tree))
+  ocp.PyTreeCheckpointer().save(os.path.join(tmp, _TREE), state)
+  if primary:
+    write_json(os.path.join(tmp, _META), meta)
+    # Swap in the finished folder; the old checkpoint is removed only after.
+    old = path + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(path):
+      os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+  sharding.sync("checkpoint-save-done")
 
 
 def read_meta(path: str) -> dict[str, Any]:
@@ -68,8 +78,9 @@ def restore(path: str, like: Any) -> tuple[Any, dict[str, Any]]:
   path = os.path.abspath(path)
   if not exists(path):
     # An interrupted save leaves only "<path>.old": finish the swap.
-    if os.path.exists(path + ".old") and not os.path.exists(path):
+    if sharding.is_primary() and os.path.exists(path + ".old") and not os.path.exists(path):
       os.replace(path + ".old", path)
+    sharding.sync("checkpoint-restore-swap")
     if not exists(path):
       raise CheckpointError(f"no checkpoint at {path}.")
   meta = read_meta(path)
@@ -91,8 +102,10 @@ def restore(path: str, like: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def remove(path: str) -> None:
-  for p in (path, path + ".partial", path + ".old"):
-    shutil.rmtree(p, ignore_errors=True)
+  if sharding.is_primary():
+    for p in (path, path + ".partial", path + ".old"):
+      shutil.rmtree(p, ignore_errors=True)
+  sharding.sync("checkpoint-remove")
 
 
 def save_tree(path: str, tree: Any, meta: dict[str, Any] | None = None) -> None:

@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half."""
+"""Atomic file writes: a reader sees the old file or the new one, never half.
+
+In a multi-host job only process 0 writes: the others run the same code but
+their files go to a private temporary folder and are thrown away.
+"""
 
 import contextlib
 import json
@@ -15,10 +19,14 @@ def atomic_path(path: str) -> Iterator[str]:
   file is removed and ``path`` is untouched.
   """
   folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
   base = os.path.basename(path)
   # Keep the extension last: numpy and matplotlib pick formats by suffix.
   stem, ext = os.path.splitext(base)
+  if not _writes_files():
+    with tempfile.TemporaryDirectory(prefix="dreamjax-secondary-") as scratch:
+      yield os.path.join(scratch, f"{stem}.tmp{ext}")
+    return
+  os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
   os.close(fd)
   try:
@@ -31,6 +39,12 @@ def atomic_path(path: str) -> Iterator[str]:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
     raise
+
+
+def _writes_files() -> bool:
+  """False in the processes of a multi-host job other than process 0."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_index() == 0
 
 
 def write_text(path: str, text: str) -> None:

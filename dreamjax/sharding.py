@@ -3,7 +3,7 @@
 Parameters and optimiser state are replicated; each batch is split along its
 first axis over the mesh, and XLA inserts the gradient all-reduce itself. The
 same pattern serves training (:func:`make_train_step`, and
-:func:`dreamjax.train.fit`, which trains over every local device through
+:func:`dreamjax.train.fit`, which trains over every device through
 :func:`split_batch_rows`) and the per-image loops: evaluation
 (:func:`dreamjax.train.make_predict`), robust accuracy, adversarial datasets
 and gradient alignment (:mod:`dreamjax.adversarial`) and dreaming
@@ -16,8 +16,13 @@ pod.
 
 Multi-host (TPU pods, multi-node GPU): call :func:`initialize` with
 ``distributed=True`` (or set ``DREAMJAX_DISTRIBUTED=1``) in every process
-before any other JAX call; the mesh then spans the devices of all hosts and
-:func:`shard_batch` assembles the global batch from each host's local rows.
+before any other JAX call; the mesh then spans the devices of all hosts.
+Every process runs the same program on the same data: replicated arrays are
+placed from each host's identical copy, :func:`put_rows` places each host's
+share of a chunk's rows, :func:`to_host` gathers split outputs back to every
+process, and only process 0 writes files (:func:`is_primary`, :func:`sync`).
+:func:`shard_batch` instead assembles a global batch from different rows on
+each host.
 """
 
 import os
@@ -40,14 +45,66 @@ def initialize(distributed: bool | None = None) -> None:
   """Joins a multi-host job through ``jax.distributed.initialize()``.
 
   ``distributed=None`` reads ``DREAMJAX_DISTRIBUTED`` (``1``/``true``). On
-  Cloud TPU pods the coordinator, process count and ids are discovered
-  automatically; elsewhere set JAX's ``JAX_COORDINATOR_ADDRESS``,
-  ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
+  Cloud TPU pods (and SLURM, Open MPI) JAX discovers the coordinator, process
+  count and ids itself; elsewhere set ``JAX_COORDINATOR_ADDRESS`` (host:port of
+  process 0), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` in every process.
+  A job that cannot be joined raises :class:`ConfigError` saying which.
   """
   if distributed is None:
     distributed = os.environ.get("DREAMJAX_DISTRIBUTED", "").lower() in ("1", "true", "yes")
-  if distributed:
-    jax.distributed.initialize()
+  if not distributed:
+    return
+  kwargs: dict[str, Any] = {}
+  for name, env, cast in (("coordinator_address", "JAX_COORDINATOR_ADDRESS", str),
+                          ("num_processes", "JAX_NUM_PROCESSES", int),
+                          ("process_id", "JAX_PROCESS_ID", int)):
+    value = os.environ.get(env, "").strip()
+    if value:
+      try:
+        kwargs[name] = cast(value)
+      except ValueError:
+        raise ConfigError(f"{env}={value!r} is not a whole number.") from None
+  try:
+    jax.distributed.initialize(**kwargs)
+  except (ValueError, RuntimeError) as e:
+    raise ConfigError(
+        f"cannot join a multi-host job ({e}). On a Cloud TPU pod run the same command"
+        " on every worker; elsewhere set JAX_COORDINATOR_ADDRESS=host:port (process 0's),"
+        " JAX_NUM_PROCESSES and JAX_PROCESS_ID in every process, or drop --distributed"
+        " / DREAMJAX_DISTRIBUTED to run on this host alone.") from None
+
+
+def is_primary() -> bool:
+  """True in the one process that writes files (process 0; always, on one host)."""
+  return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+  """A barrier across processes (a no-op in a one-process job).
+
+  Used around files that process 0 writes and every process then reads, such
+  as checkpoints.
+  """
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(f"dreamjax:{name}")
+
+
+def to_host(tree: Any) -> Any:
+  """Every array of ``tree`` as a whole host (numpy) array, in every process.
+
+  Arrays split over the devices of several hosts are gathered across processes
+  first (``process_allgather``); anything this process holds whole is simply
+  fetched, so on one host this is ``jax.device_get``.
+  """
+
+  def fetch(a):
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    return np.asarray(jax.device_get(a))
+
+  return jax.tree.map(fetch, tree)
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -80,7 +137,19 @@ def check_divisible(mesh: Mesh, batch_size: int, what: str = "batch_size") -> No
 
 def replicate(mesh: Mesh, tree: Any) -> Any:
   """Places a pytree (parameters, optimiser state, a small dataset) on every device."""
-  return jax.device_put(tree, replicated(mesh))
+  return jax.tree.map(lambda a: _place(a, replicated(mesh)), tree)
+
+
+def _place(a: Any, where: NamedSharding) -> Any:
+  """``jax.device_put``, also for PRNG key arrays on a mesh spanning several hosts.
+
+  JAX places a key array only on devices this process can address, so its raw
+  key data is placed instead and wrapped again.
+  """
+  if isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+    data = jax.device_put(jax.random.key_data(a), where)
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+  return jax.device_put(a, where)
 
 
 def shard_batch(mesh: Mesh, rows: np.ndarray | jax.Array) -> jax.Array:

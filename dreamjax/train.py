@@ -11,7 +11,7 @@ Keys: one root key per seed; ``fold_in(root, 0)`` initialises the model (so
 every arm of the study starts from the same weights for a seed) and
 ``fold_in(fold_in(root, 1), step)`` drives batch sampling and augmentation.
 
-Devices: on a machine with several local devices (and one process), ``fit``
+Devices: on a machine with several devices, or in a multi-host job, ``fit``
 trains data-parallel over all of them with :mod:`dreamjax.sharding`'s pattern:
 state and training set replicated on a ``("data",)`` mesh, each seed's sampled
 batch split by rows over it, the gradient mean one all-reduce. Results match
@@ -180,11 +180,11 @@ def make_predict(model, batch_size: int = 500):
 
   Jitted per chunk of ``batch_size`` images; a last, shorter chunk is
   zero-padded to that shape so the chunk function compiles once. ``devices``
-  as in :func:`fit`: with several (default: every local device of a
-  one-process job, :func:`fit_mesh`) the weights are replicated and each
-  chunk, padded to a multiple of the device count, is split by rows over them,
-  so each device predicts its own rows; the logits equal one device's up to
-  float rounding. One device: the one-device program, with no sharding.
+  as in :func:`fit`: with several (default: every device of the job,
+  :func:`fit_mesh`) the weights are replicated and each chunk, padded to a
+  multiple of the device count, is split by rows over them, so each device
+  predicts its own rows (in a multi-host job the logits are then gathered to
+  every process); the logits equal one device's up to float rounding. One device: the one-device program, with no sharding.
   """
 
   @jax.jit
@@ -198,6 +198,8 @@ def make_predict(model, batch_size: int = 500):
     outs = []
     for start in range(0, len(images), batch_size):
       out = _chunk(variables_K, sharding.put_rows(mesh, images[start:start + batch_size], size))
+      if not out.is_fully_addressable:  # rows on other hosts: gather them here
+        out = jnp.asarray(sharding.to_host(out))
       n = min(batch_size, len(images) - start)
       outs.append(out[:, :n] if out.shape[1] > n else out)
     return jnp.concatenate(outs, axis=1)
@@ -250,8 +252,9 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
     val: (images, labels) evaluated every ``tcfg.eval_every`` steps.
     checkpoint_dir: if set, the state is saved every ``tcfg.checkpoint_every``
       steps and a run with the same ``fingerprint`` resumes from it.
-    devices: where to train. Default (None): every local device when this is
-      the only JAX process, JAX's default device otherwise. Several devices:
+    devices: where to train. Default (None): every device of the job
+      (:func:`fit_mesh`; in a multi-host job every process calls ``fit`` with
+      the same arguments and only process 0 writes checkpoints). Several devices:
       data-parallel over them (:func:`fit_mesh`); the returned state is
       replicated on each, and ``tcfg.batch_size`` must be a multiple of their
       count (else ConfigError). One device, e.g. ``[jax.devices()[0]]``: the
@@ -383,15 +386,11 @@ _fold_seeds = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
 def fit_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh | None:
   """The ``("data",)`` mesh :func:`fit` trains over, or None for one device.
 
-  ``devices=None`` means every local device when this is the only JAX
-  process; in a multi-process job each process keeps to its default device,
-  as before (the experiment scripts refuse to run as several processes).
+  ``devices=None`` means every device of the job: this host's devices, and in
+  a multi-host job (:func:`dreamjax.sharding.initialize`) every host's, where
+  each process must then make the same calls with the same data.
   """
-  if devices is None:
-    if jax.process_count() > 1:
-      return None
-    devices = jax.local_devices()
-  devices = list(devices)
+  devices = list(jax.devices() if devices is None else devices)
   if not devices:
     raise ConfigError("fit: devices=[] names no device to train on.")
   return sharding.data_mesh(devices) if len(devices) > 1 else None

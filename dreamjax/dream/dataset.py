@@ -5,8 +5,8 @@ of the BatchNorm prior), so a split compiles one program however long it is.
 Chunk ``c`` uses ``fold_in(key, c)``: a dream is a function of the key, the
 image and ``chunk_size``.
 
-Devices: with several local devices (one process; ``devices`` as in
-:func:`dreamjax.train.fit`) the weights are replicated on a ``("data",)``
+Devices: with several devices (``devices`` as in :func:`dreamjax.train.fit`;
+in a multi-host job the dreams are gathered to every process) the weights are replicated on a ``("data",)``
 mesh and each chunk, zero-padded to a multiple of the device count (the extra
 rows masked out like the last chunk's padding), is split by rows over it
 (:func:`dreamjax.sharding.put_rows`). The jitted pieces of
@@ -56,7 +56,7 @@ def dream_dataset(model, variables, images, labels, cfg, key, *, chunk_size: int
   ``cfg`` is a dream config (validated here against ``model``) or a
   :class:`DreamSpec` (e.g. with a user's own objective). ``variables`` are one
   model's (not seed-stacked). ``labels`` [N] feed the 'logit' objective.
-  ``devices``: see the module docstring (default: every local device).
+  ``devices``: see the module docstring (default: every device of the job).
   """
   spec = cfg if isinstance(cfg, spec_lib.DreamSpec) else spec_lib.from_config(cfg, model)
   if chunk_size < 1:
@@ -77,7 +77,7 @@ def dream_dataset(model, variables, images, labels, cfg, key, *, chunk_size: int
     stop = min(start + size, n)
     x, y, valid = sharding.put_rows(  # padding rows are zeros, so not valid
         mesh, (images[start:stop], labels[start:stop], np.ones((stop - start,), bool)), size)
-    r = jax.device_get(dream_batch(model, spec, variables, x, y, valid,
+    r = sharding.to_host(dream_batch(model, spec, variables, x, y, valid,
                                    jax.random.fold_in(key, c)))
     m = stop - start
     out[start:stop] = r["images"][:m]
