@@ -22,7 +22,7 @@ from flax import serialization
 
 from dreamjax import sharding
 from dreamjax.errors import CheckpointError
-from dreamjax.fileio import write_json
+from dreamjax.fileio import jsonable
 
 _META = "dreamjax.json"
 
@@ -54,7 +54,10 @@ def save(path: str, tree: Any, meta: dict[str, Any]) -> None:
   state = sharding.to_host(serialization.to_state_dict(tree))
   ocp.PyTreeCheckpointer().save(os.path.join(tmp, _TREE), state)
   if primary:
-    write_json(os.path.join(tmp, _META), meta)
+    # A plain write (fileio's would wait for the other processes): the folder
+    # rename below is what makes the checkpoint appear whole.
+    with open(os.path.join(tmp, _META), "w") as f:
+      json.dump(meta, f, indent=2, sort_keys=True, default=jsonable)
     # Swap in the finished folder; the old checkpoint is removed only after.
     old = path + ".old"
     shutil.rmtree(old, ignore_errors=True)

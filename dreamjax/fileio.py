@@ -1,7 +1,10 @@
 """Atomic file writes: a reader sees the old file or the new one, never half.
 
 In a multi-host job only process 0 writes: the others run the same code but
-their files go to a private temporary folder and are thrown away.
+their files go to a private temporary folder and are thrown away, and every
+write ends in a barrier, so any process may read a file right after it was
+written. Every process must therefore make the same writes in the same order,
+which the experiment scripts do by running the same program on the same data.
 """
 
 import contextlib
@@ -25,6 +28,7 @@ def atomic_path(path: str) -> Iterator[str]:
   if not _writes_files():
     with tempfile.TemporaryDirectory(prefix="dreamjax-secondary-") as scratch:
       yield os.path.join(scratch, f"{stem}.tmp{ext}")
+    _written(path)
     return
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
@@ -39,12 +43,19 @@ def atomic_path(path: str) -> Iterator[str]:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
     raise
+  _written(path)
 
 
 def _writes_files() -> bool:
   """False in the processes of a multi-host job other than process 0."""
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.process_index() == 0
+  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
+  return sharding.is_primary()
+
+
+def _written(path: str) -> None:
+  """Multi-host: wait until process 0 has renamed ``path`` into place."""
+  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
+  sharding.sync(f"wrote {os.path.basename(path)}")
 
 
 def write_text(path: str, text: str) -> None:
@@ -54,7 +65,7 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_json(path: str, obj: Any) -> None:
-  write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+  write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=jsonable) + "\n")
 
 
 def append_jsonl(path: str, record: dict[str, Any]) -> None:
@@ -69,7 +80,7 @@ def append_jsonl(path: str, record: dict[str, Any]) -> None:
       old = f.read()
   if old and not old.endswith("\n"):
     old += "\n"
-  line = json.dumps(record, sort_keys=True, default=_jsonable)
+  line = json.dumps(record, sort_keys=True, default=jsonable)
   write_text(path, old + line + "\n")
 
 
@@ -94,7 +105,8 @@ def check_writable(folder: str) -> None:
         "pointing at a folder you can write to.") from None
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+  """``json.dumps``' ``default=``: numpy scalars and arrays, ConfigDicts, tuples."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   if isinstance(x, np.generic):
     return x.item()
