@@ -8,7 +8,7 @@ which writes the rows of an augmented-dataset file for the fixed-budget arms).
 """
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import dm_pix as pix
 import jax
@@ -89,30 +89,35 @@ def noise_fn(cfg) -> ImageFn:
   return fn
 
 
-def offline(images, labels, key, fn: ImageFn, copies: int = 1, chunk_size: int = 1024
+def offline(images, labels, key, fn: ImageFn, copies: int = 1, chunk_size: int = 1024, *,
+            devices: Sequence[jax.Device] | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """``copies`` transformed copies of every image, for an augmented-dataset file.
 
   Returns ``(images, labels, source_positions)``: copy ``c`` of image ``i`` is
   row ``c·N + i`` and its source position is ``i`` (map it through the split's
   ``labeled_index`` to get the file's ``source_index``). Deterministic per key.
+  ``devices`` as in :func:`dreamjax.train.fit`: with several (default: every
+  device of the job) each chunk, zero-padded to a multiple of the device
+  count, is split by rows over them; a row's random draw does not depend on
+  that padding, so the copies equal one device's.
   """
+  from dreamjax import sharding, train  # pylint: disable=g-import-not-at-top
   _check("copies", copies, copies >= 1, ">= 1")
   _check("chunk_size", chunk_size, chunk_size >= 1, ">= 1")
   images = np.asarray(images, np.float32)
   labels = np.asarray(labels, np.int32)
   n = len(images)
-  size = min(chunk_size, n)
+  size = min(chunk_size, n)  # one shape for every chunk: one compilation
+  mesh = train.fit_mesh(devices)
   jitted = jax.jit(fn)
   out = np.empty((copies * n, *images.shape[1:]), np.float32)
   for c in range(copies):
     for i, s in enumerate(range(0, n, size)):
-      chunk = images[s:s + size]
-      pad = size - len(chunk)
-      if pad:  # one shape for every chunk: one compilation
-        chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+      m = min(size, n - s)
+      chunk = sharding.put_rows(mesh, images[s:s + m], size)
       k = jax.random.fold_in(jax.random.fold_in(key, c), i)
-      out[c * n + s:c * n + s + size - pad] = np.asarray(jitted(k, chunk))[:size - pad]
+      out[c * n + s:c * n + s + m] = sharding.to_host(jitted(k, chunk))[:m]
   positions = np.tile(np.arange(n), copies)
   return out, labels[positions], positions
 

@@ -8,15 +8,15 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from dreamjax.errors import ConfigError, DreamjaxError
+from dreamjax.errors import DreamjaxError
 
 
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", None, "Join a multi-host job through jax.distributed.initialize() first"
     " (default: the DREAMJAX_DISTRIBUTED environment variable). Run the same command in every"
     " process; outside Cloud TPU set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and"
-    " JAX_PROCESS_ID. train_classifier, dream and attack then work over every host's devices"
-    " and process 0 writes the workdir (shared storage); study and train_generator refuse.")
+    " JAX_PROCESS_ID. The script then works over every host's devices and process 0 writes"
+    " the workdir, which must be storage every host sees.")
 
 
 def _flag_error_message(error: Exception) -> str:
@@ -79,14 +79,13 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _exit_with_flag_error(_flag_error_message(e))
 
 
-def run(main: Callable[[list[str]], None], *, multihost: bool = False) -> None:
+def run(main: Callable[[list[str]], None]) -> None:
   """Like ``absl.app.run``, but a :class:`DreamjaxError` ends in its message.
 
   The message says what is wrong and what to do; a traceback would only hide
   it. Exit status 2 marks a usage or data error, as absl does for bad flags.
-  ``multihost=True``: the script may run as several processes of one
-  ``--distributed`` job (every process runs ``main``; process 0 writes files);
-  otherwise a job of several processes stops with a clear error.
+  With ``--distributed`` every process of the job runs ``main`` on the same
+  data; process 0 alone writes files (:mod:`dreamjax.fileio`).
   """
 
   def wrapped(argv):
@@ -94,12 +93,6 @@ def run(main: Callable[[list[str]], None], *, multihost: bool = False) -> None:
       _check_configs_loaded()
       from dreamjax import sharding  # pylint: disable=g-import-not-at-top
       sharding.initialize(_DISTRIBUTED.value)
-      import jax  # pylint: disable=g-import-not-at-top
-      if jax.process_count() > 1 and not multihost:
-        raise ConfigError(
-            f"this script runs as one process, but {jax.process_count()} joined through"
-            " --distributed / DREAMJAX_DISTRIBUTED. Run it on one host without --distributed;"
-            " train_classifier.py, dream.py and attack.py run multi-host.")
       return main(argv)
     except DreamjaxError as e:
       logging.flush()

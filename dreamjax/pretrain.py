@@ -17,7 +17,7 @@ are new, then fine-tuned on the label budget.
 """
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -96,6 +96,15 @@ def _trunk_features(model, variables, images, train_mode: bool):
 
 def make_autoencoder_step(model, decoder: TrunkDecoder, tx, batch_size: int) -> Callable:
   """``step(state, images, _, key) -> (state, metrics)``; pure, jittable."""
+  return _autoencoder_step(model, decoder, tx, batch_size, None)
+
+
+def _autoencoder_step(model, decoder, tx, batch_size, mesh) -> Callable:
+  """:func:`make_autoencoder_step`, its sampled batch split by rows over ``mesh`` if given.
+
+  With BatchNorm the batch statistics then span every device's rows (XLA
+  reduces them across devices), as on one device.
+  """
 
   def loss_fn(params, state, x):
     cnn_vars = {"params": params["cnn"]}
@@ -110,7 +119,7 @@ def make_autoencoder_step(model, decoder: TrunkDecoder, tx, batch_size: int) -> 
     del labels  # The pool has none.
     idx = jax.random.randint(key, (batch_size,), 0, images.shape[0])
     (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], state, images[idx])
+        state["params"], state, common.split_rows(mesh, images[idx]))
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
             "batch_stats": new_stats}, {"loss": loss}
@@ -133,14 +142,19 @@ def _validate(cfg, pool_images, image_shape) -> None:
 
 
 def train_autoencoder(cfg, pool_images, key: jax.Array, model_cfg, num_classes: int,
-                      image_shape, *, progress=None, return_history: bool = False):
+                      image_shape, *, progress=None, return_history: bool = False,
+                      devices: Sequence[jax.Device] | None = None):
   """Trains the classifier's trunk as an autoencoder's encoder on the pool.
 
   Uses ``cfg.steps``, ``cfg.batch_size``, ``cfg.learning_rate`` (Adam) and
   ``cfg.log_every``. Returns the trunk variables (and the loss history when
-  ``return_history``).
+  ``return_history``). ``devices`` as in :func:`dreamjax.train.fit`: with
+  several (default: every device of the job) each step's batch is split by rows
+  over them and the trunk is replicated on each; ``cfg.batch_size`` must be a
+  multiple of their count (else ConfigError).
   """
   _validate(cfg, pool_images, image_shape)
+  mesh = common.training_mesh(cfg.batch_size, devices)
   image_shape = tuple(image_shape)
   model = models.make_model(model_cfg, num_classes)
   decoder = TrunkDecoder(image_shape, tuple(model.conv_features), tuple(model.pool))
@@ -153,10 +167,11 @@ def train_autoencoder(cfg, pool_images, key: jax.Array, model_cfg, num_classes: 
   tx = optax.adam(cfg.learning_rate)
   state = {"params": params, "opt_state": tx.init(params),
            "batch_stats": cnn_vars.get("batch_stats", {})}
-  step = jax.jit(make_autoencoder_step(model, decoder, tx, int(cfg.batch_size)), donate_argnums=0)
+  step = common.compile_step(_autoencoder_step(model, decoder, tx, int(cfg.batch_size), mesh),
+                             mesh)
   state, history = common.run_steps(step, state, pool_images, None, k_train, steps=int(cfg.steps),
                                     log_every=int(cfg.log_every), desc="autoencoder",
-                                    progress=progress)
+                                    progress=progress, devices=devices)
   variables = {"params": state["params"]["cnn"]}
   if state["batch_stats"]:
     variables["batch_stats"] = state["batch_stats"]
@@ -187,21 +202,26 @@ def _pretext_train_config(cfg) -> ml_collections.ConfigDict:
 
 
 def train_rotation(cfg, pool_images, key: jax.Array, model_cfg, image_shape, *,
-                   progress=None, return_history: bool = False):
+                   progress=None, return_history: bool = False,
+                   devices: Sequence[jax.Device] | None = None):
   """Trains the classifier (4-way head) to predict rotations of pool images.
 
   Returns the trunk variables (and the history when ``return_history``).
+  ``devices`` goes to :func:`dreamjax.train.fit`, which trains data-parallel
+  over them (default: every device of the job); ``cfg.batch_size`` must be a
+  multiple of their count.
   """
   _validate(cfg, pool_images, image_shape)
   if image_shape[0] != image_shape[1]:
     raise ConfigError(f"model=pretext rotates by 90°, which needs square images; these are"
                       f" {image_shape[0]}×{image_shape[1]}.")
+  common.training_mesh(cfg.batch_size, devices)  # names cfg's field, before compute
   model = models.make_model(model_cfg, 4)
   seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
   result = train.fit(model, _pretext_train_config(cfg), np.asarray(pool_images, np.float32),
                      np.zeros((len(pool_images),), np.int32), seeds=[seed],
                      image_shape=tuple(image_shape), batch_transform=rotation_transform,
-                     desc="rotation pretext", progress=progress)
+                     desc="rotation pretext", progress=progress, devices=devices)
   trunk = trunk_of(train.unstack(result.state.variables, 0))
   history = [{"step": r["step"], "loss": r["loss"][0], "accuracy": r["accuracy"][0]}
              for r in result.history]

@@ -6,12 +6,15 @@ same pattern serves training (:func:`make_train_step`, and
 :func:`dreamjax.train.fit`, which trains over every device through
 :func:`split_batch_rows`) and the per-image loops: evaluation
 (:func:`dreamjax.train.make_predict`), robust accuracy, adversarial datasets
-and gradient alignment (:mod:`dreamjax.adversarial`) and dreaming
-(:func:`dreamjax.dream.dream_dataset`) place each chunk's rows split over the
+and gradient alignment (:mod:`dreamjax.adversarial`), dreaming
+(:func:`dreamjax.dream.dream_dataset`), generator sampling, Fréchet features,
+pseudo-labels and offline augmentation place each chunk's rows split over the
 mesh (:func:`put_rows`) next to replicated weights (:func:`put_weights`), so
 every device handles its own rows; :func:`data_parallel` does the same for
-any function. With one device everything reduces to plain ``jax.jit``, so code
-written against this module runs unchanged on a laptop, a GPU box or a TPU
+any function. The VAE, GAN and autoencoder trainers split their sampled
+batches the way :func:`dreamjax.train.fit` does. With one device everything
+reduces to plain ``jax.jit``, so code written against this module runs
+unchanged on a laptop, a GPU box or a TPU
 pod.
 
 Multi-host (TPU pods, multi-node GPU): call :func:`initialize` with

@@ -184,7 +184,8 @@ def make_predict(model, batch_size: int = 500):
   :func:`fit_mesh`) the weights are replicated and each chunk, padded to a
   multiple of the device count, is split by rows over them, so each device
   predicts its own rows (in a multi-host job the logits are then gathered to
-  every process); the logits equal one device's up to float rounding. One device: the one-device program, with no sharding.
+  every process); the logits equal one device's up to float rounding. One
+  device: the one-device program, with no sharding.
   """
 
   @jax.jit

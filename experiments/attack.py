@@ -35,4 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main, multihost=True)
+  cli.run(main)

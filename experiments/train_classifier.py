@@ -26,4 +26,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main, multihost=True)
+  cli.run(main)

@@ -101,30 +101,33 @@ def test_attack_on_two_hosts_equals_one_host(tmp_path, synthetic_dir):
   assert c["robust_accuracy_per_seed"] == a["robust_accuracy_per_seed"]
 
 
-def test_dream_on_two_hosts_equals_one_host(tmp_path, real_data_dir):
-  flags = ("--config", "dreamjax/configs/dream.py:tiny", f"--config.data_dir={real_data_dir}",
-           "--config.max_images=30", "--config.grid_presets=()")
-  multi = _two_hosts("dream.py", *flags, f"--workdir={tmp_path}/multi")
+def test_study_on_two_hosts_equals_one_host(tmp_path, real_data_dir):
+  """Classifier training, dreams, Fréchet features and a pool VAE, over 2 hosts."""
+  flags = ("--config", "dreamjax/configs/study.py:tiny", f"--config.data_dir={real_data_dir}",
+           "--config.arms=('baseline','dream_subtle','vae_pool')")
+  multi = _two_hosts("study.py", *flags, f"--workdir={tmp_path}/multi")
   for out in multi:
     assert out.returncode == 0, out.stderr[-3000:]
-  single = _one_host("dream.py", *flags, f"--workdir={tmp_path}/single")
+    assert "FAILED" not in out.stderr
+  single = _one_host("study.py", *flags, f"--workdir={tmp_path}/single")
   assert single.returncode == 0, single.stderr[-3000:]
-  a = np.load(tmp_path / "multi" / "augmented.npz")
-  b = np.load(tmp_path / "single" / "augmented.npz")
-  assert len(a["images"]) == 30
-  np.testing.assert_allclose(a["images"], b["images"], atol=1e-4)
-  np.testing.assert_array_equal(a["labels"], b["labels"])
+
+  def cells(folder):
+    with open(tmp_path / folder / "results.jsonl") as f:
+      return {r["cell"]: r for r in map(json.loads, f)}
+
+  a, b = cells("multi"), cells("single")
+  assert set(a) == set(b) == {"oracle", "N100/baseline", "N100/dream_subtle", "N100/vae_pool"}
+  for key in a:
+    assert a[key]["status"] == "ok", a[key]
+    # Float summation order differs between the all-reduce over hosts and the
+    # one over local devices; nothing else does.
+    np.testing.assert_allclose(a[key]["test_accuracy"], b[key]["test_accuracy"], atol=2e-3)
+    if "frechet_per_seed" in a[key]:
+      np.testing.assert_allclose(a[key]["frechet_per_seed"], b[key]["frechet_per_seed"],
+                                 rtol=1e-3)
+  assert "dream_subtle" in (tmp_path / "multi" / "REPORT.md").read_text()
   assert not _stray_files(tmp_path / "multi")
-
-
-def test_single_host_scripts_refuse_a_multi_host_job(tmp_path):
-  outs = _two_hosts("study.py", "--config", "dreamjax/configs/study.py:tiny",
-                    f"--workdir={tmp_path}")
-  for out in outs:
-    assert out.returncode == 2, out.stderr[-3000:]
-    assert "runs as one process, but 2 joined" in out.stderr
-    assert "Traceback" not in out.stderr
-  assert not os.listdir(tmp_path)
 
 
 def test_distributed_without_a_coordinator_is_a_clear_error(tmp_path):

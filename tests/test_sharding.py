@@ -9,7 +9,9 @@ The per-image loops (evaluation, robust accuracy, adversarial datasets,
 gradient alignment, dreaming) are checked twice over: their results equal the
 same call on one device (``devices=[jax.devices()[0]]``), and
 :class:`_Inspected` shows that inside their jitted programs the model's input
-rows really are split over the four devices.
+rows really are split over the four devices. The VAE, GAN and autoencoder
+trainers, generator sampling, Fréchet features and pseudo-labelling are
+checked the same way.
 """
 
 import os
@@ -22,10 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dreamjax import adversarial, dream, models, sharding, train
+from dreamjax import adversarial, augment, dream, frechet, generators, models, pretrain, sharding, train
 from dreamjax.configs import common
 from dreamjax.configs import dream as dream_configs
+from dreamjax.configs import generator as generator_config
 from dreamjax.errors import ConfigError
+from dreamjax.generators import gan, vae
 from conftest import synthetic_images
 
 four_devices = pytest.mark.skipif(jax.device_count() != 4, reason="needs 4 (simulated) devices")
@@ -59,7 +63,7 @@ def test_on_four_simulated_devices():
                        timeout=600)
   tail = res.stdout[-3000:] + res.stderr[-2000:]
   assert res.returncode == 0, tail
-  assert "13 passed" in res.stdout, tail  # the four_devices tests ran rather than skipped
+  assert "19 passed" in res.stdout, tail  # the four_devices tests ran rather than skipped
 
 
 def test_indivisible_batch_is_a_config_error():
@@ -335,3 +339,164 @@ def test_dream_dataset_splits_rows_and_matches_one_device():
     chex.assert_trees_all_close(getattr(many, field), getattr(one, field), rtol=1e-5,
                                 atol=1e-5)
   assert one.linf.min() > 0 and one.objective_gain.mean() > 0
+
+
+def _spy_on(monkeypatch, owner, factory: str) -> list:
+  """Makes ``owner.factory`` (a model-building function) wrap what it builds in
+  :class:`_Inspected`; returns the list of those spies."""
+  made, build = [], getattr(owner, factory)
+
+  def spying(*args, **kwargs):
+    built = build(*args, **kwargs)
+    spies = tuple(_Inspected(m) for m in built) if isinstance(built, tuple) else _Inspected(built)
+    made.extend(spies if isinstance(spies, tuple) else [spies])
+    return spies
+
+  monkeypatch.setattr(owner, factory, spying)
+  return made
+
+
+def _assert_rows_split(spies, rows: int):
+  traced = [s for s in spies if s.seen]
+  assert traced, "no model was traced"
+  for s in traced:
+    s.assert_rows_split(rows)
+
+
+def _generator_config(**overrides):
+  cfg = generator_config.get_config("tiny")  # batch_size 16, widths (4, 8), latent_dim 4
+  cfg.update(dict(steps=4, log_every=2, sample_batch=18), **overrides)
+  return cfg
+
+
+def _assert_same_training(many, one):
+  (p4, h4), (p1, h1) = many, one
+  assert [r["step"] for r in h4] == [r["step"] for r in h1] == [2, 4]
+  for name in set(h1[0]) - {"step"}:
+    np.testing.assert_allclose([r[name] for r in h4], [r[name] for r in h1], rtol=1e-4,
+                               err_msg=name)
+  chex.assert_trees_all_close(p4, p1, rtol=1e-4, atol=1e-6)
+  replicated = [leaf for leaf in jax.tree.leaves(p4) if isinstance(leaf, jax.Array)]
+  assert replicated and all(len(leaf.sharding.device_set) == 4
+                            and leaf.sharding.is_fully_replicated for leaf in replicated)
+
+
+@four_devices
+def test_vae_trains_and_samples_split_over_rows_like_one_device(monkeypatch):
+  _, _, x, _ = _tiny()
+  cfg = _generator_config()
+  spies = _spy_on(monkeypatch, vae, "make_module")
+  many = vae.train_vae(cfg, x, None, jax.random.key(0))
+  _assert_rows_split(spies, 16)
+  monkeypatch.undo()
+  one = vae.train_vae(cfg, x, None, jax.random.key(0), devices=_one_device())
+  _assert_same_training(many, one)
+  # 30 samples in chunks of 18 and 12, padded to 20 rows on 4 devices and 18 on one:
+  # each row's latent draw must not depend on the padding or the sharding.
+  params = one[0]
+  spies = _spy_on(monkeypatch, vae, "make_module")
+  s4 = vae.sample_vae(cfg, params, jax.random.key(1), num=30)
+  _assert_rows_split(spies, 20)
+  s1 = vae.sample_vae(cfg, params, jax.random.key(1), num=30, devices=_one_device())
+  chex.assert_shape(s4, (30, 28, 28, 1))
+  chex.assert_trees_all_close(s4, s1, rtol=1e-5, atol=1e-6)
+
+
+@four_devices
+def test_gan_trains_and_samples_split_over_rows_like_one_device(monkeypatch):
+  _, _, x, y = _tiny()
+  cfg = _generator_config(conditional=True, num_classes=10)
+  spies = _spy_on(monkeypatch, gan, "make_modules")  # the generator and the discriminator
+  many = gan.train_gan(cfg, x, y, jax.random.key(0))
+  _assert_rows_split(spies, 16)
+  monkeypatch.undo()
+  one = gan.train_gan(cfg, x, y, jax.random.key(0), devices=_one_device())
+  _assert_same_training(many, one)
+  labels = np.arange(30) % 10
+  spies = _spy_on(monkeypatch, gan, "make_modules")
+  s4 = gan.sample_gan(cfg, one[0], jax.random.key(1), labels=labels)
+  _assert_rows_split(spies, 20)
+  s1 = gan.sample_gan(cfg, one[0], jax.random.key(1), labels=labels, devices=_one_device())
+  chex.assert_shape(s4, (30, 28, 28, 1))
+  chex.assert_trees_all_close(s4, s1, rtol=1e-5, atol=1e-6)
+
+
+@four_devices
+def test_autoencoder_trains_split_over_rows_like_one_device(monkeypatch):
+  _, _, x, _ = _tiny()
+  cfg = _generator_config()
+  model_cfg = cfg.classifier.copy_and_resolve_references()
+  model_cfg.use_bn = True  # batch statistics over all 16 rows: one cross-device reduction
+  args = (cfg, x, jax.random.key(0), model_cfg, 10, (28, 28, 1))
+  spies = _spy_on(monkeypatch, models, "make_model")
+  many = pretrain.train_autoencoder(*args, return_history=True)
+  _assert_rows_split(spies, 16)
+  monkeypatch.undo()
+  one = pretrain.train_autoencoder(*args, return_history=True, devices=_one_device())
+  assert set(many[0]) == {"params", "batch_stats"}
+  _assert_same_training(many, one)
+
+
+@four_devices
+def test_frechet_features_and_pseudo_labels_split_rows_and_match_one_device(trained_tiny):
+  model, variables_K, x, _ = trained_tiny
+  v = train.unstack(variables_K, 0)
+  # 40 images in chunks of 30 and 10: padded to 32 rows on 4 devices, 30 on one.
+  spy = _Inspected(model)
+  f4 = frechet.features(spy, v, x[:40], batch_size=30)
+  spy.assert_rows_split(32)
+  f1 = frechet.features(model, _on_one_device(v), x[:40], batch_size=30, devices=_one_device())
+  chex.assert_shape(f4, (40, 16))
+  chex.assert_trees_all_close(f4, f1, rtol=1e-5, atol=1e-5)
+  spy = _Inspected(model)
+  kept4, labels4, frac4 = generators.pseudo_label(spy, v, x[:40], threshold=0.3, batch_size=30)
+  spy.assert_rows_split(32)
+  kept1, labels1, frac1 = generators.pseudo_label(model, _on_one_device(v), x[:40],
+                                                  threshold=0.3, batch_size=30,
+                                                  devices=_one_device())
+  assert frac4 == frac1 and 0 < frac1 < 1
+  np.testing.assert_array_equal(labels4, labels1)
+  np.testing.assert_array_equal(kept4, kept1)
+
+
+@four_devices
+def test_generator_and_pretraining_indivisible_batch_is_a_config_error():
+  _, _, x, y = _tiny()
+  cfg = _generator_config(batch_size=18)
+  match = (r"^batch_size=18 must be a multiple of the device count \(4\).*set it to 16 or 20")
+  for run in (lambda: vae.train_vae(cfg, x, None, jax.random.key(0)),
+              lambda: gan.train_gan(cfg, x, None, jax.random.key(0)),
+              lambda: pretrain.train_autoencoder(cfg, x, jax.random.key(0), cfg.classifier, 10,
+                                                 (28, 28, 1)),
+              lambda: pretrain.train_rotation(cfg, x, jax.random.key(0), cfg.classifier,
+                                              (28, 28, 1))):
+    with pytest.raises(ConfigError, match=match):
+      run()
+  # One device takes any batch size.
+  _, history = vae.train_vae(_generator_config(batch_size=18, steps=1), x, None,
+                             jax.random.key(0), devices=_one_device())
+  assert np.isfinite(history[-1]["loss"])
+
+
+@four_devices
+def test_offline_augmentation_splits_rows_and_matches_one_device(monkeypatch):
+  _, _, x, y = _tiny()
+  shapes = []
+  classical = augment.classical_fn(augment.classical_config())
+
+  def fn(key, images):
+    shape = images.shape
+    jax.debug.inspect_array_sharding(images, callback=lambda s: shapes.append((shape, s)))
+    return classical(key, images)
+
+  # 30 images in chunks of 18 and 12: padded to 20 rows on 4 devices, 18 on one.
+  x4, y4, p4 = augment.offline(x[:30], y[:30], jax.random.key(3), fn, copies=2, chunk_size=18)
+  assert shapes and all(shape[0] == 20 and s.shard_shape(shape)[0] == 5 and len(s.device_set) == 4
+                        for shape, s in shapes)
+  x1, y1, p1 = augment.offline(x[:30], y[:30], jax.random.key(3), classical, copies=2,
+                               chunk_size=18, devices=_one_device())
+  chex.assert_shape(x4, (60, 28, 28, 1))
+  chex.assert_trees_all_close(x4, x1, atol=1e-6)
+  np.testing.assert_array_equal(y4, y1)
+  np.testing.assert_array_equal(p4, p1)
+  assert not np.allclose(x4[:30], x4[30:])  # the two copies differ

@@ -4,6 +4,18 @@ the training loop (NaN check, history) and chunked sampling.
 A trained generator is one pytree: the Flax variables of its networks plus
 ``image_shape`` (int32 [3]) and ``num_classes`` (int32 scalar, 0 when
 unconditional) as array leaves, so a checkpoint alone says what it samples.
+
+Devices: the trainers (the VAE, the GAN, :func:`dreamjax.pretrain`'s
+autoencoder) and the samplers take ``devices`` as :func:`dreamjax.train.fit`
+does. With several (default: every device of the job,
+:func:`dreamjax.train.fit_mesh`) :func:`run_steps` replicates the state and
+the training set on a ``("data",)`` mesh, and each step constrains its sampled
+batch to be split by rows over it (:func:`split_rows`), so each device runs
+the forward and backward pass of its own rows and XLA all-reduces the
+gradient; ``batch_size`` must be a multiple of the device count
+(:func:`training_mesh`). :func:`sample_in_chunks` splits each padded chunk by
+rows over the same mesh. Results equal one device's up to float summation
+order; with one device the programs are the plain jitted ones.
 """
 
 import time
@@ -15,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from dreamjax import sharding, train
 from dreamjax.errors import ConfigError, DivergenceError
 
 
@@ -124,8 +137,48 @@ def shape_of(params) -> tuple[tuple[int, int, int], int]:
           int(np.asarray(params["num_classes"])))
 
 
+def training_mesh(batch_size: int, devices: Sequence[jax.Device] | None = None
+                  ) -> jax.sharding.Mesh | None:
+  """The mesh a trainer runs over (:func:`dreamjax.train.fit_mesh`), or None.
+
+  Raises ConfigError, before any compute, when ``batch_size`` rows do not split
+  evenly over its devices.
+  """
+  mesh = train.fit_mesh(devices)
+  if mesh is not None:
+    sharding.check_divisible(mesh, int(batch_size), what="batch_size")
+  return mesh
+
+
+def split_rows(mesh: jax.sharding.Mesh | None, batch: Any) -> Any:
+  """Inside a jitted step: the arrays of ``batch`` split by rows over ``mesh``.
+
+  Applied to the sampled batch (images, labels, latents), so each device runs
+  its own rows; ``None`` leaves (no labels) pass through. ``mesh=None``:
+  ``batch`` unchanged, the one-device program.
+  """
+  if mesh is None:
+    return batch
+  return jax.tree.map(
+      lambda a: jax.lax.with_sharding_constraint(a, sharding.batch_sharding(mesh, a.ndim)),
+      batch)
+
+
+def compile_step(step_fn: Callable, mesh: jax.sharding.Mesh | None) -> Callable:
+  """``jax.jit`` of a train step that donates its state (argument 0).
+
+  With a mesh every argument and output is replicated on it; the step's own
+  :func:`split_rows` splits the batch.
+  """
+  if mesh is None:
+    return jax.jit(step_fn, donate_argnums=0)
+  rep = sharding.replicated(mesh)
+  return jax.jit(step_fn, in_shardings=rep, out_shardings=rep, donate_argnums=0)
+
+
 def run_steps(step_fn: Callable, state: Any, images, labels, key: jax.Array, *, steps: int,
-              log_every: int, desc: str, progress: Callable[[str], None] | None = None
+              log_every: int, desc: str, progress: Callable[[str], None] | None = None,
+              devices: Sequence[jax.Device] | None = None
               ) -> tuple[Any, list[dict[str, float]]]:
   """Runs ``step_fn(state, images, labels, key) -> (state, metrics)`` ``steps`` times.
 
@@ -133,10 +186,19 @@ def run_steps(step_fn: Callable, state: Any, images, labels, key: jax.Array, *, 
   time, so it compiles once). Step ``s`` gets ``fold_in(key, s)``. Every
   ``log_every`` steps the window's mean metrics become one history row, and a
   NaN/Inf metric raises :class:`DivergenceError` naming its first step.
+  ``devices`` as in :func:`dreamjax.train.fit`: with several, the state,
+  images, labels and key are replicated on their mesh first (``step_fn`` is
+  then :func:`compile_step` for that mesh) and the returned state is
+  replicated; one device, e.g. ``[jax.devices()[0]]``: they are moved there.
   """
   log = progress or logging.info
   images = jnp.asarray(images)
   labels = None if labels is None else jnp.asarray(labels, jnp.int32)
+  mesh = train.fit_mesh(devices)
+  if mesh is not None:
+    state, images, labels, key = sharding.replicate(mesh, (state, images, labels, key))
+  elif devices is not None:
+    state, images, labels, key = jax.device_put((state, images, labels, key), list(devices)[0])
   history: list[dict[str, float]] = []
   window: list[dict[str, jax.Array]] = []
   t0 = time.perf_counter()
@@ -164,18 +226,28 @@ def run_steps(step_fn: Callable, state: Any, images, labels, key: jax.Array, *, 
 
 
 def sample_in_chunks(chunk_fn: Callable[[jax.Array, jax.Array], jax.Array], key: jax.Array,
-                     labels: np.ndarray, chunk: int) -> np.ndarray:
+                     labels: np.ndarray, chunk: int, *,
+                     devices: Sequence[jax.Device] | None = None) -> np.ndarray:
   """Calls jitted ``chunk_fn(key, labels[chunk]) -> images`` on padded chunks.
 
   Chunk ``i`` uses ``fold_in(key, i)``, so a key and a count give the same
-  images every time, and one shape means one compile.
+  images every time, and one shape means one compile. ``devices`` as in
+  :func:`dreamjax.train.fit`: with several, each chunk's labels, zero-padded
+  to a multiple of the device count, are split by rows over their mesh
+  (:func:`dreamjax.sharding.put_rows`) and the key is replicated; ``chunk_fn``
+  must place its weights with :func:`dreamjax.sharding.put_weights` and split
+  its latents with :func:`split_rows` on the same mesh, so each device
+  generates its own rows. With JAX's default ``jax_threefry_partitionable`` a
+  row's latent draw depends neither on the sharding nor on the padding rows,
+  so the images equal one device's up to float rounding.
   """
+  mesh = train.fit_mesh(devices)
+  key = sharding.put_weights(mesh, key, devices)
   outs = []
   for i, start in enumerate(range(0, len(labels), chunk)):
-    part = labels[start:start + chunk]
-    padded = np.zeros((chunk,), np.int32)
-    padded[:len(part)] = part
-    outs.append(np.asarray(chunk_fn(jax.random.fold_in(key, i), jnp.asarray(padded)))[:len(part)])
+    part = np.asarray(labels[start:start + chunk], np.int32)
+    out = chunk_fn(jax.random.fold_in(key, i), sharding.put_rows(mesh, part, chunk))
+    outs.append(sharding.to_host(out)[:len(part)])
   return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
