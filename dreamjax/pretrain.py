@@ -28,6 +28,7 @@ import optax
 
 from dreamjax import checkpoint
 from dreamjax import models
+from dreamjax import sharding
 from dreamjax import train
 from dreamjax.errors import CheckpointError, ConfigError
 from dreamjax.generators import common
@@ -119,7 +120,7 @@ def _autoencoder_step(model, decoder, tx, batch_size, mesh) -> Callable:
     del labels  # The pool has none.
     idx = jax.random.randint(key, (batch_size,), 0, images.shape[0])
     (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], state, common.split_rows(mesh, images[idx]))
+        state["params"], state, sharding.constrain_rows(mesh, images[idx]))
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
             "batch_stats": new_stats}, {"loss": loss}

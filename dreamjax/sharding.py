@@ -208,6 +208,19 @@ def put_weights(mesh: Mesh | None, tree: Any,
   return tree
 
 
+def constrain_rows(mesh: Mesh | None, tree: Any) -> Any:
+  """Inside a jitted function: every array of ``tree`` split by rows over ``mesh``.
+
+  ``jax.lax.with_sharding_constraint`` on each leaf (``None`` leaves, such as
+  absent labels, pass through), so each device computes on its own rows of a
+  batch drawn inside the program. ``mesh=None``: ``tree`` unchanged.
+  """
+  if mesh is None:
+    return tree
+  return jax.tree.map(
+      lambda a: jax.lax.with_sharding_constraint(a, batch_sharding(mesh, a.ndim)), tree)
+
+
 def split_batch_rows(mesh: Mesh,
                      batch_transform: "train.BatchTransform | None" = None
                      ) -> "train.BatchTransform":
@@ -220,14 +233,10 @@ def split_batch_rows(mesh: Mesh,
   :func:`dreamjax.train.map_seeds` alike (one batch per seed).
   """
 
-  def split(x, y):
-    return (jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim)),
-            jax.lax.with_sharding_constraint(y, batch_sharding(mesh, y.ndim)))
-
   def transform(state, x, y, key):
-    x, y = split(x, y)
+    x, y = constrain_rows(mesh, (x, y))
     if batch_transform is not None:
-      x, y = split(*batch_transform(state, x, y, key))
+      x, y = constrain_rows(mesh, batch_transform(state, x, y, key))
     return x, y
 
   return transform

@@ -3,6 +3,8 @@
 import atexit
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 
@@ -68,3 +70,59 @@ def synthetic_dir(tmp_path):
 @pytest.fixture(scope="session")
 def real_data_dir():
   return fmnist_dir()
+
+
+# --- multi-host jobs: two processes joined by jax.distributed on this CPU ---------
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def host_env(devices: int, **extra) -> dict[str, str]:
+  """This environment with ``devices`` simulated CPU devices and no multi-host settings."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("DREAMJAX_DISTRIBUTED", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
+                      "JAX_PROCESS_ID")}
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                      + f" --xla_force_host_platform_device_count={devices}").strip()
+  env.update(extra)
+  return env
+
+
+def _script(name: str) -> str:
+  return os.path.join(REPO, "experiments", name)
+
+
+def run_two_hosts(script: str, *flags: str) -> list[subprocess.CompletedProcess]:
+  """Runs ``script`` as a 2-process job (2 devices each); returns both outcomes."""
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, _script(script), *flags], cwd=REPO, text=True,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      env=host_env(2, DREAMJAX_DISTRIBUTED="1", JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+           for i in range(2)]
+  outs = []
+  for p in procs:
+    try:
+      stdout, stderr = p.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      raise
+    outs.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+  return outs
+
+
+def run_one_host(script: str, *flags: str) -> subprocess.CompletedProcess:
+  """Runs ``script`` as one process with 4 simulated devices."""
+  return subprocess.run([sys.executable, _script(script), *flags], cwd=REPO, text=True,
+                        capture_output=True, env=host_env(4), timeout=600)
+
+
+def stray_files(folder) -> list[str]:
+  """Temporary or hidden files left under ``folder`` (none after a clean run)."""
+  return [os.path.join(root, f) for root, _, files in os.walk(folder) for f in files
+          if ".tmp" in f or f.startswith(".")]

@@ -8,9 +8,10 @@ import re
 import sys
 import threading
 
+import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_two_hosts, stray_files
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
 from dreamjax.fileio import read_jsonl
@@ -83,8 +84,11 @@ def test_kill_and_resume_gives_identical_results(tmp_path, finished_study):
   # Each run is interrupted the moment it logs the start of a given cell, so the
   # signal lands inside that cell's work whatever the speed of the machine.
   for sig, inside in ((signal.SIGKILL, "N100/classical"), (signal.SIGINT, "N100/pgd_train")):
+    # A suite started in the background inherits SIGINT ignored, and so would
+    # the run (Python then never raises KeyboardInterrupt): give it the default.
     proc = subprocess.Popen(_cmd(workdir, RESUME_ARMS), cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     watchdog = threading.Timer(600, proc.kill)
     watchdog.start()
     seen = []
@@ -170,3 +174,28 @@ def test_bad_study_config(field, value, match):
   target[name] = value
   with pytest.raises(ConfigError, match=match):
     runner.validate_config(cfg)
+
+
+def test_study_on_two_hosts_matches_one_host(tmp_path, finished_study):
+  """The study as a 2-process job (conftest.run_two_hosts): oracle, classifier
+  training, dreams, Fréchet features and a pool VAE over 4 devices on 2 hosts,
+  against the one-process, one-device run of the same cells."""
+  workdir = tmp_path / "multi"
+  outs = run_two_hosts("study.py", *_cmd(workdir)[2:],
+                       "--config.arms=('baseline','dream_subtle','vae_pool')")
+  for out in outs:
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "FAILED" not in out.stderr
+  multi = {r["cell"]: r for r in read_jsonl(os.path.join(workdir, "results.jsonl"))}
+  single = {r["cell"]: r for r in read_jsonl(os.path.join(finished_study, "results.jsonl"))}
+  assert set(multi) == {"oracle", "N100/baseline", "N100/dream_subtle", "N100/vae_pool"}
+  for key, r in multi.items():
+    assert r["status"] == "ok", r
+    # Only the float summation order differs (an all-reduce over 4 devices
+    # against one device's sums), and 30 training steps carry it forward.
+    np.testing.assert_allclose(r["test_accuracy"], single[key]["test_accuracy"], atol=2e-3)
+    if "frechet_per_seed" in r:
+      np.testing.assert_allclose(r["frechet_per_seed"], single[key]["frechet_per_seed"],
+                                 rtol=1e-3)
+  assert "dream_subtle" in (workdir / "REPORT.md").read_text()
+  assert not stray_files(workdir)  # process 1 wrote nothing there

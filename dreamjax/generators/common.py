@@ -10,9 +10,9 @@ autoencoder) and the samplers take ``devices`` as :func:`dreamjax.train.fit`
 does. With several (default: every device of the job,
 :func:`dreamjax.train.fit_mesh`) :func:`run_steps` replicates the state and
 the training set on a ``("data",)`` mesh, and each step constrains its sampled
-batch to be split by rows over it (:func:`split_rows`), so each device runs
-the forward and backward pass of its own rows and XLA all-reduces the
-gradient; ``batch_size`` must be a multiple of the device count
+batch to be split by rows over it (:func:`dreamjax.sharding.constrain_rows`),
+so each device runs the forward and backward pass of its own rows and XLA
+all-reduces the gradient; ``batch_size`` must be a multiple of the device count
 (:func:`training_mesh`). :func:`sample_in_chunks` splits each padded chunk by
 rows over the same mesh. Results equal one device's up to float summation
 order; with one device the programs are the plain jitted ones.
@@ -150,25 +150,11 @@ def training_mesh(batch_size: int, devices: Sequence[jax.Device] | None = None
   return mesh
 
 
-def split_rows(mesh: jax.sharding.Mesh | None, batch: Any) -> Any:
-  """Inside a jitted step: the arrays of ``batch`` split by rows over ``mesh``.
-
-  Applied to the sampled batch (images, labels, latents), so each device runs
-  its own rows; ``None`` leaves (no labels) pass through. ``mesh=None``:
-  ``batch`` unchanged, the one-device program.
-  """
-  if mesh is None:
-    return batch
-  return jax.tree.map(
-      lambda a: jax.lax.with_sharding_constraint(a, sharding.batch_sharding(mesh, a.ndim)),
-      batch)
-
-
 def compile_step(step_fn: Callable, mesh: jax.sharding.Mesh | None) -> Callable:
   """``jax.jit`` of a train step that donates its state (argument 0).
 
   With a mesh every argument and output is replicated on it; the step's own
-  :func:`split_rows` splits the batch.
+  :func:`dreamjax.sharding.constrain_rows` splits the batch.
   """
   if mesh is None:
     return jax.jit(step_fn, donate_argnums=0)
@@ -236,8 +222,8 @@ def sample_in_chunks(chunk_fn: Callable[[jax.Array, jax.Array], jax.Array], key:
   to a multiple of the device count, are split by rows over their mesh
   (:func:`dreamjax.sharding.put_rows`) and the key is replicated; ``chunk_fn``
   must place its weights with :func:`dreamjax.sharding.put_weights` and split
-  its latents with :func:`split_rows` on the same mesh, so each device
-  generates its own rows. With JAX's default ``jax_threefry_partitionable`` a
+  its latents with :func:`dreamjax.sharding.constrain_rows` on the same mesh,
+  so each device generates its own rows. With JAX's default ``jax_threefry_partitionable`` a
   row's latent draw depends neither on the sharding nor on the padding rows,
   so the images equal one device's up to float rounding.
   """

@@ -110,8 +110,9 @@ def _train_step(gen, disc, tx, batch_size, latent_dim, real_label, mesh) -> Call
   def step(state, images, labels, key):
     k_idx, k_z1, k_z2, k_y = jax.random.split(key, 4)
     idx = jax.random.randint(k_idx, (batch_size,), 0, images.shape[0])
-    real, y, z = common.split_rows(mesh, (images[idx], labels[idx] if conditional else None,
-                                          jax.random.normal(k_z1, (batch_size, latent_dim))))
+    real, y, z = sharding.constrain_rows(mesh, (
+        images[idx], labels[idx] if conditional else None,
+        jax.random.normal(k_z1, (batch_size, latent_dim))))
     fake = gen.apply(state["generator"], z, y)
     (d_loss, (d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
         state["discriminator"], real, jax.lax.stop_gradient(fake), y)
@@ -119,7 +120,8 @@ def _train_step(gen, disc, tx, batch_size, latent_dim, real_label, mesh) -> Call
     d_vars = optax.apply_updates(state["discriminator"], d_updates)
     # The generator's labels follow the training set's class frequencies.
     y_g = labels[jax.random.randint(k_y, (batch_size,), 0, images.shape[0])] if conditional else None
-    z, y_g = common.split_rows(mesh, (jax.random.normal(k_z2, (batch_size, latent_dim)), y_g))
+    z = jax.random.normal(k_z2, (batch_size, latent_dim))
+    z, y_g = sharding.constrain_rows(mesh, (z, y_g))
     g_loss, g_grads = jax.value_and_grad(g_loss_fn)(state["generator"], d_vars, z, y_g)
     g_updates, opt_g = tx.update(g_grads, state["opt_g"], state["generator"])
     state = {"generator": optax.apply_updates(state["generator"], g_updates),
@@ -165,7 +167,7 @@ def train_gan(cfg, images, labels, key: jax.Array, *, progress=None,
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _generate(gen: Generator, latent_dim: int, mesh, variables, key, labels):
   # The latents follow the labels' rows (split over ``mesh`` if there is one).
-  z = common.split_rows(mesh, jax.random.normal(key, (labels.shape[0], latent_dim)))
+  z = sharding.constrain_rows(mesh, jax.random.normal(key, (labels.shape[0], latent_dim)))
   return gen.apply(variables, z, labels if gen.num_classes else None)
 
 

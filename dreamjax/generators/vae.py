@@ -98,7 +98,7 @@ def _train_step(module, tx, batch_size, kl_weight, mesh) -> Callable:
   def step(state, images, labels, key):
     k_idx, k_z = jax.random.split(key)
     idx = jax.random.randint(k_idx, (batch_size,), 0, images.shape[0])
-    x, y = common.split_rows(mesh, (images[idx], None if labels is None else labels[idx]))
+    x, y = sharding.constrain_rows(mesh, (images[idx], None if labels is None else labels[idx]))
     (loss, (rec, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state["variables"], x, y, k_z)
     updates, opt_state = tx.update(grads, state["opt_state"], state["variables"])
@@ -138,7 +138,7 @@ def train_vae(cfg, images, labels, key: jax.Array, *, progress=None,
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _decode_prior(module: VAE, mesh, variables, key, labels):
   # The latents follow the labels' rows (split over ``mesh`` if there is one).
-  z = common.split_rows(mesh, jax.random.normal(key, (labels.shape[0], module.latent_dim)))
+  z = sharding.constrain_rows(mesh, jax.random.normal(key, (labels.shape[0], module.latent_dim)))
   logits = module.apply(variables, z, labels if module.num_classes else None,
                         method=VAE.decode)
   return jax.nn.sigmoid(logits)
