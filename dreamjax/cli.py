@@ -85,7 +85,8 @@ def run(main: Callable[[list[str]], None]) -> None:
   The message says what is wrong and what to do; a traceback would only hide
   it. Exit status 2 marks a usage or data error, as absl does for bad flags.
   With ``--distributed`` every process of the job runs ``main`` on the same
-  data; process 0 alone writes files (:mod:`dreamjax.fileio`).
+  data; process 0 alone writes files (:mod:`dreamjax.fileio`) and logs
+  progress, the others only warnings and errors.
   """
 
   def wrapped(argv):
@@ -93,6 +94,8 @@ def run(main: Callable[[list[str]], None]) -> None:
       _check_configs_loaded()
       from dreamjax import sharding  # pylint: disable=g-import-not-at-top
       sharding.initialize(_DISTRIBUTED.value)
+      if not sharding.is_primary():
+        logging.set_verbosity(logging.WARNING)  # process 0 reports the job's progress
       return main(argv)
     except DreamjaxError as e:
       logging.flush()
