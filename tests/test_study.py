@@ -85,10 +85,14 @@ def test_kill_and_resume_gives_identical_results(tmp_path, finished_study):
   # signal lands inside that cell's work whatever the speed of the machine.
   for sig, inside in ((signal.SIGKILL, "N100/classical"), (signal.SIGINT, "N100/pgd_train")):
     # A suite started in the background inherits SIGINT ignored, and so would
-    # the run (Python then never raises KeyboardInterrupt): give it the default.
-    proc = subprocess.Popen(_cmd(workdir, RESUME_ARMS), cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # the run (Python then never raises KeyboardInterrupt). A handled SIGINT
+    # here becomes the default one in the run, so handle it while starting it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+      proc = subprocess.Popen(_cmd(workdir, RESUME_ARMS), cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    finally:
+      signal.signal(signal.SIGINT, previous)
     watchdog = threading.Timer(600, proc.kill)
     watchdog.start()
     seen = []
