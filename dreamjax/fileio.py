@@ -92,7 +92,10 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
 
 
 def check_writable(folder: str) -> None:
-  """Raises a clear error now, before compute, if ``folder`` is unwritable."""
+  """Raises a clear error now, before compute, if ``folder`` is unwritable.
+
+  In a multi-host job it also checks that every process sees the same folder.
+  """
   from dreamjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   try:
     os.makedirs(folder, exist_ok=True)
@@ -103,6 +106,44 @@ def check_writable(folder: str) -> None:
     raise ConfigError(
         f"workdir {folder!r} is not writable ({e.strerror}). Pass --workdir "
         "pointing at a folder you can write to.") from None
+  _check_shared(folder)
+
+
+def _check_shared(folder: str) -> None:
+  """Multi-host: every process must see the files process 0 writes to ``folder``.
+
+  Process 0 writes a random token there; each process reads it back, and all
+  of them learn whether every process saw it, so they stop together.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
+  from dreamjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  token = int(multihost_utils.broadcast_one_to_all(
+      np.asarray(np.random.default_rng().integers(1, 2**31 - 1), np.int32)))
+  marker = os.path.join(folder, ".dreamjax-shared-check")
+  if sharding.is_primary():
+    with open(marker, "w") as f:
+      f.write(str(token))
+  sharding.sync("shared-check-written")
+  try:
+    with open(marker) as f:
+      seen = f.read().strip() == str(token)
+  except OSError:
+    seen = False
+  seen_by = np.asarray(multihost_utils.process_allgather(np.asarray(seen))).reshape(-1)
+  if sharding.is_primary():
+    os.remove(marker)
+  if not seen_by.all():
+    missing = [int(i) for i in np.flatnonzero(~seen_by)]
+    raise ConfigError(
+        f"workdir {folder!r} is not shared by every process of this multi-host job:"
+        f" process(es) {missing} do not see the files process 0 writes there. Pass a"
+        " --workdir on storage every host mounts (a shared disk or a bucket mount),"
+        " as an absolute path.")
 
 
 def jsonable(x: Any) -> Any:

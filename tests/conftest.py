@@ -95,11 +95,15 @@ def _script(name: str) -> str:
   return os.path.join(REPO, "experiments", name)
 
 
-def run_two_hosts(script: str, *flags: str) -> list[subprocess.CompletedProcess]:
-  """Runs ``script`` as a 2-process job (2 devices each); returns both outcomes."""
+def run_two_hosts(script: str, *flags: str, cwds=(REPO, REPO)
+                  ) -> list[subprocess.CompletedProcess]:
+  """Runs ``script`` as a 2-process job (2 devices each); returns both outcomes.
+
+  ``cwds``: each process's working directory.
+  """
   port = _free_port()
   procs = [subprocess.Popen(
-      [sys.executable, _script(script), *flags], cwd=REPO, text=True,
+      [sys.executable, _script(script), *flags], cwd=cwds[i], text=True,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       env=host_env(2, DREAMJAX_DISTRIBUTED="1", JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
                JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))

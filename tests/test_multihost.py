@@ -75,3 +75,20 @@ def test_bad_process_id_is_a_clear_error(tmp_path):
   assert out.returncode == 2, out.stderr[-3000:]
   assert "JAX_PROCESS_ID='first' is not a whole number" in out.stderr
   assert "Traceback" not in out.stderr
+
+
+def test_workdir_not_shared_by_the_hosts_is_a_clear_error(tmp_path, real_data_dir):
+  # A relative --workdir from two working directories: two folders, as when each
+  # host of a pod writes to its own local disk.
+  cwds = [tmp_path / "host0", tmp_path / "host1"]
+  for d in cwds:
+    d.mkdir()
+  outs = run_two_hosts("train_classifier.py", "--config",
+                       os.path.join(REPO, "dreamjax", "configs", "classifier.py") + ":tiny",
+                       f"--config.data_dir={real_data_dir}", "--workdir=run", cwds=cwds)
+  for out in outs:
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "is not shared by every process of this multi-host job" in out.stderr
+    assert "process(es) [1]" in out.stderr and "Traceback" not in out.stderr
+  for d in cwds:
+    assert os.listdir(d / "run") == []  # the check left nothing behind
