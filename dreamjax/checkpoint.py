@@ -79,7 +79,9 @@ def read_meta(path: str) -> dict[str, Any]:
 def restore(path: str, like: Any) -> tuple[Any, dict[str, Any]]:
   """Restores into the structure of ``like``; raises CheckpointError if broken."""
   path = os.path.abspath(path)
-  if not exists(path):
+  missing = not exists(path)
+  sharding.sync("checkpoint-restore-check")  # every process looked before any swap
+  if missing:
     # An interrupted save leaves only "<path>.old": finish the swap.
     if sharding.is_primary() and os.path.exists(path + ".old") and not os.path.exists(path):
       os.replace(path + ".old", path)
@@ -105,6 +107,7 @@ def restore(path: str, like: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def remove(path: str) -> None:
+  sharding.sync("checkpoint-remove-start")
   if sharding.is_primary():
     for p in (path, path + ".partial", path + ".old"):
       shutil.rmtree(p, ignore_errors=True)

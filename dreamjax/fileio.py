@@ -2,8 +2,8 @@
 
 In a multi-host job only process 0 writes: the others run the same code but
 their files go to a private temporary folder and are thrown away, and every
-write ends in a barrier, so any process may read a file right after it was
-written. Every process must therefore make the same writes in the same order,
+write sits between two barriers, so all processes decide alike whether to
+write a file and may read it right after it was written. Every process must therefore make the same writes in the same order,
 which the experiment scripts do by running the same program on the same data.
 """
 
@@ -25,6 +25,7 @@ def atomic_path(path: str) -> Iterator[str]:
   base = os.path.basename(path)
   # Keep the extension last: numpy and matplotlib pick formats by suffix.
   stem, ext = os.path.splitext(base)
+  _written(path, "before")  # every process has made its checks before the file appears
   if not _writes_files():
     with tempfile.TemporaryDirectory(prefix="dreamjax-secondary-") as scratch:
       yield os.path.join(scratch, f"{stem}.tmp{ext}")
@@ -52,10 +53,15 @@ def _writes_files() -> bool:
   return sharding.is_primary()
 
 
-def _written(path: str) -> None:
-  """Multi-host: wait until process 0 has renamed ``path`` into place."""
+def _written(path: str, when: str = "after") -> None:
+  """Multi-host: a barrier before and after process 0 renames ``path`` into place.
+
+  Before: no process can still be deciding (``os.path.exists``, say) whether to
+  write a file that process 0 has already written. After: every process can
+  read it.
+  """
   from dreamjax import sharding  # pylint: disable=g-import-not-at-top
-  sharding.sync(f"wrote {os.path.basename(path)}")
+  sharding.sync(f"{when} writing {os.path.basename(path)}")
 
 
 def write_text(path: str, text: str) -> None:
