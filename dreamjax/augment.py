@@ -7,6 +7,7 @@ for a key. Pixels stay in [0, 1]. The same ``fn`` runs inside the jitted train s
 which writes the rows of an augmented-dataset file for the fixed-budget arms).
 """
 
+import functools
 import math
 from typing import Any, Callable, Sequence
 
@@ -48,8 +49,15 @@ def classical_fn(cfg) -> ImageFn:
   """Random translation, rotation, optional flip, brightness and contrast (``cfg``: see
   :func:`dreamjax.configs.attack.classical_config`)."""
   validate_classical(cfg)
-  translate, angle = int(cfg.translate), math.radians(cfg.rotate_degrees)
-  flip, brightness, contrast = bool(cfg.flip), float(cfg.brightness), float(cfg.contrast)
+  return _classical_fn(int(cfg.translate), math.radians(cfg.rotate_degrees), bool(cfg.flip),
+                       float(cfg.brightness), float(cfg.contrast))
+
+
+# Equal settings give the same function object, so the jitted steps and
+# :func:`offline` that take it are traced and compiled once, not once per call.
+@functools.lru_cache(maxsize=32)
+def _classical_fn(translate: int, angle: float, flip: bool, brightness: float,
+                  contrast: float) -> ImageFn:
 
   def one(u, image_HWC):
     """``u``: 6 uniforms in [0, 1) that fix this image's transform."""
@@ -80,7 +88,11 @@ def classical_fn(cfg) -> ImageFn:
 def noise_fn(cfg) -> ImageFn:
   """Additive Gaussian pixel noise of ``cfg.std``, clipped to [0, 1]."""
   validate_noise(cfg)
-  std = float(cfg.std)
+  return _noise_fn(float(cfg.std))
+
+
+@functools.lru_cache(maxsize=32)
+def _noise_fn(std: float) -> ImageFn:
 
   def fn(key, images_NHWC):
     noise = jax.random.normal(key, images_NHWC.shape, images_NHWC.dtype)
@@ -110,7 +122,7 @@ def offline(images, labels, key, fn: ImageFn, copies: int = 1, chunk_size: int =
   n = len(images)
   size = min(chunk_size, n)  # one shape for every chunk: one compilation
   mesh = train.fit_mesh(devices)
-  jitted = jax.jit(fn)
+  jitted = jax.jit(fn)  # JAX reuses the trace of an earlier call with the same fn
   out = np.empty((copies * n, *images.shape[1:]), np.float32)
   for c in range(copies):
     for i, s in enumerate(range(0, n, size)):

@@ -4,6 +4,7 @@ Each test counts how often a function is traced (its Python body runs once per
 trace) across several calls of the loop that uses it.
 """
 
+import contextlib
 import os
 
 import chex
@@ -73,6 +74,41 @@ def test_map_seeds_equals_vmap_and_traces_once():
   chex.assert_tree_all_finite(s_u.params)
   chex.assert_trees_all_close(s_u.params, s_v.params, rtol=1e-4, atol=1e-5)
   chex.assert_trees_all_close(m_u, m_v, rtol=1e-4, atol=1e-5)
+
+
+@contextlib.contextmanager
+def _traces():
+  """The names of the functions JAX traces to jaxprs inside the block."""
+  traced = []
+
+  def listen(event, duration_secs, **kwargs):
+    del duration_secs
+    if event == "/jax/core/compile/jaxpr_trace_duration":
+      traced.append(str(kwargs.get("fun_name", "?")))
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield traced
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+
+
+def test_augmentation_built_twice_from_equal_configs_compiles_once():
+  """The study builds the classical / noise transform afresh for every seed's
+  offline set; equal settings must reuse one compiled program."""
+  from dreamjax import augment  # pylint: disable=g-import-not-at-top
+  _, _, x, y = _setup()
+  for make, cfg in ((augment.classical_fn, augment.classical_config()),
+                    (augment.noise_fn, augment.noise_config())):
+    assert make(cfg) is make(cfg.copy_and_resolve_references())
+    first = augment.offline(x[:8], y[:8], jax.random.key(0), make(cfg))[0]
+    with _traces() as traced:
+      again = augment.offline(x[:8], y[:8], jax.random.key(0), make(cfg))[0]
+    assert "fn" not in traced, traced  # the transform itself is named fn
+    np.testing.assert_array_equal(first, again)
+  changed = augment.classical_config()
+  changed.rotate_degrees += 1
+  assert augment.classical_fn(changed) is not augment.classical_fn(augment.classical_config())
 
 
 def test_xla_flags_are_set_once_and_never_override_the_user(monkeypatch):
