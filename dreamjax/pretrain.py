@@ -155,7 +155,7 @@ def train_autoencoder(cfg, pool_images, key: jax.Array, model_cfg, num_classes: 
   multiple of their count (else ConfigError).
   """
   _validate(cfg, pool_images, image_shape)
-  mesh = common.training_mesh(cfg.batch_size, devices)
+  mesh = train.fit_mesh(devices, cfg.batch_size)
   image_shape = tuple(image_shape)
   model = models.make_model(model_cfg, num_classes)
   decoder = TrunkDecoder(image_shape, tuple(model.conv_features), tuple(model.pool))
@@ -216,7 +216,7 @@ def train_rotation(cfg, pool_images, key: jax.Array, model_cfg, image_shape, *,
   if image_shape[0] != image_shape[1]:
     raise ConfigError(f"model=pretext rotates by 90°, which needs square images; these are"
                       f" {image_shape[0]}×{image_shape[1]}.")
-  common.training_mesh(cfg.batch_size, devices)  # names cfg's field, before compute
+  train.fit_mesh(devices, cfg.batch_size)  # names cfg's field, before compute
   model = models.make_model(model_cfg, 4)
   seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
   result = train.fit(model, _pretext_train_config(cfg), np.asarray(pool_images, np.float32),

@@ -268,9 +268,7 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
     DivergenceError: a non-finite loss.
   """
   validate_train_config(tcfg)
-  mesh = fit_mesh(devices)
-  if mesh is not None:
-    sharding.check_divisible(mesh, int(tcfg.batch_size), what="train.batch_size")
+  mesh = fit_mesh(devices, tcfg.batch_size, what="train.batch_size")
   seeds = [int(s) for s in seeds]
   k = len(seeds)
   per_seed = images.ndim == 5
@@ -384,17 +382,23 @@ def _compiled_init(model, tx, image_shape):
 _fold_seeds = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
 
 
-def fit_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh | None:
+def fit_mesh(devices: Sequence[jax.Device] | None = None, batch_size: int | None = None,
+             what: str = "batch_size") -> jax.sharding.Mesh | None:
   """The ``("data",)`` mesh :func:`fit` trains over, or None for one device.
 
   ``devices=None`` means every device of the job: this host's devices, and in
   a multi-host job (:func:`dreamjax.sharding.initialize`) every host's, where
-  each process must then make the same calls with the same data.
+  each process must then make the same calls with the same data. With
+  ``batch_size`` (named ``what`` in the error) a ConfigError, before any
+  compute, when those rows do not split evenly over the mesh.
   """
   devices = list(jax.devices() if devices is None else devices)
   if not devices:
     raise ConfigError("fit: devices=[] names no device to train on.")
-  return sharding.data_mesh(devices) if len(devices) > 1 else None
+  mesh = sharding.data_mesh(devices) if len(devices) > 1 else None
+  if mesh is not None and batch_size is not None:
+    sharding.check_divisible(mesh, int(batch_size), what=what)
+  return mesh
 
 
 @functools.lru_cache(maxsize=32)

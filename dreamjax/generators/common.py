@@ -13,7 +13,7 @@ the training set on a ``("data",)`` mesh, and each step constrains its sampled
 batch to be split by rows over it (:func:`dreamjax.sharding.constrain_rows`),
 so each device runs the forward and backward pass of its own rows and XLA
 all-reduces the gradient; ``batch_size`` must be a multiple of the device count
-(:func:`training_mesh`). :func:`sample_in_chunks` splits each padded chunk by
+(:func:`dreamjax.train.fit_mesh` checks). :func:`sample_in_chunks` splits each padded chunk by
 rows over the same mesh. Results equal one device's up to float summation
 order; with one device the programs are the plain jitted ones.
 """
@@ -135,19 +135,6 @@ def describe(image_shape, num_classes) -> dict[str, jax.Array]:
 def shape_of(params) -> tuple[tuple[int, int, int], int]:
   return (tuple(int(d) for d in np.asarray(params["image_shape"])),
           int(np.asarray(params["num_classes"])))
-
-
-def training_mesh(batch_size: int, devices: Sequence[jax.Device] | None = None
-                  ) -> jax.sharding.Mesh | None:
-  """The mesh a trainer runs over (:func:`dreamjax.train.fit_mesh`), or None.
-
-  Raises ConfigError, before any compute, when ``batch_size`` rows do not split
-  evenly over its devices.
-  """
-  mesh = train.fit_mesh(devices)
-  if mesh is not None:
-    sharding.check_divisible(mesh, int(batch_size), what="batch_size")
-  return mesh
 
 
 def compile_step(step_fn: Callable, mesh: jax.sharding.Mesh | None) -> Callable:

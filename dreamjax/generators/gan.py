@@ -148,7 +148,7 @@ def train_gan(cfg, images, labels, key: jax.Array, *, progress=None,
                                                       lr_field="gan_learning_rate")
   common.check_range("beta1", cfg.beta1, 0.0, 1.0, closed_high=False)
   common.check_range("real_label", cfg.real_label, 0.5, 1.0)
-  mesh = common.training_mesh(cfg.batch_size, devices)
+  mesh = train.fit_mesh(devices, cfg.batch_size)
   gen, disc = make_modules(cfg, image_shape, num_classes)
   k_init, k_train = jax.random.split(key)
   params = init_params(cfg, image_shape, num_classes, k_init)

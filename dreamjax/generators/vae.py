@@ -122,7 +122,7 @@ def train_vae(cfg, images, labels, key: jax.Array, *, progress=None,
   """
   num_classes, image_shape = common.validate_training(cfg, images, labels,
                                                       lr_field="learning_rate")
-  mesh = common.training_mesh(cfg.batch_size, devices)
+  mesh = train.fit_mesh(devices, cfg.batch_size)
   module = make_module(cfg, image_shape, num_classes)
   k_init, k_train = jax.random.split(key)
   params = init_params(cfg, image_shape, num_classes, k_init)
