@@ -26,7 +26,8 @@ def atomic_path(path: str) -> Iterator[str]:
   # Keep the extension last: numpy and matplotlib pick formats by suffix.
   stem, ext = os.path.splitext(base)
   _written(path, "before")  # every process has made its checks before the file appears
-  if not _writes_files():
+  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
+  if not sharding.is_primary():
     with tempfile.TemporaryDirectory(prefix="dreamjax-secondary-") as scratch:
       yield os.path.join(scratch, f"{stem}.tmp{ext}")
     _written(path)
@@ -45,12 +46,6 @@ def atomic_path(path: str) -> Iterator[str]:
       os.remove(tmp)
     raise
   _written(path)
-
-
-def _writes_files() -> bool:
-  """False in the processes of a multi-host job other than process 0."""
-  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
-  return sharding.is_primary()
 
 
 def _written(path: str, when: str = "after") -> None:
