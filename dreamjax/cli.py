@@ -1,5 +1,7 @@
 """Shared plumbing for the absl entry points in ``experiments/``."""
 
+import faulthandler
+import signal
 import sys
 from typing import Callable
 
@@ -86,10 +88,14 @@ def run(main: Callable[[list[str]], None]) -> None:
   it. Exit status 2 marks a usage or data error, as absl does for bad flags.
   With ``--distributed`` every process of the job runs ``main`` on the same
   data; process 0 alone writes files (:mod:`dreamjax.fileio`) and logs
-  progress, the others only warnings and errors.
+  progress, the others only warnings and errors. ``kill -USR1 PID`` prints
+  every thread's Python stack to stderr and lets the job go on: the first
+  thing to look at when a multi-host job seems stuck.
   """
 
   def wrapped(argv):
+    if hasattr(signal, "SIGUSR1"):
+      faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
       _check_configs_loaded()
       from dreamjax import sharding  # pylint: disable=g-import-not-at-top
