@@ -3,10 +3,12 @@
 import atexit
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 # One persistent XLA compilation cache per test session, set before JAX starts
 # and inherited by the experiment scripts the tests run as subprocesses: each
@@ -92,32 +94,47 @@ def host_env(devices: int, **extra) -> dict[str, str]:
 
 
 def _script(name: str) -> str:
-  return os.path.join(REPO, "experiments", name)
+  return os.path.join(REPO, "experiments", name)  # an absolute name stays as it is
 
 
-def run_two_hosts(script: str, *flags: str, cwds=(REPO, REPO)
-                  ) -> list[subprocess.CompletedProcess]:
+def run_two_hosts(script: str, *flags: str, cwds=(REPO, REPO), timeout: float = 600,
+                  extra_env: dict[str, str] | None = None) -> list[subprocess.CompletedProcess]:
   """Runs ``script`` as a 2-process job (2 devices each); returns both outcomes.
 
-  ``cwds``: each process's working directory.
+  ``script``: a name in ``experiments/`` or a path. ``cwds``: each process's
+  working directory. ``extra_env``: more environment variables for both.
   """
   port = _free_port()
   procs = [subprocess.Popen(
       [sys.executable, _script(script), *flags], cwd=cwds[i], text=True,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       env=host_env(2, DREAMJAX_DISTRIBUTED="1", JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i), **(extra_env or {})))
            for i in range(2)]
   outs = []
   for p in procs:
     try:
-      stdout, stderr = p.communicate(timeout=600)
+      stdout, stderr = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      raise
+      pytest.fail(f"the 2-process job ran past {timeout} s; each process's stderr, ending"
+                  f" in its Python stacks:\n{_stuck_report(procs)}", pytrace=False)
     outs.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
   return outs
+
+
+def _stuck_report(procs) -> str:
+  """Every thread's stack of each still-running process (``cli.run``'s SIGUSR1), then kills."""
+  for p in procs:
+    if p.poll() is None:
+      p.send_signal(signal.SIGUSR1)
+  time.sleep(3)
+  for p in procs:
+    p.kill()
+  report = []
+  for i, p in enumerate(procs):
+    _, stderr = p.communicate()
+    report.append(f"--- process {i} (exit {p.returncode}) ---\n{stderr[-6000:]}")
+  return "\n".join(report)
 
 
 def run_one_host(script: str, *flags: str) -> subprocess.CompletedProcess:
