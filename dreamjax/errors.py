@@ -29,3 +29,11 @@ class DivergenceError(DreamjaxError, FloatingPointError):
 
 class CheckpointError(DreamjaxError):
   """A checkpoint could not be read: missing, corrupt or from another config."""
+
+
+class DistributedError(DreamjaxError):
+  """The processes of a multi-host job fell out of step: one did not reach a barrier.
+
+  It ends the whole job (a study does not record it as one failed cell and go
+  on), since the processes can no longer agree on what comes next.
+  """

@@ -2,9 +2,11 @@
 
 In a multi-host job only process 0 writes: the others run the same code but
 their files go to a private temporary folder and are thrown away, and every
-write sits between two barriers, so all processes decide alike whether to
-write a file and may read it right after it was written. Every process must therefore make the same writes in the same order,
-which the experiment scripts do by running the same program on the same data.
+write sits between two barriers (:func:`dreamjax.sharding.sync`), so all
+processes decide alike whether to write a file and may read it right after it
+was written. Every process must therefore make the same writes in the same
+order, which the experiment scripts do by running the same program on the
+same data.
 """
 
 import contextlib

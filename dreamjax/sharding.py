@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from dreamjax.errors import ConfigError
+from dreamjax.errors import ConfigError, DistributedError
 
 if TYPE_CHECKING:  # dreamjax.train imports this module; the reverse import is lazy.
   from dreamjax import train
@@ -82,15 +82,46 @@ def is_primary() -> bool:
   return jax.process_index() == 0
 
 
+_barriers = 0  # barriers passed by this process: every process counts alike
+
+
+def barrier_timeout_s() -> float:
+  """How long :func:`sync` waits for the other processes (``DREAMJAX_BARRIER_TIMEOUT_S``)."""
+  text = os.environ.get("DREAMJAX_BARRIER_TIMEOUT_S", "").strip()
+  try:
+    value = float(text) if text else 1800.0
+  except ValueError:
+    value = -1.0
+  if not value > 0:
+    raise ConfigError(f"DREAMJAX_BARRIER_TIMEOUT_S={text!r} must be a number of seconds > 0.")
+  return value
+
+
 def sync(name: str) -> None:
   """A barrier across processes (a no-op in a one-process job).
 
   Used around files that process 0 writes and every process then reads, such
-  as checkpoints.
+  as checkpoints. It waits on the job's coordination service, not on a device
+  program, so it adds no collective to the devices' queues; a process that
+  does not arrive within :func:`barrier_timeout_s` ends the job with an error
+  naming the barrier instead of a silent hang.
   """
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices(f"dreamjax:{name}")
+  global _barriers
+  if jax.process_count() == 1:
+    return
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  _barriers += 1
+  timeout = barrier_timeout_s()
+  try:
+    ocp.multihost.get_barrier_sync_fn()(key=f"dreamjax:{_barriers}:{name}",
+                                        timeout_ms=int(timeout * 1000))
+  except Exception as e:  # noqa: BLE001 - the coordination service raises XlaRuntimeError
+    raise DistributedError(
+        f"process {jax.process_index()} waited {timeout:.0f} s at barrier {name!r} and not"
+        f" every process of the job arrived ({type(e).__name__}: {str(e)[:300]}). Every"
+        " process must run the same command with the same flags and data; look for an"
+        " error in another process's log. A step that legitimately runs longer on one"
+        " process can be given time with DREAMJAX_BARRIER_TIMEOUT_S.") from None
 
 
 def to_host(tree: Any) -> Any:
@@ -144,15 +175,22 @@ def replicate(mesh: Mesh, tree: Any) -> Any:
 
 
 def _place(a: Any, where: NamedSharding) -> Any:
-  """``jax.device_put``, also for PRNG key arrays on a mesh spanning several hosts.
+  """``jax.device_put``, also on a mesh spanning several hosts.
 
-  JAX places a key array only on devices this process can address, so its raw
-  key data is placed instead and wrapped again.
+  There every process holds the same whole value (the same program on the
+  same data), so each places the shards of its own devices from it
+  (``jax.make_array_from_callback``), without the cross-process comparison
+  of the value that ``jax.device_put`` would run first (an all-gather of the
+  whole array, a training set included). A PRNG key array is placed as its
+  raw key data and wrapped again.
   """
   if isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
-    data = jax.device_put(jax.random.key_data(a), where)
+    data = _place(jax.random.key_data(a), where)
     return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
-  return jax.device_put(a, where)
+  if where.is_fully_addressable or (isinstance(a, jax.Array) and not a.is_fully_addressable):
+    return jax.device_put(a, where)
+  host = np.asarray(a)
+  return jax.make_array_from_callback(host.shape, where, lambda index: host[index])
 
 
 def shard_batch(mesh: Mesh, rows: np.ndarray | jax.Array) -> jax.Array:
@@ -191,7 +229,7 @@ def put_rows(mesh: Mesh | None, rows: Any, size: int) -> Any:
     return jax.tree.map(lambda a: jnp.asarray(pad_rows(a, size)), rows)
   size = -(-size // mesh.size) * mesh.size
   return jax.tree.map(
-      lambda a: jax.device_put(pad_rows(a, size), batch_sharding(mesh, np.ndim(a))), rows)
+      lambda a: _place(pad_rows(a, size), batch_sharding(mesh, np.ndim(a))), rows)
 
 
 def put_weights(mesh: Mesh | None, tree: Any,

@@ -13,8 +13,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
+import pytest
 
 from conftest import REPO, host_env, run_one_host, run_two_hosts, stray_files
 
@@ -92,3 +94,44 @@ def test_workdir_not_shared_by_the_hosts_is_a_clear_error(tmp_path, real_data_di
     assert "process(es) [1]" in out.stderr and "Traceback" not in out.stderr
   for d in cwds:
     assert os.listdir(d / "run") == []  # the check left nothing behind
+
+
+_LONE_BARRIER = """
+import sys, time
+from dreamjax import sharding
+from dreamjax.errors import DistributedError
+sharding.initialize(True)
+if sharding.is_primary():
+  try:
+    sharding.sync("only process 0 comes here")
+  except DistributedError as e:
+    print(e)
+    sys.exit(3)
+else:
+  time.sleep(15)  # alive, but never at the barrier
+"""
+
+
+def test_a_process_missing_a_barrier_ends_in_a_clear_error(tmp_path):
+  script = tmp_path / "lone_barrier.py"
+  script.write_text(_LONE_BARRIER)
+  t0 = time.monotonic()
+  outs = run_two_hosts(str(script), extra_env={"DREAMJAX_BARRIER_TIMEOUT_S": "3"})
+  assert outs[0].returncode == 3, outs[0].stderr[-3000:]
+  assert "waited 3 s at barrier 'only process 0 comes here'" in outs[0].stdout
+  assert "DREAMJAX_BARRIER_TIMEOUT_S" in outs[0].stdout
+  assert outs[1].returncode == 0, outs[1].stderr[-3000:]
+  assert time.monotonic() - t0 < 120
+
+
+def test_barrier_timeout_must_be_positive(monkeypatch):
+  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
+  from dreamjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv("DREAMJAX_BARRIER_TIMEOUT_S", raising=False)
+  assert sharding.barrier_timeout_s() == 1800
+  monkeypatch.setenv("DREAMJAX_BARRIER_TIMEOUT_S", "90")
+  assert sharding.barrier_timeout_s() == 90
+  for bad in ("0", "-5", "soon"):
+    monkeypatch.setenv("DREAMJAX_BARRIER_TIMEOUT_S", bad)
+    with pytest.raises(ConfigError, match="DREAMJAX_BARRIER_TIMEOUT_S"):
+      sharding.barrier_timeout_s()

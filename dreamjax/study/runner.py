@@ -23,7 +23,8 @@ import dreamjax
 from dreamjax import checkpoint, fileio, models, train
 from dreamjax import data as data_lib
 from dreamjax.configs import study as study_configs
-from dreamjax.errors import CheckpointError, ConfigError, DataError, DreamjaxError
+from dreamjax.errors import (CheckpointError, ConfigError, DataError, DistributedError,
+                             DreamjaxError)
 from dreamjax.study import arms as arms_lib
 
 RESULTS = "results.jsonl"
@@ -527,7 +528,7 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
       log(f"[{finished + 1}/{total}] {key}{eta}")
       try:
         record = job()
-      except KeyboardInterrupt:
+      except (KeyboardInterrupt, DistributedError):
         raise
       except DreamjaxError as e:
         record = _failed(key, e)
