@@ -106,7 +106,7 @@ def run_two_hosts(script: str, *flags: str, cwds=(REPO, REPO), timeout: float = 
   working directory. ``extra_env``: more environment variables for both.
 
   XLA:CPU's cross-process collectives (gloo) between simulated devices have
-  been seen to stall, rarely (about 1 run in 20 of the two-host tiny study on
+  been seen to stall, rarely (1 run in 36 of the two-host tiny study on
   this 2-core machine), inside a train step that both processes had reached
   alike. A job that runs past ``timeout`` is therefore run once more from an
   empty workdir, after a warning that carries both processes' Python stacks;
