@@ -29,6 +29,7 @@ each host.
 """
 
 import os
+import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jax
@@ -112,13 +113,15 @@ def sync(name: str) -> None:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   _barriers += 1
   timeout = barrier_timeout_s()
+  t0 = time.monotonic()
   try:
     ocp.multihost.get_barrier_sync_fn()(key=f"dreamjax:{_barriers}:{name}",
                                         timeout_ms=int(timeout * 1000))
   except Exception as e:  # noqa: BLE001 - the coordination service raises XlaRuntimeError
     raise DistributedError(
-        f"process {jax.process_index()} waited {timeout:.0f} s at barrier {name!r} and not"
-        f" every process of the job arrived ({type(e).__name__}: {str(e)[:300]}). Every"
+        f"process {jax.process_index()} waited {time.monotonic() - t0:.0f} s (limit"
+        f" {timeout:.0f} s) at barrier {name!r} and not every process of the job arrived"
+        f" ({type(e).__name__}: {str(e)[:300]}). Every"
         " process must run the same command with the same flags and data; look for an"
         " error in another process's log. A step that legitimately runs longer on one"
         " process can be given time with DREAMJAX_BARRIER_TIMEOUT_S.") from None
