@@ -58,6 +58,7 @@ def initialize(distributed: bool | None = None) -> None:
     distributed = os.environ.get("DREAMJAX_DISTRIBUTED", "").lower() in ("1", "true", "yes")
   if not distributed:
     return
+  barrier_timeout_s()  # a bad DREAMJAX_BARRIER_TIMEOUT_S fails now, not at the first write
   kwargs: dict[str, Any] = {}
   for name, env, cast in (("coordinator_address", "JAX_COORDINATOR_ADDRESS", str),
                           ("num_processes", "JAX_NUM_PROCESSES", int),

@@ -112,22 +112,21 @@ def run_two_hosts(script: str, *flags: str, cwds=(REPO, REPO), timeout: float = 
   empty workdir, after a warning that carries both processes' Python stacks;
   a second stall fails the test with them.
   """
-  for attempt in (1, 2):
+  for attempt in range(2):
     procs = _start_two_hosts(script, flags, cwds, extra_env)
     try:
       return [_finish(p, timeout) for p in procs]
     except subprocess.TimeoutExpired:
       report = _stuck_report(procs)
-    if attempt == 2:
-      pytest.fail(f"the 2-process job ran past {timeout} s twice; each process's stderr,"
-                  f" ending in its Python stacks:\n{report}", pytrace=False)
-    warnings.warn(f"the 2-process job ran past {timeout} s and is run again; each"
-                  f" process's stderr, ending in its Python stacks:\n{report}")
-    for flag in flags:
-      if flag.startswith("--workdir="):
-        for cwd in cwds:
-          shutil.rmtree(os.path.join(cwd, flag.split("=", 1)[1]), ignore_errors=True)
-  raise AssertionError("unreachable")
+    if attempt == 0:
+      warnings.warn(f"the 2-process job ran past {timeout} s and is run again; each"
+                    f" process's stderr, ending in its Python stacks:\n{report}")
+      for flag in flags:
+        if flag.startswith("--workdir="):
+          for cwd in cwds:
+            shutil.rmtree(os.path.join(cwd, flag.split("=", 1)[1]), ignore_errors=True)
+  pytest.fail(f"the 2-process job ran past {timeout} s twice; each process's stderr,"
+              f" ending in its Python stacks:\n{report}", pytrace=False)
 
 
 def _start_two_hosts(script, flags, cwds, extra_env) -> list[subprocess.Popen]:

@@ -137,3 +137,14 @@ def test_barrier_timeout_must_be_positive(monkeypatch):
     monkeypatch.setenv("DREAMJAX_BARRIER_TIMEOUT_S", bad)
     with pytest.raises(ConfigError, match="DREAMJAX_BARRIER_TIMEOUT_S"):
       sharding.barrier_timeout_s()
+
+
+def test_bad_barrier_timeout_stops_a_distributed_job_before_it_starts(tmp_path):
+  out = subprocess.run(
+      [sys.executable, os.path.join(REPO, "experiments", "train_classifier.py"), "--config",
+       "dreamjax/configs/classifier.py:tiny", f"--workdir={tmp_path}"],
+      cwd=REPO, text=True, capture_output=True, timeout=300,
+      env=host_env(1, DREAMJAX_DISTRIBUTED="1", DREAMJAX_BARRIER_TIMEOUT_S="soon"))
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert "DREAMJAX_BARRIER_TIMEOUT_S='soon' must be a number of seconds" in out.stderr
+  assert "Traceback" not in out.stderr and not os.listdir(tmp_path)

@@ -12,10 +12,11 @@ does. With several (default: every device of the job,
 the training set on a ``("data",)`` mesh, and each step constrains its sampled
 batch to be split by rows over it (:func:`dreamjax.sharding.constrain_rows`),
 so each device runs the forward and backward pass of its own rows and XLA
-all-reduces the gradient; ``batch_size`` must be a multiple of the device count
-(:func:`dreamjax.train.fit_mesh` checks). :func:`sample_in_chunks` splits each padded chunk by
-rows over the same mesh. Results equal one device's up to float summation
-order; with one device the programs are the plain jitted ones.
+all-reduces the gradient; ``batch_size`` must be a multiple of the device
+count (:func:`dreamjax.train.fit_mesh` checks). :func:`sample_in_chunks`
+splits each padded chunk by rows over the same mesh. Results equal one
+device's up to float summation order; with one device the programs are the
+plain jitted ones.
 """
 
 import time
