@@ -55,31 +55,10 @@ def _add_channel_bias_bwd(_, g):
 add_channel_bias.defvjp(_add_channel_bias_fwd, _add_channel_bias_bwd)
 
 
-# On the CPU, a 3×3 convolution with at most this many input channels (the
-# first layer: 1 channel for Fashion-MNIST, 3 for RGB) runs as one matrix
-# product over its nine shifted views: the small CNN's train step 1.2x faster,
-# the reference CNN's 1.01-1.05x (benchmarks/README.md).
-PATCHES_MAX_CHANNELS = 4
-
-
-def conv3x3_patches(x_NHWC: jax.Array, kernel_HWIO: jax.Array) -> jax.Array:
-  """3×3 'SAME' convolution as one matrix product over the nine shifted views.
-
-  Same values as ``lax.conv_general_dilated(x, kernel, (1, 1), 'SAME')`` up to
-  float rounding; the views cost ``9 × C`` floats per pixel, so this suits
-  inputs with few channels.
-  """
-  n, h, w, c = x_NHWC.shape
-  xp = jnp.pad(x_NHWC, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  patches = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], -1)
-  return (patches.reshape(-1, 9 * c) @ kernel_HWIO.reshape(9 * c, -1)).reshape(n, h, w, -1)
-
-
 class Conv3x3(nn.Module):
   """``nn.Conv(features, (3, 3), padding='SAME')`` with the same parameters
   (names, shapes, initialisers, and so the same initial values), whose bias
-  gradient goes through :func:`add_channel_bias`; on the CPU, inputs with at
-  most ``PATCHES_MAX_CHANNELS`` channels go through :func:`conv3x3_patches`."""
+  gradient goes through :func:`add_channel_bias`."""
   features: int
   use_bias: bool = True
   dtype: Any = jnp.float32
@@ -89,11 +68,8 @@ class Conv3x3(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (3, 3, x.shape[-1], self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    if x.shape[-1] <= PATCHES_MAX_CHANNELS and jax.default_backend() == "cpu":
-      y = conv3x3_patches(x, kernel)
-    else:
-      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
       y = add_channel_bias(y, bias.astype(self.dtype))
