@@ -2,6 +2,7 @@
 
   python benchmarks/bench.py                 # everything (several minutes on 2 cores)
   python benchmarks/bench.py --only train_step,seeds --repeats 3
+  python benchmarks/bench.py --only matmul,train_step,ceiling  # how far the step is from its bound
   python benchmarks/bench.py --ablations     # + the formulations dreamjax rejected
   python benchmarks/bench.py --json_out out.json
 
@@ -33,7 +34,8 @@ from dreamjax.configs import common
 HERE = os.path.dirname(os.path.abspath(__file__))
 TORCH_PYTHON = os.path.join(HERE, ".venv-torch", "bin", "python")
 IMAGE_SHAPE = (28, 28, 1)
-ALL = ("matmul", "train_step", "seeds", "dream", "pgd", "generators", "memory", "torch")
+ALL = ("matmul", "train_step", "ceiling", "seeds", "dream", "pgd", "generators", "memory",
+       "torch")
 
 
 def timed(fn, *, repeats: int, inner: int, warmup: int = 2) -> dict:
@@ -70,6 +72,29 @@ def random_data(n=2048, seed=0):
 
 def cnn(size: str):
   return models.make_model(common.model_config(size), 10)
+
+
+def layer_shapes(size: str) -> tuple[list, list]:
+  """([(H, W, C_in, C_out) per 3×3 conv], [(in, out) per dense]) of a CNN on 28×28×1."""
+  cfg = common.model_config(size)
+  h, w, c, convs = IMAGE_SHAPE[0], IMAGE_SHAPE[1], IMAGE_SHAPE[2], []
+  for features, pool in zip(cfg.conv_features, cfg.pool):
+    convs.append((h, w, c, features))
+    c = features
+    if pool:
+      h, w = (h + 1) // 2, (w + 1) // 2
+  sizes = [h * w * c, *cfg.dense_features, 10]
+  return convs, list(zip(sizes[:-1], sizes[1:]))
+
+
+def model_flops_per_image(size: str) -> float:
+  """Multiply-adds ×2 of one train step per image, counted on the model, not the
+  program: every 3×3 window in full (as if 'SAME' padding were data), forward,
+  input gradient (but not of the images) and weight gradient; elementwise work
+  left out. The reference CNN: 184 MFLOP."""
+  convs, denses = layer_shapes(size)
+  fwd = [2 * h * w * 9 * ci * co for h, w, ci, co in convs] + [2 * i * o for i, o in denses]
+  return 3 * sum(fwd) - fwd[0]
 
 
 # --------------------------------------------------------------------------- matmul
@@ -110,10 +135,57 @@ def bench_train_step(args, size: str, peak: float | None) -> dict:
 
   t = timed(call, repeats=args.repeats, inner=5)
   r = rates(t, 128)
-  entry = {"images_per_s": r, **t, "mflop_per_image": flops / 128 / 1e6 if flops else None}
+  model_flops = model_flops_per_image(size) * 128
+  entry = {"images_per_s": r, **t, "mflop_per_image": flops / 128 / 1e6 if flops else None,
+           "model_mflop_per_image": model_flops / 128 / 1e6,
+           "model_gflops": model_flops / t["min_s"] / 1e9}
+  if peak:
+    entry["model_fraction_of_peak"] = entry["model_gflops"] / peak
   if flops and peak:
     entry["gflops"] = flops / t["min_s"] / 1e9
     entry["fraction_of_peak"] = entry["gflops"] / peak
+  return entry
+
+
+def bench_ceiling(args, peak: float | None, size: str = "reference") -> dict:
+  """The train step's matrix work alone: each convolution's forward, input and
+  weight gradient (XLA's convolutions, as in the step) and each dense layer's
+  three products, jitted and timed on its own (batch 128). Their sum is what a
+  step with free pooling, ReLU, biases, optimizer and layout changes would take."""
+  rng = np.random.default_rng(0)
+  rand = lambda *shape: jnp.asarray(rng.standard_normal(shape, np.float32))
+  convs, denses = layer_shapes(size)
+  pieces = {}
+
+  def conv(x, k):
+    return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  def add(name, fn, args_, flops):
+    jitted = jax.jit(fn)
+    t = timed(lambda: jitted(*args_).block_until_ready(), repeats=args.repeats, inner=5)
+    pieces[name] = {"ms": t["min_s"] * 1e3, "gflops": flops / t["min_s"] / 1e9}
+
+  for i, (h, w, ci, co) in enumerate(convs):
+    x, k, g = rand(128, h, w, ci), rand(3, 3, ci, co), rand(128, h, w, co)
+    flops = 2 * 128 * h * w * 9 * ci * co
+    add(f"conv{i}_forward", conv, (x, k), flops)
+    if i:  # no input gradient for the images
+      add(f"conv{i}_input_grad", lambda g, k: jax.vjp(lambda x_: conv(x_, k), x)[1](g)[0],
+          (g, k), flops)
+    add(f"conv{i}_weight_grad", lambda x, g: jax.vjp(lambda k_: conv(x, k_), k)[1](g)[0],
+        (x, g), flops)
+  for i, (n_in, n_out) in enumerate(denses):
+    a, b, g = rand(128, n_in), rand(n_in, n_out), rand(128, n_out)
+    flops = 2 * 128 * n_in * n_out
+    add(f"dense{i}_forward", lambda a, b: a @ b, (a, b), flops)
+    add(f"dense{i}_input_grad", lambda g, b: g @ b.T, (g, b), flops)
+    add(f"dense{i}_weight_grad", lambda a, g: a.T @ g, (a, g), flops)
+  total_s = sum(p["ms"] for p in pieces.values()) / 1e3
+  entry = {"model": size, "pieces": pieces, "sum_ms": total_s * 1e3,
+           "images_per_s_bound": 128 / total_s}
+  if peak:
+    entry["model_fraction_of_peak_bound"] = model_flops_per_image(size) * 128 / total_s / 1e9 / peak
   return entry
 
 
@@ -428,8 +500,17 @@ def table(result: dict) -> str:
   for size in ("small", "reference"):
     e = r.get("train_step", {}).get(size)
     if e:
-      frac = f"{e['fraction_of_peak']:.0%} of peak" if e.get("fraction_of_peak") else ""
+      frac = (f"{e['model_fraction_of_peak']:.0%} of peak ({e['model_mflop_per_image']:.0f} "
+              f"MFLOP/image)" if e.get("model_fraction_of_peak") else "")
+      if e.get("fraction_of_peak"):
+        frac += f"; by XLA's count {e['fraction_of_peak']:.0%}"
       row(f"train step {size} CNN, batch 128 (median)", e["images_per_s"]["median"], "images/s", frac)
+  c = r.get("ceiling")
+  if c:
+    frac = (f"{c['model_fraction_of_peak_bound']:.0%} of peak"
+            if c.get("model_fraction_of_peak_bound") else "")
+    row(f"bound: {c['model']} step's matrix work alone", c["images_per_s_bound"], "images/s",
+        f"{frac} ({c['sum_ms']:.0f} ms)")
   s = r.get("seeds")
   if s:
     for name, v in s["images_per_s"].items():
@@ -483,6 +564,8 @@ def main() -> None:
   peak = r.get("matmul", {}).get("gflops")
   if "train_step" in only:
     r["train_step"] = {s: bench_train_step(args, s, peak) for s in ("small", "reference")}
+  if "ceiling" in only:
+    r["ceiling"] = bench_ceiling(args, peak)
   if "seeds" in only:
     r["seeds"] = bench_seeds(args)
   for kind in ("dream", "pgd"):
