@@ -75,16 +75,17 @@ def cnn(size: str):
 
 
 def layer_shapes(size: str) -> tuple[list, list]:
-  """([(H, W, C_in, C_out) per 3×3 conv], [(in, out) per dense]) of a CNN on 28×28×1."""
-  cfg = common.model_config(size)
-  h, w, c, convs = IMAGE_SHAPE[0], IMAGE_SHAPE[1], IMAGE_SHAPE[2], []
-  for features, pool in zip(cfg.conv_features, cfg.pool):
-    convs.append((h, w, c, features))
-    c = features
-    if pool:
-      h, w = (h + 1) // 2, (w + 1) // 2
-  sizes = [h * w * c, *cfg.dense_features, 10]
-  return convs, list(zip(sizes[:-1], sizes[1:]))
+  """([(H, W, C_in, C_out) per 3×3 conv], [(in, out) per dense]) of a CNN on
+  28×28×1, read off the model's parameters and recorded activations."""
+  model = cnn(size)
+  variables = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0), IMAGE_SHAPE))
+  _, state = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, *IMAGE_SHAPE)),
+                                                  mutable=["intermediates"]), variables)
+  params, acts = variables["params"], state["intermediates"]
+  convs = [(*acts[f"conv{i}"][0].shape[1:3], *params[f"Conv_{i}"]["kernel"].shape[2:])
+           for i in range(len(model.conv_features))]
+  denses = [params[f"Dense_{i}"]["kernel"].shape for i in range(len(model.dense_features))]
+  return convs, [tuple(d) for d in (*denses, params["Head"]["kernel"].shape)]
 
 
 def model_flops_per_image(size: str) -> float:
@@ -171,10 +172,10 @@ def bench_ceiling(args, peak: float | None, size: str = "reference") -> dict:
     flops = 2 * 128 * h * w * 9 * ci * co
     add(f"conv{i}_forward", conv, (x, k), flops)
     if i:  # no input gradient for the images
-      add(f"conv{i}_input_grad", lambda g, k: jax.vjp(lambda x_: conv(x_, k), x)[1](g)[0],
-          (g, k), flops)
-    add(f"conv{i}_weight_grad", lambda x, g: jax.vjp(lambda k_: conv(x, k_), k)[1](g)[0],
-        (x, g), flops)
+      add(f"conv{i}_input_grad", lambda x, k, g: jax.vjp(lambda x_: conv(x_, k), x)[1](g)[0],
+          (x, k, g), flops)
+    add(f"conv{i}_weight_grad", lambda x, k, g: jax.vjp(lambda k_: conv(x, k_), k)[1](g)[0],
+        (x, k, g), flops)
   for i, (n_in, n_out) in enumerate(denses):
     a, b, g = rand(128, n_in), rand(n_in, n_out), rand(128, n_out)
     flops = 2 * 128 * n_in * n_out
