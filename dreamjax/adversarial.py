@@ -20,30 +20,28 @@ that is a multiple of the chunk. Inside a jitted train step the same loop simply
 unrolls (few steps there). The clean image is always the first candidate, so ``success``
 never falls below clean misclassification and robust accuracy ≤ clean accuracy.
 
-Devices: :func:`robust_accuracy`, :func:`adversarial_dataset` and
-:func:`gradient_alignment` take ``devices`` as :func:`dreamjax.train.fit`
-does. With several (default: every device of the job,
-:func:`dreamjax.train.fit_mesh`) the weights are replicated on a ``("data",)``
-mesh and each chunk, zero-padded to a multiple of the device count, is split
-by rows over it (:func:`dreamjax.sharding.put_rows`); the jitted start, walk,
-outcome and keep programs follow those shardings, so each device attacks its
-own rows. Results equal one device's up to float rounding: the random start
-is drawn for the whole padded chunk, and with JAX's default
-``jax_threefry_partitionable`` a row's draw does not depend on how many
-padding rows follow it. With one device nothing is sharded.
+Devices: :func:`robust_accuracy` and :func:`adversarial_dataset` run their
+chunks through :func:`dreamjax.sharding.map_rows` on the caller's mesh
+(default: every device), so each device attacks its own rows. Results equal
+one device's up to float rounding: the random start is drawn for the whole
+padded chunk, and with JAX's default ``jax_threefry_partitionable`` a row's
+draw does not depend on how many padding rows follow it. Claim C3's gradient
+alignment is in :mod:`dreamjax.alignment`.
 """
 
 import dataclasses
 import functools
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
 
-from dreamjax import models, sharding, train
+from dreamjax import sharding
+from dreamjax.seeds import map_seeds
 from dreamjax.errors import ConfigError
 
 NORMS = ("linf", "l2")
@@ -161,9 +159,9 @@ def _ops(model, norm: str, targeted: bool, mode: str) -> _Ops:
   outcome = functools.partial(_outcome, model, targeted=targeted)
   keep = _keep_better
   if mode == "jit_K":  # K models in one program (train.map_seeds: fast on CPU)
-    start = train.map_seeds(start, in_axes=(0, None, None))
-    step = train.map_seeds(step, in_axes=(0, None, 0, None, None, None))
-    outcome = train.map_seeds(outcome, in_axes=(0, 0, None))
+    start = map_seeds(start, in_axes=(0, None, None))
+    step = map_seeds(step, in_axes=(0, None, 0, None, None, None))
+    outcome = map_seeds(outcome, in_axes=(0, 0, None))
 
   def walk(variables, x0, x, labels, eps, step_size, n):
     for _ in range(n):
@@ -212,66 +210,75 @@ def pgd(model, variables, images, labels, key, *, eps: float, steps: int,
   """
   validate_attack(eps=eps, steps=steps, step_size=step_size, norm=norm, restarts=restarts)
   step_size = step_size or default_step_size(eps, steps)
-  return _run(_ops(model, norm, bool(targeted), "jit"), variables, jnp.asarray(images),
-              jnp.asarray(labels, jnp.int32), key, eps=float(eps), steps=int(steps),
-              step_size=float(step_size), random_start=random_start, restarts=int(restarts))
+  images, labels = _beside(variables, (images, np.asarray(labels, np.int32)))
+  return _run(_ops(model, norm, bool(targeted), "jit"), variables, images, labels, key,
+              eps=float(eps), steps=int(steps), step_size=float(step_size),
+              random_start=random_start, restarts=int(restarts))
 
 
 def fgsm(model, variables, images, labels, *, eps: float, norm: str = "linf",
          targeted: bool = False):
   """Fast gradient sign method (Goodfellow et al. 2015): one step of size ε."""
   validate_attack(eps=eps, norm=norm)
-  return _run(_ops(model, norm, bool(targeted), "jit"), variables, jnp.asarray(images),
-              jnp.asarray(labels, jnp.int32), jax.random.key(0), eps=float(eps), steps=1,
-              step_size=float(eps), random_start=False, restarts=1)
+  images, labels = _beside(variables, (images, np.asarray(labels, np.int32)))
+  return _run(_ops(model, norm, bool(targeted), "jit"), variables, images, labels,
+              jax.random.key(0), eps=float(eps), steps=1, step_size=float(eps),
+              random_start=False, restarts=1)
 
 
-def _chunks(n: int, size: int):
-  size = min(size, n)
-  return size, [(s, min(s + size, n)) for s in range(0, n, size)]
+def _beside(variables, tree):
+  """Host arrays of ``tree`` placed where ``variables`` are replicated (a train state's mesh).
+
+  Every jitted piece of an attack then sees one placement and compiles once;
+  arrays already on devices (rows split by :func:`dreamjax.sharding.map_rows`)
+  stay as they are.
+  """
+  leaf = jax.tree.leaves(variables)[0]
+  where = getattr(leaf, "sharding", None)
+  if not (isinstance(where, NamedSharding) and where.is_fully_replicated):
+    return jax.tree.map(jnp.asarray, tree)
+  return jax.tree.map(lambda a: a if isinstance(a, jax.Array)
+                      else sharding.replicate(where.mesh, np.asarray(a)), tree)
 
 
 def robust_accuracy(model, variables_K, images, labels, key, *, eps: float = 0.1,
                     steps: int = 20, restarts: int = 1, batch_size: int = 500,
                     step_size: float | None = None, norm: str = "linf",
-                    devices: Sequence[jax.Device] | None = None) -> np.ndarray:
+                    mesh: Mesh | None = None) -> np.ndarray:
   """Accuracy of each of K seed-stacked models under untargeted PGD, shape ``[K]``.
 
-  All K models are attacked in one vmapped program; an image counts as correct
-  only if the clean image and every restart are classified correctly.
-  ``devices``: see the module docstring (default: every device of the job).
+  All K models are attacked in one program; an image counts as correct only if
+  the clean image and every restart are classified correctly.
   """
   validate_attack(eps=eps, steps=steps, step_size=step_size, norm=norm, restarts=restarts)
   if batch_size < 1:
     raise ConfigError(f"batch_size={batch_size} is invalid: must be >= 1.")
   step_size = step_size or default_step_size(eps, steps)
   num_models = jax.tree.leaves(variables_K)[0].shape[0]
-  images = np.asarray(images, np.float32)
-  labels = np.asarray(labels, np.int32)
-  mesh = train.fit_mesh(devices)
-  variables_K = sharding.put_weights(mesh, variables_K, devices)
   ops = _ops(model, norm, False, "jit_K")
-  size, spans = _chunks(len(images), batch_size)
-  correct = np.zeros((num_models,), np.int64)
-  for i, (s, e) in enumerate(spans):
-    x, y = sharding.put_rows(mesh, (images[s:e], labels[s:e]), size)
-    _, success = _run(ops, variables_K, x, y, jax.random.fold_in(key, i),
-                      eps=float(eps), steps=int(steps), step_size=float(step_size),
-                      random_start=True, restarts=int(restarts), num_models=num_models)
-    correct += np.sum(~sharding.to_host(success)[:, :e - s], axis=1)
-  return correct / len(images)
+
+  def attack(variables_K, rows, key):
+    x, y = rows
+    return _run(ops, variables_K, x, y, key, eps=float(eps), steps=int(steps),
+                step_size=float(step_size), random_start=True, restarts=int(restarts),
+                num_models=num_models)[1]
+
+  success = sharding.map_rows(attack, variables_K, (np.asarray(images, np.float32),
+                                                    np.asarray(labels, np.int32)),
+                              mesh=sharding.default(mesh), chunk=batch_size, key=key,
+                              row_axis=1)
+  return np.sum(~success, axis=1) / len(images)
 
 
 def adversarial_dataset(model, variables, images, labels, key, *, method: str = "pgd",
                         eps: float, steps: int = 10, chunk_size: int = 256,
                         step_size: float | None = None, norm: str = "linf",
-                        restarts: int = 1, devices: Sequence[jax.Device] | None = None
+                        restarts: int = 1, mesh: Mesh | None = None
                         ) -> tuple[np.ndarray, dict[str, Any]]:
   """Offline adversarial copies of ``images`` (same labels) from one trained model.
 
   Returns ``(adv_images float32 [N, H, W, C], info)``; info holds seconds,
-  success_rate and the mean L∞ / L2 distance to the clean images. ``devices``:
-  see the module docstring (default: every device of the job).
+  success_rate and the mean L∞ / L2 distance to the clean images.
   """
   validate_attack(eps=eps, steps=steps, step_size=step_size, norm=norm, restarts=restarts,
                   method=method)
@@ -283,19 +290,15 @@ def adversarial_dataset(model, variables, images, labels, key, *, method: str = 
     step_size, random_start = step_size or default_step_size(eps, steps), True
   images = np.asarray(images, np.float32)
   labels = np.asarray(labels, np.int32)
-  mesh = train.fit_mesh(devices)
-  variables = sharding.put_weights(mesh, variables, devices)
   ops = _ops(model, norm, False, "jit")
-  size, spans = _chunks(len(images), chunk_size)
+
+  def attack(variables, rows, key):
+    return _run(ops, variables, *rows, key, eps=float(eps), steps=int(steps),
+                step_size=float(step_size), random_start=random_start, restarts=int(restarts))
+
   t0 = time.perf_counter()
-  adv, success = np.empty_like(images), np.empty((len(images),), bool)
-  for i, (s, e) in enumerate(spans):
-    x, y = sharding.put_rows(mesh, (images[s:e], labels[s:e]), size)
-    x, ok = _run(ops, variables, x, y, jax.random.fold_in(key, i),
-                 eps=float(eps), steps=int(steps), step_size=float(step_size),
-                 random_start=random_start, restarts=int(restarts))
-    x, ok = sharding.to_host((x, ok))
-    adv[s:e], success[s:e] = x[:e - s], ok[:e - s]
+  adv, success = sharding.map_rows(attack, variables, (images, labels),
+                                   mesh=sharding.default(mesh), chunk=chunk_size, key=key)
   delta = (adv - images).reshape(len(images), -1)
   info = {"method": method, "norm": norm, "eps": float(eps), "steps": int(steps),
           "step_size": float(step_size), "restarts": int(restarts), "num_images": len(images),
@@ -335,120 +338,3 @@ def adversarial_batch_transform(model, *, method: str, eps: float, steps: int,
     return images.at[:num_adv].set(adv), labels
 
   return transform
-
-
-# ---------------------------------------------------------------- C3
-
-
-def _cosine(a, b):
-  a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
-  return jnp.sum(a * b, 1) / jnp.maximum(jnp.linalg.norm(a, axis=1) * jnp.linalg.norm(b, axis=1),
-                                         1e-20)
-
-
-@functools.lru_cache(maxsize=16)
-def _directions_fn(model, layer: str):
-  """jitted ``(variables, x, labels, targets) -> dict of per-image input gradients``."""
-
-  @jax.jit
-  def directions(variables, x, labels, targets):
-    logits_of = lambda x: model.apply(variables, x, train=False)
-    logit = lambda x, cls: jnp.take_along_axis(logits_of(x), cls[:, None], 1).sum()
-    def layer_energy(x):  # the layer-objective dream: mean squared activation per image
-      act = models.apply_with_activations(model, variables, x)[1][layer]
-      return jnp.mean(jnp.square(act), axis=tuple(range(1, act.ndim))).sum()
-    ce = lambda x, y: optax.softmax_cross_entropy_with_integer_labels(logits_of(x), y).sum()
-    return {
-        "dream_logit": jax.grad(logit)(x, labels),
-        "dream_logit_target": jax.grad(logit)(x, targets),
-        "dream_layer": jax.grad(layer_energy)(x),
-        # What the attacks ascend: +CE(true label) untargeted, -CE(target) targeted.
-        "attack_untargeted": jax.grad(ce)(x, labels),
-        "attack_targeted": -jax.grad(ce)(x, targets),
-    }
-
-  return directions
-
-
-def _stats(values: np.ndarray) -> dict[str, Any]:
-  mean, std = float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-  half = float(1.96 * std / np.sqrt(len(values)))  # normal approximation: N is hundreds
-  return {"mean": mean, "std": std, "ci95": [mean - half, mean + half]}
-
-
-def gradient_alignment(model, variables, images, labels, *, layer: str, targets=None,
-                       eps: float = 0.1, steps: int = 10, batch_size: int = 500,
-                       devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
-  """Claim C3: is an adversarial step the same move as a Deep Dream step?
-
-  Per image, cosine similarities between a *dream direction* (the input
-  gradient a dream ascends) and an *attack direction*, on the same model and
-  image. Sign convention (so that +1 always reads "the same process"):
-
-  * ``untargeted``: the attack ascends CE(true label), which lowers the true
-    logit, so it is compared *negated* with the own-class logit dream:
-    ``cos(∇z_y, -∇CE_y)``; +1 means the untargeted attack is exactly an
-    own-class dream run backwards.
-  * ``targeted``: targeted PGD ascends ``-CE(target)``, as a logit dream of the
-    target class ascends ``z_t``: ``cos(∇z_t, -∇CE_t)``; +1: the same step.
-  * the contrast (``layer``): the layer-objective dream direction
-    ``∇ mean(act_layer²)`` against the same attack directions.
-
-  Each pair is given for three attack directions: ``gradient`` (the raw loss
-  gradient, the L2 FGSM step), ``fgsm`` (its sign, the L∞ FGSM step) and
-  ``pgd`` (the whole L∞ PGD perturbation ``x_adv - x`` after ``steps`` steps
-  from the clean image, signed as above). ``chance_std`` = 1/sqrt(pixels) is
-  the spread of the cosine between random directions.
-
-  Returns a dict: ``untargeted``/``targeted`` → ``logit``/``layer`` →
-  ``gradient``/``fgsm``/``pgd`` → {mean, std, ci95}, plus ``per_image`` arrays
-  under "untargeted/logit/pgd"-style keys. The headline numbers of C3 are
-  repeated at the top: ``logit`` and ``layer`` = ``untargeted/*/gradient``
-  (the dream direction against the negated loss-ascent direction).
-
-  ``devices``: see the module docstring (default: every device of the job).
-  """
-  if layer not in models.layer_names(model):
-    raise ConfigError(f"layer={layer!r} is invalid: must be one of"
-                      f" {', '.join(models.layer_names(model))}.")
-  validate_attack(eps=eps, steps=steps)
-  images = np.asarray(images, np.float32)
-  labels = np.asarray(labels, np.int32)
-  num_classes = model.num_classes
-  targets = (labels + 1) % num_classes if targets is None else np.asarray(targets, np.int32)
-  mesh = train.fit_mesh(devices)
-  variables = sharding.put_weights(mesh, variables, devices)
-  directions_fn = _directions_fn(model, layer)
-  size, spans = _chunks(len(images), batch_size)
-  per_image: dict[str, list[np.ndarray]] = {}
-  for s, e in spans:
-    x, y, t = sharding.put_rows(mesh, (images[s:e], labels[s:e], targets[s:e]), size)
-    d = directions_fn(variables, x, y, t)
-    pgd_u = pgd(model, variables, x, y, jax.random.key(0), eps=eps, steps=steps,
-                random_start=False)[0] - x
-    pgd_t = pgd(model, variables, x, t, jax.random.key(0), eps=eps, steps=steps,
-                random_start=False, targeted=True)[0] - x
-    attacks = {
-        "untargeted": {"gradient": -d["attack_untargeted"],
-                       "fgsm": -jnp.sign(d["attack_untargeted"]), "pgd": -pgd_u},
-        "targeted": {"gradient": d["attack_targeted"],
-                     "fgsm": jnp.sign(d["attack_targeted"]), "pgd": pgd_t},
-    }
-    dreams = {"untargeted": {"logit": d["dream_logit"], "layer": d["dream_layer"]},
-              "targeted": {"logit": d["dream_logit_target"], "layer": d["dream_layer"]}}
-    for kind in ("untargeted", "targeted"):
-      for dream_name, dream in dreams[kind].items():
-        for attack_name, attack in attacks[kind].items():
-          cos = sharding.to_host(_cosine(dream, attack))[:e - s]
-          per_image.setdefault(f"{kind}/{dream_name}/{attack_name}", []).append(cos)
-  flat = {k: np.concatenate(v) for k, v in per_image.items()}
-  out: dict[str, Any] = {"layer": layer, "num_images": len(images), "eps": float(eps),
-                         "steps": int(steps),
-                         "chance_std": float(1.0 / np.sqrt(np.prod(images.shape[1:]))),
-                         "per_image": flat}
-  for key, values in flat.items():
-    kind, dream_name, attack_name = key.split("/")
-    out.setdefault(kind, {}).setdefault(dream_name, {})[attack_name] = _stats(values)
-  out["logit"] = out["untargeted"]["logit"]["gradient"]
-  out["layer"] = out["untargeted"]["layer"]["gradient"]
-  return out

@@ -9,13 +9,15 @@ which writes the rows of an augmented-dataset file for the fixed-budget arms).
 
 import functools
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import dm_pix as pix
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
+from dreamjax import sharding
 from dreamjax.configs.attack import attack_config, classical_config, noise_config  # noqa: F401
 from dreamjax.errors import ConfigError
 
@@ -102,36 +104,32 @@ def _noise_fn(std: float) -> ImageFn:
 
 
 def offline(images, labels, key, fn: ImageFn, copies: int = 1, chunk_size: int = 1024, *,
-            devices: Sequence[jax.Device] | None = None
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """``copies`` transformed copies of every image, for an augmented-dataset file.
 
   Returns ``(images, labels, source_positions)``: copy ``c`` of image ``i`` is
   row ``c·N + i`` and its source position is ``i`` (map it through the split's
-  ``labeled_index`` to get the file's ``source_index``). Deterministic per key.
-  ``devices`` as in :func:`dreamjax.train.fit`: with several (default: every
-  device of the job) each chunk, zero-padded to a multiple of the device
-  count, is split by rows over them; a row's random draw does not depend on
-  that padding, so the copies equal one device's.
+  ``labeled_index`` to get the file's ``source_index``). Deterministic per key;
+  chunks are split by rows over ``mesh`` (default: every device), and a row's
+  random draw does not depend on the padding, so the copies equal one device's.
   """
-  from dreamjax import sharding, train  # pylint: disable=g-import-not-at-top
   _check("copies", copies, copies >= 1, ">= 1")
   _check("chunk_size", chunk_size, chunk_size >= 1, ">= 1")
   images = np.asarray(images, np.float32)
   labels = np.asarray(labels, np.int32)
-  n = len(images)
-  size = min(chunk_size, n)  # one shape for every chunk: one compilation
-  mesh = train.fit_mesh(devices)
-  jitted = jax.jit(fn)  # JAX reuses the trace of an earlier call with the same fn
-  out = np.empty((copies * n, *images.shape[1:]), np.float32)
-  for c in range(copies):
-    for i, s in enumerate(range(0, n, size)):
-      m = min(size, n - s)
-      chunk = sharding.put_rows(mesh, images[s:s + m], size)
-      k = jax.random.fold_in(jax.random.fold_in(key, c), i)
-      out[c * n + s:c * n + s + m] = sharding.to_host(jitted(k, chunk))[:m]
-  positions = np.tile(np.arange(n), copies)
+  mesh = sharding.default(mesh)
+  apply = _offline_fn(fn)
+  out = np.concatenate([
+      sharding.map_rows(apply, (), images, mesh=mesh, chunk=chunk_size,
+                        key=jax.random.fold_in(key, c)) for c in range(copies)])
+  positions = np.tile(np.arange(len(images)), copies)
   return out, labels[positions], positions
+
+
+@functools.lru_cache(maxsize=32)
+def _offline_fn(fn: ImageFn):
+  """``fn`` as :func:`dreamjax.sharding.map_rows` calls it; one jitted program per ``fn``."""
+  return jax.jit(lambda weights, x, key: fn(key, x))
 
 
 def validate_config(config) -> None:

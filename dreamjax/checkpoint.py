@@ -14,9 +14,10 @@ import json
 import logging
 import os
 import shutil
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
@@ -89,6 +90,7 @@ def restore(path: str, like: Any) -> tuple[Any, dict[str, Any]]:
     if not exists(path):
       raise CheckpointError(f"no checkpoint at {path}.")
   meta = read_meta(path)
+  like = jax.tree.map(_concrete, like)
   try:
     target = jax.device_get(serialization.to_state_dict(like))
     restored = ocp.PyTreeCheckpointer().restore(os.path.join(path, _TREE), item=target)
@@ -104,6 +106,23 @@ def restore(path: str, like: Any) -> tuple[Any, dict[str, Any]]:
     raise CheckpointError(f"checkpoint {path} is corrupt or from another model"
                           f" ({type(e).__name__}: {str(e)[:300]}).") from None
   return tree, meta
+
+
+def _concrete(leaf: Any) -> Any:
+  """A zero array for an abstract leaf (``jax.ShapeDtypeStruct``), else the leaf."""
+  if isinstance(leaf, jax.ShapeDtypeStruct):
+    return np.zeros(leaf.shape, leaf.dtype)
+  return leaf
+
+
+def restore_from_init(path: str, init: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+  """Restores the tree that ``init()`` would build, without running ``init``.
+
+  The one way dreamjax rebuilds a checkpoint's template: ``jax.eval_shape``
+  traces ``init`` (a model or optimiser initialiser) for shapes and dtypes
+  only, so loading a classifier or a generator costs no initialisation.
+  """
+  return restore(path, jax.eval_shape(init))
 
 
 def remove(path: str) -> None:

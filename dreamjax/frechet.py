@@ -12,12 +12,12 @@ and near-singular covariances (few images, dead ReLUs) stay stable.
 """
 
 import functools
-from typing import Sequence
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
-from dreamjax import models, sharding, train
+from dreamjax import models, sharding
 from dreamjax.errors import ConfigError
 
 
@@ -49,35 +49,22 @@ def _layer(model, layer: str, variables, images):
 
 
 def features(model, variables, images, layer: str = "dense0", batch_size: int = 1000, *,
-             devices: Sequence[jax.Device] | None = None) -> np.ndarray:
+             mesh: Mesh | None = None) -> np.ndarray:
   """Activations of ``layer`` (default: the penultimate ``dense0``), ``[N, D]`` float32.
 
-  ``variables`` are ONE classifier's (not seed-stacked). ``devices`` as in
-  :func:`dreamjax.train.fit`: with several (default: every device of the job) the
-  weights are replicated and each chunk, padded to a multiple of the device
-  count, is split by rows over them; the features equal one device's up to
-  float rounding.
+  ``variables`` are ONE classifier's (not seed-stacked). Chunks of images are
+  split by rows over ``mesh`` (default: every device).
   """
   if layer not in models.layer_names(model):
     raise ConfigError(f"fid_layer={layer!r} is not a layer of this classifier; choose one of"
                       f" {', '.join(models.layer_names(model))}.")
-  images = np.asarray(images, np.float32)
-  mesh = train.fit_mesh(devices)
-  variables = sharding.put_weights(mesh, variables, devices)
-  chunk = min(batch_size, len(images))
-  outs = []
-  for start in range(0, len(images), chunk):
-    part = images[start:start + chunk]
-    padded = sharding.put_rows(mesh, part, chunk)  # One shape: one compile.
-    outs.append(sharding.to_host(_layer(model, layer, variables, padded))[:len(part)])
-  return np.concatenate(outs)
+  return sharding.map_rows(functools.partial(_layer, model, layer), variables,
+                           np.asarray(images, np.float32), mesh=sharding.default(mesh),
+                           chunk=batch_size)
 
 
 def fid(model, variables, images_a, images_b, layer: str = "dense0", *,
-        devices: Sequence[jax.Device] | None = None) -> float:
-  """Fréchet distance between two image sets in ``model``'s ``layer`` features.
-
-  ``devices``: see :func:`features`.
-  """
-  return frechet_distance(features(model, variables, images_a, layer, devices=devices),
-                          features(model, variables, images_b, layer, devices=devices))
+        mesh: Mesh | None = None) -> float:
+  """Fréchet distance between two image sets in ``model``'s ``layer`` features."""
+  return frechet_distance(features(model, variables, images_a, layer, mesh=mesh),
+                          features(model, variables, images_b, layer, mesh=mesh))

@@ -17,7 +17,7 @@ are new, then fine-tuned on the label budget.
 """
 
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -95,17 +95,15 @@ def _trunk_features(model, variables, images, train_mode: bool):
   return x, state.get("batch_stats", {})
 
 
-def make_autoencoder_step(model, decoder: TrunkDecoder, tx, batch_size: int) -> Callable:
-  """``step(state, images, _, key) -> (state, metrics)``; pure, jittable."""
-  return _autoencoder_step(model, decoder, tx, batch_size, None)
+def make_autoencoder_step(model, decoder: TrunkDecoder, tx, batch_size: int,
+                          mesh: jax.sharding.Mesh | None = None) -> Callable:
+  """``step(state, images, _, key) -> (state, metrics)``; pure, jittable.
 
-
-def _autoencoder_step(model, decoder, tx, batch_size, mesh) -> Callable:
-  """:func:`make_autoencoder_step`, its sampled batch split by rows over ``mesh`` if given.
-
-  With BatchNorm the batch statistics then span every device's rows (XLA
+  The sampled batch is split by rows over ``mesh`` (default: every device);
+  with BatchNorm the batch statistics then span every device's rows (XLA
   reduces them across devices), as on one device.
   """
+  mesh = sharding.default(mesh)
 
   def loss_fn(params, state, x):
     cnn_vars = {"params": params["cnn"]}
@@ -118,9 +116,9 @@ def _autoencoder_step(model, decoder, tx, batch_size, mesh) -> Callable:
 
   def step(state, images, labels, key):
     del labels  # The pool has none.
-    idx = jax.random.randint(key, (batch_size,), 0, images.shape[0])
+    x, = sharding.sample_batch(mesh, key, batch_size, images.shape[0], images)
     (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], state, sharding.constrain_rows(mesh, images[idx]))
+        state["params"], state, x)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
             "batch_stats": new_stats}, {"loss": loss}
@@ -144,18 +142,18 @@ def _validate(cfg, pool_images, image_shape) -> None:
 
 def train_autoencoder(cfg, pool_images, key: jax.Array, model_cfg, num_classes: int,
                       image_shape, *, progress=None, return_history: bool = False,
-                      devices: Sequence[jax.Device] | None = None):
+                      mesh: jax.sharding.Mesh | None = None, metrics_dir: str | None = None):
   """Trains the classifier's trunk as an autoencoder's encoder on the pool.
 
   Uses ``cfg.steps``, ``cfg.batch_size``, ``cfg.learning_rate`` (Adam) and
   ``cfg.log_every``. Returns the trunk variables (and the loss history when
-  ``return_history``). ``devices`` as in :func:`dreamjax.train.fit`: with
-  several (default: every device of the job) each step's batch is split by rows
-  over them and the trunk is replicated on each; ``cfg.batch_size`` must be a
-  multiple of their count (else ConfigError).
+  ``return_history``). Each step's batch is split by rows over ``mesh``
+  (default: every device) and the trunk is replicated on it;
+  ``cfg.batch_size`` must be a multiple of its size (else ConfigError).
   """
   _validate(cfg, pool_images, image_shape)
-  mesh = train.fit_mesh(devices, cfg.batch_size)
+  mesh = sharding.default(mesh)
+  sharding.check_divisible(mesh, int(cfg.batch_size))
   image_shape = tuple(image_shape)
   model = models.make_model(model_cfg, num_classes)
   decoder = TrunkDecoder(image_shape, tuple(model.conv_features), tuple(model.pool))
@@ -168,11 +166,11 @@ def train_autoencoder(cfg, pool_images, key: jax.Array, model_cfg, num_classes: 
   tx = optax.adam(cfg.learning_rate)
   state = {"params": params, "opt_state": tx.init(params),
            "batch_stats": cnn_vars.get("batch_stats", {})}
-  step = common.compile_step(_autoencoder_step(model, decoder, tx, int(cfg.batch_size), mesh),
-                             mesh)
+  step = common.compile_step(make_autoencoder_step(model, decoder, tx, int(cfg.batch_size),
+                                                   mesh), mesh)
   state, history = common.run_steps(step, state, pool_images, None, k_train, steps=int(cfg.steps),
                                     log_every=int(cfg.log_every), desc="autoencoder",
-                                    progress=progress, devices=devices)
+                                    progress=progress, mesh=mesh, metrics_dir=metrics_dir)
   variables = {"params": state["params"]["cnn"]}
   if state["batch_stats"]:
     variables["batch_stats"] = state["batch_stats"]
@@ -204,25 +202,26 @@ def _pretext_train_config(cfg) -> ml_collections.ConfigDict:
 
 def train_rotation(cfg, pool_images, key: jax.Array, model_cfg, image_shape, *,
                    progress=None, return_history: bool = False,
-                   devices: Sequence[jax.Device] | None = None):
+                   mesh: jax.sharding.Mesh | None = None, metrics_dir: str | None = None):
   """Trains the classifier (4-way head) to predict rotations of pool images.
 
   Returns the trunk variables (and the history when ``return_history``).
-  ``devices`` goes to :func:`dreamjax.train.fit`, which trains data-parallel
-  over them (default: every device of the job); ``cfg.batch_size`` must be a
-  multiple of their count.
+  Trains with :func:`dreamjax.train.fit` over ``mesh`` (default: every
+  device); ``cfg.batch_size`` must be a multiple of its size.
   """
   _validate(cfg, pool_images, image_shape)
   if image_shape[0] != image_shape[1]:
     raise ConfigError(f"model=pretext rotates by 90°, which needs square images; these are"
                       f" {image_shape[0]}×{image_shape[1]}.")
-  train.fit_mesh(devices, cfg.batch_size)  # names cfg's field, before compute
+  mesh = sharding.default(mesh)
+  sharding.check_divisible(mesh, int(cfg.batch_size))  # names cfg's field, before compute
   model = models.make_model(model_cfg, 4)
   seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
   result = train.fit(model, _pretext_train_config(cfg), np.asarray(pool_images, np.float32),
                      np.zeros((len(pool_images),), np.int32), seeds=[seed],
                      image_shape=tuple(image_shape), batch_transform=rotation_transform,
-                     desc="rotation pretext", progress=progress, devices=devices)
+                     desc="rotation pretext", progress=progress, mesh=mesh,
+                     metrics_dir=metrics_dir)
   trunk = trunk_of(train.unstack(result.state.variables, 0))
   history = [{"step": r["step"], "loss": r["loss"][0], "accuracy": r["accuracy"][0]}
              for r in result.history]
@@ -252,10 +251,9 @@ def load(path: str, model, image_shape):
   if meta.get("kind") not in KINDS:
     raise ConfigError(f"init_from={path!r} is a {meta.get('kind')!r} checkpoint; it must come"
                       " from --config.model=ae or --config.model=pretext.")
-  like = trunk_of(jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0),
-                                                               tuple(image_shape))))
   try:
-    trunk, _ = checkpoint.restore(folder, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), like))
+    trunk, _ = checkpoint.restore_from_init(folder, lambda: trunk_of(models.init_variables(
+        model, jax.random.key(0), tuple(image_shape))))
   except CheckpointError as e:
     raise ConfigError(f"init_from={path!r}: its trunk (model {meta.get('model')}) does not fit"
                       f" this classifier; pretrain with the same model config. ({e})") from None

@@ -1,36 +1,33 @@
-"""Data parallelism over every device: one ``("data",)`` mesh, NamedSharding, jax.jit.
+"""Devices: one ``("data",)`` mesh, made once at the entry point and passed down.
 
-Parameters and optimiser state are replicated; each batch is split along its
-first axis over the mesh, and XLA inserts the gradient all-reduce itself. The
-same pattern serves training (:func:`make_train_step`, and
-:func:`dreamjax.train.fit`, which trains over every device through
-:func:`split_batch_rows`) and the per-image loops: evaluation
-(:func:`dreamjax.train.make_predict`), robust accuracy, adversarial datasets
-and gradient alignment (:mod:`dreamjax.adversarial`), dreaming
-(:func:`dreamjax.dream.dream_dataset`), generator sampling, Fréchet features,
-pseudo-labels and offline augmentation place each chunk's rows split over the
-mesh (:func:`put_rows`) next to replicated weights (:func:`put_weights`), so
-every device handles its own rows; :func:`data_parallel` does the same for
-any function. The VAE, GAN and autoencoder trainers split their sampled
-batches the way :func:`dreamjax.train.fit` does. With one device everything
-reduces to plain ``jax.jit``, so code written against this module runs
-unchanged on a laptop, a GPU box or a TPU
-pod.
+An experiment (``dreamjax.runs.*``, the study) calls :func:`make_mesh` once and
+hands the mesh to everything below it; models, losses and algorithms never
+look at devices. A machine with one device gets a one-device mesh, so there is
+one code path everywhere. Two patterns cover every computation:
+
+* **Training**: parameters, optimiser state and the training set are
+  replicated (:func:`replicate`); inside the jitted step the sampled batch is
+  constrained to be split by rows (:func:`constrain_rows`), so each device
+  runs the forward and backward pass of its rows and XLA inserts the gradient
+  all-reduce. ``batch_size`` must be a multiple of the mesh size
+  (:func:`check_divisible`).
+* **Per-image work** (evaluation, attacks, dreams, features, sampling,
+  offline augmentation): :func:`map_rows` runs a function over fixed-size
+  chunks of rows, each split over the mesh next to replicated weights, and
+  returns host arrays.
 
 Multi-host (TPU pods, multi-node GPU): call :func:`initialize` with
 ``distributed=True`` (or set ``DREAMJAX_DISTRIBUTED=1``) in every process
 before any other JAX call; the mesh then spans the devices of all hosts.
 Every process runs the same program on the same data: replicated arrays are
-placed from each host's identical copy, :func:`put_rows` places each host's
-share of a chunk's rows, :func:`to_host` gathers split outputs back to every
-process, and only process 0 writes files (:func:`is_primary`, :func:`sync`).
-:func:`shard_batch` instead assembles a global batch from different rows on
-each host.
+placed from each host's identical copy, :func:`map_rows` places each host's
+share of a chunk's rows and gathers the outputs back to every process, and
+only process 0 writes files (:func:`is_primary`, :func:`sync`).
 """
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,9 +35,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dreamjax.errors import ConfigError, DistributedError
-
-if TYPE_CHECKING:  # dreamjax.train imports this module; the reverse import is lazy.
-  from dreamjax import train
 
 DATA_AXIS = "data"
 
@@ -145,16 +139,29 @@ def to_host(tree: Any) -> Any:
   return jax.tree.map(fetch, tree)
 
 
-def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A 1-D mesh named ``data`` over ``devices`` (default: every device of every host)."""
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """The 1-D ``data`` mesh over ``devices`` (default: every device of every host)."""
   devices = list(jax.devices() if devices is None else devices)
   if not devices:
-    raise ConfigError("data_mesh: no devices given.")
+    raise ConfigError("make_mesh: no devices given.")
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def default(mesh: Mesh | None) -> Mesh:
+  """``mesh``, or the mesh over every device when a library caller passed none."""
+  return make_mesh() if mesh is None else mesh
+
+
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
-  """Rows split over the mesh, every other axis whole."""
+  """Rows split over the mesh, every other axis whole.
+
+  On a one-device mesh that is the whole array, written ``P()``: the spec XLA
+  gives every output of a one-device program, so arrays that go round a
+  Python loop of jitted steps (a dream's ascent, a PGD walk) keep one
+  sharding and each step compiles once.
+  """
+  if mesh.size == 1:
+    return NamedSharding(mesh, P())
   return NamedSharding(mesh, P(DATA_AXIS, *([None] * (ndim - 1))))
 
 
@@ -216,122 +223,71 @@ def pad_rows(rows: Any, size: int) -> np.ndarray:
       [rows, np.zeros((pad, *rows.shape[1:]), rows.dtype)])
 
 
-def put_rows(mesh: Mesh | None, rows: Any, size: int) -> Any:
-  """One chunk of per-image arrays (a pytree), padded and placed for ``mesh``.
+def put_rows(mesh: Mesh, rows: Any, size: int) -> Any:
+  """One chunk of per-image arrays (a pytree), zero-padded and split by rows over ``mesh``.
 
-  The chunked loops (evaluation, attacks, dreaming) pad every chunk to one
-  shape, ``size`` rows, so that each compiles once. ``mesh=None`` (one device):
-  each array is zero-padded to ``size`` rows and handed to ``jnp.asarray``, as
-  those loops always did; no sharding is involved. With a mesh, ``size`` is
-  rounded up to a multiple of the device count and each array is placed split
-  by rows over ``data`` (single process: ``rows`` is the whole chunk), so a
-  jitted function given these rows and replicated weights runs each device on
-  its own rows. Zero rows are padding: callers keep the first ``len(rows)``
-  rows of each output.
+  ``size`` is rounded up to a multiple of the device count. Zero rows are
+  padding: callers keep the first ``len(rows)`` rows of each output.
   """
-  if mesh is None:
-    return jax.tree.map(lambda a: jnp.asarray(pad_rows(a, size)), rows)
   size = -(-size // mesh.size) * mesh.size
   return jax.tree.map(
       lambda a: _place(pad_rows(a, size), batch_sharding(mesh, np.ndim(a))), rows)
 
 
-def put_weights(mesh: Mesh | None, tree: Any,
-                devices: Sequence[jax.Device] | None = None) -> Any:
-  """Weights for the chunked loops: replicated on ``mesh`` if there is one.
-
-  Without a mesh they stay where they are, unless ``devices`` names one device
-  (a one-device reference run on a many-device host), where they are moved.
-  """
-  if mesh is not None:
-    return replicate(mesh, tree)
-  if devices is not None:
-    return jax.device_put(tree, list(devices)[0])
-  return tree
-
-
-def constrain_rows(mesh: Mesh | None, tree: Any) -> Any:
+def constrain_rows(mesh: Mesh, tree: Any) -> Any:
   """Inside a jitted function: every array of ``tree`` split by rows over ``mesh``.
 
   ``jax.lax.with_sharding_constraint`` on each leaf (``None`` leaves, such as
   absent labels, pass through), so each device computes on its own rows of a
-  batch drawn inside the program. ``mesh=None``: ``tree`` unchanged.
+  batch drawn inside the program.
   """
-  if mesh is None:
-    return tree
   return jax.tree.map(
       lambda a: jax.lax.with_sharding_constraint(a, batch_sharding(mesh, a.ndim)), tree)
 
 
-def split_batch_rows(mesh: Mesh,
-                     batch_transform: "train.BatchTransform | None" = None
-                     ) -> "train.BatchTransform":
-  """A batch transform that splits the sampled batch by rows over ``mesh``.
+def sample_batch(mesh: Mesh, key: jax.Array, batch_size: int, count, *arrays):
+  """Inside a jitted step: ``batch_size`` random rows below ``count`` of each array.
 
-  The rows are constrained (``jax.lax.with_sharding_constraint``) to be split
-  over ``data`` before ``batch_transform`` runs and again after it, so each
-  device runs the transform, forward and backward pass of its own rows. It is
-  traced inside the step, so it works under ``jax.vmap`` and
-  :func:`dreamjax.train.map_seeds` alike (one batch per seed).
+  The one way every trainer (classifier, VAE, GAN, autoencoder) draws its
+  batch from a replicated training set: the rows are drawn with one index
+  vector and constrained to be split over ``mesh``. ``None`` arrays (absent
+  labels) pass through.
   """
-
-  def transform(state, x, y, key):
-    x, y = constrain_rows(mesh, (x, y))
-    if batch_transform is not None:
-      x, y = constrain_rows(mesh, batch_transform(state, x, y, key))
-    return x, y
-
-  return transform
+  idx = jax.random.randint(key, (batch_size,), 0, count)
+  return constrain_rows(mesh, tuple(None if a is None else a[idx] for a in arrays))
 
 
-def make_train_step(model, batch_size: int, mesh: Mesh, *,
-                    batch_transform: "train.BatchTransform | None" = None,
-                    label_smoothing: float = 0.0) -> Callable:
-  """:func:`dreamjax.train.make_train_step`, data-parallel over ``mesh``, jitted.
+def map_rows(fn: Callable[..., Any], weights: Any, rows: Any, *, mesh: Mesh, chunk: int,
+             key: jax.Array | None = None, row_axis: int = 0) -> Any:
+  """``fn(weights, rows_chunk[, key_i])`` over fixed-size chunks of ``rows``, as host arrays.
 
-  Same signature and results (up to float summation order) as the one-device
-  step: ``step(state, images, labels, count, key) -> (state, metrics)`` with a
-  replicated state and dataset. The sampled batch is constrained to be split
-  over ``data`` (:func:`split_batch_rows`), so each device runs the forward and
-  backward pass of its rows and the gradient mean becomes one all-reduce.
+  The one per-image loop of dreamjax. ``rows`` is a pytree of arrays sharing
+  their first axis (images, labels, masks). Every chunk is zero-padded to
+  ``min(chunk, n)`` rows, so ``fn`` (jitted by the caller, or built from
+  jitted pieces) compiles once, and is split by rows over ``mesh`` next to
+  ``weights`` replicated once. With ``key``, chunk ``i`` gets
+  ``fold_in(key, i)``, so a key gives the same outputs however the chunks
+  fall on devices. Each output leaf is trimmed to the chunk's real rows along
+  ``row_axis`` (1 for seed-stacked outputs ``[K, n, ...]``) and concatenated
+  over chunks. Padding rows are zeros; ``fn`` must keep rows independent
+  (or mask them, as the dream's BatchNorm prior does with a ``valid`` row).
   """
-  from dreamjax import train  # pylint: disable=g-import-not-at-top,redefined-outer-name
-  check_divisible(mesh, batch_size)
-  step = train.make_train_step(model, batch_size,
-                               batch_transform=split_batch_rows(mesh, batch_transform),
-                               label_smoothing=label_smoothing)
-  rep = replicated(mesh)
-  return jax.jit(step, in_shardings=rep, out_shardings=(rep, rep), donate_argnums=0)
-
-
-def data_parallel(fn: Callable, mesh: Mesh, batch_argnums: Sequence[int]) -> Callable:
-  """``jax.jit(fn)`` with the ``batch_argnums`` arguments split by rows over ``mesh``.
-
-  Every other argument (parameters, keys, settings as arrays) is replicated;
-  outputs keep whatever sharding XLA propagates (rows stay split). Use it for
-  per-image work such as dreaming and attacks: each device handles its rows and
-  no communication is needed unless ``fn`` reduces over the batch. Each batch
-  argument's first axis must be a multiple of the device count.
-  """
-  batch_argnums = tuple(batch_argnums)
-
-  def call(*args):
-    shardings = tuple(
-        jax.tree.map(lambda a: batch_sharding(mesh, np.ndim(a)), arg) if i in batch_argnums
-        else jax.tree.map(lambda _: replicated(mesh), arg)
-        for i, arg in enumerate(args))
-    for i in batch_argnums:
-      for leaf in jax.tree.leaves(args[i]):
-        check_divisible(mesh, np.shape(leaf)[0], f"argument {i} rows")
-    return _jitted(shardings)(*args)
-
-  cache: dict[Any, Callable] = {}
-
-  def _jitted(shardings):
-    key = jax.tree.structure(shardings), tuple(
-        (s.spec for s in jax.tree.leaves(shardings)))
-    if key not in cache:
-      cache[key] = jax.jit(fn, in_shardings=shardings)
-    return cache[key]
-
-  return call
+  n = len(jax.tree.leaves(rows)[0])
+  if n == 0:
+    raise ConfigError("map_rows: no rows to process.")
+  if chunk < 1:
+    raise ConfigError(f"chunk={chunk} is invalid: must be >= 1.")
+  size = min(chunk, n)
+  weights = replicate(mesh, weights)
+  if key is not None:
+    key = replicate(mesh, key)
+  outs = []
+  for i, start in enumerate(range(0, n, size)):
+    part = jax.tree.map(lambda a: np.asarray(a)[start:start + size], rows)
+    m = len(jax.tree.leaves(part)[0])
+    args = (weights, put_rows(mesh, part, size))
+    if key is not None:
+      args += (jax.random.fold_in(key, i),)
+    out = to_host(fn(*args))
+    outs.append(jax.tree.map(lambda a: np.take(a, np.arange(m), axis=row_axis), out))
+  return jax.tree.map(lambda *parts: np.concatenate(parts, axis=row_axis), *outs)

@@ -1,26 +1,17 @@
 """Classifier training: pure jitted steps over explicit state, K seeds at once.
 
-Everything is stacked along a leading seed axis ``K``: ``fit`` trains K
-independent models (one per seed) in one compiled program, which is how the
-study gets its seeds cheaply. A single run is K = 1. The program holds one
-copy of the step per seed (:func:`map_seeds`) rather than ``jax.vmap``: on
-XLA:CPU a vmapped convolution becomes a grouped convolution that ran 1.4-1.6x
-slower than K separate ones (numbers in benchmarks/README.md).
+Everything is stacked along a leading seed axis ``K`` (:mod:`dreamjax.seeds`):
+``fit`` trains K independent models (one per seed) in one compiled program,
+which is how the study gets its seeds cheaply. A single run is K = 1.
 
 Keys: one root key per seed; ``fold_in(root, 0)`` initialises the model (so
 every arm of the study starts from the same weights for a seed) and
 ``fold_in(fold_in(root, 1), step)`` drives batch sampling and augmentation.
 
-Devices: on a machine with several devices, or in a multi-host job, ``fit``
-trains data-parallel over all of them with :mod:`dreamjax.sharding`'s pattern:
-state and training set replicated on a ``("data",)`` mesh, each seed's sampled
-batch split by rows over it, the gradient mean one all-reduce. Results match
-one device up to float summation order; ``train.batch_size`` must be a
-multiple of the device count. Evaluation (:func:`make_predict`,
-:func:`accuracy`, and ``val`` inside ``fit``) replicates the weights on the
-same mesh and splits each chunk of images by rows over it. With one device
-(or ``devices=[d]``) the step and evaluation are the plain jitted programs,
-with no mesh.
+Devices: ``fit`` takes the mesh its caller made (:mod:`dreamjax.sharding`):
+state and training set replicated, each seed's sampled batch split by rows
+over the mesh, the gradient mean one all-reduce. ``train.batch_size`` must be
+a multiple of the mesh size.
 """
 
 import dataclasses
@@ -29,7 +20,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import chex
 import jax
@@ -38,11 +29,12 @@ import numpy as np
 import optax
 from absl import logging
 from flax.training import train_state
+from jax.sharding import Mesh
 
-from dreamjax import checkpoint
-from dreamjax import models
-from dreamjax import sharding
-from dreamjax.errors import CheckpointError, ConfigError, DivergenceError
+from dreamjax import checkpoint, evaluate, loop, models, sharding
+from dreamjax.errors import CheckpointError, ConfigError
+from dreamjax.metrics import MetricWriter
+from dreamjax.seeds import map_seeds, pad_to_common, seed_keys, stack, unstack  # noqa: F401
 
 # (state, images, labels, key) -> (images, labels): a pure, jittable change of
 # each batch (classical augmentation, noise, adversarial examples, ...).
@@ -104,18 +96,18 @@ def create_state(model, tx, variables) -> TrainState:
                            batch_stats=variables.get("batch_stats", {}))
 
 
-def seed_keys(seeds) -> jax.Array:
-  return jnp.stack([jax.random.key(int(s)) for s in seeds])
-
-
-def make_train_step(model, batch_size: int, *, batch_transform: BatchTransform | None = None,
+def make_train_step(model, batch_size: int, mesh: Mesh | None = None, *,
+                    batch_transform: BatchTransform | None = None,
                     label_smoothing: float = 0.0):
   """Returns ``train_step(state, images, labels, count, key) -> (state, metrics)``.
 
-  The whole training set lives on the device; the step samples ``batch_size``
-  indices below ``count`` (so padded per-seed sets of different sizes share
-  one shape) and applies ``batch_transform`` before the gradient.
+  The whole training set lives on the devices (replicated); the step samples
+  ``batch_size`` rows below ``count`` (so padded per-seed sets of different
+  sizes share one shape), split over ``mesh`` (:func:`sharding.sample_batch`;
+  default: every device), and applies ``batch_transform`` to them before the
+  gradient.
   """
+  mesh = sharding.default(mesh)
 
   def loss_fn(params, state, images, labels):
     variables = {"params": params}
@@ -132,10 +124,9 @@ def make_train_step(model, batch_size: int, *, batch_transform: BatchTransform |
 
   def train_step(state, images, labels, count, key):
     k_idx, k_aug = jax.random.split(key)
-    idx = jax.random.randint(k_idx, (batch_size,), 0, count)
-    x, y = images[idx], labels[idx]
+    x, y = sharding.sample_batch(mesh, k_idx, batch_size, count, images, labels)
     if batch_transform is not None:
-      x, y = batch_transform(state, x, y, k_aug)
+      x, y = sharding.constrain_rows(mesh, batch_transform(state, x, y, k_aug))
     (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state, x, y)
     state = state.apply_gradients(grads=grads, batch_stats=new_stats)
@@ -143,79 +134,6 @@ def make_train_step(model, batch_size: int, *, batch_transform: BatchTransform |
     return state, metrics
 
   return train_step
-
-
-def map_seeds(fn: Callable, in_axes: int | None | tuple[int | None, ...] = 0) -> Callable:
-  """``jax.vmap`` over a leading seed axis, unrolled: one copy of ``fn`` per seed.
-
-  Same results as ``jax.vmap(fn, in_axes)`` (axis 0 or None per argument), but
-  each seed keeps ungrouped convolutions and matmuls, which XLA:CPU runs faster
-  and may run side by side. Compile time grows with K, so it suits the handful
-  of seeds a study uses. On accelerators, which run a vmapped (grouped)
-  convolution well and gain most from one large launch, it is ``jax.vmap``.
-  """
-  if jax.default_backend() != "cpu":
-    return jax.vmap(fn, in_axes=in_axes)
-
-  def mapped(*args):
-    axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
-    if len(axes) != len(args):
-      raise ValueError(f"map_seeds: {len(axes)} in_axes for {len(args)} arguments.")
-    if any(a not in (0, None) for a in axes):
-      raise ValueError(f"map_seeds: in_axes={axes} must each be 0 or None.")
-    stacked = [a for a, ax in zip(args, axes) if ax == 0]
-    if not stacked:
-      raise ValueError("map_seeds: no argument has a seed axis (in_axes all None).")
-    k = jax.tree.leaves(stacked[0])[0].shape[0]
-    outs = [fn(*[unstack(a, i) if ax == 0 else a for a, ax in zip(args, axes)])
-            for i in range(k)]
-    return stack(outs)
-
-  return mapped
-
-
-@functools.lru_cache(maxsize=32)
-def make_predict(model, batch_size: int = 500):
-  """Returns ``predict(variables_K, images, *, devices=None) -> logits [K, N, classes]``.
-
-  Jitted per chunk of ``batch_size`` images; a last, shorter chunk is
-  zero-padded to that shape so the chunk function compiles once. ``devices``
-  as in :func:`fit`: with several (default: every device of the job,
-  :func:`fit_mesh`) the weights are replicated and each chunk, padded to a
-  multiple of the device count, is split by rows over them, so each device
-  predicts its own rows (in a multi-host job the logits are then gathered to
-  every process); the logits equal one device's up to float rounding. One
-  device: the one-device program, with no sharding.
-  """
-
-  @jax.jit
-  def _chunk(variables_K, x):
-    return map_seeds(lambda v: model.apply(v, x, train=False))(variables_K)
-
-  def predict(variables_K, images, *, devices: Sequence[jax.Device] | None = None):
-    mesh = fit_mesh(devices)
-    variables_K = sharding.put_weights(mesh, variables_K, devices)
-    size = min(batch_size, len(images))  # Keep one shape so the chunk function compiles once.
-    outs = []
-    for start in range(0, len(images), batch_size):
-      out = _chunk(variables_K, sharding.put_rows(mesh, images[start:start + batch_size], size))
-      if not out.is_fully_addressable:  # rows on other hosts: gather them here
-        out = jnp.asarray(sharding.to_host(out))
-      n = min(batch_size, len(images) - start)
-      outs.append(out[:, :n] if out.shape[1] > n else out)
-    return jnp.concatenate(outs, axis=1)
-
-  return predict
-
-
-def accuracy(predict, variables_K, images, labels, *,
-             devices: Sequence[jax.Device] | None = None) -> np.ndarray:
-  """Accuracy of each of the K models, shape [K].
-
-  ``predict`` is one of :func:`make_predict`; ``devices`` as in :func:`fit`.
-  """
-  logits = predict(variables_K, images, devices=devices)
-  return np.asarray(jnp.mean(jnp.argmax(logits, -1) == jnp.asarray(labels)[None], axis=1))
 
 
 @dataclasses.dataclass
@@ -231,13 +149,13 @@ def config_fingerprint(*parts: Any) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
-        init_fn: Callable[[jax.Array], Any] | None = None,
+def fit(model, tcfg, images, labels, *, seeds, mesh: Mesh | None = None, counts=None,
+        image_shape=None, init_fn: Callable[[jax.Array], Any] | None = None,
         batch_transform: BatchTransform | None = None,
         val: tuple[np.ndarray, np.ndarray] | None = None,
         checkpoint_dir: str | None = None, fingerprint: str = "",
-        desc: str = "train", progress: Callable[[str], None] | None = None,
-        devices: Sequence[jax.Device] | None = None) -> FitResult:
+        metrics_dir: str | None = None, desc: str = "train",
+        progress: Callable[[str], None] | None = None) -> FitResult:
   """Trains one model per seed, all at once.
 
   Args:
@@ -246,6 +164,8 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
     images: float32 ``[N, H, W, C]`` shared by all seeds, or ``[K, N, H, W, C]``.
     labels: int ``[N]`` or ``[K, N]``.
     seeds: K ints. The same seed gives the same initial weights in every call.
+    mesh: the devices to train on (default: every device of the job); the
+      returned state is replicated on it.
     counts: ``[K]`` valid rows per seed when per-seed sets were padded to N.
     init_fn: ``key -> variables`` to start from (e.g. pretrained layers);
       default: the model's own initialiser.
@@ -253,22 +173,16 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
     val: (images, labels) evaluated every ``tcfg.eval_every`` steps.
     checkpoint_dir: if set, the state is saved every ``tcfg.checkpoint_every``
       steps and a run with the same ``fingerprint`` resumes from it.
-    devices: where to train. Default (None): every device of the job
-      (:func:`fit_mesh`; in a multi-host job every process calls ``fit`` with
-      the same arguments and only process 0 writes checkpoints). Several devices:
-      data-parallel over them (:func:`fit_mesh`); the returned state is
-      replicated on each, and ``tcfg.batch_size`` must be a multiple of their
-      count (else ConfigError). One device, e.g. ``[jax.devices()[0]]``: the
-      one-device program on that device, as on a one-device machine (a
-      reference run on a many-device host).
+    metrics_dir: if set, the history also goes to TensorBoard event files there.
 
   Raises:
     ConfigError: a bad ``tcfg``, an empty training set, a batch that does not
-      split over the devices, or a checkpoint of another config.
+      split over the mesh, or a checkpoint of another config.
     DivergenceError: a non-finite loss.
   """
   validate_train_config(tcfg)
-  mesh = fit_mesh(devices, tcfg.batch_size, what="train.batch_size")
+  mesh = sharding.default(mesh)
+  sharding.check_divisible(mesh, int(tcfg.batch_size), what="train.batch_size")
   seeds = [int(s) for s in seeds]
   k = len(seeds)
   per_seed = images.ndim == 5
@@ -291,85 +205,65 @@ def fit(model, tcfg, images, labels, *, seeds, counts=None, image_shape=None,
   else:
     state = jax.jit(jax.vmap(lambda key: create_state(model, tx, init_fn(key))))(init_keys)
 
-  start_step = 0
   fingerprint = config_fingerprint(fingerprint, seeds, tcfg.to_dict() if hasattr(tcfg, "to_dict") else tcfg)
-  history: list[dict[str, Any]] = []
-  seconds_before = 0.0
-  if checkpoint_dir and checkpoint.exists(checkpoint_dir):
-    try:
-      meta = checkpoint.read_meta(checkpoint_dir)
-    except CheckpointError:
-      meta = {}
-    if meta and meta.get("fingerprint") != fingerprint:
-      raise ConfigError(f"{checkpoint_dir} holds a checkpoint of another config or seeds;"
-                        " use a fresh --workdir or delete that folder.")
-    try:
-      state, meta = checkpoint.restore(checkpoint_dir, state)
-      start_step = int(meta["step"])
-      history = meta.get("history", [])
-      seconds_before = float(meta.get("seconds", 0.0))
-      log(f"{desc}: resumed from step {start_step} ({checkpoint_dir})")
-    except (CheckpointError, KeyError, ValueError) as e:
-      # Never continue from damaged weights: start this run again instead.
-      log(f"{desc}: checkpoint unusable ({e}); training from step 0")
-      checkpoint.remove(checkpoint_dir)
-
-  data_axis = 0 if per_seed else None
+  state, start_step, history, seconds_before = _resume(checkpoint_dir, fingerprint, state,
+                                                       desc, log)
   step_fn = _compiled_step(model, int(tcfg.batch_size), batch_transform,
-                           float(tcfg.label_smoothing), data_axis, mesh)
-  predict = make_predict(model)
-  images = jnp.asarray(images)
-  labels = jnp.asarray(labels, jnp.int32)
-  counts_dev = jnp.asarray(counts)
-  if mesh is not None:
-    # After the restore, which returns host arrays whatever ``like``'s placement.
-    state, images, labels, counts_dev, step_roots = sharding.replicate(
-        mesh, (state, images, labels, counts_dev, step_roots))
-  elif devices is not None:
-    state, images, labels, counts_dev, step_roots = jax.device_put(
-        (state, images, labels, counts_dev, step_roots), list(devices)[0])
+                           float(tcfg.label_smoothing), 0 if per_seed else None, mesh)
+  # After the restore, which returns host arrays whatever ``like``'s placement.
+  state, data, step_roots = sharding.replicate(mesh, (
+      state, (jnp.asarray(images), jnp.asarray(labels, jnp.int32), jnp.asarray(counts)),
+      step_roots))
 
+  def save(state, step, history):
+    checkpoint.save(checkpoint_dir, state, {
+        "step": step, "fingerprint": fingerprint, "history": history,
+        "seconds": seconds_before + time.perf_counter() - t0})
+
+  def validation(state):
+    return {"val_accuracy": evaluate.accuracy(model, state.variables, *val, mesh=mesh).tolist()}
+
+  writer = MetricWriter(metrics_dir)
+  hooks = loop.Hooks(evaluate=validation if val is not None else None,
+                     eval_every=int(tcfg.eval_every), save=save if checkpoint_dir else None,
+                     save_every=int(tcfg.checkpoint_every), writer=writer,
+                     images_per_step=int(tcfg.batch_size) * k, seeds=seeds,
+                     divergence_hint=f"learning_rate={tcfg.learning_rate}, batch_size="
+                                     f"{tcfg.batch_size}. Lower train.learning_rate or check"
+                                     " the input data.")
   t0 = time.perf_counter()
-  t_window = t0
-  window: list[dict[str, jax.Array]] = []
-  total = tcfg.steps
-  for step in range(start_step, total):
-    state, metrics = step_fn(state, images, labels, counts_dev, _fold_seeds(step_roots, step))
-    window.append(metrics)
-    last = step + 1 == total
-    if (step + 1) % tcfg.log_every == 0 or last:
-      losses = np.asarray(jnp.stack([m["loss"] for m in window]))  # [steps, K]
-      bad = ~np.isfinite(losses)
-      if bad.any():
-        i, s = np.argwhere(bad)[0]
-        first = step + 1 - len(window) + int(i)
-        raise DivergenceError(
-            f"{desc}: loss became {losses[i, s]} at step {first} (seed {seeds[s]});"
-            f" learning_rate={tcfg.learning_rate}, batch_size={tcfg.batch_size}."
-            " Lower train.learning_rate or check the input data.", step=first)
-      accs = np.asarray(jnp.stack([m["accuracy"] for m in window]))
-      now = time.perf_counter()
-      rate = len(window) * tcfg.batch_size * k / max(now - t_window, 1e-9)
-      row = {"step": step + 1, "loss": losses.mean(0).tolist(), "accuracy": accs.mean(0).tolist()}
-      evaluate_now = val is not None and (
-          last or (tcfg.eval_every and (step + 1) % tcfg.eval_every == 0))
-      if evaluate_now:
-        row["val_accuracy"] = accuracy(predict, state.variables, *val, devices=devices).tolist()
-      history.append(row)
-      eta = (total - step - 1) * (now - t0) / max(step + 1 - start_step, 1)
-      val_txt = (f" val_acc={np.mean(row['val_accuracy']):.4f}" if "val_accuracy" in row else "")
-      log(f"{desc}: step {step + 1}/{total} loss={losses[-1].mean():.4f}"
-          f" acc={accs.mean():.3f}{val_txt} {rate:,.0f} img/s ETA {eta:.0f}s")
-      window, t_window = [], now
-    if checkpoint_dir and tcfg.checkpoint_every and (
-        (step + 1) % tcfg.checkpoint_every == 0 or last):
-      checkpoint.save(checkpoint_dir, state, {
-          "step": step + 1, "fingerprint": fingerprint, "history": history,
-          "seconds": seconds_before + time.perf_counter() - t0})
-  jax.block_until_ready(state)
+  try:
+    state, history = loop.run(step_fn, state, data, lambda s: _fold_seeds(step_roots, s),
+                              steps=int(tcfg.steps), log_every=int(tcfg.log_every), desc=desc,
+                              start_step=start_step, history=history, hooks=hooks, log=log)
+  finally:
+    writer.close()
   return FitResult(state=state, history=history,
                    seconds=seconds_before + time.perf_counter() - t0,
-                   steps_run=total - start_step)
+                   steps_run=int(tcfg.steps) - start_step)
+
+
+def _resume(checkpoint_dir, fingerprint, state, desc, log):
+  """(state, start step, history, seconds so far) from ``checkpoint_dir`` if it fits."""
+  if not checkpoint_dir or not checkpoint.exists(checkpoint_dir):
+    return state, 0, [], 0.0
+  try:
+    meta = checkpoint.read_meta(checkpoint_dir)
+  except CheckpointError:
+    meta = {}
+  if meta and meta.get("fingerprint") != fingerprint:
+    raise ConfigError(f"{checkpoint_dir} holds a checkpoint of another config or seeds;"
+                      " use a fresh --workdir or delete that folder.")
+  try:
+    state, meta = checkpoint.restore(checkpoint_dir, state)
+    log(f"{desc}: resumed from step {int(meta['step'])} ({checkpoint_dir})")
+    return state, int(meta["step"]), meta.get("history", []), float(meta.get("seconds", 0.0))
+  except (CheckpointError, KeyError, ValueError) as e:
+    # Never continue from damaged weights: start this run again instead.
+    logging.warning("%s: checkpoint unusable (%s); training from step 0", desc, e)
+    log(f"{desc}: checkpoint unusable ({e}); training from step 0")
+    checkpoint.remove(checkpoint_dir)
+    return state, 0, [], 0.0
 
 
 @functools.lru_cache(maxsize=32)
@@ -382,58 +276,32 @@ def _compiled_init(model, tx, image_shape):
 _fold_seeds = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
 
 
-def fit_mesh(devices: Sequence[jax.Device] | None = None, batch_size: int | None = None,
-             what: str = "batch_size") -> jax.sharding.Mesh | None:
-  """The ``("data",)`` mesh :func:`fit` trains over, or None for one device.
-
-  ``devices=None`` means every device of the job: this host's devices, and in
-  a multi-host job (:func:`dreamjax.sharding.initialize`) every host's, where
-  each process must then make the same calls with the same data. With
-  ``batch_size`` (named ``what`` in the error) a ConfigError, before any
-  compute, when those rows do not split evenly over the mesh.
-  """
-  devices = list(jax.devices() if devices is None else devices)
-  if not devices:
-    raise ConfigError("fit: devices=[] names no device to train on.")
-  mesh = sharding.data_mesh(devices) if len(devices) > 1 else None
-  if mesh is not None and batch_size is not None:
-    sharding.check_divisible(mesh, int(batch_size), what=what)
-  return mesh
-
-
 @functools.lru_cache(maxsize=32)
 def _compiled_step(model, batch_size, batch_transform, label_smoothing, data_axis, mesh):
-  """The jitted seed-mapped step, shared by every fit with the same settings.
-
-  ``mesh=None``: the one-device program. Otherwise the state and dataset are
-  replicated on ``mesh`` and each seed's batch is split by rows over it
-  (:func:`dreamjax.sharding.split_batch_rows`, applied inside the mapped step).
-  """
-  if mesh is not None:
-    batch_transform = sharding.split_batch_rows(mesh, batch_transform)
-  step = map_seeds(make_train_step(model, batch_size, batch_transform=batch_transform,
+  """The jitted seed-mapped step over ``mesh``, shared by every fit with the same settings."""
+  step = map_seeds(make_train_step(model, batch_size, mesh, batch_transform=batch_transform,
                                    label_smoothing=label_smoothing),
                    in_axes=(0, data_axis, data_axis, 0, 0))
-  if mesh is None:
-    return jax.jit(step, donate_argnums=0)
   rep = sharding.replicated(mesh)
   return jax.jit(step, in_shardings=rep, out_shardings=rep, donate_argnums=0)
 
 
-def unstack(tree, i: int):
-  """The i-th seed's slice of a seed-stacked pytree."""
-  return jax.tree.map(lambda x: x[i], tree)
-
-
-def stack(trees):
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
-def pad_to_common(sets: list[tuple[np.ndarray, np.ndarray]]):
-  """Stacks per-seed (images, labels) of different lengths: arrays + counts."""
-  n = max(len(y) for _, y in sets)
-  images = np.zeros((len(sets), n, *sets[0][0].shape[1:]), np.float32)
-  labels = np.zeros((len(sets), n), np.int32)
-  for i, (x, y) in enumerate(sets):
-    images[i, :len(y)], labels[i, :len(y)] = x, y
-  return images, labels, np.asarray([len(y) for _, y in sets], np.int32)
+def load_classifier(workdir: str, num_classes: int, image_shape, *, seed_index: int = 0):
+  """(model, one seed's variables) of an ``experiments/train_classifier.py`` run."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  try:
+    with open(os.path.join(workdir, "results.json")) as f:
+      run_config = ml_collections.ConfigDict(json.load(f)["config"])
+  except (OSError, ValueError, KeyError) as e:
+    raise ConfigError(f"{workdir!r} is not a train_classifier.py workdir ({e}).") from None
+  model = models.make_model(run_config.model, num_classes)
+  tx = make_optimizer(run_config.train)
+  keys = seed_keys([run_config.seed + i for i in range(run_config.num_seeds)])
+  try:
+    state, _ = checkpoint.restore_from_init(os.path.join(workdir, "checkpoint"), lambda: jax.vmap(
+        lambda k: create_state(model, tx, models.init_variables(model, k, tuple(image_shape))))(
+            keys))
+  except CheckpointError as e:
+    raise ConfigError(f"{workdir}: no usable classifier checkpoint ({e}); rerun"
+                      " train_classifier.py with checkpoint_every > 0.") from None
+  return model, unstack(state.variables, seed_index)

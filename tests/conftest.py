@@ -165,6 +165,16 @@ def run_one_host(script: str, *flags: str) -> subprocess.CompletedProcess:
                         capture_output=True, env=host_env(4), timeout=600)
 
 
+def on_mesh(tree):
+  """``tree`` replicated on the mesh of every device, as the library places a train state.
+
+  A jitted step that constrains its batch to the mesh returns its state on the
+  mesh; inputs placed there too keep the step to one trace.
+  """
+  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
+  return sharding.replicate(sharding.make_mesh(), tree)
+
+
 def stray_files(folder) -> list[str]:
   """Temporary or hidden files left under ``folder`` (none after a clean run)."""
   return [os.path.join(root, f) for root, _, files in os.walk(folder) for f in files

@@ -5,8 +5,8 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import synthetic_images
-from dreamjax import adversarial, models, train
+from conftest import synthetic_images, on_mesh
+from dreamjax import adversarial, alignment, evaluate, models, train
 from dreamjax.configs import common
 from dreamjax.errors import ConfigError
 
@@ -23,7 +23,7 @@ def trained():
   res = train.fit(model, tcfg, x[:300], y[:300].astype(np.int32), seeds=[0])
   variables_K = res.state.variables
   xt, yt = x[300:], y[300:].astype(np.int32)
-  clean = train.accuracy(train.make_predict(model), variables_K, xt, yt)
+  clean = evaluate.accuracy(model, variables_K, xt, yt)
   return model, variables_K, train.unstack(variables_K, 0), xt, yt, float(clean[0])
 
 
@@ -78,7 +78,7 @@ def test_robust_accuracy_attacks_k_models_at_once(trained):
   assert abs(robust[0] - robust[1]) <= 0.15
   eps0 = adversarial.robust_accuracy(model, two, x[:40], y[:40], jax.random.key(3), eps=0.0,
                                      steps=1)
-  clean40 = train.accuracy(train.make_predict(model), two, x[:40], y[:40])
+  clean40 = evaluate.accuracy(model, two, x[:40], y[:40])
   np.testing.assert_allclose(eps0, clean40)
 
 
@@ -120,7 +120,7 @@ def test_adversarial_training_transform_does_not_retrace(trained, method):
   state = train.create_state(model, tx, v)
   step = jax.jit(train.make_train_step(model, 8, batch_transform=chex.assert_max_traces(
       transform, n=1)))
-  images, labels = jnp.asarray(x), jnp.asarray(y)
+  state, images, labels = on_mesh((state, jnp.asarray(x), jnp.asarray(y)))
   for i in range(3):
     state, metrics = step(state, images, labels, len(y), jax.random.key(i))
     chex.assert_tree_all_finite(metrics)
@@ -150,7 +150,7 @@ def test_adversarial_dataset(trained):
 
 def test_gradient_alignment(trained):
   model, _, v, x, y, _ = trained
-  out = adversarial.gradient_alignment(model, v, x[:60], y[:60], layer="conv1", steps=3,
+  out = alignment.gradient_alignment(model, v, x[:60], y[:60], layer="conv1", steps=3,
                                        batch_size=40)
   for kind in ("untargeted", "targeted"):
     for dream in ("logit", "layer"):
@@ -164,7 +164,7 @@ def test_gradient_alignment(trained):
   assert out["logit"] == out["untargeted"]["logit"]["gradient"]
   assert out["layer"] == out["untargeted"]["layer"]["gradient"]
   with pytest.raises(ConfigError, match="layer='conv9'"):
-    adversarial.gradient_alignment(model, v, x, y, layer="conv9")
+    alignment.gradient_alignment(model, v, x, y, layer="conv9")
 
 
 @pytest.mark.parametrize("kwargs,name", [

@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import synthetic_images
+from conftest import synthetic_images, on_mesh
 from dreamjax import augment, models, train
 from dreamjax.configs import classifier as classifier_config
 from dreamjax.configs import common
@@ -100,8 +100,9 @@ def test_batch_transform_in_the_train_step_does_not_retrace(choice):
                              models.init_variables(model, jax.random.key(0), (28, 28, 1)))
   step = jax.jit(train.make_train_step(model, 8, batch_transform=chex.assert_max_traces(
       transform, n=1)))
+  state, x, y = on_mesh((state, jnp.asarray(x), jnp.asarray(y)))
   for i in range(3):
-    state, metrics = step(state, jnp.asarray(x), jnp.asarray(y), 32, jax.random.key(i))
+    state, metrics = step(state, x, y, 32, jax.random.key(i))
   chex.assert_tree_all_finite(metrics)
 
 

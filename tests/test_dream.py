@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dreamjax import dream, models, train
+from dreamjax import dream, figures, models, train
 from dreamjax.configs import classifier
 from dreamjax.configs import dream as dream_configs
 from dreamjax.errors import ConfigError
@@ -245,8 +245,8 @@ def test_zoom_frames_and_files(trained, tmp_path):
                             jax.random.key(0), frames=3, zoom_scale=1.2)
   chex.assert_shape(frames, (3, *x.shape[1:]))
   assert frames.min() >= 0 and frames.max() <= 1
-  dream.save_strip(str(tmp_path / "z.png"), frames)
-  dream.save_gif(str(tmp_path / "z.gif"), frames)
+  figures.save_strip(str(tmp_path / "z.png"), frames)
+  figures.save_gif(str(tmp_path / "z.gif"), frames)
   assert os.path.getsize(tmp_path / "z.png") > 0 and os.path.getsize(tmp_path / "z.gif") > 0
   zoomed = np.asarray(dream.zoom_in(jnp.asarray(x[:1]), 1.2))
   chex.assert_shape(zoomed, x[:1].shape)

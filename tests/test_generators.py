@@ -7,7 +7,7 @@ from dreamjax import generators, models
 from dreamjax.configs import generator as generator_config
 from dreamjax.errors import ConfigError, DivergenceError
 from dreamjax.generators import common, gan, vae
-from conftest import synthetic_images
+from conftest import synthetic_images, on_mesh
 
 
 def _data(n=200, size=28):
@@ -78,7 +78,8 @@ def test_train_steps_compile_once():
   module = vae.make_module(cfg, (28, 28, 1), 10)
   tx = vae.make_optimizer(cfg)
   v = vae.init_params(cfg, (28, 28, 1), 10, jax.random.key(0))["vae"]
-  state = {"variables": v, "opt_state": tx.init(v)}
+  state = on_mesh({"variables": v, "opt_state": tx.init(v)})
+  x, y = on_mesh((x, y))
   step = jax.jit(chex.assert_max_traces(vae.make_train_step(module, tx, 8, 1.0), n=1))
   for i in range(3):
     state, metrics = step(state, x, y, jax.random.key(i))
@@ -86,8 +87,8 @@ def test_train_steps_compile_once():
   g, d = gan.make_modules(cfg, (28, 28, 1), 10)
   p = gan.init_params(cfg, (28, 28, 1), 10, jax.random.key(0))
   tx = gan.make_optimizer(cfg)
-  state = {"generator": p["generator"], "discriminator": p["discriminator"],
-           "opt_g": tx.init(p["generator"]), "opt_d": tx.init(p["discriminator"])}
+  state = on_mesh({"generator": p["generator"], "discriminator": p["discriminator"],
+                   "opt_g": tx.init(p["generator"]), "opt_d": tx.init(p["discriminator"])})
   step = jax.jit(chex.assert_max_traces(gan.make_train_step(g, d, tx, 8, 4, 0.9), n=1))
   for i in range(3):
     state, metrics = step(state, x, y, jax.random.key(i))

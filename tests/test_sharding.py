@@ -7,7 +7,7 @@ process with ``--xla_force_host_platform_device_count=4``; there the
 
 The per-image loops (evaluation, robust accuracy, adversarial datasets,
 gradient alignment, dreaming) are checked twice over: their results equal the
-same call on one device (``devices=[jax.devices()[0]]``), and
+same call on a one-device mesh (``mesh=_one_device()``), and
 :class:`_Inspected` shows that inside their jitted programs the model's input
 rows really are split over the four devices. The VAE, GAN and autoencoder
 trainers, generator sampling, Fréchet features and pseudo-labelling are
@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dreamjax import adversarial, augment, dream, frechet, generators, models, pretrain, sharding, train
+from dreamjax import (adversarial, alignment, augment, dream, evaluate, frechet, generators,
+                      models, pretrain, sharding, train)
 from dreamjax.configs import common
 from dreamjax.configs import dream as dream_configs
 from dreamjax.configs import generator as generator_config
@@ -67,38 +68,45 @@ def test_on_four_simulated_devices():
 
 
 def test_indivisible_batch_is_a_config_error():
-  mesh = sharding.data_mesh()
-  model, *_ = _tiny()
+  mesh = sharding.make_mesh()
+  model, _, x, y = _tiny()
   if mesh.size == 1:
     sharding.check_divisible(mesh, 7)  # every batch divides over one device
     return
   with pytest.raises(ConfigError, match="batch_size=7 must be a multiple"):
-    sharding.make_train_step(model, 7, mesh)
+    sharding.check_divisible(mesh, 7)
+
+
+def _jit_step(step, mesh):
+  rep = sharding.replicated(mesh)
+  return jax.jit(step, in_shardings=rep, out_shardings=rep)
 
 
 @four_devices
 def test_sharded_train_step_matches_one_device():
   model, variables, x, y = _tiny()
-  mesh = sharding.data_mesh()
+  mesh, one_mesh = sharding.make_mesh(), _one_device()
   assert mesh.size == 4
   tcfg = common.train_config()
   tcfg.steps, tcfg.warmup_steps, tcfg.learning_rate = 12, 1, 1e-2
   tx = train.make_optimizer(tcfg)
-  one_step = jax.jit(train.make_train_step(model, 16))  # no donation: buffers are shared
+  one_step = _jit_step(train.make_train_step(model, 16, one_mesh), one_mesh)
   traced = []
 
   def count_traces(state, images, labels, key):
     traced.append(1)  # runs at trace time only
     return images, labels
 
-  many_step = sharding.make_train_step(model, 16, mesh, batch_transform=count_traces)
-  one = train.create_state(model, tx, variables)
+  many_step = _jit_step(train.make_train_step(model, 16, mesh, batch_transform=count_traces),
+                        mesh)
+  one = sharding.replicate(one_mesh, train.create_state(model, tx, variables))
   many = sharding.replicate(mesh, train.create_state(model, tx, variables))
+  x1, y1 = sharding.replicate(one_mesh, (x, y))
   xs, ys = sharding.replicate(mesh, (x, y))
   one_losses, many_losses = [], []
   for step in range(12):
     key = jax.random.fold_in(jax.random.key(1), step)
-    one, m1 = one_step(one, x, y, len(y), key)
+    one, m1 = one_step(one, x1, y1, len(y), key)
     many, m4 = many_step(many, xs, ys, len(y), key)
     one_losses.append(float(m1["loss"]))
     many_losses.append(float(m4["loss"]))
@@ -111,21 +119,26 @@ def test_sharded_train_step_matches_one_device():
 
 
 @four_devices
-def test_sharded_dream_equals_one_device():
+def test_map_rows_dream_equals_one_device():
   model, variables, x, _ = _tiny()
-  mesh = sharding.data_mesh()
-  dream = sharding.data_parallel(lambda v, x: _dream(model, v, x), mesh, batch_argnums=(1,))
-  out = dream(variables, x[:32])
-  assert len(out.sharding.device_set) == 4
+  dream_fn = jax.jit(lambda v, x: _dream(model, v, x))
+  seen = []
+
+  def spied(v, x):
+    seen.append(len(x.sharding.device_set))
+    return dream_fn(v, x)
+
+  out = sharding.map_rows(spied, variables, x[:32], mesh=sharding.make_mesh(), chunk=32)
+  assert seen == [4]
   chex.assert_shape(out, (32, 28, 28, 1))
-  chex.assert_trees_all_close(out, jax.jit(lambda v, x: _dream(model, v, x))(variables, x[:32]),
-                              rtol=1e-5, atol=1e-5)
+  one = sharding.map_rows(dream_fn, variables, x[:32], mesh=_one_device(), chunk=32)
+  chex.assert_trees_all_close(out, one, rtol=1e-5, atol=1e-5)
 
 
 @four_devices
 def test_sharded_pgd_equals_one_device():
   model, variables, x, y = _tiny()
-  mesh = sharding.data_mesh()
+  mesh = sharding.make_mesh()
   kw = dict(eps=0.1, steps=5, key=jax.random.key(3))
   adv1, ok1 = adversarial.pgd(model, variables, x[:32], y[:32], **kw)
   adv4, ok4 = adversarial.pgd(model, sharding.replicate(mesh, variables),
@@ -136,14 +149,18 @@ def test_sharded_pgd_equals_one_device():
   np.testing.assert_array_equal(np.asarray(ok4), np.asarray(ok1))
 
 
-@four_devices
-def test_data_parallel_compiles_once():
+def test_map_rows_compiles_once_and_trims_padding():
   model, variables, x, _ = _tiny()
-  mesh = sharding.data_mesh()
-  dream = sharding.data_parallel(
-      chex.assert_max_traces(n=1)(lambda v, x: _dream(model, v, x)), mesh, batch_argnums=(1,))
-  for i in range(3):
-    chex.assert_tree_all_finite(dream(variables, x[8 * i:8 * i + 8]))
+  dream_fn = jax.jit(chex.assert_max_traces(lambda v, x: _dream(model, v, x), n=1))
+  # 20 images in chunks of 8: two full chunks and a padded one, one program.
+  out = sharding.map_rows(dream_fn, variables, x[:20], mesh=sharding.make_mesh(), chunk=8,
+                          key=None)
+  chex.assert_shape(out, (20, 28, 28, 1))
+  chex.assert_tree_all_finite(out)
+  keyed = sharding.map_rows(lambda v, x, k: jax.random.uniform(k, (x.shape[0],)), variables,
+                            x[:20], mesh=sharding.make_mesh(), chunk=8, key=jax.random.key(0))
+  np.testing.assert_array_equal(keyed[:8], jax.random.uniform(
+      jax.random.fold_in(jax.random.key(0), 0), (8,)))
 
 
 def _fit_config(**overrides):
@@ -160,7 +177,7 @@ def test_fit_uses_every_device_and_matches_one_device():
   tcfg = _fit_config()
   many = train.fit(model, tcfg, x, y, seeds=[0, 1], val=(x[:20], y[:20]))
   one = train.fit(model, tcfg, x, y, seeds=[0, 1], val=(x[:20], y[:20]),
-                  devices=[jax.devices()[0]])
+                  mesh=_one_device())
   assert len(many.history) == len(one.history) == 12
   np.testing.assert_allclose([r["loss"] for r in many.history],
                              [r["loss"] for r in one.history], rtol=1e-4)
@@ -239,18 +256,15 @@ class _Inspected:
 
 
 def _one_device():
-  return [jax.devices()[0]]
-
-
-def _on_one_device(tree):
-  return jax.device_put(tree, jax.devices()[0])
+  """The one-device reference: a mesh over the first device alone."""
+  return sharding.make_mesh(jax.devices()[:1])
 
 
 @pytest.fixture(scope="module")
 def trained_tiny():
   """Two seeds of the tiny CNN after 12 steps (accuracy ~0.6, so attacks flip some)."""
   model, _, x, y = _tiny()
-  res = train.fit(model, _fit_config(), x, y, seeds=[0, 1], devices=_one_device())
+  res = train.fit(model, _fit_config(), x, y, seeds=[0, 1], mesh=_one_device())
   return model, res.state.variables, x, y
 
 
@@ -259,17 +273,14 @@ def test_evaluation_splits_rows_and_matches_one_device(trained_tiny):
   model, variables_K, x, y = trained_tiny
   spy = _Inspected(model)
   # 40 images in chunks of 30 and 10; both padded to 32 rows on 4 devices, 30 on one.
-  many = train.make_predict(spy, batch_size=30)(variables_K, x[:40])
-  one = train.make_predict(model, batch_size=30)(_on_one_device(variables_K), x[:40],
-                                                 devices=_one_device())
+  many = evaluate.logits(spy, variables_K, x[:40], batch_size=30)
+  one = evaluate.logits(model, variables_K, x[:40], batch_size=30, mesh=_one_device())
   spy.assert_rows_split(32)
-  assert len(one.sharding.device_set) == 1
   chex.assert_shape(many, (2, 40, 10))
   chex.assert_trees_all_close(many, one, rtol=1e-5, atol=1e-5)
   spy = _Inspected(model)
-  acc4 = train.accuracy(train.make_predict(spy), variables_K, x[:40], y[:40])
-  acc1 = train.accuracy(train.make_predict(model), _on_one_device(variables_K), x[:40],
-                        y[:40], devices=_one_device())
+  acc4 = evaluate.accuracy(spy, variables_K, x[:40], y[:40])
+  acc1 = evaluate.accuracy(model, variables_K, x[:40], y[:40], mesh=_one_device())
   spy.assert_rows_split(40)
   np.testing.assert_allclose(acc4, acc1, rtol=1e-5, atol=1e-5)
   assert 0.2 < acc1.min()
@@ -283,11 +294,11 @@ def test_robust_accuracy_splits_rows_and_matches_one_device(trained_tiny):
   kw = dict(eps=0.05, steps=3, batch_size=30)
   spy = _Inspected(model)
   many = adversarial.robust_accuracy(spy, variables_K, x[:40], y[:40], jax.random.key(4), **kw)
-  one = adversarial.robust_accuracy(model, _on_one_device(variables_K), x[:40], y[:40],
-                                    jax.random.key(4), devices=_one_device(), **kw)
+  one = adversarial.robust_accuracy(model, variables_K, x[:40], y[:40],
+                                    jax.random.key(4), mesh=_one_device(), **kw)
   spy.assert_rows_split(32)
   np.testing.assert_allclose(many, one, rtol=1e-5, atol=1e-5)
-  clean = train.accuracy(train.make_predict(model), variables_K, x[:40], y[:40])
+  clean = evaluate.accuracy(model, variables_K, x[:40], y[:40])
   assert np.all(0 < one) and np.all(one < clean)  # the attack flipped some, not all
 
 
@@ -298,8 +309,8 @@ def test_adversarial_dataset_splits_rows_and_matches_one_device(trained_tiny):
   kw = dict(eps=0.1, steps=3, chunk_size=30, restarts=2)
   spy = _Inspected(model)
   adv4, info4 = adversarial.adversarial_dataset(spy, v, x[:40], y[:40], jax.random.key(5), **kw)
-  adv1, info1 = adversarial.adversarial_dataset(model, _on_one_device(v), x[:40], y[:40],
-                                                jax.random.key(5), devices=_one_device(), **kw)
+  adv1, info1 = adversarial.adversarial_dataset(model, v, x[:40], y[:40],
+                                                jax.random.key(5), mesh=_one_device(), **kw)
   spy.assert_rows_split(32)
   chex.assert_trees_all_close(adv4, adv1, rtol=1e-5, atol=1e-5)
   assert info4["success_rate"] == info1["success_rate"] > 0
@@ -312,9 +323,8 @@ def test_gradient_alignment_splits_rows_and_matches_one_device(trained_tiny):
   v = train.unstack(variables_K, 0)
   kw = dict(layer="conv1", steps=2, batch_size=30)
   spy = _Inspected(model)
-  many = adversarial.gradient_alignment(spy, v, x[:40], y[:40], **kw)
-  one = adversarial.gradient_alignment(model, _on_one_device(v), x[:40], y[:40],
-                                       devices=_one_device(), **kw)
+  many = alignment.gradient_alignment(spy, v, x[:40], y[:40], **kw)
+  one = alignment.gradient_alignment(model, v, x[:40], y[:40], mesh=_one_device(), **kw)
   spy.assert_rows_split(32)
   assert set(many["per_image"]) == set(one["per_image"])
   chex.assert_trees_all_close(many["per_image"], one["per_image"], rtol=1e-5, atol=1e-5)
@@ -332,8 +342,8 @@ def test_dream_dataset_splits_rows_and_matches_one_device():
   kw = dict(chunk_size=30, progress=lambda _: None)
   spy = _Inspected(model)
   many = dream.dream_dataset(spy, variables, x[:40], y[:40], cfg, jax.random.key(6), **kw)
-  one = dream.dream_dataset(model, _on_one_device(variables), x[:40], y[:40], cfg,
-                            jax.random.key(6), devices=_one_device(), **kw)
+  one = dream.dream_dataset(model, variables, x[:40], y[:40], cfg,
+                            jax.random.key(6), mesh=_one_device(), **kw)
   spy.assert_rows_split(32)
   for field in ("images", "l2", "linf", "objective_before", "objective_gain"):
     chex.assert_trees_all_close(getattr(many, field), getattr(one, field), rtol=1e-5,
@@ -389,7 +399,7 @@ def test_vae_trains_and_samples_split_over_rows_like_one_device(monkeypatch):
   many = vae.train_vae(cfg, x, None, jax.random.key(0))
   _assert_rows_split(spies, 16)
   monkeypatch.undo()
-  one = vae.train_vae(cfg, x, None, jax.random.key(0), devices=_one_device())
+  one = vae.train_vae(cfg, x, None, jax.random.key(0), mesh=_one_device())
   _assert_same_training(many, one)
   # 30 samples in chunks of 18 and 12, padded to 20 rows on 4 devices and 18 on one:
   # each row's latent draw must not depend on the padding or the sharding.
@@ -397,7 +407,7 @@ def test_vae_trains_and_samples_split_over_rows_like_one_device(monkeypatch):
   spies = _spy_on(monkeypatch, vae, "make_module")
   s4 = vae.sample_vae(cfg, params, jax.random.key(1), num=30)
   _assert_rows_split(spies, 20)
-  s1 = vae.sample_vae(cfg, params, jax.random.key(1), num=30, devices=_one_device())
+  s1 = vae.sample_vae(cfg, params, jax.random.key(1), num=30, mesh=_one_device())
   chex.assert_shape(s4, (30, 28, 28, 1))
   chex.assert_trees_all_close(s4, s1, rtol=1e-5, atol=1e-6)
 
@@ -410,13 +420,13 @@ def test_gan_trains_and_samples_split_over_rows_like_one_device(monkeypatch):
   many = gan.train_gan(cfg, x, y, jax.random.key(0))
   _assert_rows_split(spies, 16)
   monkeypatch.undo()
-  one = gan.train_gan(cfg, x, y, jax.random.key(0), devices=_one_device())
+  one = gan.train_gan(cfg, x, y, jax.random.key(0), mesh=_one_device())
   _assert_same_training(many, one)
   labels = np.arange(30) % 10
   spies = _spy_on(monkeypatch, gan, "make_modules")
   s4 = gan.sample_gan(cfg, one[0], jax.random.key(1), labels=labels)
   _assert_rows_split(spies, 20)
-  s1 = gan.sample_gan(cfg, one[0], jax.random.key(1), labels=labels, devices=_one_device())
+  s1 = gan.sample_gan(cfg, one[0], jax.random.key(1), labels=labels, mesh=_one_device())
   chex.assert_shape(s4, (30, 28, 28, 1))
   chex.assert_trees_all_close(s4, s1, rtol=1e-5, atol=1e-6)
 
@@ -432,7 +442,7 @@ def test_autoencoder_trains_split_over_rows_like_one_device(monkeypatch):
   many = pretrain.train_autoencoder(*args, return_history=True)
   _assert_rows_split(spies, 16)
   monkeypatch.undo()
-  one = pretrain.train_autoencoder(*args, return_history=True, devices=_one_device())
+  one = pretrain.train_autoencoder(*args, return_history=True, mesh=_one_device())
   assert set(many[0]) == {"params", "batch_stats"}
   _assert_same_training(many, one)
 
@@ -445,15 +455,15 @@ def test_frechet_features_and_pseudo_labels_split_rows_and_match_one_device(trai
   spy = _Inspected(model)
   f4 = frechet.features(spy, v, x[:40], batch_size=30)
   spy.assert_rows_split(32)
-  f1 = frechet.features(model, _on_one_device(v), x[:40], batch_size=30, devices=_one_device())
+  f1 = frechet.features(model, v, x[:40], batch_size=30, mesh=_one_device())
   chex.assert_shape(f4, (40, 16))
   chex.assert_trees_all_close(f4, f1, rtol=1e-5, atol=1e-5)
   spy = _Inspected(model)
   kept4, labels4, frac4 = generators.pseudo_label(spy, v, x[:40], threshold=0.3, batch_size=30)
   spy.assert_rows_split(32)
-  kept1, labels1, frac1 = generators.pseudo_label(model, _on_one_device(v), x[:40],
+  kept1, labels1, frac1 = generators.pseudo_label(model, v, x[:40],
                                                   threshold=0.3, batch_size=30,
-                                                  devices=_one_device())
+                                                  mesh=_one_device())
   assert frac4 == frac1 and 0 < frac1 < 1
   np.testing.assert_array_equal(labels4, labels1)
   np.testing.assert_array_equal(kept4, kept1)
@@ -474,7 +484,7 @@ def test_generator_and_pretraining_indivisible_batch_is_a_config_error():
       run()
   # One device takes any batch size.
   _, history = vae.train_vae(_generator_config(batch_size=18, steps=1), x, None,
-                             jax.random.key(0), devices=_one_device())
+                             jax.random.key(0), mesh=_one_device())
   assert np.isfinite(history[-1]["loss"])
 
 
@@ -494,9 +504,9 @@ def test_offline_augmentation_splits_rows_and_matches_one_device(monkeypatch):
   assert shapes and all(shape[0] == 20 and s.shard_shape(shape)[0] == 5 and len(s.device_set) == 4
                         for shape, s in shapes)
   x1, y1, p1 = augment.offline(x[:30], y[:30], jax.random.key(3), classical, copies=2,
-                               chunk_size=18, devices=_one_device())
+                               chunk_size=18, mesh=_one_device())
   chex.assert_shape(x4, (60, 28, 28, 1))
-  chex.assert_trees_all_close(x4, x1, atol=1e-6)
+  chex.assert_trees_all_close(x4, x1, atol=1e-5)  # bilinear rotation: float rounding
   np.testing.assert_array_equal(y4, y1)
   np.testing.assert_array_equal(p4, p1)
   assert not np.allclose(x4[:30], x4[30:])  # the two copies differ

@@ -1,5 +1,6 @@
 """The study end to end on the tiny preset: outputs, resume, refusals, failures."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -15,8 +16,9 @@ from conftest import REPO, run_two_hosts, stray_files
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
 from dreamjax.fileio import read_jsonl
+from dreamjax import metrics
 from dreamjax.study import arms as arms_lib
-from dreamjax.study import runner
+from dreamjax.study import generate, runner
 
 SCRIPT = os.path.join(REPO, "experiments", "study.py")
 
@@ -68,6 +70,37 @@ def test_tiny_study_writes_every_output(finished_study):
     assert f"**{claim}**" in report
   claims = json.load(open(os.path.join(finished_study, "claims.json")))
   assert len(claims) == 7 and all(c["verdict"] for c in claims)
+  # Every trained cell also left TensorBoard events with its history.
+  events = metrics.read_scalars(os.path.join(finished_study, "N100", "baseline", metrics.LOGDIR))
+  steps = [r["step"] for r in cells["N100/baseline"]["history"]]
+  assert [s for s, _ in events["loss"]] == steps
+  np.testing.assert_allclose([v for _, v in events["loss"]],
+                             [np.mean(r["loss"]) for r in cells["N100/baseline"]["history"]],
+                             rtol=1e-6)
+  assert "loss/seed1" in events and "val_accuracy" in events
+
+
+def test_a_registered_arm_runs_in_a_tiny_study(tmp_path, real_data_dir, monkeypatch):
+  """Adding an arm is one registry entry plus its function: configs, runner,
+  report and verdict rules pick it up from there."""
+  monkeypatch.setattr(arms_lib, "REGISTRY", dict(arms_lib.REGISTRY))
+
+  def flipped(ctx, arm, seed, s, key):
+    return generate.Generated(s.labeled_images[:, :, ::-1], s.labeled_labels,
+                              s.labeled_index, 0.0, {"flipped": 1.0})
+
+  arms_lib.register(arms_lib.Arm("flip_copy", "classical", "a mirrored copy of every image",
+                                 generate=flipped, claims=("C5",)))
+  cfg = study_configs.get_config("tiny")
+  assert "flip_copy" in cfg.arms  # the default config runs every registered arm
+  cfg.arms = ("baseline", "classical", "flip_copy")
+  runner.run_study(cfg, str(tmp_path), log=lambda m: None)
+  cells = {r["cell"]: r for r in read_jsonl(str(tmp_path / "results.jsonl"))}
+  assert cells["N100/flip_copy"]["status"] == "ok"
+  assert cells["N100/flip_copy"]["num_generated"] == 100
+  assert cells["N100/flip_copy"]["generation"] == {"flipped": 1.0}
+  report = (tmp_path / "REPORT.md").read_text()
+  assert "| flip_copy |" in report and "vs flip_copy" in report  # arms table and C5
 
 
 # Enough arms to cover each kind of cell (offline set, dream, on-the-fly attack,
@@ -151,7 +184,8 @@ def test_failing_cell_is_recorded_and_study_goes_on(tmp_path, real_data_dir, mon
   cfg.arms = ("baseline", "noise", "classical")
   def broken(*args, **kwargs):
     raise FloatingPointError("noise generator diverged at step 3")
-  monkeypatch.setitem(arms_lib.GENERATE, "noise", broken)
+  monkeypatch.setitem(arms_lib.REGISTRY, "noise",
+                      dataclasses.replace(arms_lib.REGISTRY["noise"], generate=broken))
   runner.run_study(cfg, str(tmp_path), log=lambda m: None)
   cells = {r["cell"]: r for r in read_jsonl(str(tmp_path / "results.jsonl"))}
   assert cells["N100/noise"]["status"] == "failed"

@@ -11,9 +11,9 @@ import chex
 import jax
 import numpy as np
 
-from dreamjax import models, train
+from dreamjax import evaluate, models, train
 from dreamjax.configs import classifier
-from conftest import synthetic_images
+from conftest import on_mesh, synthetic_images
 
 
 def _setup(steps=6):
@@ -48,10 +48,10 @@ def test_predict_compiles_once_for_every_chunk():
       return model.apply(*args, **kwargs)
 
   variables = train.stack([models.init_variables(model, jax.random.key(0), (28, 28, 1))])
-  predict = train.make_predict(Counted(), batch_size=50)
-  logits = predict(variables, x)  # 120 images: chunks of 50, 50 and a padded 20
+  counted = Counted()
+  logits = evaluate.logits(counted, variables, x, batch_size=50)  # chunks 50, 50, padded 20
   chex.assert_shape(logits, (1, 120, 10))
-  predict(variables, x[:70])
+  evaluate.logits(counted, variables, x[:70], batch_size=50)
   assert len(traced) == 1
 
 
@@ -66,7 +66,8 @@ def test_map_seeds_equals_vmap_and_traces_once():
   counts = np.full((3,), len(y), np.int32)
   unrolled = jax.jit(chex.assert_max_traces(train.map_seeds(step, in_axes=axes), n=1))
   vmapped = jax.jit(jax.vmap(step, in_axes=axes))
-  s_u, s_v = state, state
+  s_u, s_v = on_mesh(state), on_mesh(state)
+  x, y, counts, keys = on_mesh((x, y, counts, keys))
   for i in range(3):
     s_u, m_u = unrolled(s_u, x, y, counts, keys)
     s_v, m_v = vmapped(s_v, x, y, counts, keys)

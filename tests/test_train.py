@@ -6,7 +6,7 @@ import pytest
 from dreamjax import models, train
 from dreamjax.configs import classifier
 from dreamjax.errors import ConfigError, DivergenceError
-from conftest import synthetic_images
+from conftest import synthetic_images, on_mesh
 
 
 def _setup(steps=40):
@@ -44,6 +44,7 @@ def test_train_step_compiles_once():
   tx = train.make_optimizer(cfg.train)
   state = train.create_state(model, tx, models.init_variables(model, jax.random.key(0), (28, 28, 1)))
   step = jax.jit(chex.assert_max_traces(train.make_train_step(model, 16), n=1))
+  state, x, y = on_mesh((state, x, y))
   for i in range(4):
     state, metrics = step(state, x, y, len(y), jax.random.key(i))
   chex.assert_shape(metrics["loss"], ())

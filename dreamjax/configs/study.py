@@ -10,13 +10,9 @@ import ml_collections
 
 from dreamjax.configs import common
 
-ALL_ARMS = (
-    "baseline", "classical", "noise",
-    "dream_subtle", "dream_strong", "dream_logit", "dream_bn", "dream_sweep",
-    "fgsm", "pgd", "pgd_train",
-    "vae_small", "gan_small", "vae_pool", "gan_pool",
-    "ae_pretrain", "pretext_transfer",
-)
+from dreamjax.study import arms as arms_registry
+
+ALL_ARMS = arms_registry.names()  # every registered arm, in report order
 
 
 def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
@@ -29,7 +25,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.primary_budget = 1000         # the budget whose cells decide the claim verdicts
   c.num_seeds = 3                 # seeds 0..num_seeds-1: subset draw + init per seed
   c.copies = 1                    # M generated images per real labeled image
-  c.arms = ALL_ARMS               # which arms run (all by default)
+  c.arms = arms_registry.names()  # which arms run (all registered, by default)
   c.verdict_margin = 0.01         # smallest accuracy change called a real gain/loss
 
   # The classifier every arm trains: same model, optimiser and steps in every arm.

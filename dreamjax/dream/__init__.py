@@ -7,7 +7,7 @@
 Layout: ``objectives`` (what to ascend), ``priors`` (TV, L2, BatchNorm
 statistics), ``spec`` (validation), ``engine`` (the jitted batch dream with
 jitter, octaves and ε projection), ``dataset`` (a whole split in chunks),
-``zoom`` (the long zoom and image files).
+``zoom`` (the long zoom; its pictures are in :mod:`dreamjax.figures`).
 """
 
 from dreamjax.dream import objectives, priors
@@ -17,12 +17,11 @@ from dreamjax.dream.objectives import (ClassLogit, Channel, LayerL2, LayerMean, 
                                        Objective, WeightedSum)
 from dreamjax.dream.priors import bn_statistic_distance, image_l2, total_variation
 from dreamjax.dream.spec import DreamSpec, from_config, validate
-from dreamjax.dream.zoom import dream_zoom, save_gif, save_grid, save_strip, zoom_in
+from dreamjax.dream.zoom import dream_zoom, zoom_in
 
 __all__ = [
     "objectives", "priors", "DreamResult", "dream_dataset", "dream_batch",
     "normalize_gradient", "octave_shapes", "project", "ClassLogit", "Channel", "LayerL2",
     "LayerMean", "Neuron", "Objective", "WeightedSum", "bn_statistic_distance", "image_l2",
-    "total_variation", "DreamSpec", "from_config", "validate", "dream_zoom", "save_gif",
-    "save_grid", "save_strip", "zoom_in",
+    "total_variation", "DreamSpec", "from_config", "validate", "dream_zoom", "zoom_in",
 ]

@@ -5,21 +5,14 @@ A trained generator is one pytree: the Flax variables of its networks plus
 ``image_shape`` (int32 [3]) and ``num_classes`` (int32 scalar, 0 when
 unconditional) as array leaves, so a checkpoint alone says what it samples.
 
-Devices: the trainers (the VAE, the GAN, :func:`dreamjax.pretrain`'s
-autoencoder) and the samplers take ``devices`` as :func:`dreamjax.train.fit`
-does. With several (default: every device of the job,
-:func:`dreamjax.train.fit_mesh`) :func:`run_steps` replicates the state and
-the training set on a ``("data",)`` mesh, and each step constrains its sampled
-batch to be split by rows over it (:func:`dreamjax.sharding.constrain_rows`),
-so each device runs the forward and backward pass of its own rows and XLA
-all-reduces the gradient; ``batch_size`` must be a multiple of the device
-count (:func:`dreamjax.train.fit_mesh` checks). :func:`sample_in_chunks`
-splits each padded chunk by rows over the same mesh. Results equal one
-device's up to float summation order; with one device the programs are the
-plain jitted ones.
+Devices: the trainers and samplers take the caller's mesh
+(:mod:`dreamjax.sharding`; default: every device). :func:`run_steps`
+replicates the state and the training set on it and each step draws its batch
+with :func:`dreamjax.sharding.sample_batch`, split by rows, so each device
+runs the forward and backward pass of its own rows; :func:`sample_in_chunks`
+splits each chunk of latents by rows through :func:`dreamjax.sharding.map_rows`.
 """
 
-import time
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -28,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from dreamjax import sharding, train
-from dreamjax.errors import ConfigError, DivergenceError
+from dreamjax import loop, sharding
+from dreamjax.errors import ConfigError
+from dreamjax.metrics import MetricWriter
 
 
 class Encoder(nn.Module):
@@ -138,91 +132,52 @@ def shape_of(params) -> tuple[tuple[int, int, int], int]:
           int(np.asarray(params["num_classes"])))
 
 
-def compile_step(step_fn: Callable, mesh: jax.sharding.Mesh | None) -> Callable:
-  """``jax.jit`` of a train step that donates its state (argument 0).
+def compile_step(step_fn: Callable, mesh: jax.sharding.Mesh) -> Callable:
+  """``jax.jit`` of a train step that donates its state (argument 0), replicated on ``mesh``.
 
-  With a mesh every argument and output is replicated on it; the step's own
-  :func:`dreamjax.sharding.constrain_rows` splits the batch.
+  The step's own :func:`dreamjax.sharding.sample_batch` splits the batch.
   """
-  if mesh is None:
-    return jax.jit(step_fn, donate_argnums=0)
   rep = sharding.replicated(mesh)
   return jax.jit(step_fn, in_shardings=rep, out_shardings=rep, donate_argnums=0)
 
 
 def run_steps(step_fn: Callable, state: Any, images, labels, key: jax.Array, *, steps: int,
-              log_every: int, desc: str, progress: Callable[[str], None] | None = None,
-              devices: Sequence[jax.Device] | None = None
-              ) -> tuple[Any, list[dict[str, float]]]:
+              log_every: int, desc: str, mesh: jax.sharding.Mesh,
+              progress: Callable[[str], None] | None = None,
+              metrics_dir: str | None = None) -> tuple[Any, list[dict[str, float]]]:
   """Runs ``step_fn(state, images, labels, key) -> (state, metrics)`` ``steps`` times.
 
-  ``step_fn`` must already be jitted (it is called with the same shapes every
-  time, so it compiles once). Step ``s`` gets ``fold_in(key, s)``. Every
-  ``log_every`` steps the window's mean metrics become one history row, and a
-  NaN/Inf metric raises :class:`DivergenceError` naming its first step.
-  ``devices`` as in :func:`dreamjax.train.fit`: with several, the state,
-  images, labels and key are replicated on their mesh first (``step_fn`` is
-  then :func:`compile_step` for that mesh) and the returned state is
-  replicated; one device, e.g. ``[jax.devices()[0]]``: they are moved there.
+  ``step_fn`` is :func:`compile_step` of a step for ``mesh``; state, images,
+  labels and key are replicated on it first. Step ``s`` gets
+  ``fold_in(key, s)``; the loop is :func:`dreamjax.loop.run` (history rows,
+  NaN check, progress line, TensorBoard events in ``metrics_dir``).
   """
-  log = progress or logging.info
   images = jnp.asarray(images)
   labels = None if labels is None else jnp.asarray(labels, jnp.int32)
-  mesh = train.fit_mesh(devices)
-  if mesh is not None:
-    state, images, labels, key = sharding.replicate(mesh, (state, images, labels, key))
-  elif devices is not None:
-    state, images, labels, key = jax.device_put((state, images, labels, key), list(devices)[0])
-  history: list[dict[str, float]] = []
-  window: list[dict[str, jax.Array]] = []
-  t0 = time.perf_counter()
-  for step in range(steps):
-    state, metrics = step_fn(state, images, labels, jax.random.fold_in(key, step))
-    window.append(metrics)
-    if (step + 1) % log_every == 0 or step + 1 == steps:
-      stacked = {k: np.asarray(jnp.stack([m[k] for m in window])) for k in window[0]}
-      for name, values in stacked.items():
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-          first = step + 1 - len(window) + int(bad[0])
-          raise DivergenceError(
-              f"{desc}: {name} became {values[bad[0]]} at step {first}; lower the learning"
-              " rate or check the input images (float32 in [0, 1]).", step=first)
-      row = {"step": step + 1, **{k: float(v.mean()) for k, v in stacked.items()}}
-      history.append(row)
-      elapsed = time.perf_counter() - t0
-      log(f"{desc}: step {step + 1}/{steps} "
-          + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "step")
-          + f" ETA {(steps - step - 1) * elapsed / (step + 1):.0f}s")
-      window = []
-  jax.block_until_ready(state)
-  return state, history
+  state, images, labels, key = sharding.replicate(mesh, (state, images, labels, key))
+  writer = MetricWriter(metrics_dir)
+  hooks = loop.Hooks(writer=writer, divergence_hint="lower the learning rate or check the"
+                                                    " input images (float32 in [0, 1]).")
+  try:
+    return loop.run(step_fn, state, (images, labels), lambda s: jax.random.fold_in(key, s),
+                    steps=steps, log_every=log_every, desc=desc, hooks=hooks,
+                    log=progress or logging.info)
+  finally:
+    writer.close()
 
 
-def sample_in_chunks(chunk_fn: Callable[[jax.Array, jax.Array], jax.Array], key: jax.Array,
-                     labels: np.ndarray, chunk: int, *,
-                     devices: Sequence[jax.Device] | None = None) -> np.ndarray:
-  """Calls jitted ``chunk_fn(key, labels[chunk]) -> images`` on padded chunks.
+def sample_in_chunks(chunk_fn: Callable, weights: Any, key: jax.Array, labels: np.ndarray,
+                     chunk: int, mesh: jax.sharding.Mesh) -> np.ndarray:
+  """``chunk_fn(weights, labels_chunk, key_i) -> images`` over padded chunks of ``labels``.
 
   Chunk ``i`` uses ``fold_in(key, i)``, so a key and a count give the same
-  images every time, and one shape means one compile. ``devices`` as in
-  :func:`dreamjax.train.fit`: with several, each chunk's labels, zero-padded
-  to a multiple of the device count, are split by rows over their mesh
-  (:func:`dreamjax.sharding.put_rows`) and the key is replicated; ``chunk_fn``
-  must place its weights with :func:`dreamjax.sharding.put_weights` and split
-  its latents with :func:`dreamjax.sharding.constrain_rows` on the same mesh,
-  so each device generates its own rows. With JAX's default ``jax_threefry_partitionable`` a
-  row's latent draw depends neither on the sharding nor on the padding rows,
-  so the images equal one device's up to float rounding.
+  images every time, and one shape means one compile. With JAX's default
+  ``jax_threefry_partitionable`` a row's latent draw depends neither on the
+  sharding nor on the padding rows, so the images equal one device's up to
+  float rounding.
   """
-  mesh = train.fit_mesh(devices)
-  key = sharding.put_weights(mesh, key, devices)
-  outs = []
-  for i, start in enumerate(range(0, len(labels), chunk)):
-    part = np.asarray(labels[start:start + chunk], np.int32)
-    out = chunk_fn(jax.random.fold_in(key, i), sharding.put_rows(mesh, part, chunk))
-    outs.append(sharding.to_host(out)[:len(part)])
-  return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+  return sharding.map_rows(chunk_fn, weights, np.asarray(labels, np.int32), mesh=mesh,
+                           chunk=chunk, key=key)
 
 
 def sample_labels(num_classes: int, labels, num: int | None) -> np.ndarray:

@@ -9,7 +9,7 @@ both players use Adam with β1 = ``cfg.beta1`` (DCGAN: 0.5).
 """
 
 import functools
-from typing import Callable, Sequence
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dreamjax import sharding, train
+from dreamjax import sharding
 from dreamjax.generators import common
 
 
@@ -76,23 +76,21 @@ def _adam(learning_rate: float, beta1: float) -> optax.GradientTransformation:
 @functools.lru_cache(maxsize=16)
 def _compiled_step(gen, disc, tx, batch_size: int, latent_dim: int, real_label: float,
                    mesh) -> Callable:
-  """The jitted step, one device (``mesh=None``) or data-parallel over ``mesh``."""
+  """The jitted step over ``mesh``, shared by every run with the same settings."""
   return common.compile_step(
-      _train_step(gen, disc, tx, batch_size, latent_dim, real_label, mesh), mesh)
+      make_train_step(gen, disc, tx, batch_size, latent_dim, real_label, mesh), mesh)
 
 
 def make_train_step(gen: Generator, disc: Discriminator, tx: optax.GradientTransformation,
-                    batch_size: int, latent_dim: int, real_label: float) -> Callable:
+                    batch_size: int, latent_dim: int, real_label: float,
+                    mesh: jax.sharding.Mesh | None = None) -> Callable:
   """``step(state, images, labels_or_None, key) -> (state, metrics)``, pure.
 
   One discriminator update, then one generator update on fresh latents.
-  ``state = {"generator", "discriminator", "opt_g", "opt_d"}``.
+  ``state = {"generator", "discriminator", "opt_g", "opt_d"}``. Real images,
+  labels and latents are split by rows over ``mesh`` (default: every device).
   """
-  return _train_step(gen, disc, tx, batch_size, latent_dim, real_label, None)
-
-
-def _train_step(gen, disc, tx, batch_size, latent_dim, real_label, mesh) -> Callable:
-  """:func:`make_train_step`; real images, labels and latents split by rows over ``mesh``."""
+  mesh = sharding.default(mesh)
   conditional = bool(gen.num_classes)
 
   def d_loss_fn(d_vars, real, fake, y):
@@ -109,10 +107,9 @@ def _train_step(gen, disc, tx, batch_size, latent_dim, real_label, mesh) -> Call
 
   def step(state, images, labels, key):
     k_idx, k_z1, k_z2, k_y = jax.random.split(key, 4)
-    idx = jax.random.randint(k_idx, (batch_size,), 0, images.shape[0])
-    real, y, z = sharding.constrain_rows(mesh, (
-        images[idx], labels[idx] if conditional else None,
-        jax.random.normal(k_z1, (batch_size, latent_dim))))
+    real, y = sharding.sample_batch(mesh, k_idx, batch_size, images.shape[0], images,
+                                    labels if conditional else None)
+    z = sharding.constrain_rows(mesh, jax.random.normal(k_z1, (batch_size, latent_dim)))
     fake = gen.apply(state["generator"], z, y)
     (d_loss, (d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
         state["discriminator"], real, jax.lax.stop_gradient(fake), y)
@@ -132,15 +129,14 @@ def _train_step(gen, disc, tx, batch_size, latent_dim, real_label, mesh) -> Call
 
 
 def train_gan(cfg, images, labels, key: jax.Array, *, progress=None,
-              devices: Sequence[jax.Device] | None = None):
+              mesh: jax.sharding.Mesh | None = None, metrics_dir: str | None = None):
   """Trains a GAN on ``images`` (conditional iff ``labels`` / ``cfg.conditional``).
 
   Returns ``(params, history)``; history rows hold step, d_loss, g_loss and
   D's mean output on real (d_real) and generated (d_fake) images.
-  ``devices`` as in :func:`dreamjax.train.fit`: with several (default: every
-  device of the job) each step's real images, labels and latents are split by rows
-  over them and the returned params are replicated on each;
-  ``cfg.batch_size`` must be a multiple of their count. Raises
+  ``mesh`` (default: every device): each step's real images, labels and
+  latents are split by rows over it and the returned params are replicated
+  on it; ``cfg.batch_size`` must be a multiple of its size. Raises
   ``ConfigError`` before compute on bad settings and ``DivergenceError``
   naming the step on a NaN/Inf loss.
   """
@@ -148,7 +144,8 @@ def train_gan(cfg, images, labels, key: jax.Array, *, progress=None,
                                                       lr_field="gan_learning_rate")
   common.check_range("beta1", cfg.beta1, 0.0, 1.0, closed_high=False)
   common.check_range("real_label", cfg.real_label, 0.5, 1.0)
-  mesh = train.fit_mesh(devices, cfg.batch_size)
+  mesh = sharding.default(mesh)
+  sharding.check_divisible(mesh, int(cfg.batch_size))
   gen, disc = make_modules(cfg, image_shape, num_classes)
   k_init, k_train = jax.random.split(key)
   params = init_params(cfg, image_shape, num_classes, k_init)
@@ -159,33 +156,26 @@ def train_gan(cfg, images, labels, key: jax.Array, *, progress=None,
                         float(cfg.real_label), mesh)
   state, history = common.run_steps(step, state, images, labels, k_train, steps=int(cfg.steps),
                                     log_every=int(cfg.log_every), desc="gan", progress=progress,
-                                    devices=devices)
+                                    mesh=mesh, metrics_dir=metrics_dir)
   return {**params, "generator": state["generator"],
           "discriminator": state["discriminator"]}, history
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _generate(gen: Generator, latent_dim: int, mesh, variables, key, labels):
-  # The latents follow the labels' rows (split over ``mesh`` if there is one).
+def _generate(gen: Generator, latent_dim: int, mesh, variables, labels, key):
+  # The latents follow the labels' rows, split over ``mesh``.
   z = sharding.constrain_rows(mesh, jax.random.normal(key, (labels.shape[0], latent_dim)))
   return gen.apply(variables, z, labels if gen.num_classes else None)
 
 
 def sample_gan(cfg, params, key: jax.Array, labels=None, num: int | None = None, *,
-               devices: Sequence[jax.Device] | None = None) -> np.ndarray:
-  """Generator outputs ``[M, H, W, C]`` in [0, 1] (same calling rules as ``sample_vae``).
-
-  ``devices`` as in :func:`dreamjax.train.fit`: with several (default: every
-  device of the job) each chunk's rows are split over them; the images equal one
-  device's up to float rounding.
-  """
+               mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
+  """Generator outputs ``[M, H, W, C]`` in [0, 1] (same calling rules as ``sample_vae``)."""
   image_shape, num_classes = common.shape_of(params)
   labels = common.sample_labels(num_classes, labels, num)
   gen, _ = make_modules(cfg, image_shape, num_classes)
   if not len(labels):
     return np.zeros((0, *image_shape), np.float32)
-  mesh = train.fit_mesh(devices)
-  variables = sharding.put_weights(mesh, params["generator"], devices)
-  return common.sample_in_chunks(
-      lambda k, y: _generate(gen, int(cfg.latent_dim), mesh, variables, k, y), key, labels,
-      min(int(cfg.sample_batch), len(labels)), devices=devices)
+  mesh = sharding.default(mesh)
+  return common.sample_in_chunks(functools.partial(_generate, gen, int(cfg.latent_dim), mesh),
+                                 params["generator"], key, labels, int(cfg.sample_batch), mesh)

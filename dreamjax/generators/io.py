@@ -24,8 +24,6 @@ def load(path: str):
   if meta.get("kind") not in _INIT:
     raise CheckpointError(f"{path} is not a VAE/GAN checkpoint (kind={meta.get('kind')!r}).")
   cfg = ml_collections.ConfigDict(meta["config"])
-  like = jax.eval_shape(lambda: _INIT[meta["kind"]](cfg, tuple(meta["image_shape"]),
-                                                    meta["num_classes"], jax.random.key(0)))
-  like = jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), like)
-  params, meta = checkpoint.restore(path, like)
+  params, meta = checkpoint.restore_from_init(path, lambda: _INIT[meta["kind"]](
+      cfg, tuple(meta["image_shape"]), meta["num_classes"], jax.random.key(0)))
   return meta["kind"], cfg, params, meta

@@ -6,12 +6,12 @@ are dropped, because a wrong label hurts more than a missing image.
 """
 
 import functools
-from typing import Sequence
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
-from dreamjax import sharding, train
+from dreamjax import sharding
 from dreamjax.generators import common
 
 
@@ -21,28 +21,18 @@ def _probabilities(model, variables, images):
 
 
 def pseudo_label(model, variables, images, *, threshold: float, batch_size: int = 1000,
-                 devices: Sequence[jax.Device] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, float]:
+                 mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray, float]:
   """Returns ``(images_kept, labels, kept_fraction)``.
 
   ``model`` is a dreamjax CNN and ``variables`` ONE model's variables. A sample
   is kept when its top softmax probability is ``>= threshold`` (in [0, 1]).
-  ``devices`` as in :func:`dreamjax.train.fit`: with several (default: every
-  device of the job) the weights are replicated and each chunk, padded to a
-  multiple of the device count, is split by rows over them.
+  Chunks of images are split by rows over ``mesh`` (default: every device).
   """
   common.check_range("pseudo_label_threshold", threshold, 0.0, 1.0)
   images = np.asarray(images, np.float32)
   if not len(images):
     return images, np.zeros((0,), np.int32), 0.0
-  mesh = train.fit_mesh(devices)
-  variables = sharding.put_weights(mesh, variables, devices)
-  probs = []
-  chunk = min(batch_size, len(images))
-  for start in range(0, len(images), chunk):
-    part = images[start:start + chunk]
-    padded = sharding.put_rows(mesh, part, chunk)  # One shape: one compile.
-    probs.append(sharding.to_host(_probabilities(model, variables, padded))[:len(part)])
-  probs = np.concatenate(probs)
+  probs = sharding.map_rows(functools.partial(_probabilities, model), variables, images,
+                            mesh=sharding.default(mesh), chunk=batch_size)
   keep = probs.max(-1) >= threshold
   return images[keep], probs.argmax(-1)[keep].astype(np.int32), float(keep.mean())

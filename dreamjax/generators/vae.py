@@ -2,7 +2,7 @@
 and the decoder as one-hot vectors), trained on the ELBO with Adam."""
 
 import functools
-from typing import Callable, Sequence
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dreamjax import sharding, train
+from dreamjax import sharding
 from dreamjax.generators import common
 
 
@@ -75,21 +75,18 @@ def _adam(learning_rate: float) -> optax.GradientTransformation:
 
 @functools.lru_cache(maxsize=16)
 def _compiled_step(module, tx, batch_size: int, kl_weight: float, mesh) -> Callable:
-  """The jitted step, one device (``mesh=None``) or data-parallel over ``mesh``."""
-  return common.compile_step(_train_step(module, tx, batch_size, kl_weight, mesh), mesh)
+  """The jitted step over ``mesh``, shared by every run with the same settings."""
+  return common.compile_step(make_train_step(module, tx, batch_size, kl_weight, mesh), mesh)
 
 
 def make_train_step(module: VAE, tx: optax.GradientTransformation, batch_size: int,
-                    kl_weight: float) -> Callable:
+                    kl_weight: float, mesh: jax.sharding.Mesh | None = None) -> Callable:
   """``step(state, images, labels_or_None, key) -> (state, metrics)``, pure.
 
-  ``state = {"variables", "opt_state"}``; the batch is drawn on the device.
+  ``state = {"variables", "opt_state"}``; the batch is drawn on the device and
+  split by rows over ``mesh`` (default: every device).
   """
-  return _train_step(module, tx, batch_size, kl_weight, None)
-
-
-def _train_step(module, tx, batch_size, kl_weight, mesh) -> Callable:
-  """:func:`make_train_step`, its sampled batch split by rows over ``mesh`` if given."""
+  mesh = sharding.default(mesh)
 
   def loss_fn(variables, x, y, key):
     reconstruction, kl = elbo_terms(module, variables, x, y, key)
@@ -97,8 +94,7 @@ def _train_step(module, tx, batch_size, kl_weight, mesh) -> Callable:
 
   def step(state, images, labels, key):
     k_idx, k_z = jax.random.split(key)
-    idx = jax.random.randint(k_idx, (batch_size,), 0, images.shape[0])
-    x, y = sharding.constrain_rows(mesh, (images[idx], None if labels is None else labels[idx]))
+    x, y = sharding.sample_batch(mesh, k_idx, batch_size, images.shape[0], images, labels)
     (loss, (rec, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state["variables"], x, y, k_z)
     updates, opt_state = tx.update(grads, state["opt_state"], state["variables"])
@@ -109,20 +105,20 @@ def _train_step(module, tx, batch_size, kl_weight, mesh) -> Callable:
 
 
 def train_vae(cfg, images, labels, key: jax.Array, *, progress=None,
-              devices: Sequence[jax.Device] | None = None):
+              mesh: jax.sharding.Mesh | None = None, metrics_dir: str | None = None):
   """Trains a VAE on ``images`` (conditional iff ``labels`` / ``cfg.conditional``).
 
   Returns ``(params, history)``: params as :func:`init_params` lays them out,
   history one dict per ``cfg.log_every`` steps (step, loss, reconstruction, kl).
-  ``devices`` as in :func:`dreamjax.train.fit`: with several (default: every
-  device of the job) each step's batch is split by rows over them and the returned
-  params are replicated on each; ``cfg.batch_size`` must be a multiple of
-  their count. Raises ``ConfigError`` on bad settings before compute,
+  ``mesh`` (default: every device): each step's batch is split by rows over
+  it and the returned params are replicated on it; ``cfg.batch_size`` must be
+  a multiple of its size. Raises ``ConfigError`` on bad settings before compute,
   ``DivergenceError`` naming the step if a loss turns NaN/Inf.
   """
   num_classes, image_shape = common.validate_training(cfg, images, labels,
                                                       lr_field="learning_rate")
-  mesh = train.fit_mesh(devices, cfg.batch_size)
+  mesh = sharding.default(mesh)
+  sharding.check_divisible(mesh, int(cfg.batch_size))
   module = make_module(cfg, image_shape, num_classes)
   k_init, k_train = jax.random.split(key)
   params = init_params(cfg, image_shape, num_classes, k_init)
@@ -131,13 +127,13 @@ def train_vae(cfg, images, labels, key: jax.Array, *, progress=None,
   step = _compiled_step(module, tx, int(cfg.batch_size), float(cfg.kl_weight), mesh)
   state, history = common.run_steps(step, state, images, labels, k_train, steps=int(cfg.steps),
                                     log_every=int(cfg.log_every), desc="vae", progress=progress,
-                                    devices=devices)
+                                    mesh=mesh, metrics_dir=metrics_dir)
   return {**params, "vae": state["variables"]}, history
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _decode_prior(module: VAE, mesh, variables, key, labels):
-  # The latents follow the labels' rows (split over ``mesh`` if there is one).
+def _decode_prior(module: VAE, mesh, variables, labels, key):
+  # The latents follow the labels' rows, split over ``mesh``.
   z = sharding.constrain_rows(mesh, jax.random.normal(key, (labels.shape[0], module.latent_dim)))
   logits = module.apply(variables, z, labels if module.num_classes else None,
                         method=VAE.decode)
@@ -145,23 +141,18 @@ def _decode_prior(module: VAE, mesh, variables, key, labels):
 
 
 def sample_vae(cfg, params, key: jax.Array, labels=None, num: int | None = None, *,
-               devices: Sequence[jax.Device] | None = None) -> np.ndarray:
+               mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
   """Decoder means of prior draws, ``[M, H, W, C]`` in [0, 1].
 
   Conditional models take ``labels`` (or ``num``, class-balanced); unconditional
-  ones take ``num``. The same key and count give the same images. ``devices``
-  as in :func:`dreamjax.train.fit`: with several (default: every device of
-  the job) each chunk's rows are split over them
-  (:func:`dreamjax.generators.common.sample_in_chunks`); the images equal one
-  device's up to float rounding.
+  ones take ``num``. The same key and count give the same images, on any
+  ``mesh`` (default: every device) up to float rounding.
   """
   image_shape, num_classes = common.shape_of(params)
   labels = common.sample_labels(num_classes, labels, num)
   module = make_module(cfg, image_shape, num_classes)
   if not len(labels):
     return np.zeros((0, *image_shape), np.float32)
-  mesh = train.fit_mesh(devices)
-  variables = sharding.put_weights(mesh, params["vae"], devices)
-  return common.sample_in_chunks(
-      lambda k, y: _decode_prior(module, mesh, variables, k, y), key, labels,
-      min(int(cfg.sample_batch), len(labels)), devices=devices)
+  mesh = sharding.default(mesh)
+  return common.sample_in_chunks(functools.partial(_decode_prior, module, mesh), params["vae"],
+                                 key, labels, int(cfg.sample_batch), mesh)

@@ -19,10 +19,10 @@ import numpy as np
 from absl import logging
 
 import dreamjax
-from dreamjax import adversarial
+from dreamjax import adversarial, evaluate, metrics, models, sharding, train
+from dreamjax import alignment as alignment_lib
+from dreamjax import seeds as seeds_lib
 from dreamjax import data as data_lib
-from dreamjax import models
-from dreamjax import train
 from dreamjax.errors import ConfigError
 from dreamjax.fileio import check_writable, write_json
 
@@ -57,13 +57,15 @@ def _classifier_fingerprint(config) -> str:
 def run(config, workdir: str) -> dict[str, Any]:
   validate_config(config)
   check_writable(workdir)
+  mesh = sharding.make_mesh()
   t0 = time.perf_counter()
   splits = data_lib.load_splits(config)
   model = models.make_model(config.model, splits.num_classes)
   seeds = [config.seed + i for i in range(config.num_seeds)]
   fit = train.fit(model, config.train, splits.labeled_images, splits.labeled_labels,
-                  seeds=seeds, image_shape=splits.image_shape,
+                  seeds=seeds, mesh=mesh, image_shape=splits.image_shape,
                   checkpoint_dir=os.path.join(workdir, "checkpoint"),
+                  metrics_dir=os.path.join(workdir, metrics.LOGDIR),
                   fingerprint=_classifier_fingerprint(config), desc="attack: classifier")
   variables_K = fit.state.variables
   root = jax.random.key(config.seed)
@@ -71,11 +73,11 @@ def run(config, workdir: str) -> dict[str, Any]:
   r = config.robust
   n = len(splits.test_labels) if r.num_images == -1 else min(r.num_images, len(splits.test_labels))
   test_x, test_y = splits.test_images[:n], splits.test_labels[:n]
-  clean = train.accuracy(train.make_predict(model), variables_K, test_x, test_y)
+  clean = evaluate.accuracy(model, variables_K, test_x, test_y, mesh=mesh)
   t_rob = time.perf_counter()
   robust = adversarial.robust_accuracy(model, variables_K, test_x, test_y,
                                        jax.random.fold_in(root, 1), eps=r.eps, steps=r.steps,
-                                       restarts=r.restarts)
+                                       restarts=r.restarts, mesh=mesh)
   robust_seconds = time.perf_counter() - t_rob
   logging.info("clean accuracy %s, PGD (eps=%g, %d steps) robust accuracy %s on %d test images",
                np.round(clean, 4).tolist(), r.eps, r.steps, np.round(robust, 4).tolist(), n)
@@ -86,13 +88,13 @@ def run(config, workdir: str) -> dict[str, Any]:
       "clean_accuracy": float(clean.mean()), "robust_accuracy": float(robust.mean()),
       "robust_seconds": robust_seconds, "train_seconds": fit.seconds,
   }
-  variables = train.unstack(variables_K, 0)
+  variables = seeds_lib.unstack(variables_K, 0)
   if config.offline:
     a = config.attack
     adv, info = adversarial.adversarial_dataset(
         model, variables, splits.labeled_images, splits.labeled_labels,
         jax.random.fold_in(root, 2), method=a.method, eps=a.eps, steps=a.steps,
-        step_size=a.step_size or None, norm=a.norm, restarts=a.restarts)
+        step_size=a.step_size or None, norm=a.norm, restarts=a.restarts, mesh=mesh)
     path = os.path.join(workdir, "adversarial.npz")
     data_lib.augfile.save(path, adv, splits.labeled_labels, splits.labeled_index,
                           {**info, "method": f"adversarial/{a.method}", "attack": a.to_dict(),
@@ -103,9 +105,9 @@ def run(config, workdir: str) -> dict[str, Any]:
   g = config.alignment
   if g.num_images:
     m = min(g.num_images, len(splits.test_labels))
-    alignment = adversarial.gradient_alignment(
+    alignment = alignment_lib.gradient_alignment(
         model, variables, splits.test_images[:m], splits.test_labels[:m], layer=g.layer,
-        eps=config.attack.eps, steps=g.steps)
+        eps=config.attack.eps, steps=g.steps, mesh=mesh)
     out["alignment"] = {k: v for k, v in alignment.items() if k != "per_image"}
   out.update(total_seconds=time.perf_counter() - t0, config=config.to_dict(),
              dreamjax_version=dreamjax.__version__)

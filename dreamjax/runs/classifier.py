@@ -9,8 +9,7 @@ from absl import logging
 
 import dreamjax
 from dreamjax import data as data_lib
-from dreamjax import models
-from dreamjax import train
+from dreamjax import evaluate, metrics, models, sharding, train
 from dreamjax.errors import ConfigError
 from dreamjax.fileio import check_writable, write_json
 
@@ -42,6 +41,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains ``config.num_seeds`` classifiers and writes ``workdir/results.json``."""
   validate_config(config)
   check_writable(workdir)
+  mesh = sharding.make_mesh()
   t0 = time.perf_counter()
   splits = data_lib.load_splits(config)
   images, labels = training_set(splits, config.augment_file)
@@ -59,14 +59,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                len(splits.labeled_labels),
                f" + {len(labels) - len(splits.labeled_labels)} augmented" if config.augment_file else "",
                len(seeds), config.train.steps)
-  result = train.fit(model, config.train, images, labels, seeds=seeds,
+  result = train.fit(model, config.train, images, labels, seeds=seeds, mesh=mesh,
                      image_shape=splits.image_shape, init_fn=init_fn, batch_transform=transform,
                      val=(splits.val_images, splits.val_labels) if len(splits.val_labels) else None,
                      checkpoint_dir=os.path.join(workdir, "checkpoint"),
+                     metrics_dir=os.path.join(workdir, metrics.LOGDIR),
                      fingerprint=config.to_json(), desc="classifier")
-  predict = train.make_predict(model)
-  test_acc = train.accuracy(predict, result.state.variables, splits.test_images,
-                            splits.test_labels)
+  test_acc = evaluate.accuracy(model, result.state.variables, splits.test_images,
+                               splits.test_labels, mesh=mesh)
   out = {
       "test_accuracy": float(np.mean(test_acc)),
       "test_accuracy_per_seed": test_acc.tolist(),

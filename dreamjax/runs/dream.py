@@ -10,11 +10,10 @@ import numpy as np
 from absl import logging
 
 import dreamjax
-from dreamjax import checkpoint
+from dreamjax import checkpoint, evaluate, figures, metrics, models, sharding, train
 from dreamjax import data as data_lib
 from dreamjax import dream
-from dreamjax import models
-from dreamjax import train
+from dreamjax import seeds as seeds_lib
 from dreamjax.configs import dream as dream_configs
 from dreamjax.errors import ConfigError
 from dreamjax.fileio import check_writable, write_json
@@ -49,21 +48,6 @@ def validate_config(config) -> None:
   train.validate_train_config(config.train)
 
 
-def load_classifier(classifier_dir: str, num_classes: int, image_shape):
-  """(model, one seed's variables) from a train_classifier.py workdir."""
-  with open(os.path.join(classifier_dir, "results.json")) as f:
-    clf_config = json.load(f)["config"]
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  clf = ml_collections.ConfigDict(clf_config)
-  model = models.make_model(clf.model, num_classes)
-  tx = train.make_optimizer(clf.train)
-  keys = train.seed_keys([clf.seed + i for i in range(clf.num_seeds)])
-  like = jax.jit(jax.vmap(lambda k: train.create_state(
-      model, tx, models.init_variables(model, k, image_shape))))(keys)
-  state, _ = checkpoint.restore(os.path.join(classifier_dir, "checkpoint"), like)
-  return model, train.unstack(state.variables, 0)
-
-
 def _split(splits: data_lib.Splits, name: str):
   if name == "labeled":
     return splits.labeled_images, splits.labeled_labels, splits.labeled_index
@@ -76,11 +60,12 @@ def dream_split(config, workdir: str) -> dict[str, Any]:
   """Dreams ``config.split``; writes augmented.npz, grid.png, zoom.png and results.json."""
   validate_config(config)
   check_writable(workdir)
+  mesh = sharding.make_mesh()
   t0 = time.perf_counter()
   splits = data_lib.load_splits(config)
   if config.classifier_dir:
-    model, variables = load_classifier(config.classifier_dir, splits.num_classes,
-                                       splits.image_shape)
+    model, variables = train.load_classifier(config.classifier_dir, splits.num_classes,
+                                             splits.image_shape)
   else:
     model = models.make_model(config.model, splits.num_classes)
   # Every dream setting is refused here, before the classifier trains or anything dreams.
@@ -90,12 +75,13 @@ def dream_split(config, workdir: str) -> dict[str, Any]:
     dream.validate(c, model)
   if not config.classifier_dir:
     fit = train.fit(model, config.train, splits.labeled_images, splits.labeled_labels,
-                    seeds=[config.seed], image_shape=splits.image_shape,
+                    seeds=[config.seed], mesh=mesh, image_shape=splits.image_shape,
                     checkpoint_dir=os.path.join(workdir, "classifier"),
+                    metrics_dir=os.path.join(workdir, metrics.LOGDIR),
                     fingerprint=json.dumps([config.model.to_dict(), config.num_labeled,
                                             config.val_size, config.dataset]),
                     desc="classifier")
-    variables = train.unstack(fit.state.variables, 0)
+    variables = seeds_lib.unstack(fit.state.variables, 0)
 
   images, labels, source_index = _split(splits, config.split)
   if config.max_images > 0:
@@ -104,7 +90,7 @@ def dream_split(config, workdir: str) -> dict[str, Any]:
   logging.info("dreaming %d %s images (preset %s, strength %.3g)", len(labels), config.split,
                config.preset, dream_configs.strength(config.dream))
   result = dream.dream_dataset(model, variables, images, labels, config.dream, key,
-                               chunk_size=config.chunk_size)
+                               chunk_size=config.chunk_size, mesh=mesh)
 
   metadata = {"method": "deep_dream", "preset": config.preset, "dream": config.dream.to_dict(),
               "strength": dream_configs.strength(config.dream), "split": config.split,
@@ -114,28 +100,27 @@ def dream_split(config, workdir: str) -> dict[str, Any]:
   data_lib.augfile.save(os.path.join(workdir, "augmented.npz"), result.images, labels,
                         source_index, metadata)
 
-  predict = train.make_predict(model)
-  stacked = jax.tree.map(lambda v: v[None], variables)
-  agreement = float(train.accuracy(predict, stacked, result.images, labels)[0])
-  source_accuracy = float(train.accuracy(predict, stacked, images, labels)[0])
+  agreement = evaluate.accuracy_one(model, variables, result.images, labels, mesh=mesh)
+  source_accuracy = evaluate.accuracy_one(model, variables, images, labels, mesh=mesh)
 
   k = min(config.grid_images, len(labels))
   if k:
     dreams = [(dream_configs.strength(config.dream), config.preset, result.images[:k])]
     for i, (name, c) in enumerate(grid_cfgs):
       extra = dream.dream_dataset(model, variables, images[:k], labels[:k], c,
-                                  jax.random.fold_in(key, 1000 + i), progress=lambda _: None)
+                                  jax.random.fold_in(key, 1000 + i), progress=lambda _: None,
+                                  mesh=mesh)
       dreams.append((dream_configs.strength(c), name, extra.images))
     dreams.sort(key=lambda d: d[0])  # columns from subtle to extreme
     columns = [("source", images[:k])] + [(f"{name} ({s:.2g})", x) for s, name, x in dreams]
-    dream.save_grid(os.path.join(workdir, "grid.png"), columns)
+    figures.save_grid(os.path.join(workdir, "grid.png"), columns)
   if config.zoom_frames and len(labels):
     frames = dream.dream_zoom(model, variables, images[0], int(labels[0]), config.dream,
                               jax.random.fold_in(key, 2000), frames=config.zoom_frames,
                               zoom_scale=config.zoom_scale)
-    dream.save_strip(os.path.join(workdir, "zoom.png"), frames)
+    figures.save_strip(os.path.join(workdir, "zoom.png"), frames)
     if config.zoom_gif:
-      dream.save_gif(os.path.join(workdir, "zoom.gif"), frames)
+      figures.save_gif(os.path.join(workdir, "zoom.gif"), frames)
 
   out = {
       **result.summary(),

@@ -7,17 +7,16 @@ import time
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 from absl import logging
 
 import dreamjax
-from dreamjax import checkpoint, frechet, generators, models, pretrain, train
+from dreamjax import figures, frechet, generators, metrics, models, pretrain, sharding, train
 from dreamjax import data as data_lib
+from dreamjax import seeds as seeds_lib
 from dreamjax.configs.generator import MODELS, SOURCES
-from dreamjax.errors import CheckpointError, ConfigError
+from dreamjax.errors import ConfigError
 from dreamjax.fileio import check_writable, write_json
-from dreamjax.runs import figures
 
 
 def validate_config(config) -> None:
@@ -48,37 +47,20 @@ def validate_config(config) -> None:
   train.validate_train_config(config.train)
 
 
-def load_classifier(workdir: str, num_classes: int, image_shape) -> tuple[Any, Any]:
-  """(model, seed-0 variables) of an ``experiments/train_classifier.py`` run."""
-  with open(os.path.join(workdir, "results.json")) as f:
-    run_config = ml_collections.ConfigDict(json.load(f)["config"])
-  model = models.make_model(run_config.model, num_classes)
-  tx = train.make_optimizer(run_config.train)
-  keys = train.seed_keys(range(run_config.num_seeds))
-  like = jax.eval_shape(jax.vmap(lambda k: train.create_state(
-      model, tx, models.init_variables(model, k, tuple(image_shape)))), keys)
-  like = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), like)
-  try:
-    state, _ = checkpoint.restore(os.path.join(workdir, "checkpoint"), like)
-  except CheckpointError as e:
-    raise ConfigError(f"{workdir}: no usable classifier checkpoint ({e}); rerun"
-                      " train_classifier.py with checkpoint_every > 0.") from None
-  return model, train.unstack(state.variables, 0)
-
-
-def _classifier(config, workdir: str, images, labels, steps: int, num_classes: int, desc: str):
+def _classifier(config, workdir: str, images, labels, steps: int, num_classes: int, desc: str,
+                mesh):
   """Loads the classifier from ``workdir`` if given, else trains one (seed 0 of config.seed)."""
   if workdir:
-    return load_classifier(workdir, num_classes, images.shape[1:])
+    return train.load_classifier(workdir, num_classes, images.shape[1:])
   model = models.make_model(config.classifier, num_classes)
   tcfg = config.train.copy_and_resolve_references()
   tcfg.steps = steps
   tcfg.warmup_steps = min(tcfg.warmup_steps, steps - 1)
-  result = train.fit(model, tcfg, images, labels, seeds=[config.seed], desc=desc)
-  return model, train.unstack(result.state.variables, 0)
+  result = train.fit(model, tcfg, images, labels, seeds=[config.seed], mesh=mesh, desc=desc)
+  return model, seeds_lib.unstack(result.state.variables, 0)
 
 
-def _augmented_file(config, path, params, splits, key) -> dict[str, Any]:
+def _augmented_file(config, path, params, splits, key, mesh) -> dict[str, Any]:
   """Writes generated images with labels; returns what went into the metadata."""
   sample = generators.SAMPLE[config.model]
   count = config.augment_per_image * len(splits.labeled_labels)
@@ -87,15 +69,16 @@ def _augmented_file(config, path, params, splits, key) -> dict[str, Any]:
   if config.conditional:
     # Same class balance as the labeled set: M samples per labeled image's label.
     labels = np.tile(splits.labeled_labels, config.augment_per_image)
-    images = sample(config, params, key, labels=labels)
+    images = sample(config, params, key, labels=labels, mesh=mesh)
     meta["label_source"] = "conditioning label"
   else:
-    candidates = sample(config, params, key, num=count)
+    candidates = sample(config, params, key, num=count, mesh=mesh)
     labeler, variables = _classifier(config, config.labeler_workdir, splits.labeled_images,
                                      splits.labeled_labels, config.train.steps,
-                                     splits.num_classes, "pseudo-labeler")
+                                     splits.num_classes, "pseudo-labeler", mesh)
     images, labels, kept = generators.pseudo_label(labeler, variables, candidates,
-                                                   threshold=config.pseudo_label_threshold)
+                                                   threshold=config.pseudo_label_threshold,
+                                                   mesh=mesh)
     meta.update(label_source="pseudo-label", pseudo_label_threshold=config.pseudo_label_threshold,
                 kept_fraction=kept, num_candidates=count,
                 labeler=config.labeler_workdir or "trained here on the label budget")
@@ -109,6 +92,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Runs ``config.model`` on ``config.source``; writes everything under ``workdir``."""
   validate_config(config)
   check_writable(workdir)
+  mesh = sharding.make_mesh()
   t0 = time.perf_counter()
   raw = data_lib.load_dataset(config.dataset, config.data_dir or None)
   splits = data_lib.make_splits(raw, num_labeled=config.num_labeled, val_size=config.val_size,
@@ -123,35 +107,39 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   out: dict[str, Any] = {"model": config.model, "source": config.source,
                          "num_train_images": int(len(images))}
   if config.model in ("vae", "gan"):
-    params, history = generators.TRAIN[config.model](config, images, labels, k_train)
+    params, history = generators.TRAIN[config.model](
+        config, images, labels, k_train, mesh=mesh,
+        metrics_dir=os.path.join(workdir, metrics.LOGDIR))
     out["train_seconds"] = time.perf_counter() - t0
     generators.save(ckpt, config.model, config, params)
     sample = generators.SAMPLE[config.model]
     if config.conditional:
       rows = np.repeat(np.arange(splits.num_classes), 10)
-      grid = sample(config, params, k_grid, labels=rows)
+      grid = sample(config, params, k_grid, labels=rows, mesh=mesh)
       figures.image_grid(os.path.join(workdir, "samples.png"), grid, columns=10,
                          row_names=splits.class_names)
     else:
       figures.image_grid(os.path.join(workdir, "samples.png"),
-                         sample(config, params, k_grid, num=100), columns=10)
+                         sample(config, params, k_grid, num=100, mesh=mesh), columns=10)
     if config.augment_per_image:
       out["augmented"] = _augmented_file(config, os.path.join(workdir, "augmented.npz"), params,
-                                         splits, k_aug)
+                                         splits, k_aug, mesh)
     if config.fid_num:
       t_fid = time.perf_counter()
       reference, ref_vars = _classifier(
           config, config.reference_workdir, raw.train_images.astype(np.float32) / 255.0,
           raw.train_labels.astype(np.int32), config.reference_steps, splits.num_classes,
-          "reference classifier")
+          "reference classifier", mesh)
       n = min(config.fid_num, len(splits.test_labels))
       test = splits.test_images[:n]
       real = (splits.pool_images if len(splits.pool_images) >= n else splits.labeled_images)[:n]
-      fake = sample(config, params, k_fid, num=n) if not config.conditional else sample(
-          config, params, k_fid, labels=np.asarray(splits.test_labels[:n]))
+      fake = sample(config, params, k_fid, num=n, mesh=mesh) if not config.conditional else sample(
+          config, params, k_fid, labels=np.asarray(splits.test_labels[:n]), mesh=mesh)
       out["frechet"] = {
-          "samples_vs_test": frechet.fid(reference, ref_vars, fake, test, config.fid_layer),
-          "real_train_vs_test": frechet.fid(reference, ref_vars, real, test, config.fid_layer),
+          "samples_vs_test": frechet.fid(reference, ref_vars, fake, test, config.fid_layer,
+                                         mesh=mesh),
+          "real_train_vs_test": frechet.fid(reference, ref_vars, real, test, config.fid_layer,
+                                            mesh=mesh),
           "num_images": n, "layer": config.fid_layer,
           "reference": config.reference_workdir or f"trained here ({config.reference_steps} steps,"
                                                     " every training label)",
@@ -160,10 +148,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     trainer = pretrain.train_autoencoder if config.model == "ae" else pretrain.train_rotation
     extra = (splits.num_classes,) if config.model == "ae" else ()
     trunk, history = trainer(config, images, k_train, config.classifier, *extra,
-                             splits.image_shape, return_history=True)
+                             splits.image_shape, return_history=True, mesh=mesh,
+                             metrics_dir=os.path.join(workdir, metrics.LOGDIR))
     out["train_seconds"] = time.perf_counter() - t0
     pretrain.save(ckpt, config.model, trunk, config.classifier, splits.image_shape)
-  figures.loss_curves(os.path.join(workdir, "losses.png"), history,
+  figures.charts.loss_curves(os.path.join(workdir, "losses.png"), history,
                       title=f"{config.model} on the {config.source} set")
   out.update(history=history, final_losses={k: v for k, v in history[-1].items() if k != "step"},
              total_seconds=time.perf_counter() - t0, config=config.to_dict(),

@@ -11,14 +11,16 @@ import dataclasses
 import math
 from typing import Any, Callable
 
+from dreamjax.study import arms as arms_lib
 from dreamjax.study import stats
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
 INCONCLUSIVE = "inconclusive (CI crosses zero)"
 
-GENERATOR_ARMS = ("dream_subtle", "dream_strong", "dream_logit", "dream_bn", "fgsm", "pgd",
-                  "vae_small", "gan_small", "vae_pool", "gan_pool")
+def generator_arms() -> tuple[str, ...]:
+  """Every arm C5 compares classical augmentation with (the registry says which)."""
+  return tuple(a for a in arms_lib.claimed_by("C5") if a != "classical")
 
 CLAIMS = {
     "C1": "Strong Deep Dream output leaves the input distribution and is a poor augmentation",
@@ -192,7 +194,7 @@ def c4(cells: Cells, margin: float) -> Verdict:
 
 
 def c5(cells: Cells, margin: float) -> Verdict:
-  present = [a for a in GENERATOR_ARMS if cells.ok(a)]
+  present = [a for a in generator_arms() if cells.ok(a)]
   if not cells.ok("classical") or not present:
     return Verdict("C5", CLAIMS["C5"], "classical vs generator arms", "",
                    "missing (classical or every generator arm)", RULES["C5"])

@@ -8,25 +8,15 @@ import os
 import platform
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from dreamjax import fileio  # noqa: E402
-from dreamjax.study import claims, stats  # noqa: E402
+from dreamjax import fileio
+from dreamjax.figures import charts
+from dreamjax.study import arms as arms_lib
+from dreamjax.study import claims, stats
 
 FIGURES = "figures"
-_ORDER = ("baseline", "classical", "noise", "dream_subtle", "dream_strong", "dream_logit",
-          "dream_bn", "dream_sweep", "fgsm", "pgd", "pgd_train", "vae_small", "gan_small",
-          "vae_pool", "gan_pool", "ae_pretrain", "pretext_transfer")
-
-
-def _sort_key(arm: str):
-  base = arm.split("@")[0]
-  strength = float(arm.split("@")[1]) if "@" in arm else 0.0
-  return (_ORDER.index(base) if base in _ORDER else 99, strength)
+_sort_key = arms_lib.sort_key
 
 
 def _by_budget(records):
@@ -79,154 +69,6 @@ def _write_csv(path, rows):
   for row in rows:
     w.writerow({k: ("" if v is None else v) for k, v in row.items()})
   fileio.write_text(path, buf.getvalue())
-
-
-def _save(fig, path):
-  with fileio.atomic_path(path) as tmp:
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-  plt.close(fig)
-
-
-def fig_accuracy(cells, path):
-  arms = [a for a in sorted(cells, key=_sort_key) if cells[a].get("status") == "ok"
-          and cells[a].get("test_accuracy")]
-  if not arms:
-    return False
-  ivs = [stats.t_interval(cells[a]["test_accuracy"]) for a in arms]
-  fig, ax = plt.subplots(figsize=(7, 0.32 * len(arms) + 1.2))
-  y = np.arange(len(arms))[::-1]
-  means = [iv.mean * 100 for iv in ivs]
-  err = [0 if not math.isfinite(iv.half_width) else iv.half_width * 100 for iv in ivs]
-  colors = ["#444" if a == "baseline" else "#2a7" if a == "classical" else "#36c" if a.startswith("dream")
-            else "#c63" if a in ("fgsm", "pgd", "pgd_train") else "#a3a" for a in arms]
-  ax.barh(y, means, xerr=err, color=colors, capsize=3)
-  if "baseline" in cells and cells["baseline"].get("status") == "ok":
-    ax.axvline(stats.t_interval(cells["baseline"]["test_accuracy"]).mean * 100, color="k", ls="--", lw=1)
-  ax.set_yticks(y, arms)
-  lo = min(m - e for m, e in zip(means, err))
-  ax.set_xlim(max(0, lo - 3), min(100, max(m + e for m, e in zip(means, err)) + 2))
-  ax.set_xlabel("test accuracy (%), mean ± 95% CI over seeds; dashed: baseline")
-  _save(fig, path)
-  return True
-
-
-def fig_sweep(cells, path):
-  sweep = sorted((c["strength"], c) for a, c in cells.items()
-                 if a.startswith("dream_sweep@") and c.get("status") == "ok")
-  if not sweep:
-    return False
-  fig, ax = plt.subplots(figsize=(5.5, 3.5))
-  xs = [s for s, _ in sweep]
-  ivs = [stats.t_interval(c["test_accuracy"]) for _, c in sweep]
-  ax.errorbar(xs, [iv.mean * 100 for iv in ivs],
-              yerr=[0 if not math.isfinite(iv.half_width) else iv.half_width * 100 for iv in ivs],
-              marker="o", capsize=3, label="dream_sweep")
-  lp = [c.get("label_preservation") for _, c in sweep]
-  if "baseline" in cells and cells["baseline"].get("status") == "ok":
-    ax.axhline(stats.t_interval(cells["baseline"]["test_accuracy"]).mean * 100, color="k", ls="--",
-               lw=1, label="baseline")
-  ax.set_xscale("log")
-  ax.set_xlabel("dream strength")
-  ax.set_ylabel("test accuracy (%)")
-  if all(v is not None for v in lp):
-    ax2 = ax.twinx()
-    ax2.plot(xs, [v * 100 for v in lp], color="#c63", marker="s", ls=":", label="label preservation")
-    ax2.set_ylabel("label preservation under oracle (%)", color="#c63")
-  ax.legend(loc="lower left", fontsize=8)
-  _save(fig, path)
-  return True
-
-
-def fig_robust(cells, path):
-  pts = [(a, stats.t_interval(c["test_accuracy"]).mean, stats.t_interval(c["robust_accuracy"]).mean)
-         for a, c in cells.items() if c.get("status") == "ok" and c.get("robust_accuracy")]
-  if not pts:
-    return False
-  fig, ax = plt.subplots(figsize=(5.5, 4))
-  for a, x, y in pts:
-    ax.scatter(x * 100, y * 100, color="#c63" if a in ("pgd_train", "pgd", "fgsm") else "#36c")
-    ax.annotate(a, (x * 100, y * 100), fontsize=7, xytext=(3, 2), textcoords="offset points")
-  ax.set_xlabel("clean test accuracy (%)")
-  ax.set_ylabel("PGD robust accuracy (%)")
-  _save(fig, path)
-  return True
-
-
-def fig_frechet(cells, path):
-  base = cells.get("baseline")
-  if not base or base.get("status") != "ok":
-    return False
-  pts = [(a, c["frechet"], stats.paired_difference(c["test_accuracy"], base["test_accuracy"]))
-         for a, c in cells.items() if c.get("status") == "ok" and c.get("frechet") is not None
-         and a != "baseline" and c.get("source") == "generated"]
-  if not pts:
-    return False
-  fig, ax = plt.subplots(figsize=(5.5, 4))
-  for a, fd, d in pts:
-    err = 0 if not math.isfinite(d.half_width) else d.half_width * 100
-    ax.errorbar(fd, d.mean * 100, yerr=err, fmt="o", capsize=2)
-    ax.annotate(a, (fd, d.mean * 100), fontsize=7, xytext=(3, 2), textcoords="offset points")
-  if base.get("frechet") is not None:
-    ax.axvline(base["frechet"], color="k", ls="--", lw=1)
-  ax.axhline(0, color="k", lw=0.8)
-  ax.set_xscale("symlog")
-  ax.set_xlabel("Fréchet distance to real test images (oracle features); dashed: real labeled set")
-  ax.set_ylabel("accuracy change vs baseline (pp)")
-  _save(fig, path)
-  return True
-
-
-def fig_curves(cells, oracle, path):
-  arms = [a for a in sorted(cells, key=_sort_key) if cells[a].get("status") == "ok"
-          and cells[a].get("history")]
-  if not arms:
-    return False
-  fig, ax = plt.subplots(figsize=(6.5, 4))
-  for a in arms:
-    h = [r for r in cells[a]["history"] if "val_accuracy" in r]
-    ax.plot([r["step"] for r in h], [np.mean(r["val_accuracy"]) * 100 for r in h], lw=1,
-            label=a, ls="-" if not a.startswith("dream_sweep") else ":")
-  ax.set_xlabel("training step")
-  ax.set_ylabel("validation accuracy (%), mean over seeds")
-  ax.legend(fontsize=6, ncol=2)
-  _save(fig, path)
-  return True
-
-
-def fig_samples(workdir, cells, train_images, path, per_arm=8):
-  """Rows of (real source, generated) pairs, or generated only, per arm."""
-  rows = []
-  for a in sorted(cells, key=_sort_key):
-    f = os.path.join(workdir, cells[a]["cell"].replace("@", "_at_"), "generated_seed0.npz")
-    if cells[a].get("status") != "ok" or not os.path.exists(f):
-      continue
-    with np.load(f, allow_pickle=False) as z:
-      x, src = z["images"][:per_arm], z["source_index"][:per_arm]
-    real = [train_images[s] if s >= 0 and train_images is not None else None for s in src]
-    rows.append((a, x, real))
-  if not rows:
-    return False
-  has_src = any(r is not None for _, _, real in rows for r in real)
-  cols = per_arm * (2 if has_src else 1)
-  fig, axes = plt.subplots(len(rows), cols, figsize=(cols * 0.55, len(rows) * 0.62))
-  axes = np.atleast_2d(axes)
-  for i, (a, x, real) in enumerate(rows):
-    for j in range(per_arm):
-      panels = [(real[j] if j < len(real) else None), (x[j] if j < len(x) else None)] if has_src \
-          else [(x[j] if j < len(x) else None)]
-      for p, img in enumerate(panels):
-        ax = axes[i, j * len(panels) + p]
-        ax.axis("off")
-        if img is not None:
-          img = np.asarray(img, np.float32)
-          img = img / 255.0 if img.max() > 1.0 else img
-          ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-    axes[i, 0].text(-0.3, 0.5, a, transform=axes[i, 0].transAxes, ha="right", va="center",
-                    fontsize=7)
-  title = "each pair: real source (left), generated (right)" if has_src else "generated samples"
-  fig.suptitle(title, fontsize=8, y=0.995)
-  _save(fig, path)
-  return True
 
 
 # Smallest gain (accuracy points) read as "a few points" from classical augmentation.
@@ -334,12 +176,13 @@ def write_report(config, workdir: str, train_images=None) -> dict[str, str]:
   os.makedirs(figdir, exist_ok=True)
   figs = {}
   plain = {a: c for a, c in cells.items() if a != "alignment"}
-  for name, fn in (("accuracy", lambda p: fig_accuracy(plain, p)),
-                   ("sweep", lambda p: fig_sweep(plain, p)),
-                   ("robust", lambda p: fig_robust(plain, p)),
-                   ("frechet", lambda p: fig_frechet(plain, p)),
-                   ("curves", lambda p: fig_curves(plain, oracle, p)),
-                   ("samples", lambda p: fig_samples(workdir, plain, train_images, p))):
+  for name, fn in (("accuracy", lambda p: charts.accuracy(plain, p, _sort_key, arms_lib.color)),
+                   ("sweep", lambda p: charts.sweep(plain, p)),
+                   ("robust", lambda p: charts.robust(plain, p, arms_lib.color)),
+                   ("frechet", lambda p: charts.frechet(plain, p)),
+                   ("curves", lambda p: charts.curves(plain, p, _sort_key)),
+                   ("samples", lambda p: charts.samples(workdir, plain, train_images, p,
+                                                        _sort_key))):
     p = os.path.join(figdir, f"{name}.png")
     if fn(p):
       figs[name] = f"{FIGURES}/{name}.png"

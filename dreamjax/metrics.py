@@ -1,0 +1,83 @@
+"""Training metrics for TensorBoard, next to the JSON history every run keeps.
+
+:class:`MetricWriter` follows CLU's ``metric_writers.MetricWriter`` interface
+(``write_scalars(step, scalars)``, ``write_hparams``, ``flush``, ``close``), the
+Flax examples' convention, and writes TensorBoard event files through
+``tensorboardX``. CLU's own writer is not used because importing
+``clu.metric_writers`` imports TensorFlow (clu 0.0.12), a dependency dreamjax
+otherwise never needs. ``tensorboard --logdir WORKDIR`` then shows every run
+and every study cell.
+
+Only process 0 of a multi-host job writes; the others get a writer that drops
+everything, so callers need no branch.
+"""
+
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from dreamjax import sharding
+
+LOGDIR = "tensorboard"  # a run's events go to WORKDIR/tensorboard
+
+
+class MetricWriter:
+  """Scalars to TensorBoard; a vector metric (one value per seed) as its mean and per seed."""
+
+  def __init__(self, logdir: str | None):
+    self.logdir = logdir
+    self._writer = None
+    if logdir and sharding.is_primary():
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      os.makedirs(logdir, exist_ok=True)
+      self._writer = SummaryWriter(logdir, flush_secs=30)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    if self._writer is None:
+      return
+    for name, value in scalars.items():
+      values = np.asarray(value, np.float64).reshape(-1)
+      if values.size == 1:
+        self._writer.add_scalar(name, float(values[0]), step)
+        continue
+      self._writer.add_scalar(name, float(values.mean()), step)
+      for i, v in enumerate(values):
+        self._writer.add_scalar(f"{name}/seed{i}", float(v), step)
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    if self._writer is not None:
+      self._writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in
+                                                 sorted(hparams.items())))
+
+  def flush(self) -> None:
+    if self._writer is not None:
+      self._writer.flush()
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+
+
+def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
+  """Every scalar in the event files under ``logdir``: tag -> [(step, value)].
+
+  For tests and reports; it reads the files TensorBoard reads.
+  """
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  out: dict[str, list[tuple[int, float]]] = {}
+  for root, _, files in os.walk(logdir):
+    for name in sorted(files):
+      if "tfevents" not in name:
+        continue
+      with open(os.path.join(root, name), "rb") as f:
+        data = f.read()
+      pos = 0
+      while pos + 12 <= len(data):  # TFRecord: length, crc, payload, crc
+        length = int.from_bytes(data[pos:pos + 8], "little")
+        event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+        pos += 12 + length + 4
+        for v in event.summary.value:
+          out.setdefault(v.tag, []).append((int(event.step), float(v.simple_value)))
+  return out

@@ -1,0 +1,157 @@
+"""One cell of the study: an arm at one label budget, every seed at once.
+
+A cell generates (or loads) each seed's extra images, trains the classifier,
+and measures it: clean and PGD robust test accuracy, and the generated set's
+label preservation and Fréchet distance under the oracle. Its record is one
+line of ``results.jsonl``.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from dreamjax import adversarial, alignment, evaluate, frechet
+from dreamjax import data as data_lib
+from dreamjax.errors import DataError
+from dreamjax.study import arms as arms_lib
+from dreamjax.study import stats
+from dreamjax.study.context import Context, cell_folder
+from dreamjax.study.generate import Generated
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  key: str        # e.g. "N1000/dream_sweep@0.3"
+  arm: str        # e.g. "dream_sweep@0.3"
+  budget: int
+
+  @property
+  def folder(self) -> str:
+    return cell_folder(self.arm, self.budget)
+
+
+def generated_sets(ctx: Context, cell: Cell) -> dict[int, Generated]:
+  """Each seed's generated set, from disk if an earlier run made it."""
+  arm = arms_lib.get(cell.arm)
+  out = {}
+  for seed, s in zip(ctx.seeds, ctx.splits):
+    path = ctx.path(cell.folder, f"generated_seed{seed}.npz")
+    if os.path.exists(path):
+      try:
+        g = data_lib.augfile.load(path, num_classes=ctx.num_classes, image_shape=ctx.image_shape)
+        out[seed] = Generated(g.images, g.labels, g.source_index,
+                              float(g.metadata.get("seconds", 0.0)), g.metadata.get("info", {}))
+        continue
+      except DataError as e:
+        ctx.log(f"{cell.key}: regenerating seed {seed} ({e})")
+    g = arm.generate(ctx, cell.arm, seed, s, arms_lib.arm_key(seed, cell.arm))
+    data_lib.augfile.save(path, g.images, g.labels, g.source_index,
+                          {"method": cell.arm, "seed": seed, "seconds": g.seconds,
+                           "info": g.info, "budget": cell.budget})
+    out[seed] = g
+  return out
+
+
+def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
+  cfg = ctx.config
+  arm = arms_lib.get(cell.arm)
+  t_cell = time.perf_counter()
+  generated = generated_sets(ctx, cell) if arm.generate else {}
+  gen_seconds = float(sum(g.seconds for g in generated.values()))
+  transform = arm.transform(ctx, cell.arm) if arm.transform else None
+  init_fn, pre_seconds = arm.init(ctx, cell.arm) if arm.init else (None, 0.0)
+  if cell.arm == "baseline":
+    res = ctx.baseline
+  else:
+    res = ctx.fit(cell.arm, *ctx.training_sets(generated), transform=transform, init_fn=init_fn)
+  state = res.state
+  acc = evaluate.accuracy(ctx.model, state.variables, ctx.test.test_images,
+                          ctx.test.test_labels, mesh=ctx.mesh)
+  n_rob = cfg.eval.robust_num_test
+  robust = adversarial.robust_accuracy(
+      ctx.model, state.variables, ctx.test.test_images[:n_rob], ctx.test.test_labels[:n_rob],
+      jax.random.key(10_000 + cell.budget), eps=cfg.eval.robust_eps,
+      steps=cfg.eval.robust_steps, restarts=cfg.eval.robust_restarts, mesh=ctx.mesh)
+  record = {"cell": cell.key, "arm": cell.arm, "base_arm": arm.name, "budget": cell.budget,
+            "status": "ok", "seeds": list(ctx.seeds), "test_accuracy": acc.tolist(),
+            "robust_accuracy": np.asarray(robust).tolist(), "history": res.history}
+  if "@" in cell.arm:
+    record["strength"] = float(cell.arm.split("@")[1])
+  record.update(_quality(ctx, generated))
+  record["num_generated"] = int(sum(len(g.labels) for g in generated.values())
+                                // max(len(generated), 1))
+  first = generated[ctx.seeds[0]].info if generated else {}
+  record["generation"] = {k: _mean_info([g.info for g in generated.values()], k)
+                          for k in first if isinstance(first.get(k), (int, float))}
+  record["timing"] = {"gen_seconds": gen_seconds + pre_seconds, "train_seconds": res.seconds,
+                      "cell_seconds": time.perf_counter() - t_cell}
+  record["gen_seconds"] = record["timing"]["gen_seconds"]
+  record["train_seconds"] = res.seconds
+  return record
+
+
+def _quality(ctx: Context, generated: dict[int, Generated]) -> dict[str, Any]:
+  """Label preservation and Fréchet distance under the oracle.
+
+  For arms without generated images, the real labeled images give the
+  reference values.
+  """
+  o = ctx.oracle
+  lp, fd = [], []
+  for seed, s in zip(ctx.seeds, ctx.splits):
+    if generated:
+      x, y = generated[seed].images, generated[seed].labels
+    else:
+      x, y = s.labeled_images, s.labeled_labels
+    if len(y) >= 2:
+      lp.append(evaluate.accuracy_one(o.model, o.variables, x, y, mesh=ctx.mesh))
+      fd.append(frechet.frechet_distance(
+          frechet.features(o.model, o.variables, x, layer=ctx.config.oracle.feature_layer,
+                           mesh=ctx.mesh), o.test_features))
+  return {"label_preservation": float(np.mean(lp)) if lp else None,
+          "label_preservation_per_seed": lp,
+          "frechet": float(np.mean(fd)) if fd else None, "frechet_per_seed": fd,
+          "source": "generated" if generated else "real labeled set"}
+
+
+def alignment_cell(ctx: Context) -> dict[str, Any]:
+  """Claim C3: the dream and attack directions of each seed's baseline."""
+  n = ctx.config.eval.alignment_num
+  per_seed = {"logit": [], "layer": []}
+  raw = []
+  names = ctx.model.conv_features
+  layer = f"conv{min(1, len(names) - 1)}"
+  for seed in ctx.seeds:
+    model, variables = ctx.baseline_model(seed)
+    out = alignment.gradient_alignment(model, variables, ctx.test.test_images[:n],
+                                       ctx.test.test_labels[:n], layer=layer, mesh=ctx.mesh)
+    per_seed["logit"].append(float(out["logit"]["mean"]))
+    per_seed["layer"].append(float(out["layer"]["mean"]))
+    raw.append(_summaries(out))
+  return {"cell": f"N{ctx.budget}/alignment", "arm": "alignment", "budget": ctx.budget,
+          "status": "ok", "layer": layer,
+          "logit": stats.t_interval(per_seed["logit"]).to_dict(),
+          "layer_objective": stats.t_interval(per_seed["layer"]).to_dict(),
+          "per_seed": per_seed, "details": jsonable(raw)}
+
+
+def _summaries(tree):
+  """A nested result without its per-image arrays (those stay out of results.jsonl)."""
+  if isinstance(tree, dict):
+    return {k: _summaries(v) for k, v in tree.items()
+            if k != "per_image" and not isinstance(v, (np.ndarray, list, jax.Array))}
+  return tree
+
+
+def _mean_info(infos, key):
+  vals = [i[key] for i in infos if isinstance(i.get(key), (int, float))]
+  return float(np.mean(vals)) if vals else None
+
+
+def jsonable(x):
+  return json.loads(json.dumps(x, default=lambda v: getattr(v, "tolist", lambda: str(v))()))

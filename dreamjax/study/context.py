@@ -1,0 +1,140 @@
+"""What the cells of one label budget share, built once and never changed.
+
+:func:`oracle` trains (or resumes) the all-labels reference classifier once per
+study; :func:`for_budget` draws every seed's splits and makes the classifier;
+:func:`with_baseline` adds the budget's baseline models, which the arms that
+dream, attack or pseudo-label read. Arms receive the finished :class:`Context`.
+"""
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import numpy as np
+from jax.sharding import Mesh
+
+from dreamjax import data as data_lib
+from dreamjax import evaluate, fileio, frechet, metrics, models, train
+from dreamjax.seeds import pad_to_common, unstack
+
+RESULTS = "results.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class Oracle:
+  """The measuring instrument: an all-labels classifier, never a teacher."""
+  model: Any
+  variables: Any            # one model's variables
+  test_features: np.ndarray  # its features of the first frechet_num_test test images
+  record: dict[str, Any]    # its results.jsonl line
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  config: Any
+  workdir: str
+  mesh: Mesh
+  budget: int
+  seeds: tuple[int, ...]
+  splits: tuple[data_lib.Splits, ...]  # one per seed
+  model: Any                           # the classifier every arm trains
+  oracle: Oracle
+  baseline: train.FitResult | None = None  # None only while the baseline cell runs
+  log: Callable[[str], None] = print
+
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.workdir, *parts)
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return self.splits[0].image_shape
+
+  @property
+  def num_classes(self) -> int:
+    return self.splits[0].num_classes
+
+  @property
+  def test(self) -> data_lib.Splits:
+    """The split whose validation and test images every cell is measured on."""
+    return self.splits[0]
+
+  def pool_images(self, seed: int) -> np.ndarray:
+    pool = self.splits[self.seeds.index(seed)].pool_images
+    return pool[:self.config.pool_subset] if self.config.pool_subset else pool
+
+  def baseline_model(self, seed: int):
+    """(model, variables) of one seed's baseline classifier."""
+    if self.baseline is None:
+      raise RuntimeError("the baseline is not trained yet; arms that need it run after it.")
+    return self.model, unstack(self.baseline.state.variables, self.seeds.index(seed))
+
+  def fit(self, arm: str, images, labels, counts, *, transform=None, init_fn=None):
+    """Trains the budget's classifier on one arm's training sets, every seed at once."""
+    folder = self.path(cell_folder(arm, self.budget))
+    return train.fit(self.model, self.config.train, images, labels, counts=counts,
+                     seeds=self.seeds, mesh=self.mesh, image_shape=self.image_shape,
+                     init_fn=init_fn, batch_transform=transform,
+                     val=(self.test.val_images, self.test.val_labels),
+                     checkpoint_dir=os.path.join(folder, "checkpoint"),
+                     metrics_dir=os.path.join(folder, metrics.LOGDIR),
+                     fingerprint=self.config.to_json() + arm, desc=f"N{self.budget}/{arm}",
+                     progress=self.log)
+
+  def training_sets(self, generated: dict[int, Any]):
+    """Each seed's labeled set plus its generated images, padded to one shape."""
+    sets = []
+    for seed, s in zip(self.seeds, self.splits):
+      x, y = s.labeled_images, s.labeled_labels
+      if seed in generated and len(generated[seed].labels):
+        x = np.concatenate([x, generated[seed].images])
+        y = np.concatenate([y, generated[seed].labels])
+      sets.append((x, y))
+    return pad_to_common(sets)
+
+
+def cell_folder(arm: str, budget: int) -> str:
+  return f"N{budget}/{arm}".replace("@", "_at_")
+
+
+def load_data(config) -> data_lib.RawDataset:
+  return data_lib.load_dataset(config.dataset, config.data_dir or None)
+
+
+def oracle(config, raw: data_lib.RawDataset, workdir: str, mesh: Mesh, log) -> Oracle:
+  """Trains (or resumes) the reference classifier on every training label."""
+  cfg = config.oracle
+  model = models.make_model(cfg.model, raw.num_classes)
+  s = data_lib.make_splits(raw, num_labeled=-1, val_size=config.val_size, seed=0)
+  folder = os.path.join(workdir, "oracle")
+  res = train.fit(model, cfg.train, s.labeled_images, s.labeled_labels, seeds=[0], mesh=mesh,
+                  val=(s.val_images, s.val_labels), checkpoint_dir=os.path.join(folder, "checkpoint"),
+                  metrics_dir=os.path.join(folder, metrics.LOGDIR),
+                  fingerprint=cfg.to_json() + config.dataset, desc="oracle", progress=log)
+  variables = unstack(res.state.variables, 0)
+  record = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, RESULTS))}.get("oracle")
+  if record is None:
+    acc = evaluate.accuracy(model, res.state.variables, s.test_images, s.test_labels, mesh=mesh)
+    record = {"cell": "oracle", "arm": "oracle", "status": "ok", "test_accuracy": acc.tolist(),
+              "history": res.history, "timing": {"train_seconds": res.seconds}}
+    fileio.append_jsonl(os.path.join(workdir, RESULTS), record)
+    log(f"oracle test accuracy {acc[0]:.4f}")
+  test = s.test_images[:config.eval.frechet_num_test]
+  features = frechet.features(model, variables, test, layer=cfg.feature_layer, mesh=mesh)
+  return Oracle(model, variables, features, record)
+
+
+def for_budget(config, raw, budget: int, workdir: str, mesh: Mesh, the_oracle: Oracle,
+               log) -> Context:
+  """The budget's context without its baseline (:func:`with_baseline` adds it)."""
+  seeds = tuple(range(config.num_seeds))
+  splits = tuple(data_lib.make_splits(raw, num_labeled=budget, val_size=config.val_size, seed=s)
+                 for s in seeds)
+  return Context(config=config, workdir=workdir, mesh=mesh, budget=budget, seeds=seeds,
+                 splits=splits, model=models.make_model(config.model, raw.num_classes),
+                 oracle=the_oracle, log=log)
+
+
+def with_baseline(ctx: Context) -> Context:
+  """``ctx`` with the baseline trained (or restored from its checkpoint)."""
+  images, labels, counts = ctx.training_sets({})
+  return dataclasses.replace(ctx, baseline=ctx.fit("baseline", images, labels, counts))

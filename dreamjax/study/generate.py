@@ -1,0 +1,172 @@
+"""What the arms do: the functions :mod:`dreamjax.study.arms` registers.
+
+``generate`` functions return one seed's extra labeled images (M copies per
+labeled image, ``config.copies``); ``transform`` functions return a batch
+transform for the jitted train step; ``init`` functions return a classifier
+initialiser. Each receives the budget's :class:`dreamjax.study.context.Context`.
+"""
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from dreamjax import data as data_lib
+from dreamjax.errors import ConfigError
+from dreamjax.study import artefacts
+
+
+@dataclasses.dataclass
+class Generated:
+  """One seed's extra training images, with provenance."""
+  images: np.ndarray
+  labels: np.ndarray
+  source_index: np.ndarray  # position in the official training split, -1 if none
+  seconds: float
+  info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _copies(s: data_lib.Splits, copies: int):
+  rep = lambda a: np.concatenate([a] * copies)
+  return rep(s.labeled_images), rep(s.labeled_labels), rep(s.labeled_index)
+
+
+# --- offline sets made from each real labeled image ------------------------
+
+def classical(ctx, arm, seed, s, key) -> Generated:
+  from dreamjax import augment  # pylint: disable=g-import-not-at-top
+  return _offline(ctx, s, key, augment.classical_fn(augment.classical_config()))
+
+
+def noise(ctx, arm, seed, s, key) -> Generated:
+  from dreamjax import augment  # pylint: disable=g-import-not-at-top
+  return _offline(ctx, s, key, augment.noise_fn(augment.noise_config()))
+
+
+def _offline(ctx, s, key, fn) -> Generated:
+  from dreamjax import augment  # pylint: disable=g-import-not-at-top
+  t0 = time.perf_counter()
+  x, y, pos = augment.offline(s.labeled_images, s.labeled_labels, key, fn,
+                              copies=ctx.config.copies, mesh=ctx.mesh)
+  return Generated(x, y, s.labeled_index[pos], time.perf_counter() - t0)
+
+
+def dream_config(config, arm: str):
+  """The dream block of a dream arm (or of one ``dream_sweep@STRENGTH`` cell)."""
+  from dreamjax.configs import dream as dream_configs  # pylint: disable=g-import-not-at-top
+  if arm.startswith("dream_sweep@"):
+    strength = float(arm.split("@")[1])
+    steps = int(config.dream_steps) or dream_configs.SWEEP_STEPS
+    for s, cfg in dream_configs.sweep_presets(tuple(sweep_strengths(config)), steps):
+      if abs(s - strength) < 1e-9:
+        return cfg
+    raise ConfigError(f"no dream sweep preset of strength {strength}.")
+  cfg = dream_configs.get_preset(config.dream_presets[arm])
+  steps = int(config.dream_steps)
+  return dream_configs.with_steps(cfg, steps) if steps else cfg
+
+
+def sweep_strengths(config) -> list[float]:
+  if config.dream_sweep_strengths:
+    return [float(s) for s in config.dream_sweep_strengths]
+  from dreamjax.configs import dream as dream_configs  # pylint: disable=g-import-not-at-top
+  return [float(s) for s, _ in dream_configs.sweep_presets()]
+
+
+def sweep_variants(config) -> list[str]:
+  return [f"dream_sweep@{s:g}" for s in sweep_strengths(config)]
+
+
+def dream(ctx, arm, seed, s, key) -> Generated:
+  from dreamjax import dream as dream_lib  # pylint: disable=g-import-not-at-top
+  model, variables = ctx.baseline_model(seed)
+  x, y, idx = _copies(s, ctx.config.copies)
+  res = dream_lib.dream_dataset(model, variables, x, y, dream_config(ctx.config, arm), key,
+                                chunk_size=ctx.config.dream_chunk, progress=ctx.log,
+                                mesh=ctx.mesh)
+  info = {"mean_l2": float(np.mean(res.l2)), "mean_linf": float(np.mean(res.linf)),
+          "objective_gain": float(np.mean(res.objective_gain)),
+          "image_steps_per_s": float(res.image_steps_per_s)}
+  return Generated(res.images, y, idx, res.seconds, info)
+
+
+def adversarial(ctx, arm, seed, s, key) -> Generated:
+  from dreamjax import adversarial as adv_lib  # pylint: disable=g-import-not-at-top
+  model, variables = ctx.baseline_model(seed)
+  x, y, idx = _copies(s, ctx.config.copies)
+  t0 = time.perf_counter()
+  adv, info = adv_lib.adversarial_dataset(
+      model, variables, x, y, key, method=arm, eps=ctx.config.attack.eps,
+      steps=ctx.config.attack.pgd_steps if arm == "pgd" else 1, mesh=ctx.mesh)
+  info = {k: v for k, v in dict(info).items() if isinstance(v, (int, float))}
+  return Generated(adv, y, idx, time.perf_counter() - t0, info)
+
+
+def pgd_train(ctx, arm):
+  from dreamjax import adversarial as adv_lib  # pylint: disable=g-import-not-at-top
+  a = ctx.config.attack
+  return adv_lib.adversarial_batch_transform(ctx.model, method="pgd", eps=a.eps,
+                                             steps=a.train_steps, fraction=a.train_fraction)
+
+
+# --- generators -----------------------------------------------------------------
+
+def small_generator(ctx, arm, seed, s, key) -> Generated:
+  """Conditional VAE/GAN trained on the seed's labeled set; samples its labels."""
+  from dreamjax import generators  # pylint: disable=g-import-not-at-top
+  kind = arm.split("_")[0]
+  gcfg = artefacts.generator_config(ctx.config, kind, conditional=True)
+  t0 = time.perf_counter()
+  k_train, k_sample = jax.random.split(key)
+  params, history = generators.TRAIN[kind](gcfg, s.labeled_images, s.labeled_labels, k_train,
+                                           progress=ctx.log, mesh=ctx.mesh)
+  want = np.concatenate([s.labeled_labels] * ctx.config.copies)
+  x = generators.SAMPLE[kind](gcfg, params, k_sample, labels=want, mesh=ctx.mesh)
+  info = {"final_losses": history[-1] if history else {}}
+  return Generated(x, want.astype(np.int32), np.full(len(want), -1, np.int64),
+                   time.perf_counter() - t0, info)
+
+
+def pool_generator(ctx, arm, seed, s, key) -> Generated:
+  """Unconditional VAE/GAN trained on the unlabeled pool, pseudo-labeled.
+
+  Labels come from the seed's baseline classifier, keeping samples whose
+  confidence reaches ``pseudo_label_threshold``; sampling repeats (up to 8
+  rounds) until M·N images are kept.
+  """
+  from dreamjax import generators  # pylint: disable=g-import-not-at-top
+  kind = arm.split("_")[0]
+  gcfg, params, train_seconds = artefacts.pool_generator(ctx, kind)
+  model, variables = ctx.baseline_model(seed)
+  want = len(s.labeled_labels) * ctx.config.copies
+  threshold = ctx.config.pseudo_label_threshold
+  t0 = time.perf_counter()
+  kept_x, kept_y, drawn = [], [], 0
+  for r in range(8):
+    x = generators.SAMPLE[kind](gcfg, params, jax.random.fold_in(key, r), num=want,
+                                mesh=ctx.mesh)
+    xk, yk, _ = generators.pseudo_label(model, variables, x, threshold=threshold, mesh=ctx.mesh)
+    drawn += len(x)
+    kept_x.append(xk)
+    kept_y.append(yk)
+    if sum(len(y) for y in kept_y) >= want:
+      break
+  x = np.concatenate(kept_x)[:want]
+  y = np.concatenate(kept_y)[:want].astype(np.int32)
+  if len(y) == 0:
+    raise ConfigError(f"{arm}: no generated image reached pseudo_label_threshold={threshold};"
+                      " lower the threshold.")
+  info = {"pseudo_label_threshold": threshold,
+          "kept_fraction": sum(len(v) for v in kept_y) / max(drawn, 1),
+          "generator_train_seconds": train_seconds}
+  return Generated(x, y, np.full(len(y), -1, np.int64), time.perf_counter() - t0 + train_seconds,
+                   info)
+
+
+def pretrained_init(ctx, arm):
+  """(init function for train.fit, pretraining seconds) for the transfer arms."""
+  from dreamjax import pretrain  # pylint: disable=g-import-not-at-top
+  variables, seconds = artefacts.pretrained(ctx, arm)
+  return pretrain.init_fn(ctx.model, ctx.image_shape, variables), seconds
