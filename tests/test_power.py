@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sp_stats
 
-from dreamjax.study import stats
+from dreamjax.study import power, stats
 
 
 def test_paired_p_value_matches_scipy_and_edge_cases():
@@ -68,3 +68,78 @@ def test_holm_adjusted_agrees_with_reject():
     order = np.argsort(p)
     adj = np.array([out[i].p_adjusted for i in order])
     assert np.all(np.diff(adj) >= 0) and np.all(adj >= p[order])
+
+
+@pytest.mark.parametrize("d,n,power_at_n", [
+    # G*Power 3.1, t tests, "means: difference between two dependent means (matched pairs)",
+    # two tails, alpha 0.05, target power 0.80: total sample size and actual power.
+    (0.5, 34, 0.8078), (0.8, 15, 0.8213), (1.0, 10, 0.8031), (0.2, 199, 0.8017), (0.3, 90, 0.8038)])
+def test_seeds_needed_published_values(d, n, power_at_n):
+  assert power.seeds_needed(d, 1.0) == n
+  assert power.paired_power(d, 1.0, n) == pytest.approx(power_at_n, abs=1e-4)
+  assert power.paired_power(d, 1.0, n - 1) < 0.8
+  # Only the standardized effect matters, and its sign does not.
+  assert power.seeds_needed(-d * 0.03, 0.03) == n
+
+
+def test_power_at_zero_effect_is_alpha_and_monotone():
+  assert power.paired_power(0.0, 1.0, 12) == pytest.approx(0.05, abs=1e-12)
+  assert power.paired_power(0.0, 1.0, 12, alpha=0.01) == pytest.approx(0.01, abs=1e-12)
+  ns = [power.paired_power(0.5, 1.0, n) for n in range(2, 60)]
+  assert np.all(np.diff(ns) > 0)
+  ds = [power.paired_power(d, 1.0, 8) for d in np.linspace(0, 3, 31)]
+  assert np.all(np.diff(ds) > 0) and ds[-1] > 0.999
+  assert power.paired_power(0.5, 1.0, 20) == power.paired_power(-0.5, 1.0, 20)
+  assert power.paired_power(0.5, 1.0, 20, alpha=0.01) < power.paired_power(0.5, 1.0, 20)
+  assert math.isnan(power.paired_power(0.5, 1.0, 1))
+  assert math.isnan(power.paired_power(0.5, float("nan"), 5))
+  assert power.paired_power(0.1, 0.0, 3) == 1.0 and power.paired_power(0.0, 0.0, 3) == 0.0
+
+
+def test_min_detectable_difference_inverts_power():
+  for n in [2, 3, 5, 10, 34]:
+    mdd = power.min_detectable_difference(0.02, n)
+    assert power.paired_power(mdd, 0.02, n) == pytest.approx(0.8, abs=1e-9)
+  # d = 0.5 gives 0.8078 at n = 34, so the exact 80% effect is a little below 0.5.
+  assert 0.49 < power.min_detectable_difference(1.0, 34) < 0.5
+  mdds = [power.min_detectable_difference(1.0, n) for n in range(2, 40)]
+  assert np.all(np.diff(mdds) < 0)  # more seeds resolve smaller gaps
+  assert power.min_detectable_difference(1.0, 10, power=0.9) > power.min_detectable_difference(1.0, 10)
+  assert power.min_detectable_difference(3.0, 10) == pytest.approx(3 * power.min_detectable_difference(1.0, 10))
+  assert power.min_detectable_difference(0.0, 5) == 0.0
+  assert math.isnan(power.min_detectable_difference(1.0, 1))
+  with pytest.raises(ValueError):
+    power.min_detectable_difference(1.0, 5, power=1.0)
+
+
+def test_seeds_needed_edge_cases():
+  assert power.seeds_needed(0.0, 1.0) is None
+  assert power.seeds_needed(float("nan"), 1.0) is None
+  assert power.seeds_needed(0.01, 1.0, max_n=100) is None  # needs ~78,000
+  assert power.seeds_needed(0.2, 1.0, max_n=199) == 199 and power.seeds_needed(0.2, 1.0, max_n=198) is None
+  assert power.seeds_needed(0.1, 0.0) == 2
+  assert power.seeds_needed(5.0, 1.0) == 3  # n = 2 (1 df) has only 0.42 power even at d = 5
+  ns = [power.seeds_needed(d, 1.0) for d in [0.3, 0.5, 0.8, 1.2, 2.0]]
+  assert ns == sorted(ns, reverse=True)
+
+
+def test_power_summary():
+  diffs = [0.01, 0.02, 0.015, 0.005, 0.03, float("nan")]
+  s = power.power_summary(diffs)
+  d = np.array(diffs[:5])
+  assert s["n"] == 5
+  assert s["mean"] == pytest.approx(d.mean()) and s["sd"] == pytest.approx(d.std(ddof=1))
+  assert s["min_detectable"] == pytest.approx(power.min_detectable_difference(d.std(ddof=1), 5))
+  assert s["seeds_needed_for_observed"] == power.seeds_needed(d.mean(), d.std(ddof=1))
+  assert s["power_at_observed"] == pytest.approx(power.paired_power(d.mean(), d.std(ddof=1), 5))
+  one = power.power_summary([0.01])
+  assert one["n"] == 1 and one["mean"] == 0.01 and math.isnan(one["sd"])
+  assert math.isnan(one["min_detectable"]) and one["seeds_needed_for_observed"] is None
+  assert power.power_summary([])["n"] == 0
+
+
+def test_power_is_finite_where_scipy_nct_cdf_is_not():
+  # At 1 df scipy's nct.cdf(-t_crit, 1, ncp) is nan for ncp ~ 8-30 (d = ncp / sqrt(2));
+  # the power must stay finite, below 1 and rising there.
+  ps = [power.paired_power(d, 1.0, 2) for d in np.linspace(4, 25, 50)]
+  assert np.all(np.isfinite(ps)) and np.all(np.diff(ps) > 0) and ps[-1] < 1.0
