@@ -143,3 +143,88 @@ def test_power_is_finite_where_scipy_nct_cdf_is_not():
   # the power must stay finite, below 1 and rising there.
   ps = [power.paired_power(d, 1.0, 2) for d in np.linspace(4, 25, 50)]
   assert np.all(np.isfinite(ps)) and np.all(np.diff(ps) > 0) and ps[-1] < 1.0
+
+
+BUDGETS = [1000, 1250, 1500, 2000]
+OFFSETS = np.array([0.01, -0.02, 0.005, 0.0, 0.03, -0.012])  # per-seed level shifts
+
+
+def _line(n, a=0.3, b=0.06):
+  """Accuracy exactly a + b log N for every seed, plus that seed's offset."""
+  return a + b * np.log(np.asarray(n, np.float64))[..., None] + OFFSETS
+
+
+def test_exchange_rate_recovers_a_known_point_with_zero_width():
+  base, arm = _line(BUDGETS), _line(1400.0)
+  r = power.real_label_equivalent(BUDGETS, base, arm)
+  assert r.n_eq == pytest.approx(1400.0, rel=1e-9)
+  assert r.mean_extra == pytest.approx(400.0, rel=1e-9) and r.fraction == pytest.approx(0.4, rel=1e-9)
+  # Seeds are resampled jointly for curve and arm, so each replicate keeps the arm on its
+  # curve: the per-seed offsets, large against the gap, cancel and the interval has no width.
+  assert r.lo == pytest.approx(400.0, abs=1e-6) and r.hi == pytest.approx(400.0, abs=1e-6)
+  assert not (r.censored_above or r.censored_below or r.extrapolated or r.monotonized)
+  assert r.n_seeds == 6 and r.boot_above == 0.0 and r.boot_below == 0.0
+  # On a budget exactly, and at N0 exactly.
+  assert power.real_label_equivalent(BUDGETS, base, _line(1500.0)).n_eq == pytest.approx(1500.0, rel=1e-9)
+  at_n0 = power.real_label_equivalent(BUDGETS, base, _line(1000.0))
+  assert at_n0.mean_extra == pytest.approx(0.0, abs=1e-6) and not at_n0.censored_above
+
+
+def test_exchange_rate_interval_is_deterministic_and_covers_the_estimate():
+  rng = np.random.default_rng(1)
+  base = _line(BUDGETS) + rng.normal(0, 0.004, (4, 6))
+  arm = _line(1400.0) + rng.normal(0, 0.004, 6)
+  r = power.real_label_equivalent(BUDGETS, base, arm, n_boot=500)
+  assert r == power.real_label_equivalent(BUDGETS, base, arm, n_boot=500)
+  assert r.lo < r.mean_extra < r.hi and r.hi - r.lo > 10
+  assert r != power.real_label_equivalent(BUDGETS, base, arm, n_boot=500, seed=7)
+  narrow = power.real_label_equivalent(BUDGETS, base, arm, n_boot=500, confidence=0.5)
+  assert r.lo < narrow.lo < narrow.hi < r.hi
+
+
+def test_exchange_rate_censored_above_and_extrapolated_below():
+  base = _line(BUDGETS)
+  up = power.real_label_equivalent(BUDGETS, base, _line(5000.0))
+  assert up.censored_above and up.mean_extra == 1000.0 and up.n_eq == 2000.0
+  assert up.boot_above == 1.0 and up.fmt().startswith("> +1000 labels")
+  # Below N0: extended along the first segment's slope, exact for a curve linear in log N.
+  down = power.real_label_equivalent(BUDGETS, base, _line(500.0))
+  assert down.censored_below and down.extrapolated and not down.censored_above
+  assert down.n_eq == pytest.approx(500.0, rel=1e-9) and down.mean_extra == pytest.approx(-500.0, rel=1e-9)
+  assert down.fraction == pytest.approx(-0.5) and "extrapolated" in down.fmt()
+  # A baseline that never rises: the zero-slope limit, worth no labels at all.
+  flat = power.real_label_equivalent(BUDGETS, np.full((4, 3), 0.8), [0.79, 0.79, 0.79])
+  assert flat.n_eq == 0.0 and flat.mean_extra == -1000.0 and flat.censored_below and not flat.extrapolated
+
+
+def test_exchange_rate_isotonizes_a_non_monotone_curve():
+  # Mean curve 0.70, 0.72, 0.71, 0.75: pool-adjacent-violators merges 0.72, 0.71 -> 0.715.
+  base = np.array([[0.70], [0.72], [0.71], [0.75]]) + np.array([[0.0, 0.02]])
+  arm = np.array([0.73, 0.75])  # mean 0.74, offsets of the baseline's two seeds
+  r = power.real_label_equivalent(BUDGETS, base, arm)
+  assert r.monotonized
+  # 0.74 lies between 1500 (0.725 after pooling) and 2000 (0.76).
+  w = (0.74 - 0.725) / (0.76 - 0.725)
+  assert r.n_eq == pytest.approx(math.exp(math.log(1500) + w * math.log(2000 / 1500)), rel=1e-9)
+  # 0.72 (mean): between 1000 (0.71) and 1250 (0.725), the pooled level, not the raw 0.73.
+  r = power.real_label_equivalent(BUDGETS, base, arm - 0.02)
+  assert r.n_eq == pytest.approx(1000 * (1.25 ** ((0.72 - 0.71) / 0.015)), rel=1e-9)
+  # On a pooled flat run the first budget reaching the level is taken.
+  assert power.real_label_equivalent(BUDGETS, base, arm - 0.015).n_eq == pytest.approx(1250.0)
+
+
+def test_exchange_rate_missing_seeds_and_validation():
+  base, arm = _line(BUDGETS), _line(1400.0)
+  holey_base = np.concatenate([base, [[0.5], [np.nan], [0.6], [0.7]]], axis=1)
+  r = power.real_label_equivalent(BUDGETS, holey_base, np.append(arm, 0.9))
+  assert r == power.real_label_equivalent(BUDGETS, base, arm)  # the incomplete seed drops out
+  r = power.real_label_equivalent(BUDGETS, base, np.append(arm[:-1], np.nan))
+  assert r.n_seeds == 5
+  one = power.real_label_equivalent(BUDGETS, base[:, :1], arm[:1])
+  assert one.n_eq == pytest.approx(1400.0) and math.isnan(one.lo) and math.isnan(one.hi)
+  none = power.real_label_equivalent(BUDGETS, base, np.full(6, np.nan))
+  assert none.n_seeds == 0 and math.isnan(none.mean_extra) and none.fmt() == "n/a"
+  with pytest.raises(ValueError):
+    power.real_label_equivalent([1000, 1000, 2000], base[:3], arm)
+  with pytest.raises(ValueError):
+    power.real_label_equivalent(BUDGETS, base, arm[:3])

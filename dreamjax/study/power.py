@@ -114,3 +114,156 @@ def power_summary(diffs: Sequence[float], alpha: float = 0.05, power: float = 0.
       "seeds_needed_for_observed": seeds_needed(mean, sd, alpha, power),
       "power_at_observed": paired_power(mean, sd, n, alpha),
   }
+
+
+def _isotonic(y: np.ndarray) -> np.ndarray:
+  """Least-squares nondecreasing fit, equal weights (pool adjacent violators).
+
+  Returns y itself, bit for bit, when it is already nondecreasing.
+  """
+  blocks = []  # [mean, count] of pooled runs
+  for v in y:
+    blocks.append([float(v), 1])
+    while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+      (m2, c2), (m1, c1) = blocks.pop(), blocks.pop()
+      blocks.append([(m1 * c1 + m2 * c2) / (c1 + c2), c1 + c2])
+  return np.repeat([b[0] for b in blocks], [b[1] for b in blocks])
+
+
+def _invert(log_n: np.ndarray, y: np.ndarray, target: float) -> "tuple[float, str]":
+  """log N where the nondecreasing curve (log_n, y) first reaches target.
+
+  Returns (log N, where) with where in {'in', 'below', 'above'}. Above the last
+  budget: (log N_max, 'above'), a lower bound. Below the first: the line through
+  the first point with the slope of the chord to the first higher point (the
+  first segment's slope once flat runs are merged), extended down; a curve that
+  never rises gives -inf (the zero-slope limit: N_eq -> 0).
+  """
+  if target > y[-1]:
+    return float(log_n[-1]), "above"
+  j = int(np.argmax(y >= target))
+  if j > 0:  # y[j-1] < target <= y[j], so the segment rises strictly
+    w = (target - y[j - 1]) / (y[j] - y[j - 1])
+    return float(log_n[j - 1] + w * (log_n[j] - log_n[j - 1])), "in"
+  if target == y[0]:
+    return float(log_n[0]), "in"
+  higher = np.flatnonzero(y > y[0])
+  if not len(higher):
+    return -math.inf, "below"
+  k = higher[0]
+  slope = (y[k] - y[0]) / (log_n[k] - log_n[0])
+  return float(log_n[0] + (target - y[0]) / slope), "below"
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelEquivalent:
+  """Extra real labels an arm at N0 labels is worth (see `real_label_equivalent`)."""
+  mean_extra: float       # N_eq - N0 at the seed-mean curve and arm (a bound if censored_above)
+  lo: float               # percentile-bootstrap interval of N_eq - N0 (nan with < 2 seeds)
+  hi: float
+  n_eq: float             # N_eq; N_max (a lower bound) if censored_above
+  n0: float
+  n_max: float
+  censored_above: bool    # arm mean above the baseline mean at N_max: value is "> N_max - N0"
+  censored_below: bool    # arm mean below the baseline mean at N0: value is negative
+  extrapolated: bool      # n_eq read off the first segment's slope extended below N0
+  monotonized: bool       # the mean baseline curve was not monotone and was isotonized
+  n_seeds: int            # complete seeds used
+  boot_above: float       # share of bootstrap replicates censored above (counted at N_max - N0)
+  boot_below: float       # share of bootstrap replicates below N0 (extrapolated)
+  confidence: float
+
+  @property
+  def fraction(self) -> float:
+    return self.mean_extra / self.n0
+
+  @property
+  def fraction_lo(self) -> float:
+    return self.lo / self.n0
+
+  @property
+  def fraction_hi(self) -> float:
+    return self.hi / self.n0
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  def fmt(self) -> str:
+    if not math.isfinite(self.mean_extra):
+      return "n/a"
+    if self.censored_above:
+      return f"> {self.mean_extra:+.0f} labels (> {self.fraction:+.0%} of N0)"
+    s = f"{self.mean_extra:+.0f} labels ({self.fraction:+.0%} of N0)"
+    if math.isfinite(self.lo):
+      hi = ">= " if self.boot_above > (1 - self.confidence) / 2 else ""
+      s += f", {self.confidence:.0%} CI [{self.lo:+.0f}, {hi}{self.hi:+.0f}]"
+    return s + (" (extrapolated below N0)" if self.extrapolated else "")
+
+
+def real_label_equivalent(budgets: Sequence[float], baseline_acc, arm_acc, n_boot: int = 2000,
+                          confidence: float = 0.95, seed: int = 0) -> LabelEquivalent:
+  """How many real labels an arm trained at N0 labels (+ generated data) is worth.
+
+  Method: average the baseline accuracy over seeds at each budget; if that
+  curve is not nondecreasing, replace it by its least-squares isotonic fit
+  (pool adjacent violators; flagged `monotonized`). Interpolate it linearly in
+  log N and read off N_eq, the first N at which it reaches the arm's mean
+  accuracy; extra labels = N_eq - N0 (also as a fraction of N0).
+  - Arm above the curve at N_max: censored, reported as the lower bound
+    N_max - N0 with `censored_above`.
+  - Arm below the curve at N0: extrapolated (our choice over a bare "< 0"),
+    along the first segment's slope in log N (the chord from N0 to the first
+    budget with higher accuracy), so N_eq in (0, N0) and extra in (-N0, 0),
+    flagged `censored_below` and `extrapolated`; a curve that never rises gives
+    the zero-slope limit N_eq = 0, extra = -N0.
+  Interval: percentile bootstrap over seeds, resampling seed indices with
+  replacement jointly for the baseline curve and the arm (they are paired by
+  seed), rerunning the whole estimator (isotonic fit included) per replicate;
+  replicates censored above count at N_max - N0, so an upper end there is
+  itself a lower bound (`boot_above` says how often). numpy Generator(seed):
+  deterministic.
+
+  Args:
+    budgets: increasing label budgets, budgets[0] = N0 (the arm's budget).
+    baseline_acc: [len(budgets), seeds] per-seed baseline accuracy.
+    arm_acc: [seeds] per-seed arm accuracy at N0, seeds paired with the baseline.
+  Missing seeds: a seed is used only when the arm and every budget of the
+  baseline are finite for it (complete cases, to keep the pairing); with no
+  complete seed everything is nan, with one the interval is nan.
+  """
+  log_n = np.log(np.asarray(budgets, np.float64))
+  base = np.asarray(baseline_acc, np.float64)
+  arm = np.asarray(arm_acc, np.float64)
+  if len(log_n) < 2 or not np.all(np.isfinite(log_n)) or np.any(np.diff(log_n) <= 0):
+    raise ValueError(f"budgets must be >= 2 positive, strictly increasing values: {budgets}")
+  if base.ndim != 2 or base.shape[0] != len(log_n) or arm.shape != (base.shape[1],):
+    raise ValueError(f"need baseline [budgets, seeds] and arm [seeds]: {base.shape}, {arm.shape}")
+  keep = np.isfinite(arm) & np.all(np.isfinite(base), axis=0)
+  base, arm = base[:, keep], arm[keep]
+  n0, n_max, s = float(budgets[0]), float(budgets[-1]), int(keep.sum())
+  nan = float("nan")
+  if s == 0:
+    return LabelEquivalent(nan, nan, nan, nan, n0, n_max, False, False, False, False, 0, nan, nan,
+                           confidence)
+
+  def n_eq(curve, target):
+    log_eq, where = _invert(log_n, _isotonic(curve), target)
+    return (n_max if where == "above" else math.exp(log_eq)), where  # the bound exactly
+
+  mean_curve = base.mean(axis=1)
+  point, where = n_eq(mean_curve, float(arm.mean()))
+  lo = hi = above = below = nan
+  if s >= 2:
+    idx = np.random.default_rng(seed).integers(0, s, size=(n_boot, s))
+    curves, arms = base[:, idx].mean(axis=2), arm[idx].mean(axis=1)  # [K, B], [B]
+    reps = [n_eq(curves[:, b], arms[b]) for b in range(n_boot)]
+    values = np.array([v for v, _ in reps]) - n0
+    lo, hi = (float(q) for q in np.quantile(values, [(1 - confidence) / 2, (1 + confidence) / 2]))
+    above = float(np.mean([w == "above" for _, w in reps]))
+    below = float(np.mean([w == "below" for _, w in reps]))
+  return LabelEquivalent(
+      mean_extra=point - n0, lo=lo, hi=hi, n_eq=point, n0=n0, n_max=n_max,
+      censored_above=where == "above", censored_below=where == "below",
+      extrapolated=where == "below" and point > 0,
+      monotonized=bool(np.any(np.diff(mean_curve) < 0)), n_seeds=s,
+      boot_above=above, boot_below=below, confidence=confidence)
