@@ -51,11 +51,12 @@ class DiskFullError(DreamjaxError, OSError):
   ``OSError`` with ``errno`` set, for callers that handle file errors alike.
   """
 
-  def __init__(self, path: str, detail: str = ""):
-    folder = os.path.dirname(os.path.abspath(path)) or "."
+  def __init__(self, path: str | None, detail: str = ""):
+    where = f"while writing {path}" if path else "while writing a file"
+    folder = os.path.dirname(os.path.abspath(path)) if path else "the --workdir"
     super().__init__(
         errno.ENOSPC,
-        f"disk full: no space left on the device while writing {path}"
+        f"disk full: no space left on the device {where}"
         f"{f' ({detail})' if detail else ''}. Finished work (checkpoints and results"
         " written before) is safe and nothing half-written was kept: free space on"
         f" that disk (`df -h {folder}` shows it) and rerun the same command to resume.")
@@ -72,7 +73,7 @@ _DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded",
                    f"os_error_code='{errno.ENOSPC}'", f"os_error_code='{errno.EDQUOT}'")
 
 
-def is_disk_full(error: BaseException) -> bool:
+def is_disk_full(error: BaseException | None) -> bool:
   """True if ``error``, or an exception it was raised from, means a full disk or quota."""
   seen = set()
   while error is not None and id(error) not in seen:
@@ -84,3 +85,14 @@ def is_disk_full(error: BaseException) -> bool:
       return True
     error = error.__cause__ or error.__context__
   return False
+
+
+def disk_full_path(error: BaseException) -> str | None:
+  """The file a disk-full ``error`` names, if it names one (best effort)."""
+  import re  # pylint: disable=g-import-not-at-top
+  if isinstance(error, DiskFullError):
+    return error.path
+  if isinstance(error, OSError) and error.filename:
+    return str(error.filename)
+  quoted = re.findall(r'"(/[^"]+)"', str(error))  # tensorstore quotes the files it writes
+  return quoted[-1] if quoted else None

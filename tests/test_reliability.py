@@ -465,3 +465,48 @@ def test_checkpoint_save_on_a_real_full_disk(tiny_tmpfs, tmp_path):
   assert "RESTORED 1 3.0" in out and "SAVED 3" in out
   # One error, raised once: no Orbax thread tracebacks, no asyncio noise.
   assert "Traceback" not in run.stderr and "Event loop is closed" not in run.stderr, run.stderr
+
+
+_CLI = textwrap.dedent("""
+    import errno, sys
+    from dreamjax import cli
+    from dreamjax.errors import DiskFullError
+
+    def main(argv):
+      if argv[1:] == ["stray"]:  # a write no dreamjax code wrapped
+        raise OSError(errno.ENOSPC, "No space left on device", "/work/dir/figure.png")
+      if argv[1:] == ["orbax"]:
+        raise ValueError('RESOURCE_EXHAUSTED: Error writing "a/0": Failed writing:'
+                         ' "/work/dir/ckpt.partial/d/1f": No space left on device'
+                         " [os_error_code='28']")
+      if argv[1:] == ["other"]:
+        raise OSError(errno.EACCES, "Permission denied", "/work/dir/x")
+      raise DiskFullError("/work/dir/results.jsonl")
+
+    cli.run(main)
+""")
+
+
+@pytest.mark.parametrize("case, path", [("stray", "/work/dir/figure.png"),
+                                        ("orbax", "/work/dir/ckpt.partial/d/1f"),
+                                        ("wrapped", "/work/dir/results.jsonl")])
+def test_cli_ends_a_full_disk_in_one_line(tmp_path, case, path):
+  script = tmp_path / "job.py"
+  script.write_text(_CLI)
+  run = subprocess.run([sys.executable, str(script), case], text=True, capture_output=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+  assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+  lines = [line for line in run.stderr.splitlines() if "dreamjax error" in line]
+  assert lines == [f"dreamjax error: disk full: no space left on the device while writing"
+                   f" {path}. Finished work (checkpoints and results written before) is safe"
+                   " and nothing half-written was kept: free space on that disk (`df -h"
+                   f" {os.path.dirname(path)}` shows it) and rerun the same command to"
+                   " resume."], run.stderr
+
+
+def test_cli_leaves_other_os_errors_alone(tmp_path):
+  script = tmp_path / "job.py"
+  script.write_text(_CLI)
+  run = subprocess.run([sys.executable, str(script), "other"], text=True, capture_output=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+  assert run.returncode == 1 and "PermissionError" in run.stderr
