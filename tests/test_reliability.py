@@ -510,3 +510,65 @@ def test_cli_leaves_other_os_errors_alone(tmp_path):
   run = subprocess.run([sys.executable, str(script), "other"], text=True, capture_output=True,
                        timeout=120, env={**os.environ, "PYTHONPATH": REPO})
   assert run.returncode == 1 and "PermissionError" in run.stderr
+
+
+# --- provenance: which versions a workdir was made with ------------------------------
+
+def test_versions_names_the_stack():
+  import importlib.metadata  # pylint: disable=g-import-not-at-top
+  import dreamjax  # pylint: disable=g-import-not-at-top
+  from dreamjax import _xla, provenance  # pylint: disable=g-import-not-at-top
+  v = provenance.versions()
+  assert set(v) == {"python", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy",
+                    "chex", "dm-pix", "tensorflow-datasets", "dreamjax", "xla_flags"}
+  assert v["jax"] == importlib.metadata.version("jax") and v["dreamjax"] == dreamjax.__version__
+  assert v["python"] == ".".join(map(str, sys.version_info[:3]))
+  if os.environ.get("DREAMJAX_NO_XLA_FLAGS") or _xla._jaxlib_version() < _xla.MIN_JAXLIB:  # pylint: disable=protected-access
+    assert v["xla_flags"] == ""
+  else:
+    for name in _xla.CPU_FLAGS:
+      assert f"--{name}=" in v["xla_flags"]
+  assert "device_count" not in v["xla_flags"]  # the user's own flags are not the stack
+  json.dumps(v)  # fits a results file
+
+
+def test_versions_xla_flags_follow_the_environment(monkeypatch):
+  from dreamjax import _xla, provenance  # pylint: disable=g-import-not-at-top
+  name = next(iter(_xla.CPU_FLAGS))
+  monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count=4 --{name}=other")
+  assert provenance.versions()["xla_flags"] == f"--{name}=other"
+  monkeypatch.setenv("XLA_FLAGS", "")
+  assert provenance.versions()["xla_flags"] == ""
+
+
+def test_check_same_versions():
+  from dreamjax import provenance  # pylint: disable=g-import-not-at-top
+  now = provenance.versions()
+  provenance.check_same_versions(dict(now), now)
+  provenance.check_same_versions({"jax": now["jax"]}, now)  # an older, shorter record
+  then = {**now, "jaxlib": "0.4.30", "numpy": "1.26.4", "xla_flags": ""}
+  with pytest.raises(ConfigError) as e:
+    provenance.check_same_versions(then, now)
+  message = str(e.value)
+  assert f"jaxlib: 0.4.30 recorded, {now['jaxlib']} now" in message
+  assert f"numpy: 1.26.4 recorded, {now['numpy']} now" in message
+  assert "flax" not in message and "optax" not in message
+  assert ("finish this workdir with the recorded versions (./launch.sh installs"
+          " constraints.txt) or start a fresh --workdir") in message
+
+
+def test_constraints_pin_every_dependency():
+  """constraints.txt pins dreamjax[test]'s direct dependencies, the tested versions."""
+  import re  # pylint: disable=g-import-not-at-top
+  tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+  norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()  # noqa: E731
+  with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+    project = tomllib.load(f)["project"]
+  with open(os.path.join(REPO, "constraints.txt")) as f:
+    pins = dict(line.strip().split("==") for line in f if "==" in line)
+  pinned = {norm(n) for n in pins}
+  assert "dreamjax" not in pinned
+  for requirement in project["dependencies"] + project["optional-dependencies"]["test"]:
+    name = norm(re.split(r"[<>=!~\[; ]", requirement)[0])
+    assert name in pinned, f"{name} is in pyproject.toml but not pinned in constraints.txt"
+  assert norm("tensorboardX") in pinned
