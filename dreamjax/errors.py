@@ -61,6 +61,10 @@ class DiskFullError(DreamjaxError, OSError):
         " written before) is safe and nothing half-written was kept: free space on"
         f" that disk (`df -h {folder}` shows it) and rerun the same command to resume.")
     self.path = path
+    self.detail = detail
+
+  def __reduce__(self):  # OSError's would call __init__ with (errno, message)
+    return type(self), (self.path, self.detail)
 
   def __str__(self) -> str:
     return self.strerror

@@ -290,10 +290,14 @@ def workdir_lock(folder: str, what: str = "study") -> Iterator[None]:
 def _take_lock(folder: str, what: str) -> int | None:
   """The locked file's descriptor, None where the filesystem has no ``flock``."""
   path = os.path.join(folder, LOCK_FILE)
-  with translate_disk_full(path):
-    os.makedirs(folder, exist_ok=True)
   for _ in range(10):
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      with translate_disk_full(path):
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except (PermissionError, NotADirectoryError, FileExistsError) as e:
+      raise ConfigError(f"workdir {folder!r} is not writable ({e.strerror}). Pass --workdir"
+                        " pointing at a folder you can write to.") from None
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

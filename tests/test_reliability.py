@@ -572,3 +572,17 @@ def test_constraints_pin_every_dependency():
     name = norm(re.split(r"[<>=!~\[; ]", requirement)[0])
     assert name in pinned, f"{name} is in pyproject.toml but not pinned in constraints.txt"
   assert norm("tensorboardX") in pinned
+
+
+def test_lock_on_an_unusable_workdir_says_so(tmp_path):
+  (tmp_path / "file").write_text("")
+  with pytest.raises(ConfigError, match="not writable.*Pass --workdir"):
+    with fileio.workdir_lock(str(tmp_path / "file" / "workdir")):
+      pass
+
+
+def test_disk_full_error_survives_pickling():
+  import pickle  # pylint: disable=g-import-not-at-top
+  error = pickle.loads(pickle.dumps(DiskFullError("/w/results.jsonl")))
+  assert error.path == "/w/results.jsonl" and error.errno == errno.ENOSPC
+  assert str(error) == str(DiskFullError("/w/results.jsonl"))
