@@ -10,7 +10,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from dreamjax.errors import DreamjaxError
+from dreamjax.errors import DiskFullError, DreamjaxError, disk_full_path, is_disk_full
 
 
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -85,10 +85,11 @@ def run(main: Callable[[list[str]], None]) -> None:
   """Like ``absl.app.run``, but a :class:`DreamjaxError` ends in its message.
 
   The message says what is wrong and what to do; a traceback would only hide
-  it. Exit status 2 marks a usage or data error, as absl does for bad flags.
-  With ``--distributed`` every process of the job runs ``main`` on the same
-  data; process 0 alone writes files (:mod:`dreamjax.fileio`) and logs
-  progress, the others only warnings and errors. ``kill -USR1 PID`` prints
+  it. So does a full disk, whichever code was writing. Exit status 2 marks a
+  usage or data error, as absl does for bad flags. With ``--distributed``
+  every process of the job runs ``main`` on the same data; process 0 alone
+  writes files (:mod:`dreamjax.fileio`) and logs progress, the others only
+  warnings and errors. ``kill -USR1 PID`` prints
   every thread's Python stack to stderr and lets the job go on: the first
   thing to look at when a multi-host job seems stuck.
   """
@@ -111,5 +112,13 @@ def run(main: Callable[[list[str]], None]) -> None:
       print("\ninterrupted: finished work is saved; rerun the same command to"
             " resume.", file=sys.stderr)
       sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - only a full disk is handled; the rest re-raised
+      # A write that no dreamjax code wrapped (a library's own file, say) can
+      # still find the disk full: it ends in the same one line.
+      if not is_disk_full(e):
+        raise
+      logging.flush()
+      print(f"\ndreamjax error: {DiskFullError(disk_full_path(e))}", file=sys.stderr)
+      sys.exit(2)
 
   app.run(wrapped, flags_parser=_parse_flags)

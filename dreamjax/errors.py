@@ -6,6 +6,9 @@ to do. Entry points print the message and exit with status 2 instead of
 showing a traceback (see :mod:`dreamjax.cli`).
 """
 
+import errno
+import os
+
 
 class DreamjaxError(Exception):
   """Base class for errors that a user can fix."""
@@ -37,3 +40,63 @@ class DistributedError(DreamjaxError):
   It ends the whole job (a study does not record it as one failed cell and go
   on), since the processes can no longer agree on what comes next.
   """
+
+
+class DiskFullError(DreamjaxError, OSError):
+  """The disk (or the user's quota) filled up while dreamjax wrote a file.
+
+  Raised instead of a bare ``OSError: [Errno 28]`` (or the ``ValueError`` that
+  Orbax and tensorstore wrap it in) so that a full disk ends in one line
+  saying where, and that a rerun after freeing space resumes. It is also an
+  ``OSError`` with ``errno`` set, for callers that handle file errors alike.
+  """
+
+  def __init__(self, path: str | None, detail: str = ""):
+    where = f"while writing {path}" if path else "while writing a file"
+    folder = os.path.dirname(os.path.abspath(path)) if path else "the --workdir"
+    super().__init__(
+        errno.ENOSPC,
+        f"disk full: no space left on the device {where}"
+        f"{f' ({detail})' if detail else ''}. Finished work (checkpoints and results"
+        " written before) is safe and nothing half-written was kept: free space on"
+        f" that disk (`df -h {folder}` shows it) and rerun the same command to resume.")
+    self.path = path
+    self.detail = detail
+
+  def __reduce__(self):  # OSError's would call __init__ with (errno, message)
+    return type(self), (self.path, self.detail)
+
+  def __str__(self) -> str:
+    return self.strerror
+
+
+# What tensorstore (under Orbax) says when the OS reports ENOSPC or EDQUOT: it
+# raises ValueError("RESOURCE_EXHAUSTED: ... No space left on device
+# [os_error_code='28']"), which carries no errno.
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded",
+                   f"os_error_code='{errno.ENOSPC}'", f"os_error_code='{errno.EDQUOT}'")
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+  """True if ``error``, or an exception it was raised from, means a full disk or quota."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if isinstance(error, (OSError, ValueError, RuntimeError)) and any(
+        text in str(error) for text in _DISK_FULL_TEXT):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def disk_full_path(error: BaseException) -> str | None:
+  """The file a disk-full ``error`` names, if it names one (best effort)."""
+  import re  # pylint: disable=g-import-not-at-top
+  if isinstance(error, DiskFullError):
+    return error.path
+  if isinstance(error, OSError) and error.filename:
+    return str(error.filename)
+  quoted = re.findall(r'"(/[^"]+)"', str(error))  # tensorstore quotes the files it writes
+  return quoted[-1] if quoted else None

@@ -7,13 +7,45 @@ processes decide alike whether to write a file and may read it right after it
 was written. Every process must therefore make the same writes in the same
 order, which the experiment scripts do by running the same program on the
 same data.
+
+A full disk (or quota) ends every write here in a
+:class:`~dreamjax.errors.DiskFullError` that names the file; nothing
+half-written is left behind, so a rerun after freeing space resumes.
 """
 
 import contextlib
+import datetime
+import fcntl
 import json
 import os
+import shlex
+import socket
+import sys
 import tempfile
+import time
 from typing import Any, Iterator
+
+from absl import logging
+
+from dreamjax.errors import ConfigError, DiskFullError, is_disk_full
+
+
+@contextlib.contextmanager
+def translate_disk_full(path: str) -> Iterator[None]:
+  """Turns an error that means "disk full" inside the body into :class:`DiskFullError`.
+
+  Catches plain ``OSError`` (ENOSPC, EDQUOT) and the ``ValueError`` that
+  tensorstore (under Orbax) raises for the same fault; ``path`` is the file or
+  folder being written, named in the message.
+  """
+  try:
+    yield
+  except DiskFullError:
+    raise
+  except Exception as e:  # noqa: BLE001 - only a full disk is translated; the rest re-raised
+    if is_disk_full(e):
+      raise DiskFullError(path) from None
+    raise
 
 
 @contextlib.contextmanager
@@ -21,7 +53,8 @@ def atomic_path(path: str) -> Iterator[str]:
   """Yields a temporary path in ``path``'s folder; renames it over ``path``.
 
   The rename only happens if the body finishes; on any error the temporary
-  file is removed and ``path`` is untouched.
+  file is removed and ``path`` is untouched. A full disk raises
+  :class:`DiskFullError`.
   """
   folder = os.path.dirname(os.path.abspath(path))
   base = os.path.basename(path)
@@ -31,18 +64,21 @@ def atomic_path(path: str) -> Iterator[str]:
   from dreamjax import sharding  # pylint: disable=g-import-not-at-top
   if not sharding.is_primary():
     with tempfile.TemporaryDirectory(prefix="dreamjax-secondary-") as scratch:
-      yield os.path.join(scratch, f"{stem}.tmp{ext}")
+      with translate_disk_full(path):
+        yield os.path.join(scratch, f"{stem}.tmp{ext}")
     _written(path)
     return
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
-  os.close(fd)
+  with translate_disk_full(path):
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
+    os.close(fd)
   try:
-    yield tmp
-    with open(tmp, "rb+") as f:
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-    os.replace(tmp, path)
+    with translate_disk_full(path):
+      yield tmp
+      with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+      os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
+      os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
@@ -72,26 +108,263 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def append_jsonl(path: str, record: dict[str, Any]) -> None:
-  """Appends one line by rewriting the file atomically.
+  """Appends ``record`` as one JSON line, on disk (fsync) when this returns.
 
-  Results files are small (one line per study cell), so a full rewrite costs
-  nothing and means a kill can never leave a half-written line behind.
+  A real append (``O_APPEND``, one ``write`` of the whole line, then
+  ``fsync``), so the cost does not grow with the file. A write that fails
+  part-way (full disk) is cut back off, and a torn last line that an earlier
+  crash left is set aside first (:func:`read_jsonl`), so every line stays a
+  whole record. Multi-host: only process 0 writes, between two barriers.
   """
-  old = ""
-  if os.path.exists(path):
-    with open(path) as f:
-      old = f.read()
-  if old and not old.endswith("\n"):
-    old += "\n"
-  line = json.dumps(record, sort_keys=True, default=jsonable)
-  write_text(path, old + line + "\n")
+  line = (json.dumps(record, sort_keys=True, default=jsonable) + "\n").encode()
+  # Every process looks alike: the file only changes between barriers.
+  if _last_byte(path) not in (None, b"\n"):
+    read_jsonl(path, repair=True)
+  _written(path, "before")
+  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
+  if sharding.is_primary():
+    with translate_disk_full(path):
+      _append(path, line)
+  _written(path)
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
+def _last_byte(path: str) -> bytes | None:
+  """The file's last byte; None if it is missing or empty."""
+  try:
+    with open(path, "rb") as f:
+      f.seek(0, os.SEEK_END)
+      if f.tell() == 0:
+        return None
+      f.seek(-1, os.SEEK_END)
+      return f.read(1)
+  except FileNotFoundError:
+    return None
+
+
+def _append(path: str, data: bytes) -> None:
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  created = not os.path.exists(path)
+  fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+  try:
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+      data = b"\n" + data  # a last line complete but for its newline
+    try:
+      view = memoryview(data)
+      while view:  # os.write may write less than asked (signals, some filesystems)
+        view = view[os.write(fd, view):]
+      os.fsync(fd)
+    except BaseException:
+      # Never leave part of a line behind (full disk, interrupt): cut back.
+      with contextlib.suppress(OSError):
+        os.ftruncate(fd, size)
+      raise
+  finally:
+    os.close(fd)
+  if created:
+    _fsync_dir(folder)  # the new file's name survives a power cut too
+
+
+def _fsync_dir(folder: str) -> None:
+  with contextlib.suppress(OSError):  # some filesystems cannot fsync a folder
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+
+
+def read_jsonl(path: str, repair: bool = True) -> list[dict[str, Any]]:
+  """Every whole record of a JSON-lines file; [] if it does not exist.
+
+  A line that is not a JSON object (torn by a crash or a full disk mid-write,
+  or damaged) is left out with a warning naming the file and line. With
+  ``repair`` (the default) it is also set aside: the whole original file is
+  copied to ``<path>.torn-<UTC time of its last write>`` and ``path`` is
+  rewritten without the bad lines (atomically), so a study rerun recomputes
+  the cells they held. Without ``repair`` the file is left as it is.
+  Multi-host: every process must call it alike; process 0 writes.
+  """
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  with open(path, "rb") as f:
+    raw = f.read()
+  lines = raw.split(b"\n")
+  records, bad = [], []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+      record = None
+    if not isinstance(record, dict):
+      bad.append(number)
+      continue
+    records.append(record)
+  if bad:
+    _set_aside(path, raw, lines, bad, repair)
+  return records
+
+
+def _set_aside(path: str, raw: bytes, lines: list[bytes], bad: list[int], repair: bool) -> None:
+  """Keeps a copy of ``path`` and rewrites it without the lines numbered ``bad``."""
+  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
+  total = len(lines) - (lines[-1] == b"")  # a file ending in a newline splits into a last ""
+  where = f"{path}: line{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} of {total}"
+  if not repair:
+    if sharding.is_primary():
+      logging.warning("%s unreadable (a write cut short by a crash or a full disk?); skipped"
+                      " them and left the file as it is.", where)
+    return
+  # The copy is named by the file's last write (about when it was torn), which
+  # every process of a multi-host job sees alike: they must agree on the name.
+  stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(os.stat(path).st_mtime))
+  copy = f"{path}.torn-{stamp}"
+  n = 1
+  while os.path.exists(copy) and _read_bytes(copy) != raw:
+    n += 1
+    copy = f"{path}.torn-{stamp}-{n}"
+  with atomic_path(copy) as tmp:
+    with open(tmp, "wb") as f:
+      f.write(raw)
+  kept = b"".join(line + b"\n" for number, line in enumerate(lines, 1)
+                  if number not in bad and line.strip())
+  with atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      f.write(kept)
+  if sharding.is_primary():
+    logging.warning("%s unreadable (a write cut short by a crash or a full disk?); set"
+                    " them aside: the original file is kept as %s and %s was rewritten"
+                    " without them, so a rerun recomputes what they held.", where, copy, path)
+
+
+def _read_bytes(path: str) -> bytes:
+  with open(path, "rb") as f:
+    return f.read()
+
+
+# --- one study per workdir -----------------------------------------------------
+
+LOCK_FILE = ".dreamjax.lock"
+
+
+@contextlib.contextmanager
+def workdir_lock(folder: str, what: str = "study") -> Iterator[None]:
+  """Holds ``folder``'s lock for the body: a second job on ``folder`` refuses at once.
+
+  An exclusive ``flock`` on ``folder/.dreamjax.lock``, which records the
+  holder (pid, host, start time, command line) as JSON. A second process
+  gets a :class:`ConfigError` naming the holder. The kernel drops the lock
+  when its holder dies however it dies, so a file left by a killed job is
+  taken over, with a warning naming that job. On filesystems without
+  ``flock`` a warning says the workdir is not locked and the body runs.
+  Multi-host: process 0 takes the lock and the others learn whether it did,
+  so they all stop or go on together. ``what`` names the job in messages.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
+  fd, error = None, None
+  if sharding.is_primary():
+    try:
+      fd = _take_lock(folder, what)
+    except ConfigError as e:
+      error = e
+  if jax.process_count() > 1:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    refused = int(multihost_utils.broadcast_one_to_all(np.asarray(error is not None, np.int32)))
+    if refused and error is None:
+      raise ConfigError(f"process 0 could not lock workdir {folder!r}: another {what} runs"
+                        " there. Its log says which; wait for it or pass another --workdir.")
+  if error is not None:
+    raise error
+  try:
+    yield
+  finally:
+    if fd is not None:
+      _release_lock(folder, fd)
+
+
+def _take_lock(folder: str, what: str) -> int | None:
+  """The locked file's descriptor, None where the filesystem has no ``flock``."""
+  path = os.path.join(folder, LOCK_FILE)
+  for _ in range(10):
+    try:
+      with translate_disk_full(path):
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except (PermissionError, NotADirectoryError, FileExistsError) as e:
+      raise ConfigError(f"workdir {folder!r} is not writable ({e.strerror}). Pass --workdir"
+                        " pointing at a folder you can write to.") from None
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = _read_holder(fd)
+      os.close(fd)
+      raise ConfigError(
+          f"workdir {folder} is in use: another {what} runs there ({_describe(holder)})."
+          f" Two jobs in one workdir would mix or overwrite each other's results: wait"
+          f" for that one to finish (or stop it), or pass another --workdir.") from None
+    except OSError as e:  # NFS without lockd, some FUSE mounts: no flock at all
+      os.close(fd)
+      logging.warning("cannot lock %s (%s): make sure no other %s uses this workdir"
+                      " while this one runs.", path, e.strerror, what)
+      return None
+    # The previous holder may have removed the file between our open and our
+    # flock (a clean release): then we locked a file no one else can see.
+    try:
+      same = os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+      same = False
+    if same:
+      break
+    os.close(fd)
+  else:
+    raise ConfigError(f"could not lock {path}: it kept being replaced. Is another {what}"
+                      " starting in this workdir? Pass another --workdir.")
+  previous = _read_holder(fd)
+  if previous:
+    logging.warning("took over the lock of workdir %s from %s, which ended without"
+                    " releasing it (killed or crashed).", folder, _describe(previous))
+  holder = {"pid": os.getpid(), "host": socket.gethostname(),
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "argv": list(sys.argv)}
+  try:
+    with translate_disk_full(path):
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+      os.fsync(fd)
+  except BaseException:
+    os.close(fd)
+    raise
+  return fd
+
+
+def _release_lock(folder: str, fd: int) -> None:
+  # Remove the file while still holding the lock, so no one can take over a
+  # file with our details in it; _take_lock checks it locked the live file.
+  with contextlib.suppress(OSError):
+    os.remove(os.path.join(folder, LOCK_FILE))
+  os.close(fd)
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+  try:
+    holder = json.loads(os.pread(fd, 1 << 16, 0) or b"{}")
+  except (OSError, ValueError):
+    return {}
+  return holder if isinstance(holder, dict) else {}
+
+
+def _describe(holder: dict[str, Any]) -> str:
+  if not holder:
+    return "its details are not written yet"
+  argv = holder.get("argv")
+  command = shlex.join(map(str, argv)) if isinstance(argv, list) else "?"
+  return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, since"
+          f" {holder.get('started', '?')}, running `{command}`")
 
 
 def check_writable(folder: str) -> None:
@@ -99,7 +372,6 @@ def check_writable(folder: str) -> None:
 
   In a multi-host job it also checks that every process sees the same folder.
   """
-  from dreamjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   try:
     os.makedirs(folder, exist_ok=True)
     fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
@@ -124,7 +396,6 @@ def _check_shared(folder: str) -> None:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   from dreamjax import sharding  # pylint: disable=g-import-not-at-top
-  from dreamjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   token = int(multihost_utils.broadcast_one_to_all(
       np.asarray(np.random.default_rng().integers(1, 2**31 - 1), np.int32)))
   marker = os.path.join(folder, ".dreamjax-shared-check")

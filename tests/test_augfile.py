@@ -81,3 +81,28 @@ def test_failed_save_leaves_old_file(tmp_path):
   with pytest.raises(DataError):
     augfile.save(path, x, y, s, {"method": "second"})
   assert augfile.load(path).metadata["method"] == "first"
+
+
+@pytest.mark.parametrize("content, kind", [
+    (b"images,labels\n0.1,3\n", "a text file (it starts 'images,labels"),
+    (b"", "empty"),
+    (b"\x00\x01\x02\x03garbage", "not a zip archive"),
+])
+def test_a_file_that_is_not_an_npz_is_named_as_such(tmp_path, content, kind):
+  path = str(tmp_path / "dreams.npz")
+  with open(path, "wb") as f:
+    f.write(content)
+  with pytest.raises(DataError) as e:
+    augfile.load(path)
+  message = str(e.value)
+  assert "not an .npz file" in message and kind in message
+  assert "object arrays" not in message  # the wrong fault, reported before
+  assert "augfile.save" in message  # what the file should be
+
+
+def test_a_single_npy_array_is_named_as_such(tmp_path):
+  path = str(tmp_path / "images.npz")
+  with open(path, "wb") as f:
+    np.save(f, np.zeros((2, 4, 4, 1), np.float32))
+  with pytest.raises(DataError, match="not an .npz file: a single-array .npy file"):
+    augfile.load(path)

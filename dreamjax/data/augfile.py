@@ -83,10 +83,45 @@ def save(path: str, images, labels, source_index, metadata: dict[str, Any]) -> N
              metadata=np.asarray(text))
 
 
+_EXPECTED = ("an .npz (zip) archive of numeric arrays images, labels, source_index and"
+             " metadata, as dreamjax.data.augfile.save and the experiments/ scripts write it"
+             " (see README, 'Augmented-dataset files')")
+
+
+def _check_is_npz(path: str) -> None:
+  """Refuses a file that is not a zip archive before numpy guesses what it is.
+
+  ``np.load`` takes anything that is neither a zip nor an ``.npy`` for a
+  pickle, so a text file would be reported as holding object arrays.
+  """
+  if os.path.isdir(path):
+    raise DataError(f"{path}: is a folder, not an augmented-dataset file; pass {_EXPECTED}.")
+  if zipfile.is_zipfile(path):
+    return
+  try:
+    with open(path, "rb") as f:
+      head = f.read(64)
+  except OSError as e:
+    raise DataError(f"{path}: cannot read ({e.strerror}).") from None
+  if head.startswith(b"PK"):
+    return  # a damaged zip: np.load below names the damage
+  if head.startswith(b"\x93NUMPY"):
+    kind = "a single-array .npy file"
+  elif not head:
+    kind = "empty"
+  elif all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+    kind = f"a text file (it starts {head[:40].decode(errors='replace')!r})"
+  else:
+    kind = f"not a zip archive (it starts with bytes {head[:8].hex()})"
+  raise DataError(f"{path}: not an .npz file: {kind}. An augmented-dataset file must be"
+                  f" {_EXPECTED}.")
+
+
 def load(path: str, *, num_classes: int | None = None,
          image_shape: tuple[int, ...] | None = None) -> AugmentedSet:
   if not os.path.exists(path):
     raise DataError(f"augmented-dataset file {path!r} does not exist.")
+  _check_is_npz(path)
   try:
     with np.load(path, allow_pickle=False) as f:
       missing = [k for k in REQUIRED if k not in f.files]

@@ -53,6 +53,15 @@ def parse_idx(raw: bytes, *, name: str = "<bytes>", ndim: int | None = None) -> 
 
 def read_idx(path: str, *, ndim: int | None = None) -> np.ndarray:
   """Reads an IDX file (``.gz`` is decompressed) into a uint8 array."""
+  return parse_idx(read_idx_bytes(path), name=os.path.basename(path), ndim=ndim)
+
+
+def read_idx_bytes(path: str) -> bytes:
+  """The IDX bytes of a file, decompressed if it is gzip; DataError if unreadable.
+
+  What :func:`read_idx` parses, and what a dataset digest is taken over: the
+  same data gives the same bytes whether or not it was stored gzipped.
+  """
   try:
     with open(path, "rb") as f:
       raw = f.read()
@@ -66,7 +75,7 @@ def read_idx(path: str, *, ndim: int | None = None) -> np.ndarray:
                       " reinstall the dataset.") from None
   elif path.endswith(".gz"):
     raise DataError(f"{path}: named .gz but is not gzip data (first bytes {raw[:4].hex()}).")
-  return parse_idx(raw, name=os.path.basename(path), ndim=ndim)
+  return raw
 
 
 def write_idx(path: str, array: np.ndarray, *, compress: bool | None = None) -> None:
