@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from dreamjax import sharding
+from dreamjax import fileio, sharding
 
 LOGDIR = "tensorboard"  # a run's events go to WORKDIR/tensorboard
 
@@ -52,12 +52,14 @@ class MetricWriter:
 
   def flush(self) -> None:
     if self._writer is not None:
-      self._writer.flush()
+      with fileio.translate_disk_full(self.logdir):  # tensorboardX writes from its own thread
+        self._writer.flush()
 
   def close(self) -> None:
     if self._writer is not None:
-      self._writer.close()
-      self._writer = None
+      writer, self._writer = self._writer, None
+      with fileio.translate_disk_full(self.logdir):
+        writer.close()
 
 
 def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:

@@ -73,3 +73,14 @@ def check_same_versions(recorded: dict[str, str], current: dict[str, str]) -> No
 
 def _show(value: str) -> str:
   return repr(value) if value == "" or " " in str(value) else str(value)
+
+
+def record(data) -> dict:
+  """What a results file records of its making: :func:`versions` and the data read.
+
+  ``data`` is a :class:`dreamjax.data.RawDataset` or :class:`dreamjax.data.Splits`.
+  """
+  source = getattr(data, "source", None) or getattr(data, "data_source", "")
+  digest = getattr(data, "digest", None) or getattr(data, "data_digest", "")
+  return {"versions": versions(), "data": {"name": data.name, "source": source,
+                                           "digest": digest}}

@@ -29,6 +29,7 @@ _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Rewrite the report from 
 def main(argv):
   del argv
   if _REPORT_ONLY.value:
+    runner.check_workdir(_CONFIG.value, _WORKDIR.value)  # the report must describe this study
     paths = report.write_report(_CONFIG.value, _WORKDIR.value)
     print(f"report: {paths['report']}")
     return

@@ -13,7 +13,7 @@ import textwrap
 import chex
 import pytest
 
-from dreamjax import fileio
+from dreamjax import fileio, lock
 from dreamjax.errors import ConfigError, DiskFullError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -166,13 +166,13 @@ def test_other_os_errors_are_not_called_disk_full(tmp_path):
 _LOCKER = textwrap.dedent("""
     import os, sys, time
     import jax  # imported before the start signal, so both processes race fairly
-    from dreamjax import fileio
+    from dreamjax import lock
     from dreamjax.errors import ConfigError
     folder, go, hold = sys.argv[1], sys.argv[2], float(sys.argv[3])
     while not os.path.exists(go):
       time.sleep(0.005)
     try:
-      with fileio.workdir_lock(folder):
+      with lock.workdir_lock(folder):
         print("LOCKED", os.getpid(), flush=True)
         time.sleep(hold)
       print("RELEASED", flush=True)
@@ -204,7 +204,7 @@ def test_two_processes_race_for_one_workdir(tmp_path):
   assert "locker.py" in message and "--tag=mine" in message  # the holder's command
   assert "another --workdir" in message
   assert "RELEASED" in winners[0]
-  assert not os.path.exists(folder / fileio.LOCK_FILE)  # a clean release leaves nothing
+  assert not os.path.exists(folder / lock.LOCK_FILE)  # a clean release leaves nothing
 
 
 def test_lock_left_by_a_killed_job_is_taken_over(tmp_path, warnings_logged):
@@ -215,19 +215,19 @@ def test_lock_left_by_a_killed_job_is_taken_over(tmp_path, warnings_logged):
   assert line.startswith("LOCKED"), killed.stderr.read()
   killed.kill()
   killed.communicate(timeout=60)
-  with open(folder / fileio.LOCK_FILE) as f:
+  with open(folder / lock.LOCK_FILE) as f:
     assert json.load(f)["pid"] == killed.pid  # the dead job's record is still there
-  with fileio.workdir_lock(str(folder)):
-    with open(folder / fileio.LOCK_FILE) as f:
+  with lock.workdir_lock(str(folder)):
+    with open(folder / lock.LOCK_FILE) as f:
       mine = json.load(f)
     assert mine["pid"] == os.getpid() and mine["argv"] == sys.argv
     assert mine["started"].endswith("+00:00")
     with pytest.raises(ConfigError, match=f"pid {os.getpid()}"):
-      with fileio.workdir_lock(str(folder)):  # a second lock, even from this process
+      with lock.workdir_lock(str(folder)):  # a second lock, even from this process
         pass
   note = warnings_logged()
   assert f"pid {killed.pid}" in note and "took over" in note
-  assert not os.path.exists(folder / fileio.LOCK_FILE)
+  assert not os.path.exists(folder / lock.LOCK_FILE)
 
 
 def test_stale_lock_file_without_holder(tmp_path, warnings_logged):
@@ -235,8 +235,8 @@ def test_stale_lock_file_without_holder(tmp_path, warnings_logged):
   folder.mkdir()
   stale = {"pid": 999999, "host": "elsewhere", "started": "2020-01-01T00:00:00+00:00",
            "argv": ["experiments/study.py", "--workdir=x"]}
-  (folder / fileio.LOCK_FILE).write_text(json.dumps(stale))
-  with fileio.workdir_lock(str(folder), what="study"):
+  (folder / lock.LOCK_FILE).write_text(json.dumps(stale))
+  with lock.workdir_lock(str(folder), what="study"):
     pass
   note = warnings_logged()
   assert "pid 999999 on host elsewhere" in note and "2020-01-01" in note
@@ -577,7 +577,7 @@ def test_constraints_pin_every_dependency():
 def test_lock_on_an_unusable_workdir_says_so(tmp_path):
   (tmp_path / "file").write_text("")
   with pytest.raises(ConfigError, match="not writable.*Pass --workdir"):
-    with fileio.workdir_lock(str(tmp_path / "file" / "workdir")):
+    with lock.workdir_lock(str(tmp_path / "file" / "workdir")):
       pass
 
 

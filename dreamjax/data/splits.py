@@ -30,6 +30,8 @@ class Splits:
   val_labels: np.ndarray
   test_images: np.ndarray
   test_labels: np.ndarray
+  data_source: str = ""  # the folder (or TFDS dir) the images were read from
+  data_digest: str = ""  # sha256 of the files read (dreamjax.data.sources)
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -87,4 +89,6 @@ def make_splits(raw: RawDataset, *, num_labeled: int, val_size: int, seed: int) 
       val_labels=raw.train_labels[val],
       test_images=to_float(raw.test_images),
       test_labels=raw.test_labels,
+      data_source=raw.source,
+      data_digest=raw.digest,
   )

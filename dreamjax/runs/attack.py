@@ -19,6 +19,7 @@ import numpy as np
 from absl import logging
 
 import dreamjax
+from dreamjax import provenance
 from dreamjax import adversarial, evaluate, metrics, models, sharding, train
 from dreamjax import alignment as alignment_lib
 from dreamjax import seeds as seeds_lib
@@ -110,6 +111,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         eps=config.attack.eps, steps=g.steps, mesh=mesh)
     out["alignment"] = {k: v for k, v in alignment.items() if k != "per_image"}
   out.update(total_seconds=time.perf_counter() - t0, config=config.to_dict(),
-             dreamjax_version=dreamjax.__version__)
+             dreamjax_version=dreamjax.__version__,
+             provenance=provenance.record(splits))
   write_json(os.path.join(workdir, "results.json"), out)
   return out

@@ -8,6 +8,7 @@ import numpy as np
 from absl import logging
 
 import dreamjax
+from dreamjax import provenance
 from dreamjax import data as data_lib
 from dreamjax import evaluate, metrics, models, sharding, train
 from dreamjax.errors import ConfigError
@@ -77,6 +78,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       "history": result.history,
       "config": config.to_dict(),
       "dreamjax_version": dreamjax.__version__,
+      "provenance": provenance.record(splits),
   }
   write_json(os.path.join(workdir, "results.json"), out)
   logging.info("test accuracy %.4f (per seed %s) in %.1fs", out["test_accuracy"],

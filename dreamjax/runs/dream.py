@@ -10,6 +10,7 @@ import numpy as np
 from absl import logging
 
 import dreamjax
+from dreamjax import provenance
 from dreamjax import checkpoint, evaluate, figures, metrics, models, sharding, train
 from dreamjax import data as data_lib
 from dreamjax import dream
@@ -130,6 +131,7 @@ def dream_split(config, workdir: str) -> dict[str, Any]:
       "total_seconds": time.perf_counter() - t0,
       "config": config.to_dict(),
       "dreamjax_version": dreamjax.__version__,
+      "provenance": provenance.record(splits),
   }
   write_json(os.path.join(workdir, "results.json"), out)
   logging.info("dreamed %d images in %.1fs (%.0f image·steps/s): mean L2 %.3f, L∞ %.3f,"

@@ -11,6 +11,7 @@ import numpy as np
 from absl import logging
 
 import dreamjax
+from dreamjax import provenance
 from dreamjax import figures, frechet, generators, metrics, models, pretrain, sharding, train
 from dreamjax import data as data_lib
 from dreamjax import seeds as seeds_lib
@@ -156,7 +157,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                       title=f"{config.model} on the {config.source} set")
   out.update(history=history, final_losses={k: v for k, v in history[-1].items() if k != "step"},
              total_seconds=time.perf_counter() - t0, config=config.to_dict(),
-             dreamjax_version=dreamjax.__version__)
+             dreamjax_version=dreamjax.__version__,
+             provenance=provenance.record(splits))
   write_json(os.path.join(workdir, "results.json"), out)
   logging.info("%s on %s: done in %.1fs; %s", config.model, config.source, out["total_seconds"],
                json.dumps(out.get("frechet", {}), default=str))

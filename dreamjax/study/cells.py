@@ -64,7 +64,7 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
   generated = generated_sets(ctx, cell) if arm.generate else {}
   gen_seconds = float(sum(g.seconds for g in generated.values()))
   transform = arm.transform(ctx, cell.arm) if arm.transform else None
-  init_fn, pre_seconds = arm.init(ctx, cell.arm) if arm.init else (None, 0.0)
+  init_fn, pre_seconds, pre_steps = arm.init(ctx, cell.arm) if arm.init else (None, 0.0, 0)
   if cell.arm == "baseline":
     res = ctx.baseline
   else:
@@ -92,6 +92,11 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
                       "cell_seconds": time.perf_counter() - t_cell}
   record["gen_seconds"] = record["timing"]["gen_seconds"]
   record["train_seconds"] = res.seconds
+  # Cost as counted work, the same on every machine and every rerun (the
+  # seconds above are not): images through a gradient step, per seed.
+  gen_steps = np.mean([g.info.get("image_steps", 0) for g in generated.values()] or [0])
+  record["cost"] = {"gen_image_steps": int(gen_steps) + int(pre_steps),
+                    "train_image_steps": int(cfg.train.steps) * int(cfg.train.batch_size)}
   return record
 
 

@@ -83,12 +83,14 @@ def dream(ctx, arm, seed, s, key) -> Generated:
   from dreamjax import dream as dream_lib  # pylint: disable=g-import-not-at-top
   model, variables = ctx.baseline_model(seed)
   x, y, idx = _copies(s, ctx.config.copies)
-  res = dream_lib.dream_dataset(model, variables, x, y, dream_config(ctx.config, arm), key,
+  spec = dream_lib.from_config(dream_config(ctx.config, arm), model)
+  res = dream_lib.dream_dataset(model, variables, x, y, spec, key,
                                 chunk_size=ctx.config.dream_chunk, progress=ctx.log,
                                 mesh=ctx.mesh)
   info = {"mean_l2": float(np.mean(res.l2)), "mean_linf": float(np.mean(res.linf)),
           "objective_gain": float(np.mean(res.objective_gain)),
-          "image_steps_per_s": float(res.image_steps_per_s)}
+          "image_steps_per_s": float(res.image_steps_per_s),
+          "image_steps": spec.total_steps * len(y)}
   return Generated(res.images, y, idx, res.seconds, info)
 
 
@@ -101,6 +103,7 @@ def adversarial(ctx, arm, seed, s, key) -> Generated:
       model, variables, x, y, key, method=arm, eps=ctx.config.attack.eps,
       steps=ctx.config.attack.pgd_steps if arm == "pgd" else 1, mesh=ctx.mesh)
   info = {k: v for k, v in dict(info).items() if isinstance(v, (int, float))}
+  info["image_steps"] = int(info["steps"] * info["restarts"] * len(y))
   return Generated(adv, y, idx, time.perf_counter() - t0, info)
 
 
@@ -124,7 +127,8 @@ def small_generator(ctx, arm, seed, s, key) -> Generated:
                                            progress=ctx.log, mesh=ctx.mesh)
   want = np.concatenate([s.labeled_labels] * ctx.config.copies)
   x = generators.SAMPLE[kind](gcfg, params, k_sample, labels=want, mesh=ctx.mesh)
-  info = {"final_losses": history[-1] if history else {}}
+  info = {"final_losses": history[-1] if history else {},
+          "image_steps": int(gcfg.steps) * int(gcfg.batch_size)}
   return Generated(x, want.astype(np.int32), np.full(len(want), -1, np.int64),
                    time.perf_counter() - t0, info)
 
@@ -160,13 +164,17 @@ def pool_generator(ctx, arm, seed, s, key) -> Generated:
                       " lower the threshold.")
   info = {"pseudo_label_threshold": threshold,
           "kept_fraction": sum(len(v) for v in kept_y) / max(drawn, 1),
-          "generator_train_seconds": train_seconds}
+          "generator_train_seconds": train_seconds,
+          "image_steps": int(gcfg.steps) * int(gcfg.batch_size)}
   return Generated(x, y, np.full(len(y), -1, np.int64), time.perf_counter() - t0 + train_seconds,
                    info)
 
 
 def pretrained_init(ctx, arm):
-  """(init function for train.fit, pretraining seconds) for the transfer arms."""
+  """(init function for train.fit, pretraining seconds, pretraining image-steps)."""
   from dreamjax import pretrain  # pylint: disable=g-import-not-at-top
   variables, seconds = artefacts.pretrained(ctx, arm)
-  return pretrain.init_fn(ctx.model, ctx.image_shape, variables), seconds
+  gcfg = artefacts.generator_config(ctx.config, "ae" if arm == "ae_pretrain" else "pretext",
+                                    conditional=False)
+  return (pretrain.init_fn(ctx.model, ctx.image_shape, variables), seconds,
+          int(gcfg.steps) * int(gcfg.batch_size))

@@ -3,7 +3,7 @@
 import csv
 import datetime
 import io
-import math
+import json
 import os
 import platform
 from typing import Any
@@ -147,6 +147,15 @@ def _sanity(oracle, base, budget, classical=None) -> list[str]:
   return out
 
 
+def _workdir_record(workdir: str) -> dict[str, Any]:
+  """The versions and data the workdir recorded when it was made (study_config.json)."""
+  try:
+    with open(os.path.join(workdir, "study_config.json")) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
+
+
 def _machine() -> str:
   import jax  # pylint: disable=g-import-not-at-top
   return (f"{platform.machine()} {os.cpu_count()} CPU cores, JAX {jax.__version__} on"
@@ -194,6 +203,12 @@ def write_report(config, workdir: str, train_images=None) -> dict[str, str]:
         f" Seeds: {config.num_seeds}; label budgets: {tuple(config.budgets)}; {config.train.steps}"
         f" training steps per arm (batch {config.train.batch_size}); M = {config.copies} generated"
         f" image(s) per labeled image. Sum of cell times: {seconds / 60:.1f} min.", ""]
+  made = _workdir_record(workdir)
+  if made:
+    v, d = made.get("versions", {}), made.get("data", {})
+    md += [f"Computed with {', '.join(f'{k} {x}' for k, x in v.items() if k != 'xla_flags')}"
+           f"; XLA flags `{v.get('xla_flags', '')}`. Data: {d.get('name')} from"
+           f" `{d.get('source')}` (sha256 {str(d.get('digest'))[:16]}…).", ""]
   if oracle and oracle.get("status") == "ok":
     md.append(f"Oracle (all training labels, measuring instrument only): test accuracy"
               f" {np.mean(oracle['test_accuracy']) * 100:.1f}%.")

@@ -19,8 +19,8 @@ import traceback
 from typing import Any, Callable
 
 import dreamjax
-from dreamjax import fileio, models, sharding, train
-from dreamjax.errors import ConfigError, DistributedError, DreamjaxError
+from dreamjax import fileio, lock, models, provenance, sharding, train
+from dreamjax.errors import ConfigError, DiskFullError, DistributedError, DreamjaxError
 from dreamjax.study import arms as arms_lib
 from dreamjax.study import context as context_lib
 from dreamjax.study.cells import Cell, alignment_cell, jsonable, run_cell
@@ -82,25 +82,50 @@ def plan(config) -> list[Cell]:
   return cells
 
 
-def check_workdir(config, workdir: str) -> None:
-  """Refuses a workdir made with another config; records this one otherwise."""
-  fileio.check_writable(workdir)
+def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
+  """Refuses a workdir made with another config, data or software; records them otherwise.
+
+  Returns the workdir's record (``study_config.json``): the config, the
+  versions of :func:`dreamjax.provenance.versions` and the data read (its
+  folder and digest). ``raw=None`` (rebuilding a report) checks the config
+  alone and never creates the record.
+  """
   path = os.path.join(workdir, CONFIG_FILE)
   mine = json.loads(config.to_json())
-  if os.path.exists(path):
-    try:
-      with open(path) as f:
-        theirs = json.load(f)["config"]
-    except (OSError, ValueError, KeyError) as e:
-      raise ConfigError(f"{path} is unreadable ({e}); use a fresh --workdir.") from None
-    if theirs != mine:
-      diff = sorted(_diff_keys(theirs, mine))
+  if not os.path.exists(path):
+    if raw is None:
+      raise ConfigError(f"{workdir} holds no study (no {CONFIG_FILE}); run the study first.")
+    record = {"config": mine, "dreamjax_version": dreamjax.__version__,
+              "versions": provenance.versions(), "data": _data_record(raw)}
+    fileio.write_json(path, record)
+    return record
+  try:
+    with open(path) as f:
+      record = json.load(f)
+    theirs = record["config"]
+  except (OSError, ValueError, KeyError) as e:
+    raise ConfigError(f"{path} is unreadable ({e}); use a fresh --workdir.") from None
+  if theirs != mine:
+    diff = sorted(_diff_keys(theirs, mine))
+    raise ConfigError(
+        f"workdir {workdir} holds a study made with another config (differs in:"
+        f" {', '.join(diff[:12])}). Results are never mixed: rerun with that config, or"
+        " pass a fresh --workdir.")
+  if raw is not None:
+    provenance.check_same_versions(record.get("versions", {}), provenance.versions())
+    data = record.get("data", {}).get("digest")
+    if data and raw.digest and data != raw.digest:
       raise ConfigError(
-          f"workdir {workdir} holds a study made with another config (differs in:"
-          f" {', '.join(diff[:12])}). Results are never mixed: rerun with that config, or"
-          " pass a fresh --workdir.")
-  else:
-    fileio.write_json(path, {"config": mine, "dreamjax_version": dreamjax.__version__})
+          f"workdir {workdir} was made from other data (digest {data[:12]}… read from"
+          f" {record['data'].get('source')}) than read now ({raw.digest[:12]}… from"
+          f" {raw.source}). Results are never mixed: point --config.data_dir (or"
+          " DREAMJAX_DATA_DIR) at the recorded data, or pass a fresh --workdir.")
+  return record
+
+
+def _data_record(raw) -> dict[str, Any]:
+  return {"name": raw.name, "source": raw.source, "digest": raw.digest,
+          "train": len(raw.train_labels), "test": len(raw.test_labels)}
 
 
 def _diff_keys(a, b, prefix=""):
@@ -163,11 +188,17 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
   if dry_run:
     return _dry_run(config, workdir, cells, with_alignment, mesh, log)
 
-  check_workdir(config, workdir)
+  raw = context_lib.load_data(config)
+  fileio.check_writable(workdir)
+  with lock.workdir_lock(workdir, what="study"):
+    check_workdir(config, workdir, raw)
+    return _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log)
+
+
+def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log):
   done = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, RESULTS))}
   if retry_failed:
     done = {k: v for k, v in done.items() if v.get("status") == "ok"}
-  raw = context_lib.load_data(config)
   todo = [c for c in cells if c.key not in done]
   total = len(cells) + (len(config.budgets) if with_alignment else 0)
   finished = total - len(todo) - sum(
@@ -192,8 +223,8 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
         if ctx.baseline is None and _needs_baseline(cell):
           ctx = context_lib.with_baseline(ctx)
         record = run_cell(ctx, cell) if cell is not None else alignment_cell(ctx)
-      except (KeyboardInterrupt, DistributedError):
-        raise
+      except (KeyboardInterrupt, DistributedError, DiskFullError):
+        raise  # the job, not this cell: a rerun resumes here
       except (DreamjaxError, FloatingPointError) as e:
         record = _failed(key, e)
       except Exception as e:  # noqa: BLE001 - one broken cell must not end the study
