@@ -1,0 +1,135 @@
+"""Faults a long, unattended study meets: each ends in one clear line or a clean resume.
+
+One small study (baseline + classical on the tiny preset) is run once; each
+test copies its workdir and damages the copy.
+"""
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from dreamjax import fileio, lock
+from dreamjax.configs import study as study_configs
+from dreamjax.errors import DiskFullError
+from dreamjax.study import runner
+
+SCRIPT = os.path.join(REPO, "experiments", "study.py")
+ARMS = "--config.arms=('baseline','classical')"
+
+
+def _cmd(workdir, *extra):
+  return [sys.executable, SCRIPT, "--config", "dreamjax/configs/study.py:tiny",
+          f"--workdir={workdir}", ARMS, *extra]
+
+
+def _config():
+  cfg = study_configs.get_config("tiny")
+  cfg.arms = ("baseline", "classical")
+  return cfg
+
+
+def _cells(workdir):
+  return {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, "results.jsonl"),
+                                                   repair=False)}
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory, real_data_dir):
+  workdir = str(tmp_path_factory.mktemp("small"))
+  out = subprocess.run(_cmd(workdir), capture_output=True, text=True, cwd=REPO, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir
+
+
+def _copy(small_study, tmp_path):
+  dst = str(tmp_path / "copy")
+  shutil.copytree(small_study, dst)
+  return dst
+
+
+def test_second_study_on_a_busy_workdir_refuses_at_once(small_study, tmp_path):
+  workdir = _copy(small_study, tmp_path)
+  with lock.workdir_lock(workdir):  # this process plays the first study
+    out = subprocess.run(_cmd(workdir), capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert "is in use: another study runs there" in out.stderr
+  assert f"pid {os.getpid()}" in out.stderr and "Traceback" not in out.stderr
+  assert "oracle" not in out.stderr  # refused before any compute
+
+
+def test_torn_last_line_is_set_aside_and_its_cell_rerun(small_study, tmp_path):
+  workdir = _copy(small_study, tmp_path)
+  path = os.path.join(workdir, "results.jsonl")
+  before = _cells(workdir)
+  with open(path) as f:
+    text = f.read()
+  last = text.rstrip("\n").rsplit("\n", 1)[-1]
+  with open(path, "w") as f:  # a crash in the middle of writing the last line
+    f.write(text[:len(text) - len(last) // 2 - 1])
+  out = subprocess.run(_cmd(workdir), capture_output=True, text=True, cwd=REPO, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "JSONDecodeError" not in out.stderr
+  torn = [f for f in os.listdir(workdir) if f.startswith("results.jsonl.torn-")]
+  assert len(torn) == 1  # the damaged file is kept for inspection
+  after = _cells(workdir)
+  assert set(after) == set(before)
+  rerun = json.loads(last)["cell"]
+  assert after[rerun]["test_accuracy"] == before[rerun]["test_accuracy"]
+
+
+def test_full_disk_ends_the_study_and_a_rerun_resumes(small_study, tmp_path, monkeypatch):
+  workdir = str(tmp_path / "full")
+  real_append = fileio._append  # pylint: disable=protected-access
+  calls = []
+
+  def append_until_full(path, data):
+    calls.append(path)
+    if len(calls) == 2:  # the oracle's line is written, the baseline's is not
+      raise OSError(errno.ENOSPC, "No space left on device")
+    real_append(path, data)
+
+  monkeypatch.setattr(fileio, "_append", append_until_full)
+  with pytest.raises(DiskFullError, match="disk full.*rerun the same command to resume"):
+    runner.run_study(_config(), workdir, log=lambda m: None)
+  assert set(_cells(workdir)) == {"oracle"}  # never recorded as a failed cell
+  assert not os.path.exists(os.path.join(workdir, lock.LOCK_FILE))
+  monkeypatch.setattr(fileio, "_append", real_append)
+  runner.run_study(_config(), workdir, log=lambda m: None)
+  cells = _cells(workdir)
+  assert all(r["status"] == "ok" for r in cells.values())
+  assert cells["N100/classical"]["test_accuracy"] == _cells(small_study)["N100/classical"][
+      "test_accuracy"]
+
+
+def test_other_versions_or_data_are_refused(small_study, tmp_path):
+  workdir = _copy(small_study, tmp_path)
+  path = os.path.join(workdir, runner.CONFIG_FILE)
+  with open(path) as f:
+    record = json.load(f)
+  assert record["versions"]["jaxlib"] and len(record["data"]["digest"]) == 64
+  record["versions"]["jaxlib"] = "0.4.30"
+  with open(path, "w") as f:
+    json.dump(record, f)
+  out = subprocess.run(_cmd(workdir), capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert out.returncode == 2 and "other versions" in out.stderr and "jaxlib" in out.stderr
+  record["versions"]["jaxlib"] = json.load(open(os.path.join(small_study, runner.CONFIG_FILE)))[
+      "versions"]["jaxlib"]
+  record["data"]["digest"] = "0" * 64
+  with open(path, "w") as f:
+    json.dump(record, f)
+  out = subprocess.run(_cmd(workdir), capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert out.returncode == 2 and "other data" in out.stderr
+
+
+def test_report_only_with_another_config_is_refused(small_study):
+  before = open(os.path.join(small_study, "REPORT.md")).read()
+  out = subprocess.run(_cmd(small_study, "--report_only", "--config.num_seeds=3"),
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert out.returncode == 2 and "another config" in out.stderr and "num_seeds" in out.stderr
+  assert open(os.path.join(small_study, "REPORT.md")).read() == before
