@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sp_stats
 
-from dreamjax.study import power, stats
+from dreamjax import power, stats
 
 
 def test_paired_p_value_matches_scipy_and_edge_cases():

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from dreamjax.study import claims, report, stats
+from dreamjax import stats
+from dreamjax.study import claims, report
 
 
 def test_t_interval_hand_computed():

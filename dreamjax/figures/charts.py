@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dreamjax.figures.images import save_figure  # noqa: E402
-from dreamjax.study import stats  # noqa: E402
+from dreamjax import stats  # noqa: E402
 
 
 def loss_curves(path: str, history, title: str) -> None:

@@ -15,12 +15,10 @@ oracle.
 """
 
 import dataclasses
-import zlib
 from typing import Any, Callable
 
-import jax
-
 from dreamjax.errors import ConfigError
+from dreamjax.study.artefacts import arm_key  # noqa: F401  (part of the arms' interface)
 
 # Report colour of each group of arms.
 GROUPS = {
@@ -101,11 +99,6 @@ def sort_key(arm: str) -> tuple[int, float]:
 def color(arm: str) -> str:
   base = base_name(arm)
   return REGISTRY[base].color if base in REGISTRY else "#999999"
-
-
-def arm_key(seed: int, arm: str) -> jax.Array:
-  """A key for (seed, arm) that no other arm or the training shares."""
-  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 2), zlib.crc32(arm.encode()))
 
 
 # --- the arms ------------------------------------------------------------------

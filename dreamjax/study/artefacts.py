@@ -7,12 +7,20 @@ later cells and reruns (and memoised for the rest of the process).
 
 import os
 import time
+import zlib
 from typing import Any, Callable
+
+import jax
 
 from dreamjax import checkpoint
 from dreamjax.errors import CheckpointError
 
 _MEMO: dict[str, Any] = {}
+
+
+def arm_key(seed: int, arm: str) -> jax.Array:
+  """A key for (seed, arm) that no other arm or the training shares."""
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 2), zlib.crc32(arm.encode()))
 
 
 def generator_config(config, kind: str, conditional: bool):
@@ -55,7 +63,6 @@ def _load_or_make(ctx, name: str, make: Callable[[], Any]) -> tuple[Any, float]:
 def pool_generator(ctx, kind: str):
   """(config, params, train seconds) of the unconditional pool generator ``kind``."""
   from dreamjax import generators  # pylint: disable=g-import-not-at-top
-  from dreamjax.study.arms import arm_key  # pylint: disable=g-import-not-at-top
   gcfg = generator_config(ctx.config, kind, conditional=False)
   params, seconds = _load_or_make(ctx, f"{kind}_pool", lambda: generators.TRAIN[kind](
       gcfg, ctx.pool_images(0), None, arm_key(0, f"{kind}_pool_gen"), progress=ctx.log,
@@ -66,7 +73,6 @@ def pool_generator(ctx, kind: str):
 def pretrained(ctx, arm: str):
   """(trunk variables, seconds) of the autoencoder / rotation pretraining on the pool."""
   from dreamjax import pretrain  # pylint: disable=g-import-not-at-top
-  from dreamjax.study.arms import arm_key  # pylint: disable=g-import-not-at-top
   kind = "ae" if arm == "ae_pretrain" else "pretext"
   gcfg = generator_config(ctx.config, kind, conditional=False)
   k = arm_key(0, f"{arm}_pretrain")

@@ -19,7 +19,7 @@ from dreamjax import adversarial, alignment, evaluate, frechet
 from dreamjax import data as data_lib
 from dreamjax.errors import DataError
 from dreamjax.study import arms as arms_lib
-from dreamjax.study import stats
+from dreamjax import stats
 from dreamjax.study.context import Context, cell_folder
 from dreamjax.study.generate import Generated
 

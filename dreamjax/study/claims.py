@@ -12,7 +12,7 @@ import math
 from typing import Any, Callable
 
 from dreamjax.study import arms as arms_lib
-from dreamjax.study import stats
+from dreamjax import stats
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"

@@ -13,7 +13,8 @@ import numpy as np
 from dreamjax import fileio
 from dreamjax.figures import charts
 from dreamjax.study import arms as arms_lib
-from dreamjax.study import claims, stats
+from dreamjax import stats
+from dreamjax.study import claims
 
 FIGURES = "figures"
 _sort_key = arms_lib.sort_key
