@@ -1,0 +1,124 @@
+"""The five commands: their flags, and the one importable function each calls.
+
+``dreamjax NAME [FLAGS]`` (the console command of a pip install),
+``./launch.sh NAME [FLAGS]`` and ``python experiments/NAME.py [FLAGS]`` all run
+the same command. Each function here defines the command's absl flags when it
+is called (so importing this module defines none) and returns its ``main``;
+the work itself is one function of :mod:`dreamjax.runs` or
+:mod:`dreamjax.study.runner`, which tests call directly.
+"""
+
+import os
+from typing import Callable
+
+from absl import flags
+from absl import logging
+
+from dreamjax import cli
+
+_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def _config(name: str, help_text: str):
+  return cli.define_config(os.path.join(_CONFIGS, f"{name}.py"), help_text)
+
+
+def study() -> Callable[[list[str]], None]:
+  """Every claim of the seed answer, with CIs and verdicts (presets quick, full, tiny)."""
+  from dreamjax.study import report, runner  # pylint: disable=g-import-not-at-top
+  config = _config("study", "Study config (path[:preset]); presets quick, full, tiny.")
+  workdir = flags.DEFINE_string("workdir", "runs/study_quick", "Results, checkpoints, report.")
+  dry_run = flags.DEFINE_bool("dry_run", False, "Validate config and data, print the plan, stop.")
+  retry = flags.DEFINE_bool("retry_failed", False, "Run failed cells again instead of keeping them.")
+  report_only = flags.DEFINE_bool("report_only", False, "Rewrite the report from results.jsonl.")
+
+  def main(argv):
+    del argv
+    if report_only.value:
+      runner.check_workdir(config.value, workdir.value)  # the report must describe this study
+      print(f"report: {report.write_report(config.value, workdir.value)['report']}")
+      return
+    out = runner.run_study(config.value, workdir.value, dry_run=dry_run.value,
+                           retry_failed=retry.value, log=logging.info)
+    if "report" in out:
+      print(f"report: {out['report']}")
+
+  return main
+
+
+def train_classifier() -> Callable[[list[str]], None]:
+  """The classifier on the label budget (optionally + an augmented file); test accuracy."""
+  from dreamjax.runs import classifier  # pylint: disable=g-import-not-at-top
+  config = _config("classifier", "Config file (path[:preset]); presets default, full, tiny.")
+  workdir = flags.DEFINE_string("workdir", "runs/classifier", "Where results and checkpoints go.")
+
+  def main(argv):
+    del argv
+    result = classifier.train_and_evaluate(config.value, workdir.value)
+    print(f"test accuracy: {result['test_accuracy']:.4f}")
+
+  return main
+
+
+def dream() -> Callable[[list[str]], None]:
+  """Deep Dream a split with a classifier: augmented-set file, figures, results.json."""
+  from dreamjax.runs import dream as dream_run  # pylint: disable=g-import-not-at-top
+  config = _config("dream", "Config file (path[:preset]); presets subtle, strong, logit, bn, tiny.")
+  workdir = flags.DEFINE_string("workdir", "runs/dream", "Where the outputs go.")
+
+  def main(argv):
+    del argv
+    r = dream_run.dream_split(config.value, workdir.value)
+    print(f"dreamed {r['count']} images in {r['seconds']:.1f}s"
+          f" ({r['image_steps_per_s']:,.0f} image·steps/s); mean L2 {r['mean_l2']:.3f},"
+          f" mean L∞ {r['mean_linf']:.3f}, objective gain {r['mean_objective_gain']:.4g}")
+
+  return main
+
+
+def attack() -> Callable[[list[str]], None]:
+  """Robust accuracy, an offline adversarial set and the C3 alignment of a classifier."""
+  from dreamjax.runs import attack as attack_run  # pylint: disable=g-import-not-at-top
+  config = _config("attack", "Config file (path[:preset]); presets default, tiny.")
+  workdir = flags.DEFINE_string("workdir", "runs/attack", "Where results and checkpoints go.")
+
+  def main(argv):
+    del argv
+    out = attack_run.run(config.value, workdir.value)
+    print(f"clean accuracy: {out['clean_accuracy']:.4f}")
+    print(f"robust accuracy (PGD eps={config.value.robust.eps}): {out['robust_accuracy']:.4f}")
+    if "alignment" in out:
+      a = out["alignment"]
+      print(f"C3 cosine: logit dream vs attack {a['logit']['mean']:.3f},"
+            f" layer dream vs attack {a['layer']['mean']:.3f}")
+
+  return main
+
+
+def train_generator() -> Callable[[list[str]], None]:
+  """A VAE or GAN (or a pretrained trunk): samples, losses, augmented set, results.json."""
+  from dreamjax.runs import generator  # pylint: disable=g-import-not-at-top
+  config = _config("generator", "Config file (path[:preset]); presets default, tiny.")
+  workdir = flags.DEFINE_string("workdir", "runs/generator", "Where results and checkpoints go.")
+  model = flags.DEFINE_string("model", None, "Shortcut for --config.model (vae|gan|ae|pretext).")
+  source = flags.DEFINE_string("source", None, "Shortcut for --config.source (labeled|pool).")
+
+  def main(argv):
+    del argv
+    cfg = config.value
+    if model.value is not None:
+      cfg.model = model.value
+    if source.value is not None:
+      cfg.source = source.value
+    result = generator.train_and_evaluate(cfg, workdir.value)
+    fd = result.get("frechet")
+    print(f"{cfg.model} on {cfg.source}: losses {result['final_losses']}"
+          + (f"; Fréchet samples/test {fd['samples_vs_test']:.2f},"
+             f" real/test {fd['real_train_vs_test']:.2f}" if fd else ""))
+
+  return main
+
+
+COMMANDS: dict[str, Callable[[], Callable[[list[str]], None]]] = {
+    "study": study, "train_classifier": train_classifier, "dream": dream, "attack": attack,
+    "train_generator": train_generator}
