@@ -132,6 +132,27 @@ def _offline_fn(fn: ImageFn):
   return jax.jit(lambda weights, x, key: fn(key, x))
 
 
+def online_transform(fn: ImageFn, fraction: float = 1.0):
+  """A :data:`dreamjax.train.BatchTransform`: ``fn`` on the first ``round(fraction·B)``
+  images of every (randomly drawn) batch, with the step's key; labels unchanged.
+
+  The online form of augmentation: a fresh transform every time an image is
+  drawn, inside the jitted step.
+  """
+  _check("fraction", fraction, 0.0 <= fraction <= 1.0, "in [0, 1]")
+
+  def transform(state, images, labels, key):
+    del state
+    n = int(round(fraction * images.shape[0]))  # static: shapes are known when traced
+    if n == 0:
+      return images, labels
+    if n == images.shape[0]:
+      return fn(key, images), labels
+    return images.at[:n].set(fn(key, images[:n])), labels
+
+  return transform
+
+
 def validate_config(config) -> None:
   """Checks ``config.augment`` and the block it reads, before any compute."""
   choice = config.augment
@@ -164,9 +185,4 @@ def batch_transform(config, model) -> Any:
         model, method=choice, eps=a.eps, steps=a.steps, fraction=a.fraction,
         step_size=a.step_size or None, norm=a.norm)
   fn = classical_fn(config.classical) if choice == "classical" else noise_fn(config.noise)
-
-  def transform(state, images, labels, key):
-    del state
-    return fn(key, images), labels
-
-  return transform
+  return online_transform(fn)

@@ -61,9 +61,10 @@ def test_tiny_study_writes_every_output(finished_study):
   for key, r in cells.items():
     if r["arm"] not in ("oracle", "alignment"):
       assert r["label_preservation"] is not None and r["frechet"] is not None, key
-  for f in ("summary.csv", "REPORT.md", "claims.json", "figures/accuracy.png",
-            "figures/sweep.png", "figures/robust.png", "figures/frechet.png",
-            "figures/curves.png", "figures/samples.png"):
+  for f in ("summary.csv", "REPORT.md", "claims.json", "figures/forest.png",
+            "figures/exchange.png", "figures/robustness.png", "figures/generators.png",
+            "figures/sweep.png", "figures/frechet.png", "figures/curves.png",
+            "figures/samples.png"):
     assert os.path.getsize(os.path.join(finished_study, f)) > 0, f
   report = open(os.path.join(finished_study, "REPORT.md")).read()
   for claim in ("C1", "C2", "C3", "C4", "C5", "C6", "C7"):
@@ -89,18 +90,18 @@ def test_a_registered_arm_runs_in_a_tiny_study(tmp_path, real_data_dir, monkeypa
     return generate.Generated(s.labeled_images[:, :, ::-1], s.labeled_labels,
                               s.labeled_index, 0.0, {"flipped": 1.0})
 
-  arms_lib.register(arms_lib.Arm("flip_copy", "classical", "a mirrored copy of every image",
+  arms_lib.register(arms_lib.Arm("flip_copy", "dream", "a mirrored copy of every image",
                                  generate=flipped, claims=("C5",)))
   cfg = study_configs.get_config("tiny")
   assert "flip_copy" in cfg.arms  # the default config runs every registered arm
-  cfg.arms = ("baseline", "classical", "flip_copy")
+  cfg.arms = ("baseline", "classical_online", "flip_copy")
   runner.run_study(cfg, str(tmp_path), log=lambda m: None)
   cells = {r["cell"]: r for r in read_jsonl(str(tmp_path / "results.jsonl"))}
   assert cells["N100/flip_copy"]["status"] == "ok"
   assert cells["N100/flip_copy"]["num_generated"] == 100
   assert cells["N100/flip_copy"]["generation"] == {"flipped": 1.0}
   report = (tmp_path / "REPORT.md").read_text()
-  assert "| flip_copy |" in report and "vs flip_copy" in report  # arms table and C5
+  assert "| N100/flip_copy |" in report and "vs flip_copy" in report  # arms table and C5
 
 
 # Enough arms to cover each kind of cell (offline set, dream, on-the-fly attack,
@@ -139,7 +140,7 @@ def test_kill_and_resume_gives_identical_results(tmp_path, finished_study):
     err = "".join(seen) + rest
     # The run really was cut short: it did not finish every cell first.
     assert proc.returncode == (-9 if sig == signal.SIGKILL else 130), err[-2000:]
-    assert len(read_jsonl(results)) < 1 + len(RESUME_ARM_NAMES)
+    assert len(read_jsonl(results)) < 1 + len(RESUME_ARM_NAMES) + 3  # + exchange cells
     assert not any(r["cell"] == inside for r in read_jsonl(results)), inside
     if sig == signal.SIGINT:
       assert "rerun the same command to resume" in err
@@ -148,7 +149,9 @@ def test_kill_and_resume_gives_identical_results(tmp_path, finished_study):
   assert out.returncode == 0, out.stderr[-4000:]
   resumed = _comparable(read_jsonl(results))
   cells = {r["cell"] for r in resumed}
-  assert cells == {"oracle"} | {f"N100/{a}" for a in RESUME_ARM_NAMES}  # nothing missing
+  cfg = study_configs.get_config("tiny")
+  cfg.arms = RESUME_ARM_NAMES
+  assert cells == {"oracle"} | {c.key for c in runner.plan(cfg)}  # nothing missing
   reference = [r for r in read_jsonl(os.path.join(finished_study, "results.jsonl"))
                if r["cell"] in cells]
   assert resumed == _comparable(reference)
@@ -199,7 +202,8 @@ def test_failing_cell_is_recorded_and_study_goes_on(tmp_path, real_data_dir, mon
     ("arms", ("baseline", "dream_wild"), "unknown arm"),
     ("num_seeds", 1, "num_seeds"),
     ("attack.train_fraction", 1.5, "attack.train_fraction"),
-    ("eval.robust_eps", -0.1, "eval.robust_eps"),
+    ("eval.robust_eps", (0.03, -0.1), "eval.robust_eps"),
+    ("exchange.arms", ("pgd_train",), "store no images"),
     ("pseudo_label_threshold", 2.0, "pseudo_label_threshold"),
     ("primary_budget", 7, "primary_budget"),
 ])
@@ -226,7 +230,9 @@ def test_study_on_two_hosts_matches_one_host(tmp_path, finished_study):
     assert "FAILED" not in out.stderr
   multi = {r["cell"]: r for r in read_jsonl(os.path.join(workdir, "results.jsonl"))}
   single = {r["cell"]: r for r in read_jsonl(os.path.join(finished_study, "results.jsonl"))}
-  assert set(multi) == {"oracle", "N100/baseline", "N100/dream_subtle", "N100/vae_pool"}
+  cfg = study_configs.get_config("tiny")
+  cfg.arms = ("baseline", "dream_subtle", "vae_pool")
+  assert set(multi) == {"oracle"} | {c.key for c in runner.plan(cfg)}
   for key, r in multi.items():
     assert r["status"] == "ok", r
     # Only the float summation order differs (an all-reduce over 4 devices

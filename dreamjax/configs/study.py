@@ -1,18 +1,20 @@
-"""Config of the study (``experiments/study.py``): the protocol of STUDY.md.
+"""Config of the study (``dreamjax study``): the protocol of docs/protocol.md.
 
 Presets (``--config dreamjax/configs/study.py:PRESET``):
-  quick  default of ./launch.sh: N = 1000, 3 seeds, small BN-CNN, ≤ 15 min on 2 CPU cores
-  full   N ∈ {100, 1000, 5000}, 5 seeds, larger CNN and budgets (hours on a CPU)
-  tiny   every arm end to end in about a minute (tests)
+  quick        default of ./launch.sh: N = 1000, 5 seeds, every arm, the
+               exchange-rate sweep at M ∈ {1, 2, 4}; the first-command run
+  conclusions  N ∈ {100, 1000, 5000}, 5 seeds, every arm, M ∈ {1, 2, 4, 8}:
+               the run whose report docs/results.md publishes
+  tiny         every arm end to end in a few minutes (tests)
 """
 
 import ml_collections
 
 from dreamjax.configs import common
-
 from dreamjax.study import arms as arms_registry
 
-ALL_ARMS = arms_registry.names()  # every registered arm, in report order
+# Arms whose images are stored, read at several copies per image M for the exchange rate.
+EXCHANGE_ARMS = ("classical", "dream_subtle", "dream_bn", "pgd", "vae_pool", "gan_pool")
 
 
 def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
@@ -23,10 +25,20 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.val_size = 1000               # validation images from train: curves only, no selection
   c.budgets = (1000,)             # label budgets N (equal per class)
   c.primary_budget = 1000         # the budget whose cells decide the claim verdicts
-  c.num_seeds = 3                 # seeds 0..num_seeds-1: subset draw + init per seed
+  c.num_seeds = 5                 # seeds 0..num_seeds-1: subset draw + init per seed
   c.copies = 1                    # M generated images per real labeled image
   c.arms = arms_registry.names()  # which arms run (all registered, by default)
   c.verdict_margin = 0.01         # smallest accuracy change called a real gain/loss
+  c.alpha = 0.05                  # family-wise error of a claim's comparisons (Holm)
+  c.online_fraction = 0.5         # online arms: share of each batch replaced by a fresh
+                                  # transform (classical, noise, dream), as pgd_train does
+
+  # Exchange rate: each stored-image arm at more copies per image, and the
+  # baseline at more real labels, so a gain reads as "worth X real labels".
+  c.exchange = ml_collections.ConfigDict()
+  c.exchange.copies = (2, 4)      # M besides `copies`, for each of `arms`
+  c.exchange.arms = EXCHANGE_ARMS
+  c.exchange.label_factors = (1.25, 1.5, 2.0)  # baseline at N × factor real labels
 
   # The classifier every arm trains: same model, optimiser and steps in every arm.
   c.model = common.model_config("small")
@@ -54,10 +66,12 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
 
   # Evaluation of every cell.
   c.eval = ml_collections.ConfigDict()
-  c.eval.robust_eps = 0.1         # L∞ PGD radius on [0, 1] pixels (STUDY.md)
+  c.eval.robust_eps = (0.01, 0.03, 0.1)  # L∞ PGD radii on [0, 1] pixels; C2 is decided at
+                                  # the largest where the baseline keeps 20-60%
   c.eval.robust_steps = 20        # ≥ 20 PGD steps, random start
   c.eval.robust_restarts = 1
-  c.eval.robust_num_test = 200    # test images attacked per cell (quick: a subset)
+  c.eval.robust_num_test = 1000   # test images attacked per cell
+  c.eval.robust_all_arms = False  # False: only the arms a claim reads robustness of (C2)
   c.eval.frechet_num_test = 2000  # real test images the generated sets are compared with
   c.eval.alignment_num = 128      # test images for the C3 gradient alignment
 
@@ -82,38 +96,30 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.pool_generator_steps = 800    # vae_pool/gan_pool: steps on the pool (trained once, on
                                   # seed 0's pool, and shared by every seed)
   c.pseudo_label_threshold = 0.9  # unconditional pool generators: keep confident samples
+  c.quality_gate = 0.6            # a generator whose samples the oracle labels right less
+                                  # often is "under-trained"; claims resting on it say so
+  c.generator_cache = True        # reuse a pool generator trained on the same data and
+                                  # config by an earlier study (DREAMJAX_CACHE_DIR)
+  c.self_training = ml_collections.ConfigDict()
+  c.self_training.threshold = 0.9  # keep pool images the baseline labels this confidently
+  c.self_training.max_images = 10000  # at most this many, the most confident, class-balanced
 
   if preset == "quick":
     pass
-  elif preset == "full":
+  elif preset == "conclusions":
     c.budgets = (100, 1000, 5000)
-    c.num_seeds = 5
-    c.model = common.model_config("small")
-    c.model.use_bn = True
-    c.train.steps = 3000
-    c.train.batch_size = 128
-    c.train.warmup_steps = 200
-    c.train.log_every = 50
-    c.train.eval_every = 250
-    c.train.checkpoint_every = 500
-    c.oracle.train.steps = 6000
-    c.oracle.train.eval_every = 1000
-    c.oracle.train.checkpoint_every = 1000
-    c.eval.robust_num_test = 10000
-    c.eval.frechet_num_test = 10000
-    c.eval.alignment_num = 1000
-    c.eval.robust_restarts = 2
-    c.attack.train_steps = 7
-    c.small_generator_steps = 1200
-    c.pool_generator_steps = 2400
-    c.pretrain_steps = 1200
+    c.exchange.copies = (2, 4, 8)
+    c.eval.robust_all_arms = True
+    c.eval.alignment_num = 500
     c.dream_sweep_strengths = (0.02, 0.05, 0.15, 0.5, 1.5, 4.0)
-    c.dream_steps = 0
   elif preset == "tiny":
     c.budgets = (100,)
     c.primary_budget = 100
     c.num_seeds = 2
     c.val_size = 200
+    c.exchange.copies = (2,)
+    c.exchange.arms = ("classical", "vae_pool")
+    c.exchange.label_factors = (2.0,)
     c.model = common.model_config("tiny")
     c.model.use_bn = True
     common.make_tiny(c.train, eval_every=10)
@@ -138,8 +144,13 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.dream_sweep_strengths = (0.05, 0.2, 0.8, 3.2)
     c.pool_subset = 2000
     c.pseudo_label_threshold = 0.0  # tiny models are never confident: keep every sample
+    c.self_training.threshold = 0.0
+    c.self_training.max_images = 200
+    c.quality_gate = 0.0
+    c.generator_cache = False
+    c.eval.robust_eps = (0.03, 0.1)
   else:
-    raise ValueError(f"unknown study preset {preset!r}; choose quick, full or tiny")
+    raise ValueError(f"unknown study preset {preset!r}; choose quick, conclusions or tiny")
   if "pool_subset" not in c:
     c.pool_subset = 0             # >0: generators/pretraining see only this many pool images
   return c

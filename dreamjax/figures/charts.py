@@ -31,23 +31,97 @@ def loss_curves(path: str, history, title: str) -> None:
   save_figure(fig, path, dpi=90)
 
 
-def accuracy(cells, path, sort_key, color):
-  arms = [a for a in sorted(cells, key=sort_key) if cells[a].get("status") == "ok"
-          and cells[a].get("test_accuracy")]
+def forest(cells, path, sort_key, color):
+  """Each arm's accuracy change vs the baseline with its paired 95% CI (a forest plot)."""
+  base = cells.get("baseline")
+  if not base or base.get("status") != "ok":
+    return False
+  arms = [a for a in sorted(cells, key=sort_key) if a != "baseline"
+          and cells[a].get("status") == "ok" and cells[a].get("test_accuracy")]
   if not arms:
     return False
-  ivs = [stats.t_interval(cells[a]["test_accuracy"]) for a in arms]
-  fig, ax = plt.subplots(figsize=(7, 0.32 * len(arms) + 1.2))
+  ivs = [stats.paired_difference(cells[a]["test_accuracy"], base["test_accuracy"]) for a in arms]
+  fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(arms) + 1.3))
   y = np.arange(len(arms))[::-1]
-  means = [iv.mean * 100 for iv in ivs]
-  err = [0 if not math.isfinite(iv.half_width) else iv.half_width * 100 for iv in ivs]
-  ax.barh(y, means, xerr=err, color=[color(a) for a in arms], capsize=3)
-  if "baseline" in cells and cells["baseline"].get("status") == "ok":
-    ax.axvline(stats.t_interval(cells["baseline"]["test_accuracy"]).mean * 100, color="k", ls="--", lw=1)
-  ax.set_yticks(y, arms)
-  lo = min(m - e for m, e in zip(means, err))
-  ax.set_xlim(max(0, lo - 3), min(100, max(m + e for m, e in zip(means, err)) + 2))
-  ax.set_xlabel("test accuracy (%), mean ± 95% CI over seeds; dashed: baseline")
+  for yi, a, iv in zip(y, arms, ivs):
+    lo, hi = (iv.lo, iv.hi) if math.isfinite(iv.hi) else (iv.mean, iv.mean)
+    ax.plot([lo * 100, hi * 100], [yi, yi], color=color(a), lw=2)
+    ax.plot(iv.mean * 100, yi, "o", color=color(a))
+  ax.axvline(0, color="k", lw=0.8)
+  ax.set_yticks(y, arms, fontsize=8)
+  base_mean = float(np.mean(base["test_accuracy"])) * 100
+  ax.set_xlabel(f"test accuracy − baseline (pp), paired by seed, 95% CI;"
+                f" baseline {base_mean:.1f}%")
+  save_figure(fig, path)
+  return True
+
+
+def exchange(data, path, color):
+  """Accuracy against training images: the baseline at more real labels, each arm at M copies."""
+  if not data or len(data.get("budgets", [])) < 2:
+    return False
+  fig, ax = plt.subplots(figsize=(6, 4))
+  n0 = data["budgets"][0]
+  xs = data["budgets"]
+  ax.errorbar(xs, [np.mean(v) * 100 for v in data["baseline"]],
+              yerr=[_half(v) for v in data["baseline"]], color="k", marker="o", capsize=3,
+              label="baseline, more real labels")
+  for arm, by_m in data["arms"].items():
+    ms = sorted(by_m)
+    ax.errorbar([n0 * (1 + m) for m in ms], [np.mean(by_m[m]) * 100 for m in ms],
+                yerr=[_half(by_m[m]) for m in ms], marker="s", capsize=2, ls="--",
+                color=color(arm), label=f"{arm}, N + M·N stored images")
+  ax.set_xscale("log")
+  ax.set_xlabel("training images (real labels, or real + generated)")
+  ax.set_ylabel("test accuracy (%), mean ± 95% CI")
+  ax.legend(fontsize=7)
+  save_figure(fig, path)
+  return True
+
+
+def _half(values) -> float:
+  iv = stats.t_interval(values)
+  return 0.0 if not math.isfinite(iv.half_width) else iv.half_width * 100
+
+
+def robustness(cells, path, sort_key, color):
+  """PGD robust accuracy against ε for every arm it was measured for."""
+  arms = [a for a in sorted(cells, key=sort_key) if cells[a].get("status") == "ok"
+          and isinstance(cells[a].get("robust_accuracy"), dict)]
+  if not arms:
+    return False
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for a in arms:
+    by_eps = cells[a]["robust_accuracy"]
+    eps = sorted(by_eps, key=float)
+    ax.errorbar([float(e) for e in eps], [np.mean(by_eps[e]) * 100 for e in eps],
+                yerr=[_half(by_eps[e]) for e in eps], marker="o", capsize=2, color=color(a),
+                ls="-" if a in ("baseline", "pgd_train") else "--", label=a)
+  ax.axhspan(20, 60, color="#eeeeee", zorder=0)
+  ax.set_ylim(0, 100)
+  ax.set_xscale("log")
+  ax.set_xlabel("L∞ PGD radius ε (pixels in [0, 1]); grey: the 20–60% band C2 is read in")
+  ax.set_ylabel("robust test accuracy (%)")
+  ax.legend(fontsize=7)
+  save_figure(fig, path)
+  return True
+
+
+def generator_losses(quality, path):
+  """Each generator's training losses, one panel per generator."""
+  quality = [q for q in quality if q.get("history")]
+  if not quality:
+    return False
+  fig, axes = plt.subplots(1, len(quality), figsize=(3.4 * len(quality), 2.8), squeeze=False)
+  for ax, q in zip(axes[0], quality):
+    h = q["history"]
+    for name in [k for k in h[0] if k not in ("step", "d_real", "d_fake")]:
+      ax.plot([r["step"] for r in h], [r[name] for r in h], label=name)
+    gate = "passes its gate" if q["passes"] else "under-trained"
+    ax.set_title(f"{q['arm']} ({gate})", fontsize=8)
+    ax.set_xlabel("step", fontsize=8)
+    ax.legend(fontsize=6)
+  fig.tight_layout()
   save_figure(fig, path)
   return True
 
@@ -75,21 +149,6 @@ def sweep(cells, path):
     ax2.plot(xs, [v * 100 for v in lp], color="#c63", marker="s", ls=":", label="label preservation")
     ax2.set_ylabel("label preservation under oracle (%)", color="#c63")
   ax.legend(loc="lower left", fontsize=8)
-  save_figure(fig, path)
-  return True
-
-
-def robust(cells, path, color):
-  pts = [(a, stats.t_interval(c["test_accuracy"]).mean, stats.t_interval(c["robust_accuracy"]).mean)
-         for a, c in cells.items() if c.get("status") == "ok" and c.get("robust_accuracy")]
-  if not pts:
-    return False
-  fig, ax = plt.subplots(figsize=(5.5, 4))
-  for a, x, y in pts:
-    ax.scatter(x * 100, y * 100, color=color(a))
-    ax.annotate(a, (x * 100, y * 100), fontsize=7, xytext=(3, 2), textcoords="offset points")
-  ax.set_xlabel("clean test accuracy (%)")
-  ax.set_ylabel("PGD robust accuracy (%)")
   save_figure(fig, path)
   return True
 

@@ -3,11 +3,11 @@ optionally class-conditional, plus pseudo-labelling of unconditional samples."""
 
 from dreamjax.generators.gan import sample_gan, train_gan
 from dreamjax.generators.io import load, save
-from dreamjax.generators.pseudo import pseudo_label
+from dreamjax.generators.pseudo import probabilities, pseudo_label
 from dreamjax.generators.vae import sample_vae, train_vae
 
 TRAIN = {"vae": train_vae, "gan": train_gan}
 SAMPLE = {"vae": sample_vae, "gan": sample_gan}
 
-__all__ = ["train_vae", "sample_vae", "train_gan", "sample_gan", "pseudo_label", "save", "load",
+__all__ = ["train_vae", "sample_vae", "train_gan", "sample_gan", "pseudo_label", "probabilities", "save", "load",
            "TRAIN", "SAMPLE"]

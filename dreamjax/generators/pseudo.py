@@ -32,7 +32,14 @@ def pseudo_label(model, variables, images, *, threshold: float, batch_size: int 
   images = np.asarray(images, np.float32)
   if not len(images):
     return images, np.zeros((0,), np.int32), 0.0
-  probs = sharding.map_rows(functools.partial(_probabilities, model), variables, images,
-                            mesh=sharding.default(mesh), chunk=batch_size)
+  probs = probabilities(model, variables, images, batch_size=batch_size, mesh=mesh)
   keep = probs.max(-1) >= threshold
   return images[keep], probs.argmax(-1)[keep].astype(np.int32), float(keep.mean())
+
+
+def probabilities(model, variables, images, *, batch_size: int = 1000,
+                  mesh: Mesh | None = None) -> np.ndarray:
+  """Softmax class probabilities ``[N, classes]`` of ONE model, chunked over ``mesh``."""
+  return sharding.map_rows(functools.partial(_probabilities, model), variables,
+                           np.asarray(images, np.float32), mesh=sharding.default(mesh),
+                           chunk=batch_size)

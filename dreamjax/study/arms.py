@@ -27,6 +27,7 @@ GROUPS = {
     "dream": "#3366cc",        # Deep Dream variants
     "adversarial": "#cc6633",  # FGSM / PGD, offline and in training
     "generator": "#aa33aa",    # VAEs and GANs
+    "semi": "#999933",         # semi-supervised learning from the pool
     "transfer": "#888888",     # pretrained first layers
 }
 
@@ -108,8 +109,13 @@ from dreamjax.study import generate as gen  # noqa: E402
 register(Arm("baseline", "reference", "the N labeled images alone"))
 register(Arm("classical", "classical", "one offline copy per image: shift, rotation, brightness,"
              " contrast (dm-pix)", generate=gen.classical, claims=("C1", "C4", "C5")))
+register(Arm("classical_online", "classical", "a fresh classical transform of half of every"
+             " batch, inside the train step", transform=gen.classical_online,
+             claims=("C2", "C4", "C5")))
 register(Arm("noise", "classical", "one offline copy per image with Gaussian pixel noise",
              generate=gen.noise, claims=("C2",)))
+register(Arm("noise_online", "classical", "fresh Gaussian noise on half of every batch",
+             transform=gen.noise_online, claims=("C2",)))
 register(Arm("dream_subtle", "dream", "a few small Deep Dream steps from each image",
              generate=gen.dream, needs_baseline=True, claims=("C2", "C5")))
 register(Arm("dream_strong", "dream", "three octaves of Deep Dream: the classic look",
@@ -118,6 +124,8 @@ register(Arm("dream_logit", "dream", "ascend each image's own class logit inside
              generate=gen.dream, needs_baseline=True, claims=("C3", "C5")))
 register(Arm("dream_bn", "dream", "strong dream with DeepInversion's BatchNorm prior",
              generate=gen.dream, needs_baseline=True, claims=("C5",)))
+register(Arm("dream_online", "dream", "a subtle dream of half of every batch from the current"
+             " model, inside the train step", transform=gen.dream_online, claims=("C2", "C5")))
 register(Arm("dream_sweep", "dream", "dreams of increasing strength",
              generate=gen.dream, needs_baseline=True, variants=gen.sweep_variants))
 register(Arm("fgsm", "adversarial", "one offline FGSM copy per image",
@@ -134,6 +142,9 @@ register(Arm("vae_pool", "generator", "VAE trained on the unlabeled pool, pseudo
              generate=gen.pool_generator, needs_baseline=True, claims=("C5", "C6", "C7")))
 register(Arm("gan_pool", "generator", "GAN trained on the unlabeled pool, pseudo-labeled",
              generate=gen.pool_generator, needs_baseline=True, claims=("C5", "C6", "C7")))
+register(Arm("self_training", "semi", "pool images pseudo-labeled by the baseline where it"
+             " is confident, plus online classical augmentation", generate=gen.self_training,
+             transform=gen.classical_online, needs_baseline=True, claims=("C6", "C7")))
 register(Arm("ae_pretrain", "transfer", "classifier trunk pretrained as an autoencoder on the"
              " pool", init=gen.pretrained_init, claims=("C7",)))
 register(Arm("pretext_transfer", "transfer", "classifier trunk pretrained to predict rotations"

@@ -5,12 +5,15 @@ it, saved under ``WORKDIR/N{budget}/artefacts/`` and loaded from there by
 later cells and reruns (and memoised for the rest of the process).
 """
 
+import hashlib
+import json
 import os
 import time
 import zlib
 from typing import Any, Callable
 
 import jax
+import numpy as np
 
 from dreamjax import checkpoint
 from dreamjax.errors import CheckpointError
@@ -40,46 +43,85 @@ def generator_config(config, kind: str, conditional: bool):
   return g
 
 
-def _load_or_make(ctx, name: str, make: Callable[[], Any]) -> tuple[Any, float]:
-  """(tree, seconds it took to make): from the workdir if an earlier run made it."""
+def _load_or_make(ctx, name: str, make: Callable[[], tuple[Any, list]],
+                  cache_key: str | None = None) -> tuple[Any, float, list]:
+  """(tree, seconds it took to make, training history), made once.
+
+  From the workdir if an earlier run made it; else from the user cache when
+  ``cache_key`` names one an earlier study left there (copied into the
+  workdir, so a workdir stays complete on its own); else made and saved.
+  """
   path = ctx.path(f"N{ctx.budget}", "artefacts", f"{name}.msgpack")
-  if os.path.exists(path):
-    stamp = (path, os.stat(path).st_mtime_ns)  # a rewritten file is read again
-    if stamp in _MEMO:
-      return _MEMO[stamp]
-    try:
-      tree, meta = checkpoint.load_tree(path)
-      _MEMO[stamp] = tree, float(meta["seconds"])
-      return _MEMO[stamp]
-    except (CheckpointError, KeyError) as e:
-      ctx.log(f"{name}: saved copy unusable ({e}); training it again")
+  cached = os.path.join(cache_dir(), f"{cache_key}.msgpack") if cache_key else None
+  for source in (path, cached):
+    if not source or not os.path.exists(source):
+      continue
+    stamp = (source, os.stat(source).st_mtime_ns)  # a rewritten file is read again
+    if stamp not in _MEMO:
+      try:
+        tree, meta = checkpoint.load_tree(source)
+      except CheckpointError as e:
+        ctx.log(f"{name}: saved copy {source} unusable ({e}); not using it")
+        continue
+      _MEMO[stamp] = tree, meta
+    tree, meta = _MEMO[stamp]
+    if source != path:
+      ctx.log(f"{name}: reusing the one an earlier study trained on the same data and config"
+              f" ({source})")
+      checkpoint.save_tree(path, tree, {**meta, "reused_from": source})
+    return tree, float(meta.get("seconds", 0.0)), meta.get("history", [])
   t0 = time.perf_counter()
-  tree = make()
-  seconds = time.perf_counter() - t0
-  checkpoint.save_tree(path, tree, {"seconds": seconds})
-  return checkpoint.load_tree(path)[0], seconds
+  tree, history = make()
+  meta = {"seconds": time.perf_counter() - t0, "history": history}
+  checkpoint.save_tree(path, tree, meta)
+  if cached:
+    try:
+      checkpoint.save_tree(cached, tree, meta)
+    except OSError as e:  # a cache that cannot be written costs time, never results
+      ctx.log(f"{name}: not cached ({e})")
+  return checkpoint.load_tree(path)[0], meta["seconds"], history
+
+
+def cache_dir() -> str:
+  """Where trained pool generators are kept across studies (``DREAMJAX_CACHE_DIR``)."""
+  root = os.environ.get("DREAMJAX_CACHE_DIR") or os.path.join(
+      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dreamjax")
+  return os.path.join(root, "generators")
+
+
+def _cache_key(ctx, kind: str, gcfg) -> str | None:
+  """Everything a pool generator's weights depend on: data, pool, config, seed, software."""
+  if not ctx.config.generator_cache or not ctx.splits[0].data_digest:
+    return None
+  from dreamjax import provenance  # pylint: disable=g-import-not-at-top
+  pool = ctx.pool_images(0)
+  parts = {"kind": kind, "generator": gcfg.to_dict(), "data": ctx.splits[0].data_digest,
+           "pool": hashlib.sha256(np.ascontiguousarray(pool).tobytes()).hexdigest(),
+           "versions": provenance.versions()}
+  return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def pool_generator(ctx, kind: str):
-  """(config, params, train seconds) of the unconditional pool generator ``kind``."""
+  """(config, params, train seconds, history) of the unconditional pool generator ``kind``."""
   from dreamjax import generators  # pylint: disable=g-import-not-at-top
   gcfg = generator_config(ctx.config, kind, conditional=False)
-  params, seconds = _load_or_make(ctx, f"{kind}_pool", lambda: generators.TRAIN[kind](
+  params, seconds, history = _load_or_make(ctx, f"{kind}_pool", lambda: generators.TRAIN[kind](
       gcfg, ctx.pool_images(0), None, arm_key(0, f"{kind}_pool_gen"), progress=ctx.log,
-      mesh=ctx.mesh)[0])
-  return gcfg, params, seconds
+      mesh=ctx.mesh), cache_key=_cache_key(ctx, kind, gcfg))
+  return gcfg, params, seconds, history
 
 
 def pretrained(ctx, arm: str):
-  """(trunk variables, seconds) of the autoencoder / rotation pretraining on the pool."""
+  """(trunk variables, seconds, history) of the autoencoder / rotation pretraining on the pool."""
   from dreamjax import pretrain  # pylint: disable=g-import-not-at-top
   kind = "ae" if arm == "ae_pretrain" else "pretext"
   gcfg = generator_config(ctx.config, kind, conditional=False)
   k = arm_key(0, f"{arm}_pretrain")
   if kind == "ae":
     make = lambda: pretrain.train_autoencoder(gcfg, ctx.pool_images(0), k, ctx.config.model,
-                                              ctx.num_classes, ctx.image_shape, mesh=ctx.mesh)
+                                              ctx.num_classes, ctx.image_shape, mesh=ctx.mesh,
+                                              return_history=True)
   else:
     make = lambda: pretrain.train_rotation(gcfg, ctx.pool_images(0), k, ctx.config.model,
-                                           ctx.image_shape, mesh=ctx.mesh)
+                                           ctx.image_shape, mesh=ctx.mesh, return_history=True)
   return _load_or_make(ctx, arm, make)

@@ -20,19 +20,22 @@ from dreamjax import data as data_lib
 from dreamjax.errors import DataError
 from dreamjax.study import arms as arms_lib
 from dreamjax import stats
-from dreamjax.study.context import Context, cell_folder
+from dreamjax.seeds import pad_to_common
+from dreamjax.study.context import Context
 from dreamjax.study.generate import Generated
 
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-  key: str        # e.g. "N1000/dream_sweep@0.3"
-  arm: str        # e.g. "dream_sweep@0.3"
+  key: str          # e.g. "N1000/dream_sweep@0.3", "N1000/classical/M4", "N1250/baseline"
+  arm: str          # e.g. "dream_sweep@0.3"
   budget: int
+  copies: int = 1   # M generated images per labeled image
+  main: bool = True  # False: an exchange-rate cell (more copies, or more labels)
 
   @property
   def folder(self) -> str:
-    return cell_folder(self.arm, self.budget)
+    return self.key.replace("@", "_at_").replace("/M", "_M")
 
 
 def generated_sets(ctx: Context, cell: Cell) -> dict[int, Generated]:
@@ -52,9 +55,16 @@ def generated_sets(ctx: Context, cell: Cell) -> dict[int, Generated]:
     g = arm.generate(ctx, cell.arm, seed, s, arms_lib.arm_key(seed, cell.arm))
     data_lib.augfile.save(path, g.images, g.labels, g.source_index,
                           {"method": cell.arm, "seed": seed, "seconds": g.seconds,
-                           "info": g.info, "budget": cell.budget})
+                           "info": g.info, "budget": cell.budget, "copies": ctx.copies})
     out[seed] = g
   return out
+
+
+def measures_robustness(config, cell: Cell) -> bool:
+  """Robust accuracy is measured for the arms a claim reads it of, or for all."""
+  arm = arms_lib.get(cell.arm)
+  return cell.main and (bool(config.eval.robust_all_arms) or arm.name == "baseline"
+                        or "C2" in arm.claims)
 
 
 def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
@@ -65,30 +75,33 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
   gen_seconds = float(sum(g.seconds for g in generated.values()))
   transform = arm.transform(ctx, cell.arm) if arm.transform else None
   init_fn, pre_seconds, pre_steps = arm.init(ctx, cell.arm) if arm.init else (None, 0.0, 0)
-  if cell.arm == "baseline":
+  if cell.arm == "baseline" and ctx.baseline is not None:
     res = ctx.baseline
   else:
-    res = ctx.fit(cell.arm, *ctx.training_sets(generated), transform=transform, init_fn=init_fn)
-  state = res.state
-  acc = evaluate.accuracy(ctx.model, state.variables, ctx.test.test_images,
+    res = ctx.fit(cell.folder, *ctx.training_sets(generated), transform=transform,
+                  init_fn=init_fn)
+  acc = evaluate.accuracy(ctx.model, res.state.variables, ctx.test.test_images,
                           ctx.test.test_labels, mesh=ctx.mesh)
-  n_rob = cfg.eval.robust_num_test
-  robust = adversarial.robust_accuracy(
-      ctx.model, state.variables, ctx.test.test_images[:n_rob], ctx.test.test_labels[:n_rob],
-      jax.random.key(10_000 + cell.budget), eps=cfg.eval.robust_eps,
-      steps=cfg.eval.robust_steps, restarts=cfg.eval.robust_restarts, mesh=ctx.mesh)
   record = {"cell": cell.key, "arm": cell.arm, "base_arm": arm.name, "budget": cell.budget,
-            "status": "ok", "seeds": list(ctx.seeds), "test_accuracy": acc.tolist(),
-            "robust_accuracy": np.asarray(robust).tolist(), "history": res.history}
+            "copies": cell.copies, "main": cell.main, "status": "ok", "seeds": list(ctx.seeds),
+            "test_accuracy": acc.tolist(), "history": res.history}
+  t_eval = time.perf_counter()
+  if measures_robustness(cfg, cell):
+    record["robust_accuracy"] = robustness(ctx, res.state.variables, cell.budget)
   if "@" in cell.arm:
     record["strength"] = float(cell.arm.split("@")[1])
   record.update(_quality(ctx, generated))
+  if cell.main and arm.group == "generator" and generated:
+    record["cas"] = _classification_accuracy_score(ctx, cell, generated)
   record["num_generated"] = int(sum(len(g.labels) for g in generated.values())
                                 // max(len(generated), 1))
   first = generated[ctx.seeds[0]].info if generated else {}
   record["generation"] = {k: _mean_info([g.info for g in generated.values()], k)
                           for k in first if isinstance(first.get(k), (int, float))}
+  if first.get("history"):
+    record["generator_history"] = first["history"]  # seed 0's (or the shared) generator
   record["timing"] = {"gen_seconds": gen_seconds + pre_seconds, "train_seconds": res.seconds,
+                      "eval_seconds": time.perf_counter() - t_eval,
                       "cell_seconds": time.perf_counter() - t_cell}
   record["gen_seconds"] = record["timing"]["gen_seconds"]
   record["train_seconds"] = res.seconds
@@ -98,6 +111,25 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
   record["cost"] = {"gen_image_steps": int(gen_steps) + int(pre_steps),
                     "train_image_steps": int(cfg.train.steps) * int(cfg.train.batch_size)}
   return record
+
+
+def robustness(ctx: Context, variables_K, budget: int) -> dict[str, list[float]]:
+  """PGD robust accuracy of each seed's model at every ε of ``eval.robust_eps``."""
+  e = ctx.config.eval
+  x, y = ctx.test.test_images[:e.robust_num_test], ctx.test.test_labels[:e.robust_num_test]
+  return {f"{eps:g}": np.asarray(adversarial.robust_accuracy(
+      ctx.model, variables_K, x, y, jax.random.key(10_000 + budget), eps=float(eps),
+      steps=e.robust_steps, restarts=e.robust_restarts, mesh=ctx.mesh)).tolist()
+          for eps in e.robust_eps}
+
+
+def _classification_accuracy_score(ctx: Context, cell: Cell, generated) -> list[float]:
+  """CAS (Ravuri & Vinyals 2019): a classifier trained only on the generated
+  images, tested on the real test set; one value per seed."""
+  sets = [(generated[seed].images, generated[seed].labels) for seed in ctx.seeds]
+  res = ctx.fit(f"{cell.folder}/cas", *pad_to_common(sets))
+  return evaluate.accuracy(ctx.model, res.state.variables, ctx.test.test_images,
+                           ctx.test.test_labels, mesh=ctx.mesh).tolist()
 
 
 def _quality(ctx: Context, generated: dict[int, Generated]) -> dict[str, Any]:

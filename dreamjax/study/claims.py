@@ -1,26 +1,31 @@
-"""Verdict rules: each claim of the seed answer against the measured cells.
+"""Verdict rules: each claim of the seed answer against the measured cells of one budget.
 
-Every rule is stated in :data:`RULES` (and printed in REPORT.md) and decided
-from 95% t-intervals over seeds. Accuracy differences are paired by seed.
-``margin`` (default one accuracy point) is the smallest change the study calls
-a real gain or loss: equivalence claims ("adds nothing", "acts like noise")
-are supported only when the whole interval lies inside ±margin.
+Every rule is stated in :data:`RULES` (printed in REPORT.md and
+docs/protocol.md) and decided from 95% t-intervals over seeds, accuracy
+differences paired by seed. ``margin`` (one accuracy point by default) is the
+smallest change called a real gain or loss: "adds nothing" / "acts like
+noise" are supported only when the whole interval lies inside ±margin.
+Comparators are in their strongest honest form: classical augmentation and
+noise online (a fresh transform of part of every batch), as practitioners use
+them. A generator that fails the quality gate (its samples' label
+preservation under the oracle) cannot support a claim that it adds nothing:
+such a verdict reads "inconclusive (under-trained generator …)". Every
+inconclusive comparison carries the smallest difference the run could have
+detected and the seeds the observed difference would need
+(:mod:`dreamjax.power`). Verdicts are a function of the recorded results
+alone (cost is counted work, never seconds).
 """
 
 import dataclasses
-import math
 from typing import Any, Callable
 
-from dreamjax.study import arms as arms_lib
 from dreamjax import stats
+from dreamjax.study import arms as arms_lib
+from dreamjax.study.evidence import Cells, _num, _pp, robust_eps  # noqa: F401
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
 INCONCLUSIVE = "inconclusive (CI crosses zero)"
-
-def generator_arms() -> tuple[str, ...]:
-  """Every arm C5 compares classical augmentation with (the registry says which)."""
-  return tuple(a for a in arms_lib.claimed_by("C5") if a != "classical")
 
 CLAIMS = {
     "C1": "Strong Deep Dream output leaves the input distribution and is a poor augmentation",
@@ -36,28 +41,34 @@ CLAIMS = {
 RULES = {
     "C1": "supported if the Fréchet distance of dream_strong's images to real test images is"
           " more than twice that of the real labeled images (it left the distribution) AND the"
-          " paired accuracy change dream_strong − baseline has its CI below zero; not supported"
-          " if that CI is above zero or the images stayed near the data; else inconclusive.",
-    "C2": "two parts, both needed for supported: (a) clean accuracy of dream_subtle − noise"
-          " has its CI inside ±margin (acts like noise), (b) PGD robust accuracy of"
-          " dream_subtle − baseline has its CI above zero (helps against adversarial inputs)."
-          " Not supported if (a)'s CI lies outside ±margin or (b)'s CI is below zero; else"
-          " inconclusive.",
+          " paired accuracy change dream_strong − baseline has its CI below +margin (no real"
+          " gain); not supported if that CI is above zero or the images stayed near the data;"
+          " else inconclusive.",
+    "C2": "at the largest PGD ε where the baseline keeps 20–60% robust accuracy, both needed"
+          " for supported: (a) clean accuracy of dream_online − noise_online (the online forms)"
+          " has its CI inside ±margin (acts like noise), (b) robust accuracy of dream_online −"
+          " baseline has its CI above zero (helps against adversarial inputs). Not supported if"
+          " (a)'s CI lies outside ±margin or (b)'s CI is below zero; else inconclusive. The"
+          " offline pair (dream_subtle vs noise) and pgd_train are reported beside it.",
     "C3": "supported if the mean cosine between the class-logit dream direction and the"
           " adversarial (loss-ascent) direction exceeds 0.5 and its CI lies above the CI of the"
-          " layer-objective dream's cosine; not supported if its CI lies below 0.5 or overlaps"
-          " nothing above the contrast; else inconclusive.",
+          " layer-objective dream's cosine; not supported if its CI lies below 0.5 or below the"
+          " contrast's; else inconclusive.",
     "C4": "supported if, for both vae_small and gan_small, the paired accuracy change vs"
-          " baseline has its CI below +margin (no real gain); not supported if either CI is"
-          " above zero (a real gain); else inconclusive.",
-    "C5": "supported if no generator arm beats classical (no paired classical − arm CI below"
-          " zero) and classical is better (CI above zero) than at least half of them; not"
-          " supported if any generator arm beats classical; else inconclusive.",
-    "C6": "supported if vae_pool − vae_small and gan_pool − gan_small both have CIs above"
-          " zero; not supported if both are below zero, or neither is above and both pool"
-          " arms' CIs vs baseline are below +margin; else inconclusive.",
+          " baseline has its CI below +margin (no real gain) and both pass the quality gate;"
+          " not supported if either CI is above zero (a real gain); else inconclusive"
+          " (naming any under-trained generator). classical_online vs baseline is reported"
+          " beside it.",
+    "C5": "classical_online against every rival arm (dreams, adversarial sets, generators),"
+          " paired t-tests with Holm's correction at α: supported if no rival beats it and it"
+          " beats at least half of the rivals that pass their quality gate; not supported if"
+          " any rival beats it; else inconclusive.",
+    "C6": "supported if vae_pool or gan_pool (Holm over the two) beats the baseline; not"
+          " supported if both have CIs below +margin and pass the quality gate; else"
+          " inconclusive. self_training, the same pool without a generator, is reported as the"
+          " yardstick, and pool − small differences beside it.",
     "C7": "supported if the better of ae_pretrain / pretext_transfer is at least as accurate"
-          " as the best of vae_pool / gan_pool (paired CI above −margin) and costs less"
+          " as the best of vae_pool / gan_pool (paired CI above −margin) and costs no more"
           " (image-steps of generation/pretraining + training, counted, per seed); not"
           " supported if its CI is below −margin or it costs more; else inconclusive.",
 }
@@ -71,41 +82,14 @@ class Verdict:
   numbers: str
   verdict: str
   rule: str
+  budget: int = 0
+  power: str = ""  # what an inconclusive comparison could have detected
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
 
 
-def _pp(iv: stats.Interval) -> str:
-  """An accuracy-difference interval in percentage points."""
-  if iv.n == 0 or not math.isfinite(iv.mean):
-    return "n/a"
-  if not math.isfinite(iv.hi):
-    return f"{iv.mean * 100:+.1f} pp (1 seed)"
-  return f"{iv.mean * 100:+.1f} pp [{iv.lo * 100:+.1f}, {iv.hi * 100:+.1f}]"
-
-
-class Cells:
-  """Looks up finished cells of one label budget by arm name."""
-
-  def __init__(self, records: dict[str, dict[str, Any]]):
-    self.records = records
-
-  def ok(self, arm: str) -> dict[str, Any] | None:
-    r = self.records.get(arm)
-    return r if r and r.get("status") == "ok" else None
-
-  def diff(self, a: str, b: str, metric: str = "test_accuracy") -> stats.Interval:
-    ra, rb = self.ok(a), self.ok(b)
-    if not ra or not rb or ra.get(metric) is None or rb.get(metric) is None:
-      return stats.Interval(float("nan"), float("nan"), float("nan"), 0)
-    return stats.paired_difference(ra[metric], rb[metric])
-
-  def missing(self, *arms: str) -> list[str]:
-    return [a for a in arms if not self.ok(a)]
-
-
-def _missing_verdict(cid: str, arms: tuple[str, ...], cells: Cells) -> Verdict | None:
+def _missing(cid: str, arms: tuple[str, ...], cells: Cells) -> "Verdict | None":
   gone = cells.missing(*arms)
   if not gone:
     return None
@@ -114,16 +98,24 @@ def _missing_verdict(cid: str, arms: tuple[str, ...], cells: Cells) -> Verdict |
   return Verdict(cid, CLAIMS[cid], ", ".join(arms), "", f"missing ({why})", RULES[cid])
 
 
+def _verdict(cid, arms, numbers, verdict) -> Verdict:
+  return Verdict(cid, CLAIMS[cid], arms if isinstance(arms, str) else ", ".join(arms), numbers,
+                 verdict, RULES[cid])
+
+
+def _gated(verdict: str, weak: list[str]) -> str:
+  return f"inconclusive (under-trained generator: {', '.join(weak)})" if weak else verdict
+
+
 def c1(cells: Cells, margin: float) -> Verdict:
-  arms = ("baseline", "dream_strong", "classical")
-  if v := _missing_verdict("C1", arms, cells):
+  arms = ("baseline", "dream_strong")
+  if v := _missing("C1", arms, cells):
     return v
-  d = cells.diff("dream_strong", "baseline")
+  d = cells.diff("dream_strong", "baseline", decides=True)
   fd_strong = cells.ok("dream_strong").get("frechet")
   fd_real = cells.ok("baseline").get("frechet")
-  fd_classical = cells.ok("classical").get("frechet")
   left = fd_strong is not None and fd_real is not None and fd_strong > 2 * fd_real
-  if left and stats.direction(d) == "below":
+  if left and d.hi < margin:
     verdict = SUPPORTED
   elif stats.direction(d) == "above" or (fd_strong is not None and not left):
     verdict = NOT_SUPPORTED
@@ -131,18 +123,19 @@ def c1(cells: Cells, margin: float) -> Verdict:
     verdict = INCONCLUSIVE
   lp = cells.ok("dream_strong").get("label_preservation")
   numbers = (f"Δacc(dream_strong − baseline) {_pp(d)}; Fréchet: dream_strong {_num(fd_strong)},"
-             f" classical {_num(fd_classical)}, real labeled {_num(fd_real)};"
-             f" label preservation {_num(lp, pct=True)}")
-  return Verdict("C1", CLAIMS["C1"], ", ".join(arms), numbers, verdict, RULES["C1"])
+             f" real labeled {_num(fd_real)}; label preservation {_num(lp, pct=True)}")
+  if cells.ok("classical_online"):
+    numbers += f"; Δacc(classical_online − baseline) {_pp(cells.diff('classical_online', 'baseline'))}"
+  return _verdict("C1", arms, numbers, verdict)
 
 
 def c2(cells: Cells, margin: float) -> Verdict:
-  arms = ("dream_subtle", "noise", "pgd_train", "baseline")
-  if v := _missing_verdict("C2", arms, cells):
+  arms = ("dream_online", "noise_online", "baseline")
+  if v := _missing("C2", arms, cells):
     return v
-  like_noise = cells.diff("dream_subtle", "noise")
-  robust = cells.diff("dream_subtle", "baseline", "robust_accuracy")
-  robust_pgd = cells.diff("pgd_train", "baseline", "robust_accuracy")
+  eps = robust_eps(cells)
+  like_noise = cells.diff("dream_online", "noise_online", decides=True)
+  robust = cells.diff("dream_online", "baseline", "robust_accuracy", eps, decides=True)
   a_in = like_noise.n > 0 and -margin < like_noise.lo and like_noise.hi < margin
   a_out = like_noise.lo > margin or like_noise.hi < -margin
   b_dir = stats.direction(robust)
@@ -152,16 +145,24 @@ def c2(cells: Cells, margin: float) -> Verdict:
     verdict = NOT_SUPPORTED
   else:
     verdict = INCONCLUSIVE
-  numbers = (f"Δclean(dream_subtle − noise) {_pp(like_noise)}; Δrobust(dream_subtle − baseline)"
-             f" {_pp(robust)}; Δrobust(pgd_train − baseline) {_pp(robust_pgd)}")
-  return Verdict("C2", CLAIMS["C2"], ", ".join(arms), numbers, verdict, RULES["C2"])
+  base = cells.values("baseline", "robust_accuracy", eps) or []
+  numbers = (f"at ε = {eps} (baseline robust {_num(sum(base) / max(len(base), 1), pct=True)}):"
+             f" Δclean(dream_online − noise_online) {_pp(like_noise)};"
+             f" Δrobust(dream_online − baseline) {_pp(robust)}")
+  for a, b, metric in (("dream_subtle", "noise", "test_accuracy"),
+                       ("dream_subtle", "baseline", "robust_accuracy"),
+                       ("pgd_train", "baseline", "robust_accuracy")):
+    if cells.ok(a):
+      label = "Δclean" if metric == "test_accuracy" else "Δrobust"
+      numbers += f"; {label}({a} − {b}) {_pp(cells.diff(a, b, metric, eps))}"
+  return _verdict("C2", arms, numbers, verdict)
 
 
 def c3(alignment: dict[str, Any] | None) -> Verdict:
   arms = "dream_logit vs pgd (same model, same images); layer-objective dream as contrast"
   if not alignment or alignment.get("status") != "ok":
     err = (alignment or {}).get("error", "not run")
-    return Verdict("C3", CLAIMS["C3"], arms, "", f"missing ({err})", RULES["C3"])
+    return _verdict("C3", arms, "", f"missing ({err})")
   logit = stats.Interval(**alignment["logit"])
   layer = stats.Interval(**alignment["layer"])
   if logit.mean > 0.5 and logit.lo > layer.hi:
@@ -172,64 +173,84 @@ def c3(alignment: dict[str, Any] | None) -> Verdict:
     verdict = INCONCLUSIVE
   numbers = (f"cosine(logit dream, adversarial) {logit.mean:.2f} [{logit.lo:.2f}, {logit.hi:.2f}];"
              f" cosine(layer dream, adversarial) {layer.mean:.2f} [{layer.lo:.2f}, {layer.hi:.2f}]")
-  return Verdict("C3", CLAIMS["C3"], arms, numbers, verdict, RULES["C3"])
+  return _verdict("C3", arms, numbers, verdict)
 
 
 def c4(cells: Cells, margin: float) -> Verdict:
-  arms = ("vae_small", "gan_small", "baseline", "classical")
-  if v := _missing_verdict("C4", arms[:3], cells):
+  arms = ("vae_small", "gan_small", "baseline")
+  if v := _missing("C4", arms, cells):
     return v
-  dv, dg = cells.diff("vae_small", "baseline"), cells.diff("gan_small", "baseline")
-  if dv.hi < margin and dg.hi < margin:
-    verdict = SUPPORTED
-  elif stats.direction(dv) == "above" or stats.direction(dg) == "above":
+  dv = cells.diff("vae_small", "baseline", decides=True)
+  dg = cells.diff("gan_small", "baseline", decides=True)
+  if stats.direction(dv) == "above" or stats.direction(dg) == "above":
     verdict = NOT_SUPPORTED
+  elif dv.hi < margin and dg.hi < margin:
+    verdict = _gated(SUPPORTED, cells.under_trained("vae_small", "gan_small"))
   else:
     verdict = INCONCLUSIVE
-  fds = ", ".join(f"{a} {_num((cells.ok(a) or {}).get('frechet'))}" for a in arms[:2])
-  numbers = (f"Δacc(vae_small − baseline) {_pp(dv)}; Δacc(gan_small − baseline) {_pp(dg)};"
-             f" Δacc(classical − baseline) {_pp(cells.diff('classical', 'baseline'))};"
-             f" Fréchet: {fds}")
-  return Verdict("C4", CLAIMS["C4"], ", ".join(arms), numbers, verdict, RULES["C4"])
+  numbers = f"Δacc(vae_small − baseline) {_pp(dv)}; Δacc(gan_small − baseline) {_pp(dg)}"
+  numbers += _quality_text(cells, "vae_small", "gan_small")
+  if cells.ok("classical_online"):
+    numbers += f"; Δacc(classical_online − baseline) {_pp(cells.diff('classical_online', 'baseline'))}"
+  return _verdict("C4", arms, numbers, verdict)
+
+
+def rivals() -> tuple[str, ...]:
+  """The arms C5 compares classical_online with (the registry says which)."""
+  return tuple(a for a in arms_lib.claimed_by("C5") if arms_lib.get(a).group != "classical")
 
 
 def c5(cells: Cells, margin: float) -> Verdict:
-  present = [a for a in generator_arms() if cells.ok(a)]
-  if not cells.ok("classical") or not present:
-    return Verdict("C5", CLAIMS["C5"], "classical vs generator arms", "",
-                   "missing (classical or every generator arm)", RULES["C5"])
-  diffs = {a: cells.diff("classical", a) for a in present}
-  beaten = [a for a, d in diffs.items() if stats.direction(d) == "below"]
-  wins = [a for a, d in diffs.items() if stats.direction(d) == "above"]
+  present = [a for a in rivals() if cells.ok(a)]
+  if not cells.ok("classical_online") or not present:
+    return _verdict("C5", "classical_online vs rival arms", "",
+                    "missing (classical_online or every rival arm)")
+  p = {a: stats.paired_p_value(cells.values("classical_online"), cells.values(a))
+       for a in present}
+  adjusted = stats.holm(p, alpha=cells.alpha)
+  diffs = {a: cells.diff("classical_online", a, decides=True) for a in present}
+  beaten = [a for a in present if adjusted[a].reject and diffs[a].mean < 0]
+  weak = set(x.split(" ")[0] for x in cells.under_trained(*present))
+  wins = [a for a in present if adjusted[a].reject and diffs[a].mean > 0 and a not in weak]
+  counted = [a for a in present if a not in weak]
   if beaten:
     verdict = NOT_SUPPORTED
-  elif len(wins) * 2 >= len(diffs):
+  elif counted and len(wins) * 2 >= len(counted):
     verdict = SUPPORTED
   else:
     verdict = INCONCLUSIVE
-  numbers = (f"classical better than {len(wins)}/{len(diffs)} generator arms (CI above zero),"
+  numbers = (f"classical_online better than {len(wins)}/{len(counted)} gate-passing rivals,"
              f" beaten by {len(beaten)}" + (f" ({', '.join(beaten)})" if beaten else "")
-             + "; " + "; ".join(f"vs {a} {_pp(d)}" for a, d in diffs.items()))
-  return Verdict("C5", CLAIMS["C5"], "classical vs " + ", ".join(present), numbers, verdict,
-                 RULES["C5"])
+             + f" (Holm, α = {cells.alpha:g}); "
+             + "; ".join(f"vs {a} {_pp(d)} (p_Holm {adjusted[a].p_adjusted:.3f})"
+                         for a, d in diffs.items()))
+  if weak:
+    numbers += f"; not counted, under-trained: {', '.join(sorted(weak))}"
+  return _verdict("C5", "classical_online vs " + ", ".join(present), numbers, verdict)
 
 
 def c6(cells: Cells, margin: float) -> Verdict:
-  arms = ("vae_pool", "gan_pool", "vae_small", "gan_small")
-  if v := _missing_verdict("C6", arms, cells):
+  arms = ("vae_pool", "gan_pool", "baseline")
+  if v := _missing("C6", arms, cells):
     return v
-  dv, dg = cells.diff("vae_pool", "vae_small"), cells.diff("gan_pool", "gan_small")
-  bv, bg = cells.diff("vae_pool", "baseline"), cells.diff("gan_pool", "baseline")
-  dirs = {stats.direction(dv), stats.direction(dg)}
-  if dirs == {"above"}:
+  pools = ("vae_pool", "gan_pool")
+  p = {a: stats.paired_p_value(cells.values(a), cells.values("baseline")) for a in pools}
+  adjusted = stats.holm(p, alpha=cells.alpha)
+  d = {a: cells.diff(a, "baseline", decides=True) for a in pools}
+  if any(adjusted[a].reject and d[a].mean > 0 for a in pools):
     verdict = SUPPORTED
-  elif dirs == {"below"} or ("above" not in dirs and bv.hi < margin and bg.hi < margin):
-    verdict = NOT_SUPPORTED
+  elif all(d[a].hi < margin for a in pools):
+    verdict = _gated(NOT_SUPPORTED, cells.under_trained(*pools))
   else:
     verdict = INCONCLUSIVE
-  numbers = (f"Δacc(vae_pool − vae_small) {_pp(dv)}; Δacc(gan_pool − gan_small) {_pp(dg)};"
-             f" vs baseline: vae_pool {_pp(bv)}, gan_pool {_pp(bg)}")
-  return Verdict("C6", CLAIMS["C6"], ", ".join(arms), numbers, verdict, RULES["C6"])
+  numbers = "; ".join(f"Δacc({a} − baseline) {_pp(d[a])} (p_Holm {adjusted[a].p_adjusted:.3f})"
+                      for a in pools)
+  numbers += _quality_text(cells, *pools)
+  for a, b in (("self_training", "baseline"), ("vae_pool", "vae_small"),
+               ("gan_pool", "gan_small")):
+    if cells.ok(a) and cells.ok(b):
+      numbers += f"; Δacc({a} − {b}) {_pp(cells.diff(a, b))}"
+  return _verdict("C6", arms, numbers, verdict)
 
 
 def c7(cells: Cells, margin: float) -> Verdict:
@@ -237,13 +258,11 @@ def c7(cells: Cells, margin: float) -> Verdict:
   transfer = [a for a in arms[:2] if cells.ok(a)]
   gens = [a for a in arms[2:] if cells.ok(a)]
   if not transfer or not gens:
-    return _missing_verdict("C7", arms, cells) or Verdict(
-        "C7", CLAIMS["C7"], ", ".join(arms), "", "missing", RULES["C7"])
+    return _missing("C7", arms, cells) or _verdict("C7", arms, "", "missing")
   mean_acc = lambda a: cells.diff(a, "baseline").mean if cells.ok("baseline") else 0.0
-  best_t = max(transfer, key=mean_acc)
-  best_g = max(gens, key=mean_acc)
-  d = cells.diff(best_t, best_g)
-  cheaper = _cost(cells, best_t) < _cost(cells, best_g)
+  best_t, best_g = max(transfer, key=mean_acc), max(gens, key=mean_acc)
+  d = cells.diff(best_t, best_g, decides=True)
+  cheaper = _cost(cells, best_t) <= _cost(cells, best_g)
   if d.lo > -margin and cheaper:
     verdict = SUPPORTED
   elif d.hi < -margin or not cheaper:
@@ -256,7 +275,9 @@ def c7(cells: Cells, margin: float) -> Verdict:
              f" vs {best_g} {_cost(cells, best_g) / 1e6:.2f}M image-steps per seed"
              f" (generation/pretraining + training; {seconds(best_t):.0f}s vs"
              f" {seconds(best_g):.0f}s on the machine that ran them)")
-  return Verdict("C7", CLAIMS["C7"], ", ".join(arms), numbers, verdict, RULES["C7"])
+  if cells.ok("self_training"):
+    numbers += f"; Δacc(self_training − {best_t}) {_pp(cells.diff('self_training', best_t))}"
+  return _verdict("C7", arms, numbers, verdict)
 
 
 def _cost(cells: Cells, arm: str) -> float:
@@ -266,10 +287,15 @@ def _cost(cells: Cells, arm: str) -> float:
   return float(cost.get("gen_image_steps", 0)) + float(cost.get("train_image_steps", 0))
 
 
-def _num(x, pct: bool = False) -> str:
-  if x is None or (isinstance(x, float) and not math.isfinite(x)):
-    return "n/a"
-  return f"{x * 100:.1f}%" if pct else f"{x:.2f}"
+def _quality_text(cells: Cells, *arms: str) -> str:
+  parts = []
+  for a in arms:
+    r = cells.ok(a) or {}
+    cas = r.get("cas")
+    parts.append(f"{a} label preservation {_num(r.get('label_preservation'), pct=True)},"
+                 f" Fréchet {_num(r.get('frechet'))}, CAS"
+                 f" {_num(sum(cas) / len(cas) if cas else None, pct=True)}")
+  return "; quality: " + "; ".join(parts)
 
 
 RULE_FNS: dict[str, Callable[[Cells, float], Verdict]] = {
@@ -277,7 +303,15 @@ RULE_FNS: dict[str, Callable[[Cells, float], Verdict]] = {
 
 
 def all_verdicts(records_by_arm: dict[str, dict[str, Any]], alignment: dict[str, Any] | None,
-                 margin: float = 0.01) -> list[Verdict]:
-  cells = Cells(records_by_arm)
-  out = [RULE_FNS[c](cells, margin) if c != "C3" else c3(alignment) for c in CLAIMS]
+                 margin: float = 0.01, *, budget: int = 0, quality_gate: float = 0.0,
+                 alpha: float = 0.05) -> list[Verdict]:
+  """Every claim's verdict at one budget (``records_by_arm``: its main cells)."""
+  out = []
+  for cid in CLAIMS:
+    cells = Cells(records_by_arm, quality_gate=quality_gate, alpha=alpha)
+    v = c3(alignment) if cid == "C3" else RULE_FNS[cid](cells, margin)
+    v.budget = budget
+    if v.verdict.startswith("inconclusive"):
+      v.power = " | ".join(cells.notes)
+    out.append(v)
   return out

@@ -41,6 +41,7 @@ class Context:
   oracle: Oracle
   baseline: train.FitResult | None = None  # None only while the baseline cell runs
   log: Callable[[str], None] = print
+  copies: int = 1                      # M: generated images per labeled image
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.workdir, *parts)
@@ -68,9 +69,14 @@ class Context:
       raise RuntimeError("the baseline is not trained yet; arms that need it run after it.")
     return self.model, unstack(self.baseline.state.variables, self.seeds.index(seed))
 
-  def fit(self, arm: str, images, labels, counts, *, transform=None, init_fn=None):
-    """Trains the budget's classifier on one arm's training sets, every seed at once."""
-    folder = self.path(cell_folder(arm, self.budget))
+  def fit(self, folder: str, images, labels, counts, *, transform=None, init_fn=None):
+    """Trains the budget's classifier on one cell's training sets, every seed at once.
+
+    ``folder`` (the cell's, under the workdir) keeps its checkpoint and
+    TensorBoard events and names the run in its fingerprint.
+    """
+    arm = folder.split("/", 1)[1].replace("_at_", "@")
+    folder = self.path(folder)
     return train.fit(self.model, self.config.train, images, labels, counts=counts,
                      seeds=self.seeds, mesh=self.mesh, image_shape=self.image_shape,
                      init_fn=init_fn, batch_transform=transform,
@@ -90,10 +96,6 @@ class Context:
         y = np.concatenate([y, generated[seed].labels])
       sets.append((x, y))
     return pad_to_common(sets)
-
-
-def cell_folder(arm: str, budget: int) -> str:
-  return f"N{budget}/{arm}".replace("@", "_at_")
 
 
 def load_data(config) -> data_lib.RawDataset:
@@ -131,10 +133,11 @@ def for_budget(config, raw, budget: int, workdir: str, mesh: Mesh, the_oracle: O
                  for s in seeds)
   return Context(config=config, workdir=workdir, mesh=mesh, budget=budget, seeds=seeds,
                  splits=splits, model=models.make_model(config.model, raw.num_classes),
-                 oracle=the_oracle, log=log)
+                 oracle=the_oracle, log=log, copies=int(config.copies))
 
 
 def with_baseline(ctx: Context) -> Context:
   """``ctx`` with the baseline trained (or restored from its checkpoint)."""
   images, labels, counts = ctx.training_sets({})
-  return dataclasses.replace(ctx, baseline=ctx.fit("baseline", images, labels, counts))
+  folder = f"N{ctx.budget}/baseline"
+  return dataclasses.replace(ctx, baseline=ctx.fit(folder, images, labels, counts))

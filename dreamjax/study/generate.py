@@ -49,7 +49,7 @@ def _offline(ctx, s, key, fn) -> Generated:
   from dreamjax import augment  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
   x, y, pos = augment.offline(s.labeled_images, s.labeled_labels, key, fn,
-                              copies=ctx.config.copies, mesh=ctx.mesh)
+                              copies=ctx.copies, mesh=ctx.mesh)
   return Generated(x, y, s.labeled_index[pos], time.perf_counter() - t0)
 
 
@@ -82,7 +82,7 @@ def sweep_variants(config) -> list[str]:
 def dream(ctx, arm, seed, s, key) -> Generated:
   from dreamjax import dream as dream_lib  # pylint: disable=g-import-not-at-top
   model, variables = ctx.baseline_model(seed)
-  x, y, idx = _copies(s, ctx.config.copies)
+  x, y, idx = _copies(s, ctx.copies)
   spec = dream_lib.from_config(dream_config(ctx.config, arm), model)
   res = dream_lib.dream_dataset(model, variables, x, y, spec, key,
                                 chunk_size=ctx.config.dream_chunk, progress=ctx.log,
@@ -97,7 +97,7 @@ def dream(ctx, arm, seed, s, key) -> Generated:
 def adversarial(ctx, arm, seed, s, key) -> Generated:
   from dreamjax import adversarial as adv_lib  # pylint: disable=g-import-not-at-top
   model, variables = ctx.baseline_model(seed)
-  x, y, idx = _copies(s, ctx.config.copies)
+  x, y, idx = _copies(s, ctx.copies)
   t0 = time.perf_counter()
   adv, info = adv_lib.adversarial_dataset(
       model, variables, x, y, key, method=arm, eps=ctx.config.attack.eps,
@@ -114,6 +114,61 @@ def pgd_train(ctx, arm):
                                              steps=a.train_steps, fraction=a.train_fraction)
 
 
+def classical_online(ctx, arm):
+  from dreamjax import augment  # pylint: disable=g-import-not-at-top
+  return augment.online_transform(augment.classical_fn(augment.classical_config()),
+                                  ctx.config.online_fraction)
+
+
+def noise_online(ctx, arm):
+  from dreamjax import augment  # pylint: disable=g-import-not-at-top
+  return augment.online_transform(augment.noise_fn(augment.noise_config()),
+                                  ctx.config.online_fraction)
+
+
+def dream_online(ctx, arm):
+  """The subtle dream of ``dream_subtle``, of part of every batch, from the current model."""
+  from dreamjax.dream import online  # pylint: disable=g-import-not-at-top
+  return online.batch_transform(ctx.model, dream_config(ctx.config, "dream_subtle"),
+                                fraction=ctx.config.online_fraction)
+
+
+# --- the unlabeled pool -----------------------------------------------------------
+
+def self_training(ctx, arm, seed, s, key) -> Generated:
+  """Real pool images with the seed's baseline's labels, where it is confident.
+
+  The semi-supervised yardstick for the pool (Lee 2013's pseudo-labels; with
+  classical augmentation online, as in the strong self-training baselines):
+  what the unlabeled pool delivers without any generator. The pool's own
+  labels are never read. The kept images are the most confident ones,
+  class-balanced (at most ``max_images / classes`` per class), so one easy
+  class cannot crowd out the rest.
+  """
+  from dreamjax import generators  # pylint: disable=g-import-not-at-top
+  del key  # deterministic: the baseline's most confident pool images
+  t0 = time.perf_counter()
+  st = ctx.config.self_training
+  model, variables = ctx.baseline_model(seed)
+  pool = ctx.pool_images(seed)
+  probs = generators.probabilities(model, variables, pool, mesh=ctx.mesh)
+  confidence, label = probs.max(-1), probs.argmax(-1).astype(np.int32)
+  per_class = max(int(st.max_images) // ctx.num_classes, 1)
+  chosen = []
+  for c in range(ctx.num_classes):
+    of_class = np.flatnonzero((label == c) & (confidence >= st.threshold))
+    chosen.append(of_class[np.argsort(-confidence[of_class], kind="stable")][:per_class])
+  idx = np.sort(np.concatenate(chosen))
+  if not len(idx):
+    raise ConfigError(f"{arm}: no pool image reached self_training.threshold={st.threshold};"
+                      " lower it.")
+  pool_index = ctx.splits[ctx.seeds.index(seed)].pool_index
+  info = {"threshold": float(st.threshold), "kept": int(len(idx)),
+          "confident_fraction": float(np.mean(confidence >= st.threshold)),
+          "image_steps": 0}
+  return Generated(pool[idx], label[idx], pool_index[idx], time.perf_counter() - t0, info)
+
+
 # --- generators -----------------------------------------------------------------
 
 def small_generator(ctx, arm, seed, s, key) -> Generated:
@@ -125,9 +180,9 @@ def small_generator(ctx, arm, seed, s, key) -> Generated:
   k_train, k_sample = jax.random.split(key)
   params, history = generators.TRAIN[kind](gcfg, s.labeled_images, s.labeled_labels, k_train,
                                            progress=ctx.log, mesh=ctx.mesh)
-  want = np.concatenate([s.labeled_labels] * ctx.config.copies)
+  want = np.concatenate([s.labeled_labels] * ctx.copies)
   x = generators.SAMPLE[kind](gcfg, params, k_sample, labels=want, mesh=ctx.mesh)
-  info = {"final_losses": history[-1] if history else {},
+  info = {"final_losses": history[-1] if history else {}, "history": history,
           "image_steps": int(gcfg.steps) * int(gcfg.batch_size)}
   return Generated(x, want.astype(np.int32), np.full(len(want), -1, np.int64),
                    time.perf_counter() - t0, info)
@@ -142,9 +197,9 @@ def pool_generator(ctx, arm, seed, s, key) -> Generated:
   """
   from dreamjax import generators  # pylint: disable=g-import-not-at-top
   kind = arm.split("_")[0]
-  gcfg, params, train_seconds = artefacts.pool_generator(ctx, kind)
+  gcfg, params, train_seconds, history = artefacts.pool_generator(ctx, kind)
   model, variables = ctx.baseline_model(seed)
-  want = len(s.labeled_labels) * ctx.config.copies
+  want = len(s.labeled_labels) * ctx.copies
   threshold = ctx.config.pseudo_label_threshold
   t0 = time.perf_counter()
   kept_x, kept_y, drawn = [], [], 0
@@ -164,7 +219,7 @@ def pool_generator(ctx, arm, seed, s, key) -> Generated:
                       " lower the threshold.")
   info = {"pseudo_label_threshold": threshold,
           "kept_fraction": sum(len(v) for v in kept_y) / max(drawn, 1),
-          "generator_train_seconds": train_seconds,
+          "generator_train_seconds": train_seconds, "history": history,
           "image_steps": int(gcfg.steps) * int(gcfg.batch_size)}
   return Generated(x, y, np.full(len(y), -1, np.int64), time.perf_counter() - t0 + train_seconds,
                    info)
@@ -173,7 +228,7 @@ def pool_generator(ctx, arm, seed, s, key) -> Generated:
 def pretrained_init(ctx, arm):
   """(init function for train.fit, pretraining seconds, pretraining image-steps)."""
   from dreamjax import pretrain  # pylint: disable=g-import-not-at-top
-  variables, seconds = artefacts.pretrained(ctx, arm)
+  variables, seconds, _ = artefacts.pretrained(ctx, arm)
   gcfg = artefacts.generator_config(ctx.config, "ae" if arm == "ae_pretrain" else "pretext",
                                     conditional=False)
   return (pretrain.init_fn(ctx.model, ctx.image_shape, variables), seconds,

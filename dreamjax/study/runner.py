@@ -12,6 +12,7 @@ The mesh is made here, once, and handed down through the per-budget
 :class:`dreamjax.study.context.Context`.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -43,7 +44,19 @@ def validate_config(config) -> None:
        "a non-empty list of positive label budgets"),
       ("primary_budget", config.primary_budget, config.primary_budget in tuple(config.budgets),
        f"one of budgets {tuple(config.budgets)}"),
-      ("eval.robust_eps", config.eval.robust_eps, config.eval.robust_eps >= 0, ">= 0"),
+      ("eval.robust_eps", tuple(config.eval.robust_eps),
+       len(config.eval.robust_eps) >= 1 and all(e > 0 for e in config.eval.robust_eps),
+       "a non-empty list of radii > 0"),
+      ("online_fraction", config.online_fraction, 0 <= config.online_fraction <= 1, "in [0, 1]"),
+      ("exchange.copies", tuple(config.exchange.copies),
+       all(int(m) == m and m >= 1 for m in config.exchange.copies), "whole numbers >= 1"),
+      ("exchange.label_factors", tuple(config.exchange.label_factors),
+       all(f > 1 for f in config.exchange.label_factors), "factors > 1"),
+      ("quality_gate", config.quality_gate, 0 <= config.quality_gate <= 1, "in [0, 1]"),
+      ("self_training.threshold", config.self_training.threshold,
+       0 <= config.self_training.threshold <= 1, "in [0, 1]"),
+      ("self_training.max_images", config.self_training.max_images,
+       config.self_training.max_images >= 1, ">= 1"),
       ("eval.robust_steps", config.eval.robust_steps, config.eval.robust_steps >= 1, ">= 1"),
       ("eval.robust_num_test", config.eval.robust_num_test, config.eval.robust_num_test >= 1, ">= 1"),
       ("eval.frechet_num_test", config.eval.frechet_num_test, config.eval.frechet_num_test >= 2, ">= 2"),
@@ -65,21 +78,43 @@ def validate_config(config) -> None:
   for name, value, ok, valid in checks:
     if not ok:
       raise ConfigError(f"{name}={value} is invalid: must be {valid}.")
+  missing = [a for a in config.exchange.arms if arms_lib.base_name(a) not in arms_lib.REGISTRY
+             or not arms_lib.get(a).generate]
+  if missing:
+    raise ConfigError(f"exchange.arms: {missing} store no images; choose arms that do.")
   train.validate_train_config(config.train)
   train.validate_train_config(config.oracle.train)
   models.make_model(config.model, 10)
   models.make_model(config.oracle.model, 10)
 
 
-def plan(config) -> list[Cell]:
-  """Cells in the order they run: baseline first, since other arms use it."""
+def plan(config, num_classes: int = 10) -> list[Cell]:
+  """Cells in the order they run; within a budget, baseline first (other arms use it).
+
+  After a budget's arms come its exchange-rate cells: each of
+  ``exchange.arms`` at more copies per image (``N1000/classical/M4``) and
+  the baseline at more real labels (``N1250/baseline``, rounded to a whole
+  number per class).
+  """
   cells = []
+  m0 = int(config.copies)
   for n in config.budgets:
     for name in config.arms:
       arm = arms_lib.get(name)
       for variant in (arm.variants(config) if arm.variants else [name]):
-        cells.append(Cell(f"N{n}/{variant}", variant, n))
+        cells.append(Cell(f"N{n}/{variant}", variant, n, m0))
+    for name in config.exchange.arms:
+      if name in config.arms:
+        cells += [Cell(f"N{n}/{name}/M{m}", name, n, int(m), main=False)
+                  for m in config.exchange.copies if int(m) != m0]
+    cells += [Cell(f"N{b}/baseline", "baseline", b, m0, main=False)
+              for b in exchange_budgets(n, config.exchange.label_factors, num_classes)]
   return cells
+
+
+def exchange_budgets(n: int, factors, num_classes: int) -> list[int]:
+  """``n × factor`` real labels for each factor, rounded to a whole number per class."""
+  return sorted({int(round(n * float(f) / num_classes)) * num_classes for f in factors} - {n})
 
 
 def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
@@ -159,10 +194,9 @@ def estimate_seconds(config, raw, cells: list[Cell], mesh) -> float:
   return per_step * config.train.steps * len(cells) * 2.0 + oracle
 
 
-def _dry_run(config, workdir, cells, with_alignment, mesh, log) -> dict[str, Any]:
+def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log) -> dict[str, Any]:
   from dreamjax import data as data_lib  # pylint: disable=g-import-not-at-top
-  raw = context_lib.load_data(config)
-  for n in config.budgets:
+  for n in sorted({c.budget for c in cells}):  # a budget the data cannot give fails here
     for seed in range(config.num_seeds):
       data_lib.make_splits(raw, num_labeled=n, val_size=config.val_size, seed=seed)
   fileio.check_writable(workdir)
@@ -183,12 +217,12 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
   """Runs (or resumes) every cell, then writes the report. Returns a summary."""
   validate_config(config)
   mesh = sharding.make_mesh()
-  cells = plan(config)
+  raw = context_lib.load_data(config)
+  cells = plan(config, raw.num_classes)
   with_alignment = "dream_logit" in config.arms or "pgd" in config.arms
   if dry_run:
-    return _dry_run(config, workdir, cells, with_alignment, mesh, log)
+    return _dry_run(config, workdir, raw, cells, with_alignment, mesh, log)
 
-  raw = context_lib.load_data(config)
   fileio.check_writable(workdir)
   with lock.workdir_lock(workdir, what="study"):
     check_workdir(config, workdir, raw)
@@ -199,50 +233,57 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log):
   done = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, RESULTS))}
   if retry_failed:
     done = {k: v for k, v in done.items() if v.get("status") == "ok"}
-  todo = [c for c in cells if c.key not in done]
-  total = len(cells) + (len(config.budgets) if with_alignment else 0)
-  finished = total - len(todo) - sum(
-      1 for n in config.budgets if with_alignment and f"N{n}/alignment" not in done)
-  log(f"study: {total} cells, {finished} already done, workdir {workdir}")
+  jobs = []  # (key, cell or None for the C3 alignment), in order
+  for n in config.budgets:
+    cells_n = [c for c in cells if c.budget == n and c.main]
+    jobs += [(c.key, c) for c in cells_n]
+    if with_alignment:
+      jobs.append((f"N{n}/alignment", Cell(f"N{n}/alignment", "baseline", n)))
+  jobs += [(c.key, c) for c in cells if not c.main]
+  todo = [key for key, _ in jobs if key not in done]
+  log(f"study: {len(jobs)} cells, {len(jobs) - len(todo)} already done, workdir {workdir}")
   t0 = time.perf_counter()
   ran = 0
   oracle = context_lib.oracle(config, raw, workdir, mesh, log)
-  for n in config.budgets:
-    ctx = context_lib.for_budget(config, raw, n, workdir, mesh, oracle, log)
-    jobs = [(c.key, c) for c in cells if c.budget == n]
-    if with_alignment:
-      jobs.append((f"N{n}/alignment", None))
-    for key, cell in jobs:
-      if key in done:
-        continue
-      eta = ""
-      if ran:
-        eta = f", ETA {(time.perf_counter() - t0) / ran * (total - finished) / 60:.1f} min"
-      log(f"[{finished + 1}/{total}] {key}{eta}")
-      try:
-        if ctx.baseline is None and _needs_baseline(cell):
-          ctx = context_lib.with_baseline(ctx)
-        record = run_cell(ctx, cell) if cell is not None else alignment_cell(ctx)
-      except (KeyboardInterrupt, DistributedError, DiskFullError):
-        raise  # the job, not this cell: a rerun resumes here
-      except (DreamjaxError, FloatingPointError) as e:
-        record = _failed(key, e)
-      except Exception as e:  # noqa: BLE001 - one broken cell must not end the study
-        record = _failed(key, e, tb=traceback.format_exc(limit=6))
-      if record["status"] != "ok":
-        log(f"{key} FAILED: {record['error']}")
-      fileio.append_jsonl(os.path.join(workdir, RESULTS), jsonable(record))
-      finished += 1
-      ran += 1
+  contexts: dict[int, Any] = {}
+  for key, cell in jobs:
+    if key in done:
+      continue
+    if cell.budget not in contexts:
+      contexts[cell.budget] = context_lib.for_budget(config, raw, cell.budget, workdir, mesh,
+                                                     oracle, log)
+    eta = ""
+    if ran:
+      eta = f", ETA {(time.perf_counter() - t0) / ran * (len(todo) - ran) / 60:.1f} min"
+    log(f"[{len(jobs) - len(todo) + ran + 1}/{len(jobs)}] {key}{eta}")
+    try:
+      ctx = contexts[cell.budget]
+      if ctx.baseline is None and _needs_baseline(key, cell):
+        ctx = contexts[cell.budget] = context_lib.with_baseline(ctx)
+      if key.endswith("/alignment"):
+        record = alignment_cell(ctx)
+      else:
+        record = run_cell(dataclasses.replace(ctx, copies=cell.copies), cell)
+    except (KeyboardInterrupt, DistributedError, DiskFullError):
+      raise  # the job, not this cell: a rerun resumes here
+    except (DreamjaxError, FloatingPointError) as e:
+      record = _failed(key, e)
+    except Exception as e:  # noqa: BLE001 - one broken cell must not end the study
+      record = _failed(key, e, tb=traceback.format_exc(limit=6))
+    if record["status"] != "ok":
+      log(f"{key} FAILED: {record['error']}")
+    fileio.append_jsonl(os.path.join(workdir, RESULTS), jsonable(record))
+    ran += 1
   from dreamjax.study import report  # pylint: disable=g-import-not-at-top
   paths = report.write_report(config, workdir)
   log(f"study finished in {(time.perf_counter() - t0) / 60:.1f} min; report: {paths['report']}")
   return {"report": paths["report"], "seconds": time.perf_counter() - t0}
 
 
-def _needs_baseline(cell: Cell | None) -> bool:
-  """The baseline cell itself, the C3 alignment (``None``) and the arms that use its models."""
-  return cell is None or cell.arm == "baseline" or arms_lib.get(cell.arm).needs_baseline
+def _needs_baseline(key: str, cell: Cell) -> bool:
+  """The baseline cell itself, the C3 alignment and the arms that use its models."""
+  return (key.endswith("/alignment") or cell.arm == "baseline"
+          or arms_lib.get(cell.arm).needs_baseline)
 
 
 def _failed(key: str, e: BaseException, tb: str | None = None) -> dict[str, Any]:

@@ -1,0 +1,92 @@
+"""The evidence a verdict reads: finished cells of one budget, their paired intervals,
+and the power of every comparison that could not decide."""
+
+import math
+from typing import Any
+
+from dreamjax import power, stats
+from dreamjax.study import arms as arms_lib
+
+
+def _pp(iv: stats.Interval) -> str:
+  """An accuracy-difference interval in percentage points."""
+  if iv.n == 0 or not math.isfinite(iv.mean):
+    return "n/a"
+  if not math.isfinite(iv.hi):
+    return f"{iv.mean * 100:+.1f} pp (1 seed)"
+  return f"{iv.mean * 100:+.1f} pp [{iv.lo * 100:+.1f}, {iv.hi * 100:+.1f}]"
+
+
+class Cells:
+  """Looks up finished cells of one label budget by arm name."""
+
+  def __init__(self, records: dict[str, dict[str, Any]], quality_gate: float = 0.0,
+               alpha: float = 0.05):
+    self.records = records
+    self.quality_gate = quality_gate
+    self.alpha = alpha
+    self.notes: list[str] = []  # power of the inconclusive comparisons read so far
+
+  def ok(self, arm: str) -> dict[str, Any] | None:
+    r = self.records.get(arm)
+    return r if r and r.get("status") == "ok" else None
+
+  def values(self, arm: str, metric: str = "test_accuracy", eps: str | None = None):
+    r = self.ok(arm)
+    v = r.get(metric) if r else None
+    return v.get(eps) if isinstance(v, dict) and eps is not None else v
+
+  def diff(self, a: str, b: str, metric: str = "test_accuracy", eps: str | None = None,
+           decides: bool = False) -> stats.Interval:
+    """Paired interval of a − b; a deciding comparison whose CI crosses zero
+    also gets a power note."""
+    va, vb = self.values(a, metric, eps), self.values(b, metric, eps)
+    if va is None or vb is None or isinstance(va, dict) or isinstance(vb, dict):
+      return stats.Interval(float("nan"), float("nan"), float("nan"), 0)
+    iv = stats.paired_difference(va, vb)
+    if decides and stats.direction(iv) == "crosses" and iv.n >= 2:
+      what = f"{a} − {b}" + (f" (robust, ε = {eps})" if eps else "")
+      self._note(what, [x - y for x, y in zip(va, vb)])
+    return iv
+
+  def _note(self, what: str, diffs) -> None:
+    s = power.power_summary(diffs, alpha=self.alpha)
+    if not math.isfinite(s["min_detectable"]):
+      return
+    need = s["seeds_needed_for_observed"]
+    self.notes.append(f"{what}: the smallest difference {s['n']} seeds detect with 80% power is"
+                      f" {s['min_detectable'] * 100:.1f} pp; the observed"
+                      f" {s['mean'] * 100:+.1f} pp would need "
+                      + (f"{need} seeds" if need else "more seeds than is sensible"))
+
+  def missing(self, *arms: str) -> list[str]:
+    return [a for a in arms if not self.ok(a)]
+
+  def under_trained(self, *arms: str) -> list[str]:
+    """Generator arms whose samples' label preservation is below the quality gate."""
+    out = []
+    for a in arms:
+      r = self.ok(a)
+      if r and arms_lib.get(a).group == "generator" and r.get("label_preservation") is not None \
+          and r["label_preservation"] < self.quality_gate:
+        out.append(f"{a} {r['label_preservation'] * 100:.0f}%")
+    return out
+
+
+def robust_eps(cells: Cells) -> str | None:
+  """The ε C2 is decided at: the largest where the baseline keeps 20-60% robust accuracy
+  (else the one closest to 40%)."""
+  base = cells.values("baseline", "robust_accuracy")
+  if not isinstance(base, dict) or not base:
+    return None
+  means = {e: sum(v) / len(v) for e, v in base.items() if v}
+  inside = [e for e, m in means.items() if 0.2 <= m <= 0.6]
+  if inside:
+    return max(inside, key=float)
+  return min(means, key=lambda e: abs(means[e] - 0.4))
+
+
+def _num(x, pct: bool = False) -> str:
+  if x is None or (isinstance(x, float) and not math.isfinite(x)):
+    return "n/a"
+  return f"{x * 100:.1f}%" if pct else f"{x:.2f}"

@@ -1,0 +1,148 @@
+"""The text of REPORT.md: claims per budget, exchange rates, generator quality, arms."""
+
+import datetime
+
+import numpy as np
+
+from dreamjax import stats
+from dreamjax.study import arms as arms_lib
+from dreamjax.study import claims, report, tables
+
+
+def _f(x, scale=1.0, d=1) -> str:
+  return "" if x is None else f"{x * scale:.{d}f}"
+
+
+def _header(config, workdir, records, cells, oracle, primary) -> list[str]:
+  seconds = sum(r.get("timing", {}).get("cell_seconds", r.get("timing", {}).get("train_seconds", 0))
+                for r in records)
+  md = [f"# dreamjax study report ({config.dataset}, N = {primary})", "",
+        f"Generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} on {report._machine()}."  # pylint: disable=protected-access
+        f" Seeds: {config.num_seeds}; label budgets: {tuple(config.budgets)}; {config.train.steps}"
+        f" training steps per arm (batch {config.train.batch_size}); M = {config.copies} generated"
+        f" image(s) per labeled image (exchange cells: M ∈ {tuple(config.exchange.copies)}, and"
+        f" the baseline at N × {tuple(config.exchange.label_factors)} labels). Sum of cell"
+        f" times: {seconds / 60:.1f} min.", ""]
+  made = report._workdir_record(workdir)  # pylint: disable=protected-access
+  if made:
+    v, d = made.get("versions", {}), made.get("data", {})
+    md += [f"Computed with {', '.join(f'{k} {x}' for k, x in v.items() if k != 'xla_flags')}"
+           f"; XLA flags `{v.get('xla_flags', '')}`. Data: {d.get('name')} from"
+           f" `{d.get('source')}` (sha256 {str(d.get('digest'))[:16]}…).", ""]
+  if tables.ok(oracle):
+    md.append(f"Oracle (all training labels, measuring instrument only): test accuracy"
+              f" {np.mean(oracle['test_accuracy']) * 100:.1f}%.")
+  base = cells.get("baseline")
+  if tables.ok(base):
+    md.append(f"Baseline (N = {primary} labels): test accuracy"
+              f" {stats.t_interval(base['test_accuracy']).fmt()}% (mean ± 95% CI).")
+  md += ["", "### Against the literature", ""]
+  md += report._sanity(oracle, base, primary, cells.get("classical_online"))  # pylint: disable=protected-access
+  md += report.convergence_notes({a: c for a, c in cells.items() if a != "alignment"},
+                                 int(config.train.steps))
+  return md
+
+
+def _claims(verdicts: dict[int, list[claims.Verdict]], primary: int, margin: float) -> list[str]:
+  budgets = [primary] + [b for b in verdicts if b != primary]
+  head = " | ".join(f"verdict N = {b}" for b in budgets)
+  md = ["", "## Claims", "", f"| claim | numbers (N = {primary}) | {head} |",
+        "|---|---|" + "---|" * len(budgets)]
+  by_claim = {b: {v.claim: v for v in vs} for b, vs in verdicts.items()}
+  for cid, text in claims.CLAIMS.items():
+    v = by_claim.get(primary, {}).get(cid)
+    cols = " | ".join(f"**{by_claim[b][cid].verdict}**" if cid in by_claim.get(b, {}) else ""
+                      for b in budgets)
+    md.append(f"| **{cid}** {text} | {v.numbers if v else ''} | {cols} |")
+  md += ["", "Intervals are 95% Student-t intervals over seeds; accuracy differences are paired"
+         f" by seed (pp = percentage points). Margin = {margin * 100:.0f} pp. A verdict follows"
+         " from its intervals by the rule at the end of this report.", ""]
+  notes = [(b, v) for b in budgets for v in verdicts[b] if v.power]
+  if notes:
+    md += ["### What the inconclusive comparisons could have detected", ""]
+    md += [f"- N = {b}, {v.claim}: {v.power}" for b, v in notes]
+    md.append("")
+  return md
+
+
+def _exchange(exchange, primary) -> list[str]:
+  if not exchange or not exchange.get("equivalent"):
+    return []
+  budgets = exchange["budgets"]
+  base = [f"{b}: {np.mean(v) * 100:.1f}%" for b, v in zip(budgets, exchange["baseline"])]
+  md = ["## What stored images are worth in real labels", "",
+        f"Baseline accuracy at N = {', '.join(base)}. Each arm at M generated images per labeled"
+        " image, and the number of extra real labels the baseline would need for the same"
+        " accuracy (its curve in log N, interpolated; 95% seed-bootstrap interval; '>' when"
+        f" beyond the largest measured N).", "",
+        "| arm | M | Δacc vs baseline (pp) | worth in extra real labels |", "|---|---|---|---|"]
+  for arm, by_m in exchange["equivalent"].items():
+    for m, eq in by_m.items():
+      acc = exchange["arms"][arm][m]
+      d = stats.paired_difference(acc, exchange["baseline"][0])
+      md.append(f"| {arm} | {m} | {d.mean * 100:+.1f} [{d.lo * 100:+.1f}, {d.hi * 100:+.1f}] |"
+                f" {eq.fmt()} |")
+  return md + [""]
+
+
+def _quality(quality, gate) -> list[str]:
+  if not quality:
+    return []
+  md = ["## Generator quality", "",
+        f"Quality gate: the oracle must label at least {gate * 100:.0f}% of a generator's samples"
+        " with the label they were generated (or pseudo-labeled) with. CAS: a classifier trained"
+        " only on the samples, tested on real test images (Ravuri & Vinyals 2019).", "",
+        "| generator | label preservation | Fréchet | CAS | gate |", "|---|---|---|---|---|"]
+  for q in quality:
+    md.append(f"| {q['arm']} | {_f(q['label_preservation'], 100)}% | {_f(q['frechet'], 1, 1)} |"
+              f" {_f(q['cas'], 100)}% | {'passes' if q['passes'] else '**under-trained**'} |")
+  return md + [""]
+
+
+def _arms(rows, cells) -> list[str]:
+  eps = sorted({k[len("robust_accuracy_eps"):] for r in rows for k in r
+                if k.startswith("robust_accuracy_eps")}, key=float)
+  md = ["## Arms", "", "| cell | test acc % | Δ vs baseline (pp) | "
+        + " | ".join(f"robust ε={e} %" for e in eps)
+        + " | label preservation | Fréchet | cost (M image-steps) | status |",
+        "|---|---|---|" + "---|" * len(eps) + "---|---|---|---|"]
+  for r in rows:
+    acc = (f"{_f(r.get('test_accuracy_mean'), 100)} ± {_f(r.get('test_accuracy_ci95'), 100)}"
+           if r.get("test_accuracy_mean") is not None else "")
+    diff = ""
+    if r.get("test_accuracy_vs_baseline") is not None:
+      diff = (f"{r['test_accuracy_vs_baseline'] * 100:+.1f} [{r['test_accuracy_vs_baseline_lo'] * 100:+.1f},"
+              f" {r['test_accuracy_vs_baseline_hi'] * 100:+.1f}]")
+    rob = " | ".join(_f(r.get(f"robust_accuracy_eps{e}"), 100) for e in eps)
+    lp = _f(r.get("label_preservation"), 100)
+    status = r["status"] if r["status"] == "ok" else f"FAILED: {r['error'][:120]}"
+    md.append(f"| {r['cell']} | {acc} | {diff} | {rob} | {lp + '%' if lp else ''} |"
+              f" {_f(r.get('frechet'), 1, 2)} | {_f(r.get('cost_image_steps'), 1e-6, 2)} |"
+              f" {status} |")
+  return md + ["", "Label preservation: share of an arm's generated images that the oracle"
+               " assigns the label the arm gave them (for arms without generated images: the"
+               " real labeled set). Fréchet: distance between oracle features of those images"
+               " and of real test images. Cost: images through a gradient step per seed"
+               " (generation or pretraining + classifier training).", ""]
+
+
+def markdown(config, workdir, records, cells, oracle, verdicts, exchange, quality, figs) -> str:
+  primary = int(config.primary_budget)
+  md = _header(config, workdir, records, cells, oracle, primary)
+  md += _claims(verdicts, primary, config.verdict_margin)
+  md += _exchange(exchange, primary)
+  md += _quality(quality, config.quality_gate)
+  md += _arms(tables.summary_rows(records), cells)
+  if figs:
+    md += ["## Figures", ""]
+    for name, rel in figs.items():
+      md += [f"### {report.TITLES[name]}", "", f"![{report.TITLES[name]}]({rel})", ""]
+  failed = [r for r in records if r.get("status") != "ok"]
+  if failed:
+    md += ["## Failed cells", ""] + [f"- `{r['cell']}`: {r.get('error', '')}" for r in failed] + [""]
+  md += ["## Arms of this study", ""]
+  md += [f"- `{a.name}` ({a.group}): {a.doc}" for a in arms_lib.REGISTRY.values()
+         if a.name in tuple(config.arms)]
+  md += ["", "## Verdict rules", ""] + [f"- **{c}**: {rule}" for c, rule in claims.RULES.items()]
+  md += ["", f"What changed in the rules, and why: {report.RULE_CHANGES}", ""]
+  return "\n".join(md) + "\n"
