@@ -329,10 +329,7 @@ def adversarial_batch_transform(model, *, method: str, eps: float, steps: int,
     num_adv = int(round(fraction * images.shape[0]))  # static: shapes are known here
     if num_adv == 0:
       return images, labels
-    variables = {"params": state.params}
-    if state.batch_stats:
-      variables["batch_stats"] = state.batch_stats
-    variables = jax.lax.stop_gradient(variables)
+    variables = jax.lax.stop_gradient(state.variables)  # the model, held fixed for the attack
     adv, _ = _run(ops, variables, images[:num_adv], labels[:num_adv], key, eps=eps,
                   steps=steps, step_size=step_size, random_start=random_start, restarts=1)
     return images.at[:num_adv].set(adv), labels

@@ -46,53 +46,56 @@ def study() -> Callable[[list[str]], None]:
   return main
 
 
-def train_classifier() -> Callable[[list[str]], None]:
-  """The classifier on the label budget (optionally + an augmented file); test accuracy."""
-  from dreamjax.runs import classifier  # pylint: disable=g-import-not-at-top
-  config = _config("classifier", "Config file (path[:preset]); presets default, full, tiny.")
-  workdir = flags.DEFINE_string("workdir", "runs/classifier", "Where results and checkpoints go.")
+def _command(config_name: str, help_text: str, workdir: str, work) -> Callable:
+  """A command of a config and a workdir whose ``work(config, workdir)`` returns its summary."""
+  config = _config(config_name, help_text)
+  where = flags.DEFINE_string("workdir", workdir, "Where results and checkpoints go.")
 
   def main(argv):
     del argv
-    result = classifier.train_and_evaluate(config.value, workdir.value)
-    print(f"test accuracy: {result['test_accuracy']:.4f}")
+    print(work(config.value, where.value))
 
   return main
+
+
+def train_classifier() -> Callable[[list[str]], None]:
+  """The classifier on the label budget (optionally + an augmented file); test accuracy."""
+  from dreamjax.runs import classifier  # pylint: disable=g-import-not-at-top
+  return _command("classifier", "Config file (path[:preset]); presets default, full, tiny.",
+                  "runs/classifier", lambda c, w: "test accuracy:"
+                  f" {classifier.train_and_evaluate(c, w)['test_accuracy']:.4f}")
 
 
 def dream() -> Callable[[list[str]], None]:
   """Deep Dream a split with a classifier: augmented-set file, figures, results.json."""
   from dreamjax.runs import dream as dream_run  # pylint: disable=g-import-not-at-top
-  config = _config("dream", "Config file (path[:preset]); presets subtle, strong, logit, bn, tiny.")
-  workdir = flags.DEFINE_string("workdir", "runs/dream", "Where the outputs go.")
 
-  def main(argv):
-    del argv
-    r = dream_run.dream_split(config.value, workdir.value)
-    print(f"dreamed {r['count']} images in {r['seconds']:.1f}s"
-          f" ({r['image_steps_per_s']:,.0f} image·steps/s); mean L2 {r['mean_l2']:.3f},"
-          f" mean L∞ {r['mean_linf']:.3f}, objective gain {r['mean_objective_gain']:.4g}")
+  def work(config, workdir):
+    r = dream_run.dream_split(config, workdir)
+    return (f"dreamed {r['count']} images in {r['seconds']:.1f}s"
+            f" ({r['image_steps_per_s']:,.0f} image·steps/s); mean L2 {r['mean_l2']:.3f},"
+            f" mean L∞ {r['mean_linf']:.3f}, objective gain {r['mean_objective_gain']:.4g}")
 
-  return main
+  return _command("dream", "Config file (path[:preset]); presets subtle, strong, logit, bn,"
+                  " tiny.", "runs/dream", work)
 
 
 def attack() -> Callable[[list[str]], None]:
   """Robust accuracy, an offline adversarial set and the C3 alignment of a classifier."""
   from dreamjax.runs import attack as attack_run  # pylint: disable=g-import-not-at-top
-  config = _config("attack", "Config file (path[:preset]); presets default, tiny.")
-  workdir = flags.DEFINE_string("workdir", "runs/attack", "Where results and checkpoints go.")
 
-  def main(argv):
-    del argv
-    out = attack_run.run(config.value, workdir.value)
-    print(f"clean accuracy: {out['clean_accuracy']:.4f}")
-    print(f"robust accuracy (PGD eps={config.value.robust.eps}): {out['robust_accuracy']:.4f}")
+  def work(config, workdir):
+    out = attack_run.run(config, workdir)
+    lines = [f"clean accuracy: {out['clean_accuracy']:.4f}",
+             f"robust accuracy (PGD eps={config.robust.eps}): {out['robust_accuracy']:.4f}"]
     if "alignment" in out:
       a = out["alignment"]
-      print(f"C3 cosine: logit dream vs attack {a['logit']['mean']:.3f},"
-            f" layer dream vs attack {a['layer']['mean']:.3f}")
+      lines.append(f"C3 cosine: logit dream vs attack {a['logit']['mean']:.3f},"
+                   f" layer dream vs attack {a['layer']['mean']:.3f}")
+    return "\n".join(lines)
 
-  return main
+  return _command("attack", "Config file (path[:preset]); presets default, tiny.",
+                  "runs/attack", work)
 
 
 def train_generator() -> Callable[[list[str]], None]:

@@ -27,10 +27,7 @@ def batch_transform(model, cfg, *, fraction: float):
     n = int(round(fraction * images.shape[0]))  # static: shapes are known when traced
     if n == 0:
       return images, labels
-    variables = {"params": state.params}
-    if state.batch_stats:
-      variables["batch_stats"] = state.batch_stats
-    variables = jax.lax.stop_gradient(variables)
+    variables = jax.lax.stop_gradient(state.variables)  # the model, held fixed for the dream
     dreamed = dream_batch(model, spec, variables, images[:n], labels[:n],
                           jnp.ones((n,), bool), key)["images"]
     return images.at[:n].set(jax.lax.stop_gradient(dreamed)), labels

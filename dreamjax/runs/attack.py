@@ -19,13 +19,13 @@ import numpy as np
 from absl import logging
 
 import dreamjax
-from dreamjax import provenance
-from dreamjax import adversarial, evaluate, metrics, models, sharding, train
+from dreamjax import adversarial, evaluate, metrics, models, provenance, train
 from dreamjax import alignment as alignment_lib
 from dreamjax import seeds as seeds_lib
 from dreamjax import data as data_lib
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import check_writable, write_json
+from dreamjax.runs import common
+from dreamjax.fileio import write_json
 
 
 def validate_config(config) -> None:
@@ -57,10 +57,8 @@ def _classifier_fingerprint(config) -> str:
 
 def run(config, workdir: str) -> dict[str, Any]:
   validate_config(config)
-  check_writable(workdir)
-  mesh = sharding.make_mesh()
   t0 = time.perf_counter()
-  splits = data_lib.load_splits(config)
+  mesh, splits = common.start(config, workdir)
   model = models.make_model(config.model, splits.num_classes)
   seeds = [config.seed + i for i in range(config.num_seeds)]
   fit = train.fit(model, config.train, splits.labeled_images, splits.labeled_labels,

@@ -8,11 +8,11 @@ import numpy as np
 from absl import logging
 
 import dreamjax
-from dreamjax import provenance
 from dreamjax import data as data_lib
-from dreamjax import evaluate, metrics, models, sharding, train
+from dreamjax import evaluate, metrics, models, provenance, train
+from dreamjax.runs import common
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import check_writable, write_json
+from dreamjax.fileio import write_json
 
 
 def training_set(splits: data_lib.Splits, augment_file: str = ""):
@@ -41,10 +41,8 @@ def validate_config(config) -> None:
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains ``config.num_seeds`` classifiers and writes ``workdir/results.json``."""
   validate_config(config)
-  check_writable(workdir)
-  mesh = sharding.make_mesh()
   t0 = time.perf_counter()
-  splits = data_lib.load_splits(config)
+  mesh, splits = common.start(config, workdir)
   images, labels = training_set(splits, config.augment_file)
   model = models.make_model(config.model, splits.num_classes)
   transform = None

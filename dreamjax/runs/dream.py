@@ -10,14 +10,14 @@ import numpy as np
 from absl import logging
 
 import dreamjax
-from dreamjax import provenance
-from dreamjax import checkpoint, evaluate, figures, metrics, models, sharding, train
+from dreamjax import checkpoint, evaluate, figures, metrics, models, provenance, train
 from dreamjax import data as data_lib
 from dreamjax import dream
 from dreamjax import seeds as seeds_lib
 from dreamjax.configs import dream as dream_configs
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import check_writable, write_json
+from dreamjax.runs import common
+from dreamjax.fileio import write_json
 
 SPLITS = ("labeled", "val", "test")
 
@@ -60,10 +60,8 @@ def _split(splits: data_lib.Splits, name: str):
 def dream_split(config, workdir: str) -> dict[str, Any]:
   """Dreams ``config.split``; writes augmented.npz, grid.png, zoom.png and results.json."""
   validate_config(config)
-  check_writable(workdir)
-  mesh = sharding.make_mesh()
   t0 = time.perf_counter()
-  splits = data_lib.load_splits(config)
+  mesh, splits = common.start(config, workdir)
   if config.classifier_dir:
     model, variables = train.load_classifier(config.classifier_dir, splits.num_classes,
                                              splits.image_shape)

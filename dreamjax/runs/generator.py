@@ -11,8 +11,8 @@ import numpy as np
 from absl import logging
 
 import dreamjax
-from dreamjax import provenance
-from dreamjax import figures, frechet, generators, metrics, models, pretrain, sharding, train
+from dreamjax import (figures, frechet, generators, metrics, models, pretrain, provenance,
+                      sharding, train)
 from dreamjax import data as data_lib
 from dreamjax import seeds as seeds_lib
 from dreamjax.configs.generator import MODELS, SOURCES
