@@ -83,3 +83,52 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
         for v in event.summary.value:
           out.setdefault(v.tag, []).append((int(event.step), float(v.simple_value)))
   return out
+
+
+class CompileCounter:
+  """Counts the XLA programs built inside a ``with`` block, and the seconds they took.
+
+  A program is built by compiling it or by loading it from JAX's persistent
+  compilation cache; JAX reports both as one backend-compile event, so
+  ``programs`` says how many distinct programs the block needed whatever the
+  cache held, and ``cache_hits`` how many of them the cache served.
+  """
+
+  _EVENTS = ("/jax/core/compile/backend_compile_duration",)
+  _HITS = ("/jax/compilation_cache/cache_hits",)
+
+  def __init__(self):
+    self.programs = 0
+    self.cache_hits = 0
+    self.seconds = 0.0
+
+  def _duration(self, event, duration_secs, **kwargs):
+    del kwargs
+    if event in self._EVENTS:
+      self.programs += 1
+      self.seconds += duration_secs
+
+  def _event(self, event, **kwargs):
+    del kwargs
+    if event in self._HITS:
+      self.cache_hits += 1
+
+  def __enter__(self):
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.monitoring.register_event_duration_secs_listener(self._duration)
+    jax.monitoring.register_event_listener(self._event)
+    return self
+
+  def __exit__(self, *exc):
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.monitoring.unregister_event_duration_listener(self._duration)
+    jax.monitoring.unregister_event_listener(self._event)
+    return False
+
+  @property
+  def compiles(self) -> int:
+    return self.programs - self.cache_hits
+
+  def to_dict(self) -> dict[str, float]:
+    return {"programs": self.programs, "compiles": self.compiles,
+            "cache_hits": self.cache_hits, "compile_seconds": self.seconds}

@@ -243,3 +243,21 @@ def test_study_on_two_hosts_matches_one_host(tmp_path, finished_study):
                                  rtol=1e-3)
   assert "dream_subtle" in (workdir / "REPORT.md").read_text()
   assert not stray_files(workdir)  # process 1 wrote nothing there
+
+
+def test_compile_count_does_not_grow_with_seeds(tmp_path, real_data_dir):
+  """A study needs the same XLA programs whatever its seed count: seeds live in one
+  program per cell, never one program per seed. Each run is a fresh process, so
+  the count (compiled, or loaded from the persistent cache) is the study's own."""
+  programs = {}
+  for k in (2, 3):
+    workdir = tmp_path / f"k{k}"
+    out = subprocess.run(_cmd(workdir, f"--config.num_seeds={k}",
+                              "--config.arms=('baseline','classical','noise')",
+                              "--config.exchange.arms=()", "--config.exchange.label_factors=()"),
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = read_jsonl(str(workdir / "results.jsonl"))
+    programs[k] = {r["cell"]: r["timing"]["xla"]["programs"] for r in records
+                   if "xla" in r.get("timing", {})}
+  assert programs[2] == programs[3], programs

@@ -16,13 +16,17 @@ def _f(x, scale=1.0, d=1) -> str:
 def _header(config, workdir, records, cells, oracle, primary) -> list[str]:
   seconds = sum(r.get("timing", {}).get("cell_seconds", r.get("timing", {}).get("train_seconds", 0))
                 for r in records)
+  xla = [r.get("timing", {}).get("xla", {}) for r in records]
+  programs = sum(x.get("programs", 0) for x in xla)
+  compile_s = sum(x.get("compile_seconds", 0.0) for x in xla)
   md = [f"# dreamjax study report ({config.dataset}, N = {primary})", "",
         f"Generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} on {report._machine()}."  # pylint: disable=protected-access
         f" Seeds: {config.num_seeds}; label budgets: {tuple(config.budgets)}; {config.train.steps}"
         f" training steps per arm (batch {config.train.batch_size}); M = {config.copies} generated"
         f" image(s) per labeled image (exchange cells: M ∈ {tuple(config.exchange.copies)}, and"
         f" the baseline at N × {tuple(config.exchange.label_factors)} labels). Sum of cell"
-        f" times: {seconds / 60:.1f} min.", ""]
+        f" times: {seconds / 60:.1f} min, of which {compile_s / 60:.1f} min compiling"
+        f" {programs} XLA programs (compiled or loaded from the compilation cache).", ""]
   made = report._workdir_record(workdir)  # pylint: disable=protected-access
   if made:
     v, d = made.get("versions", {}), made.get("data", {})

@@ -20,7 +20,7 @@ import traceback
 from typing import Any, Callable
 
 import dreamjax
-from dreamjax import fileio, lock, models, provenance, sharding, train
+from dreamjax import fileio, lock, metrics, models, provenance, sharding, train
 from dreamjax.errors import ConfigError, DiskFullError, DistributedError, DreamjaxError
 from dreamjax.study import arms as arms_lib
 from dreamjax.study import context as context_lib
@@ -256,14 +256,17 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log):
     if ran:
       eta = f", ETA {(time.perf_counter() - t0) / ran * (len(todo) - ran) / 60:.1f} min"
     log(f"[{len(jobs) - len(todo) + ran + 1}/{len(jobs)}] {key}{eta}")
+    counter = metrics.CompileCounter()
     try:
-      ctx = contexts[cell.budget]
-      if ctx.baseline is None and _needs_baseline(key, cell):
-        ctx = contexts[cell.budget] = context_lib.with_baseline(ctx)
-      if key.endswith("/alignment"):
-        record = alignment_cell(ctx)
-      else:
-        record = run_cell(dataclasses.replace(ctx, copies=cell.copies), cell)
+      with counter:
+        ctx = contexts[cell.budget]
+        if ctx.baseline is None and _needs_baseline(key, cell):
+          ctx = contexts[cell.budget] = context_lib.with_baseline(ctx)
+        if key.endswith("/alignment"):
+          record = alignment_cell(ctx)
+        else:
+          record = run_cell(dataclasses.replace(ctx, copies=cell.copies), cell)
+      record.setdefault("timing", {})["xla"] = counter.to_dict()
     except (KeyboardInterrupt, DistributedError, DiskFullError):
       raise  # the job, not this cell: a rerun resumes here
     except (DreamjaxError, FloatingPointError) as e:
