@@ -48,6 +48,8 @@ def bench_torch(args) -> dict:
   cmd = [TORCH_PYTHON, os.path.join(HERE, "bench_torch.py"), "--repeats", str(args.repeats),
          "--study_seeds", str(args.study_seeds), "--study_pgd_images",
          str(args.study_pgd_images), "--modes", args.torch_modes]
+  if args.torch_threads:
+    cmd += ["--threads", args.torch_threads]
   if args.smoke:
     cmd.append("--smoke")
   res = subprocess.run(cmd, capture_output=True, text=True, timeout=3 * 3600)
@@ -107,6 +109,11 @@ def table(result: dict) -> str:
     rows.append(f"{name:<58} {value:>12,.0f} {unit:<14} {extra}")
 
   r = result["results"]
+  load = result["machine"]["load_average_before"][0]
+  if load > 0.5:
+    rows.append(f"WARNING: load average {load:.1f} before the run: other processes share the"
+                " cores; PyTorch's OpenMP threads slow down 5-20x when a core is taken, so the"
+                " comparison below is not a measurement")
   frac = lambda e, k="fraction_of_peak": f"{e[k]:.0%} of peak" if e.get(k) else ""
   peak = _dig(r, ("matmul", "gflops"))
   if peak:
@@ -182,6 +189,8 @@ def main() -> None:
                  help="a measured wall time of that study: study_bound's achieved fraction")
   p.add_argument("--torch_modes", default="eager_nchw,eager_channels_last,compile_nchw,"
                  "compile_channels_last")
+  p.add_argument("--torch_threads", default="",
+                 help="comma list of PyTorch thread counts (default: CPU count, + torch's own)")
   p.add_argument("--memory_images", type=int, default=60000)
   p.add_argument("--memory_steps", type=int, default=20)
   p.add_argument("--smoke", action="store_true",

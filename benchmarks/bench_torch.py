@@ -19,7 +19,9 @@ inputs in channels_last), ``compile_nchw`` / ``compile_channels_last``
 (``torch.compile`` of the model, Inductor's default mode; its backward is
 compiled too; the optimizer stays eager). Every mode runs with
 ``torch.set_num_threads(T)`` for each T of ``--threads`` (default: the CPU
-count, and PyTorch's own default when that differs). Compilation happens in
+count, and PyTorch's own default when that differs; on a machine where another
+process holds a core, 2 OpenMP threads ran 5-20x slower than 1, see
+benchmarks/README.md). Compilation happens in
 the warm-up calls and is reported as ``warmup_s``, never in the timed runs.
 """
 
@@ -75,18 +77,29 @@ class CNN(nn.Module):
     return self.head(x)
 
 
-def timed(fn, repeats, inner, warmup=2):
+def timed(fn, repeats, inner, warmup=2, slow_s=20.0):
+  """Median and min seconds per call after ``warmup`` calls (compilation included
+  there, as ``warmup_s``). A mode whose last warm-up call took over ``slow_s``
+  is timed once (``capped``): it is far from the fastest mode, and its repeats
+  would only lengthen the run."""
   t0 = time.perf_counter()
+  last = 0.0
   for _ in range(warmup):
+    t1 = time.perf_counter()
     fn()
+    last = time.perf_counter() - t1
   warm = time.perf_counter() - t0
+  capped = warmup > 1 and last * inner > slow_s
+  if capped:
+    repeats, inner = 1, 1
   per = []
   for _ in range(repeats):
     t0 = time.perf_counter()
     for _ in range(inner):
       fn()
     per.append((time.perf_counter() - t0) / inner)
-  return {"median_s": float(np.median(per)), "min_s": float(np.min(per)), "warmup_s": warm}
+  return {"median_s": float(np.median(per)), "min_s": float(np.min(per)), "warmup_s": warm,
+          "capped": capped}
 
 
 def layout(mode):
