@@ -13,7 +13,6 @@ import time
 from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -54,7 +53,7 @@ def run(step_fn: Callable, state: Any, data: tuple, step_key: Callable[[int], ja
     window.append(metrics)
     last = step + 1 == steps
     if (step + 1) % log_every == 0 or last:
-      stacked = {k: np.asarray(jnp.stack([m[k] for m in window])) for k in window[0]}
+      stacked = {k: np.asarray(jax.device_get([m[k] for m in window])) for k in window[0]}
       _check_finite(stacked, step + 1 - len(window), desc, hooks)
       row: dict[str, Any] = {"step": step + 1}
       for k, v in stacked.items():
