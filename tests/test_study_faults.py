@@ -133,3 +133,19 @@ def test_report_only_with_another_config_is_refused(small_study):
                        capture_output=True, text=True, cwd=REPO, timeout=300)
   assert out.returncode == 2 and "another config" in out.stderr and "num_seeds" in out.stderr
   assert open(os.path.join(small_study, "REPORT.md")).read() == before
+
+
+def test_a_wider_config_extends_a_finished_study_in_place(small_study, tmp_path):
+  """More budgets (or arms, or exchange values) add cells; finished cells are kept."""
+  workdir = _copy(small_study, tmp_path)
+  before = _cells(workdir)
+  out = subprocess.run(_cmd(workdir, "--config.budgets=(100,200)"), capture_output=True,
+                       text=True, cwd=REPO, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  after = _cells(workdir)
+  assert {"N200/classical"} <= set(after) - set(before)
+  assert all(after[k]["test_accuracy"] == r["test_accuracy"] for k, r in before.items()
+             if "test_accuracy" in r)
+  out = subprocess.run(_cmd(workdir, "--config.budgets=(100,200)", "--config.train.steps=31"),
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert out.returncode == 2 and "another config" in out.stderr and "train.steps" in out.stderr

@@ -107,11 +107,10 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   if preset == "quick":
     pass
   elif preset == "conclusions":
+    # quick, widened: a finished quick workdir extends to it in place (its
+    # N = 1000 cells are the same computation), and only the new cells run.
     c.budgets = (100, 1000, 5000)
     c.exchange.copies = (2, 4, 8)
-    c.eval.robust_all_arms = True
-    c.eval.alignment_num = 500
-    c.dream_sweep_strengths = (0.02, 0.05, 0.15, 0.5, 1.5, 4.0)
   elif preset == "tiny":
     c.budgets = (100,)
     c.primary_budget = 100

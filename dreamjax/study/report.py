@@ -159,7 +159,7 @@ def write_report(config, workdir: str, train_images=None) -> dict[str, str]:
   cells = tables.main_cells(records).get(primary, {})
   oracle = next((r for r in records if r["cell"] == "oracle"), None)
   verdicts = verdicts_by_budget(config, records)
-  exchange = tables.exchange(records, primary)
+  exchange = tables.exchange(records, primary, config.exchange.label_factors)
   quality = tables.generator_quality(cells, config.quality_gate)
   if train_images is None:
     try:

@@ -91,24 +91,31 @@ def validate_config(config) -> None:
 def plan(config, num_classes: int = 10) -> list[Cell]:
   """Cells in the order they run; within a budget, baseline first (other arms use it).
 
-  After a budget's arms come its exchange-rate cells: each of
-  ``exchange.arms`` at more copies per image (``N1000/classical/M4``) and
+  The primary budget also gets the exchange-rate cells, after its arms: each
+  of ``exchange.arms`` at more copies per image (``N1000/classical/M4``) and
   the baseline at more real labels (``N1250/baseline``, rounded to a whole
-  number per class).
+  number per class), and the strength sweep (which no verdict reads) runs
+  there alone.
   """
   cells = []
   m0 = int(config.copies)
   for n in config.budgets:
+    primary = n == int(config.primary_budget)
     for name in config.arms:
       arm = arms_lib.get(name)
+      if arm.variants and not primary:
+        continue
       for variant in (arm.variants(config) if arm.variants else [name]):
         cells.append(Cell(f"N{n}/{variant}", variant, n, m0))
+    if not primary:
+      continue
     for name in config.exchange.arms:
       if name in config.arms:
         cells += [Cell(f"N{n}/{name}/M{m}", name, n, int(m), main=False)
                   for m in config.exchange.copies if int(m) != m0]
-    cells += [Cell(f"N{b}/baseline", "baseline", b, m0, main=False)
-              for b in exchange_budgets(n, config.exchange.label_factors, num_classes)]
+    cells += [Cell(f"N{b}/baseline", "baseline", b, m0, main=False)  # a budget's own serves it
+              for b in exchange_budgets(n, config.exchange.label_factors, num_classes)
+              if b not in tuple(config.budgets)]
   return cells
 
 
@@ -142,10 +149,14 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
     raise ConfigError(f"{path} is unreadable ({e}); use a fresh --workdir.") from None
   if theirs != mine:
     diff = sorted(_diff_keys(theirs, mine))
-    raise ConfigError(
-        f"workdir {workdir} holds a study made with another config (differs in:"
-        f" {', '.join(diff[:12])}). Results are never mixed: rerun with that config, or"
-        " pass a fresh --workdir.")
+    if raw is None or not _extends(theirs, mine, diff):
+      raise ConfigError(
+          f"workdir {workdir} holds a study made with another config (differs in:"
+          f" {', '.join(diff[:12])}). Results are never mixed: rerun with that config, or"
+          " pass a fresh --workdir (a config that only adds budgets, arms or exchange-rate"
+          " values extends a study in place).")
+    record = {**record, "config": mine, "extended_from": theirs}
+    fileio.write_json(path, record)
   if raw is not None:
     provenance.check_same_versions(record.get("versions", {}), provenance.versions())
     data = record.get("data", {}).get("digest")
@@ -156,6 +167,22 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
           f" {raw.source}). Results are never mixed: point --config.data_dir (or"
           " DREAMJAX_DATA_DIR) at the recorded data, or pass a fresh --workdir.")
   return record
+
+
+# Fields a config may widen to extend a finished study in place: every cell it
+# already holds was computed exactly as the wider config would compute it.
+EXTENSIBLE = ("budgets", "arms", "exchange.copies", "exchange.label_factors", "exchange.arms")
+
+
+def _extends(theirs, mine, diff) -> bool:
+  """Whether ``mine`` only widens ``theirs`` in :data:`EXTENSIBLE` fields."""
+  def get(cfg, dotted):
+    for part in dotted.split("."):
+      cfg = cfg[part]
+    return cfg
+  if any(d not in EXTENSIBLE for d in diff):
+    return False
+  return all(set(get(theirs, d)) <= set(get(mine, d)) for d in diff)
 
 
 def _data_record(raw) -> dict[str, Any]:

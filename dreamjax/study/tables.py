@@ -18,7 +18,7 @@ def main_cells(records) -> dict[int, dict[str, dict]]:
   """Budget -> arm -> record, for the main cells (the alignment included)."""
   out: dict[int, dict[str, dict]] = {}
   for r in records:
-    if "budget" in r and r.get("main", True):
+    if "budget" in r and (r.get("main", True) or r.get("arm") == "baseline"):
       out.setdefault(int(r["budget"]), {})[r["arm"]] = r
   return out
 
@@ -76,7 +76,7 @@ def write_csv(path: str, rows) -> None:
   fileio.write_text(path, buf.getvalue())
 
 
-def exchange(records, budget: int) -> dict[str, Any]:
+def exchange(records, budget: int, label_factors=(2.0,)) -> dict[str, Any]:
   """The exchange-rate data of one budget N.
 
   Returns ``{"budgets": [N, ...], "baseline": [[per seed] per budget],
@@ -84,9 +84,10 @@ def exchange(records, budget: int) -> dict[str, Any]:
   the baseline's accuracy at more real labels and each stored-image arm's at
   each M, and what each is worth in real labels (:func:`power.real_label_equivalent`).
   """
+  top = budget * max([1.0, *map(float, label_factors)]) * 1.05  # rounding to whole classes
   base = {r["budget"]: r for r in records if r.get("arm") == "baseline" and ok(r)
-          and (r["budget"] == budget or not r.get("main", True))}
-  budgets = sorted(b for b in base if b >= budget)
+          and budget <= r["budget"] <= top}
+  budgets = sorted(base)
   if budget not in base:
     return {}
   arms: dict[str, dict[int, list[float]]] = {}
