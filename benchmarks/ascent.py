@@ -135,7 +135,7 @@ def bench_study_pgd(args, peak: float | None, k: int) -> dict:
           seeds.seed_keys(range(k)))
   n, steps, restarts = args.study_pgd_images, int(cfg.eval.robust_steps), int(
       cfg.eval.robust_restarts)
-  eps = float(cfg.eval.robust_eps)
+  eps = float(tuple(cfg.eval.robust_eps)[-1])  # one ε; a cell attacks at each of them
   x, y = (np.asarray(a) for a in random_data(n))
   fn = lambda: adversarial.robust_accuracy(model, variables_k, x, y, jax.random.key(0), eps=eps,
                                            steps=steps, restarts=restarts, batch_size=500,

@@ -170,6 +170,10 @@ def unit_flops(config, count: str = "xla") -> dict:
       adv = round(float(config.attack.train_fraction) * bs)
       u["pgd_train_step"] = u["train_step"] + k * adv * (
           int(config.attack.train_steps) * u["input_grad_image"] + 2 * fwd)
+    if "dream_online" in bases:  # + the subtle dream of the dreamed rows, every step
+      rows = round(float(config.online_fraction) * bs)
+      u["dream_online_step"] = u["train_step"] + k * rows * (
+          _dream_steps(config) * u["input_grad_image"] + 2 * fwd)
   else:
     chunk = 500
     v = u["variables"]
@@ -186,6 +190,12 @@ def unit_flops(config, count: str = "xla") -> dict:
                                                    adversarial.adversarial_batch_transform(
           model, method="pgd", eps=float(a.eps), steps=int(a.train_steps),
           fraction=float(a.train_fraction)))
+    if "dream_online" in bases:
+      from dreamjax.dream import online  # pylint: disable=g-import-not-at-top
+      from dreamjax.study import generate  # pylint: disable=g-import-not-at-top
+      u["dream_online_step"] = _classifier_step_flops(model, config.train, k, online.batch_transform(
+          model, generate.dream_config(config, "dream_subtle"),
+          fraction=float(config.online_fraction)))
   u["oracle_forward_image"] = (sum(benchlib.model_forward_flops(oracle)) if count == "model" else
                                _xla(lambda v, x: oracle.apply(v, x, train=False),
                                     _one_model_variables(oracle), _images(500)) / 500)
@@ -200,6 +210,18 @@ def unit_flops(config, count: str = "xla") -> dict:
   return u
 
 
+def _dream_steps(config) -> int:
+  from dreamjax import dream  # pylint: disable=g-import-not-at-top
+  from dreamjax.study import generate  # pylint: disable=g-import-not-at-top
+  return dream.from_config(generate.dream_config(config, "dream_subtle"),
+                           _model(config)).total_steps
+
+
+def _model(config):
+  from dreamjax import models  # pylint: disable=g-import-not-at-top
+  return models.make_model(config.model, NUM_CLASSES)
+
+
 def _cells(config):
   from dreamjax.study import runner  # pylint: disable=g-import-not-at-top
   return runner.plan(config)
@@ -211,17 +233,22 @@ def study_flops(config, u: dict) -> dict:
   k, steps = int(config.num_seeds), int(config.train.steps)
   e = config.eval
   evals = steps // int(config.train.eval_every) if int(config.train.eval_every) else 1
-  robust = int(e.robust_num_test) * k * (
+  robust = len(tuple(e.robust_eps)) * int(e.robust_num_test) * k * (
       int(e.robust_restarts) * (int(e.robust_steps) * u["input_grad_image"] + u["forward_image"])
-      + u["forward_image"])
+      + u["forward_image"])  # at every ε, for the cells that measure robustness
+  from dreamjax.study import cells as cells_lib  # pylint: disable=g-import-not-at-top
   parts = {"training": 0.0, "evaluation": 0.0, "generation": 0.0, "generator_training": 0.0}
   per_cell = []
   once = set()  # pool generators and pretraining: once per budget
   for cell in _cells(config):
     base = arms_lib.base_name(cell.arm)
-    images = cell.budget * int(config.copies)  # generated images per seed
-    train = steps * u["pgd_train_step" if base == "pgd_train" else "train_step"]
-    ev = robust + k * u["forward_image"] * (TEST_IMAGES + evals * int(config.val_size))
+    images = cell.budget * int(cell.copies)  # generated images per seed
+    step = {"pgd_train": "pgd_train_step", "dream_online": "dream_online_step"}.get(base)
+    train = steps * u[step or "train_step"]
+    if cell.main and arms_lib.get(base).group == "generator":
+      train *= 2  # + CAS: a classifier trained on the samples alone
+    ev = (robust if cells_lib.measures_robustness(config, cell) else 0.0) + k * u[
+        "forward_image"] * (TEST_IMAGES + evals * int(config.val_size))
     gen = gen_train = 0.0
     if base.startswith("dream"):
       gen = k * images * u["dream"][cell.arm]

@@ -210,7 +210,7 @@ def pgd(model, variables, images, labels, key, *, eps: float, steps: int,
   """
   validate_attack(eps=eps, steps=steps, step_size=step_size, norm=norm, restarts=restarts)
   step_size = step_size or default_step_size(eps, steps)
-  images, labels = _beside(variables, (images, np.asarray(labels, np.int32)))
+  images, labels = _beside(variables, (images, _int32(labels)))
   return _run(_ops(model, norm, bool(targeted), "jit"), variables, images, labels, key,
               eps=float(eps), steps=int(steps), step_size=float(step_size),
               random_start=random_start, restarts=int(restarts))
@@ -220,10 +220,15 @@ def fgsm(model, variables, images, labels, *, eps: float, norm: str = "linf",
          targeted: bool = False):
   """Fast gradient sign method (Goodfellow et al. 2015): one step of size ε."""
   validate_attack(eps=eps, norm=norm)
-  images, labels = _beside(variables, (images, np.asarray(labels, np.int32)))
+  images, labels = _beside(variables, (images, _int32(labels)))
   return _run(_ops(model, norm, bool(targeted), "jit"), variables, images, labels,
               jax.random.key(0), eps=float(eps), steps=1, step_size=float(eps),
               random_start=False, restarts=1)
+
+
+def _int32(labels):
+  """Labels as int32, where they are: device arrays (rows of a multi-host chunk) stay put."""
+  return labels.astype(jnp.int32) if isinstance(labels, jax.Array) else np.asarray(labels, np.int32)
 
 
 def _beside(variables, tree):

@@ -298,6 +298,7 @@ class _SeedPrograms:
       self._step = _compiled_step(model, batch_size, batch_transform, label_smoothing,
                                   "one", mesh)
     self._per_seed = per_seed
+    self._mesh = mesh
 
   def split(self, state, data, step_roots):
     """(state, data, step_key) in the form :meth:`step` takes."""
@@ -320,7 +321,8 @@ class _SeedPrograms:
     return tuple(o[0] for o in outs), metrics
 
   def join(self, state):
-    return state if self.together else stack(state)
+    """The seeds' states stacked, replicated on the mesh as a one-program step leaves them."""
+    return state if self.together else sharding.replicate(self._mesh, stack(state))
 
 
 _fold_one = jax.jit(jax.random.fold_in)

@@ -82,6 +82,7 @@ def test_study_bound_counts_a_tiny_study_by_hand():
   from dreamjax.configs import study
   config = study.get_config("tiny")  # model conv (4, 8) pooled, dense 16, BatchNorm, 10 classes
   config.arms = ("baseline",)
+  config.exchange.label_factors = ()
   # Forward per image: conv0 28·28·9·1·4·2 + conv1 14·14·9·4·8·2 + dense 7·7·8·16·2 + head 16·10·2.
   fwd = 56448 + 112896 + 12544 + 320
   step = 3 * fwd - 56448  # forward, input and weight gradients; none for the images
@@ -92,7 +93,8 @@ def test_study_bound_counts_a_tiny_study_by_hand():
   f = study_bound.study_flops(config, u)
   assert len(f["cells"]) == 1
   assert f["parts"]["training"] == steps * batch * k * step
-  robust = 64 * k * (20 * 2 * fwd + fwd + fwd)  # 64 images, 20 steps, clean + final pass
+  # 64 images at each of the 2 radii, 20 steps, clean + final pass.
+  robust = 2 * 64 * k * (20 * 2 * fwd + fwd + fwd)
   clean = k * fwd * (10_000 + 3 * 200)  # test split, and 3 validation points of 200 images
   assert f["parts"]["evaluation"] == robust + clean
   assert f["parts"]["oracle"] == 40 * 64 * step + 10_000 * fwd

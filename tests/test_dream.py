@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dreamjax import dream, figures, models, train
+from dreamjax import dream, figures, models, sharding, train
 from dreamjax.configs import classifier
 from dreamjax.configs import dream as dream_configs
 from dreamjax.errors import ConfigError
@@ -178,8 +178,12 @@ def test_chunks_and_repeated_calls_do_not_retrace(trained):
   chex.assert_shape([first.images, second.images], x.shape)
   # Gradients are per image, so the padding of the last chunk cannot change its real rows.
   repadded = np.concatenate([x[40:], np.ones((12, *x.shape[1:]), np.float32)])
-  alone = dream.dream_batch(model, spec, variables, repadded, np.concatenate([y[40:], y[:12]]),
-                            np.arange(20) < 8, jax.random.fold_in(jax.random.key(0), 2))
+  # Placed as sharding.map_rows places a chunk, so the same programs serve it.
+  mesh = sharding.make_mesh()
+  rows = sharding.put_rows(mesh, (repadded, np.concatenate([y[40:], y[:12]]),
+                                  np.arange(20) < 8), 20)
+  variables, key = sharding.replicate(mesh, (variables, jax.random.key(0)))
+  alone = dream.dream_batch(model, spec, variables, *rows, jax.random.fold_in(key, 2))
   assert np.abs(np.asarray(alone["images"])[:8] - first.images[40:]).max() < 1e-5
 
 
