@@ -145,7 +145,8 @@ def test_depth_to_space_places_each_phase():
   chex.assert_shape(y, (2, 6, 6, 2))
   for a in range(2):
     for b in range(2):
-      np.testing.assert_array_equal(y[:, a::2, b::2, :], x[..., (2 * a + b) * 2:(2 * a + b + 1) * 2])
+      phase = 2 * a + b
+      np.testing.assert_array_equal(y[:, a::2, b::2, :], x[..., phase * 2:(phase + 1) * 2])
 
 
 def test_subpixel_decoder_any_size_and_icnr_start():

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from dreamjax import sharding, train
+from dreamjax.configs import generator as generator_config
 from dreamjax.errors import ConfigError
 from dreamjax.generators import common
 
@@ -236,8 +237,9 @@ def train_gan(cfg, images, labels, key: jax.Array, *, progress=None,
   D's mean output on real (d_real) and generated (d_fake) images.
   ``devices`` as in :func:`dreamjax.train.fit`: with several (default: every
   device of the job) each step's real images, labels and latents are split by rows
-  over them and the returned params are replicated on each;
-  ``cfg.batch_size`` must be a multiple of their count. Raises
+  over them and the returned params are replicated on each; the batch
+  (``cfg.generator_batch_size``, or ``cfg.batch_size`` where that is 0) must be a
+  multiple of their count. Raises
   ``ConfigError`` before compute on bad settings and ``DivergenceError``
   naming the step on a NaN/Inf loss.
   """
@@ -257,7 +259,10 @@ def prepare_training(cfg, images, labels, key: jax.Array, *,
                                                       lr_field="gan_learning_rate")
   common.check_range("beta1", cfg.beta1, 0.0, 1.0, closed_high=False)
   common.check_range("real_label", cfg.real_label, 0.5, 1.0)
-  mesh = train.fit_mesh(devices, cfg.batch_size)
+  batch_field, batch_size = generator_config.generator_batch_size(cfg)
+  if batch_size < 1:
+    raise ConfigError(f"{batch_field}={batch_size} is invalid: must be >= 1.")
+  mesh = train.fit_mesh(devices, batch_size, what=batch_field)
   gen, disc = make_modules(cfg, image_shape, num_classes)
   k_init = jax.random.split(key)[0]
   params = init_params(cfg, image_shape, num_classes, k_init)
@@ -267,7 +272,7 @@ def prepare_training(cfg, images, labels, key: jax.Array, *,
            "opt_g": tx.init(params["generator"]), "opt_d": tx.init(params["discriminator"])}
   if options["ema_decay"]:
     state["ema"] = jax.tree.map(jnp.copy, params["generator"])  # own buffers: both are donated
-  step = _compiled_step(gen, disc, tx, int(cfg.batch_size), int(cfg.latent_dim),
+  step = _compiled_step(gen, disc, tx, batch_size, int(cfg.latent_dim),
                         float(cfg.real_label), mesh, **options)
 
   def finish(state):

@@ -11,6 +11,8 @@ import numpy as np
 import optax
 
 from dreamjax import sharding, train
+from dreamjax.configs import generator as generator_config
+from dreamjax.errors import ConfigError
 from dreamjax.generators import common
 
 
@@ -65,7 +67,7 @@ def elbo_terms(module: VAE, variables, x_NHWC, labels, key):
 
 
 def make_optimizer(cfg) -> optax.GradientTransformation:
-  return _adam(float(cfg.learning_rate))
+  return _adam(float(cfg[generator_config.vae_learning_rate_field(cfg)]))
 
 
 @functools.lru_cache(maxsize=16)
@@ -129,9 +131,10 @@ def train_vae(cfg, images, labels, key: jax.Array, *, progress=None,
   history one dict per ``cfg.log_every`` steps (step, loss, reconstruction, kl).
   ``devices`` as in :func:`dreamjax.train.fit`: with several (default: every
   device of the job) each step's batch is split by rows over them and the returned
-  params are replicated on each; ``cfg.batch_size`` must be a multiple of
-  their count. Raises ``ConfigError`` on bad settings before compute,
-  ``DivergenceError`` naming the step if a loss turns NaN/Inf.
+  params are replicated on each; the batch (``cfg.generator_batch_size``, or
+  ``cfg.batch_size`` where that is 0) must be a multiple of their count.
+  Raises ``ConfigError`` on bad settings before compute, ``DivergenceError``
+  naming the step if a loss turns NaN/Inf.
   """
   state, step, finish = prepare_training(cfg, images, labels, key, devices=devices)
   state, history = common.run_steps(step, state, images, labels, jax.random.split(key)[1],
@@ -145,10 +148,13 @@ def prepare_training(cfg, images, labels, key: jax.Array, *,
   """``(state, jitted step, finish)`` of :func:`train_vae`, which runs the step
   ``cfg.steps`` times (:func:`dreamjax.generators.common.run_steps`) and returns
   ``finish(state)``; exposed so a study of training length can run it in parts."""
-  num_classes, image_shape = common.validate_training(cfg, images, labels,
-                                                      lr_field="learning_rate")
+  lr_field = generator_config.vae_learning_rate_field(cfg)
+  num_classes, image_shape = common.validate_training(cfg, images, labels, lr_field=lr_field)
   common.check_range("kl_warmup_steps", cfg.get("kl_warmup_steps", 0), 0, float("inf"))
-  mesh = train.fit_mesh(devices, cfg.batch_size)
+  batch_field, batch_size = generator_config.generator_batch_size(cfg)
+  if batch_size < 1:
+    raise ConfigError(f"{batch_field}={batch_size} is invalid: must be >= 1.")
+  mesh = train.fit_mesh(devices, batch_size, what=batch_field)
   module = make_module(cfg, image_shape, num_classes)
   k_init = jax.random.split(key)[0]
   params = init_params(cfg, image_shape, num_classes, k_init)
@@ -157,7 +163,7 @@ def prepare_training(cfg, images, labels, key: jax.Array, *,
   warmup = int(cfg.get("kl_warmup_steps", 0))
   if warmup:
     state["step"] = jnp.zeros((), jnp.int32)
-  step = _compiled_step(module, tx, int(cfg.batch_size), float(cfg.kl_weight), mesh, warmup)
+  step = _compiled_step(module, tx, batch_size, float(cfg.kl_weight), mesh, warmup)
   return state, step, lambda state: {**params, "vae": state["variables"]}
 
 
