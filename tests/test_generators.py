@@ -138,3 +138,95 @@ def test_sample_labels_rules():
     common.sample_labels(0, [1, 2], None)
   with pytest.raises(ConfigError):
     common.sample_labels(3, [0, 3], None)
+
+
+def test_depth_to_space_places_each_phase():
+  x = np.arange(2 * 3 * 3 * 8, dtype=np.float32).reshape(2, 3, 3, 8)
+  y = np.asarray(common.depth_to_space_2x(x))
+  chex.assert_shape(y, (2, 6, 6, 2))
+  for a in range(2):
+    for b in range(2):
+      phase = 2 * a + b
+      np.testing.assert_array_equal(y[:, a::2, b::2, :], x[..., phase * 2:(phase + 1) * 2])
+
+
+def test_subpixel_decoder_any_size_and_icnr_start():
+  # 30×30×3 needs a 8×8 grid cropped back; at init the four phases of each
+  # sub-pixel conv are equal, so the first stage is nearest-neighbour smooth.
+  dec = common.Decoder((30, 30, 3), (4, 8), upsample="subpixel")
+  h = jax.random.normal(jax.random.key(0), (2, 5))
+  variables = dec.init(jax.random.key(1), h)
+  chex.assert_shape(dec.apply(variables, h), (2, 30, 30, 3))
+  kernel = variables["params"]["Conv_0"]["kernel"]
+  phases = np.split(np.asarray(kernel), 4, axis=-1)
+  for p in phases[1:]:
+    np.testing.assert_array_equal(p, phases[0])
+  with pytest.raises(ConfigError, match="upsample"):
+    common.Decoder((28, 28, 1), (4, 8), upsample="bilinear").init(jax.random.key(0), h)
+  x, _ = _data(20)
+  with pytest.raises(ConfigError, match="upsample"):
+    generators.train_vae(_cfg(upsample="bilinear"), x, None, jax.random.key(0))
+
+
+def test_diff_augment_translation_is_a_zero_filled_shift():
+  x = np.random.default_rng(0).random((16, 8, 8, 1)).astype(np.float32)
+  y = np.asarray(gan.diff_augment(x, jax.random.key(0), ("translation",)))
+  for img, out in zip(x, y):
+    found = False
+    for dy in range(-1, 2):
+      for dx in range(-1, 2):
+        shifted = np.zeros_like(img)
+        shifted[max(dy, 0):8 + min(dy, 0), max(dx, 0):8 + min(dx, 0)] = \
+            img[max(-dy, 0):8 + min(-dy, 0), max(-dx, 0):8 + min(-dx, 0)]
+        found |= np.allclose(out, shifted)
+    assert found
+  cut = np.asarray(gan.diff_augment(np.ones((4, 8, 8, 1), np.float32), jax.random.key(1),
+                                    ("cutout",)))
+  assert np.all((cut == 0).sum((1, 2, 3)) > 0) and np.all((cut == 0).sum((1, 2, 3)) <= 16)
+
+
+@pytest.mark.parametrize("options", [
+    {"gan_loss": "hinge"}, {"diffaug": "translation,cutout,brightness,contrast"},
+    {"ema_decay": 0.9}, {"r1_gamma": 1.0}, {"upsample": "subpixel"}])
+def test_gan_options_train_finite(options):
+  x, y = _data(40)
+  cfg = _cfg(steps=4, log_every=2, conditional=True, **options)
+  params, history = generators.train_gan(cfg, x, y, jax.random.key(0))
+  chex.assert_tree_all_finite(params)
+  assert all(np.isfinite(r[k]) for r in history for k in ("d_loss", "g_loss"))
+  chex.assert_shape(generators.sample_gan(cfg, params, jax.random.key(1), num=3), (3, 28, 28, 1))
+
+
+def test_gan_ema_samples_with_the_average():
+  x, _ = _data(40)
+  cfg = _cfg(steps=3, log_every=3, ema_decay=0.5)
+  state, step, finish = gan.prepare_training(cfg, x, None, jax.random.key(0))
+  g0 = jax.tree.map(np.asarray, state["generator"])
+  state, _ = common.run_steps(step, state, x, None, jax.random.key(1), steps=3, log_every=3,
+                              desc="t", progress=lambda m: None)
+  params = finish(state)
+  chex.assert_trees_all_close(params["generator"], state["ema"])
+  # The average lags the raw weights: between the start and the end.
+  assert not np.allclose(jax.tree.leaves(params["generator"])[0], jax.tree.leaves(g0)[0])
+
+
+def test_bad_gan_options_refused_before_compute():
+  x, _ = _data(20)
+  for bad, match in (({"gan_loss": "wgan"}, "gan_loss"), ({"diffaug": "rotate"}, "diffaug"),
+                     ({"ema_decay": 1.0}, "ema_decay"), ({"r1_gamma": -1.0}, "r1_gamma")):
+    with pytest.raises(ConfigError, match=match):
+      generators.train_gan(_cfg(**bad), x, None, jax.random.key(0))
+
+
+def test_vae_kl_warmup_and_temperature():
+  x, y = _data(40)
+  cfg = _cfg(steps=6, log_every=3, kl_warmup_steps=4, conditional=True, upsample="subpixel")
+  params, history = generators.train_vae(cfg, x, y, jax.random.key(0))
+  assert all(np.isfinite(r["loss"]) for r in history)
+  # Temperature 0 decodes z = 0: one image per label, whatever the key.
+  cfg.sample_temperature = 0.0
+  a = generators.sample_vae(cfg, params, jax.random.key(1), labels=[2, 2, 5])
+  b = generators.sample_vae(cfg, params, jax.random.key(2), labels=[2])
+  np.testing.assert_allclose(a[0], a[1], atol=1e-6)
+  np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+  assert not np.allclose(a[0], a[2])

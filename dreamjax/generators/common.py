@@ -43,12 +43,46 @@ def upsample_2x(x_NHWC: jax.Array) -> jax.Array:
   return jnp.repeat(jnp.repeat(x_NHWC, 2, axis=1), 2, axis=2)
 
 
-class Decoder(nn.Module):
-  """Dense to a coarse grid, then ×2 upsampling + 3×3 conv stages back to the image.
+def depth_to_space_2x(x_NHWC: jax.Array) -> jax.Array:
+  """[B, H, W, 4C] -> [B, 2H, 2W, C]: channel ``(2a + b)·C + c`` goes to pixel (2h+a, 2w+b)."""
+  b, h, w, c4 = x_NHWC.shape
+  c = c4 // 4
+  return (x_NHWC.reshape(b, h, w, 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+          .reshape(b, 2 * h, 2 * w, c))
 
-  Nearest-neighbour upsampling then a conv, rather than a transposed conv: no
-  checkerboard artefacts (Odena et al. 2016), and XLA:CPU runs it several
-  times faster than a stride-2 transposed conv.
+
+def icnr_init(base: Callable = nn.initializers.lecun_normal()) -> Callable:
+  """Kernel init of a sub-pixel conv (Aitken et al. 2017, "ICNR"): the four
+  sub-pixel phases start equal, so the layer starts as a low-resolution conv
+  followed by nearest-neighbour upsampling, free of checkerboard artefacts."""
+
+  def init(key, shape, dtype=jnp.float32):
+    *window, c_in, c4 = shape
+    return jnp.tile(base(key, (*window, c_in, c4 // 4), dtype), (1,) * (len(window) + 1) + (4,))
+
+  return init
+
+
+UPSAMPLING = ("nearest", "subpixel")
+
+
+class Decoder(nn.Module):
+  """Dense to a coarse grid, then one ×2 upsampling stage per width back to the image.
+
+  ``upsample="subpixel"`` (DCGAN's topology, its transposed convs written as
+  sub-pixel convs, Shi et al. 2016): each stage is a 3×3 conv at the coarse
+  resolution to 4× the channels, then depth-to-space; the grid has
+  ``widths[-1]`` channels, the stages ``widths[-2], ..., widths[0]`` and the
+  last stage the image's channels, so no conv runs at full resolution. On
+  XLA:CPU this is 6-7× faster than ``"nearest"`` at the same widths, and
+  ``nn.ConvTranspose`` ran at 6-13 GFLOP/s, a tenth of a plain conv's rate.
+
+  ``upsample="nearest"``: nearest-neighbour ×2 then a 3×3 conv per width
+  (``widths[-1], ..., widths[0]``), then a 3×3 conv to the image at full
+  resolution; that full-resolution stage holds most of the FLOPs.
+
+  Neither has checkerboard artefacts at initialisation (Odena et al. 2016;
+  the sub-pixel kernels start as :func:`icnr_init`).
 
   The grid is ``ceil(H / 2^L)`` so any image size works: the output is cropped
   to ``image_shape``. Returns pre-sigmoid logits. ``group_norm`` (GAN generator)
@@ -57,6 +91,7 @@ class Decoder(nn.Module):
   image_shape: tuple[int, int, int]
   widths: Sequence[int]
   group_norm: bool = False
+  upsample: str = "nearest"
 
   @nn.compact
   def __call__(self, h: jax.Array) -> jax.Array:
@@ -69,9 +104,18 @@ class Decoder(nn.Module):
                      if self.group_norm else x)
 
     x = act(nn.Dense(h0 * w0 * self.widths[-1])(h).reshape((-1, h0, w0, self.widths[-1])))
-    for features in reversed(self.widths):
-      x = act(nn.Conv(features, (3, 3), padding="SAME")(upsample_2x(x)))
-    x = nn.Conv(channels, (3, 3), padding="SAME")(x)
+    if self.upsample == "subpixel":
+      for features in reversed(self.widths[:-1]):
+        x = act(depth_to_space_2x(
+            nn.Conv(4 * features, (3, 3), padding="SAME", kernel_init=icnr_init())(x)))
+      x = depth_to_space_2x(nn.Conv(4 * channels, (3, 3), padding="SAME",
+                                    kernel_init=icnr_init())(x))
+    elif self.upsample == "nearest":
+      for features in reversed(self.widths):
+        x = act(nn.Conv(features, (3, 3), padding="SAME")(upsample_2x(x)))
+      x = nn.Conv(channels, (3, 3), padding="SAME")(x)
+    else:
+      raise ConfigError(f"upsample={self.upsample!r}; choose one of {', '.join(UPSAMPLING)}.")
     return x[:, :height, :width, :]
 
 
@@ -98,6 +142,9 @@ def validate_training(cfg, images, labels, *, lr_field: str) -> tuple[int, tuple
       ("widths", tuple(cfg.widths), len(cfg.widths) >= 1 and all(int(w) >= 1 for w in cfg.widths),
        "a non-empty list of positive channel counts"),
   ]
+  upsample = cfg.get("upsample", "nearest")
+  checks.append(("upsample", repr(upsample), upsample in UPSAMPLING,
+                 f"one of {', '.join(UPSAMPLING)}"))
   for name, value, ok, valid in checks:
     if not ok:
       raise ConfigError(f"{name}={value} is invalid: must be {valid}.")
@@ -142,16 +189,17 @@ def compile_step(step_fn: Callable, mesh: jax.sharding.Mesh) -> Callable:
 
 
 def run_steps(step_fn: Callable, state: Any, images, labels, key: jax.Array, *, steps: int,
-              log_every: int, desc: str, mesh: jax.sharding.Mesh,
+              log_every: int, desc: str, mesh: jax.sharding.Mesh | None = None,
               progress: Callable[[str], None] | None = None,
               metrics_dir: str | None = None) -> tuple[Any, list[dict[str, float]]]:
   """Runs ``step_fn(state, images, labels, key) -> (state, metrics)`` ``steps`` times.
 
-  ``step_fn`` is :func:`compile_step` of a step for ``mesh``; state, images,
-  labels and key are replicated on it first. Step ``s`` gets
+  ``step_fn`` is :func:`compile_step` of a step for ``mesh`` (default: every
+  device); state, images, labels and key are replicated on it first. Step ``s`` gets
   ``fold_in(key, s)``; the loop is :func:`dreamjax.loop.run` (history rows,
   NaN check, progress line, TensorBoard events in ``metrics_dir``).
   """
+  mesh = sharding.default(mesh)
   images = jnp.asarray(images)
   labels = None if labels is None else jnp.asarray(labels, jnp.int32)
   state, images, labels, key = sharding.replicate(mesh, (state, images, labels, key))

@@ -11,6 +11,8 @@ import numpy as np
 import optax
 
 from dreamjax import sharding
+from dreamjax.configs import generator as generator_config
+from dreamjax.errors import ConfigError
 from dreamjax.generators import common
 
 
@@ -19,11 +21,12 @@ class VAE(nn.Module):
   widths: tuple[int, ...]
   latent_dim: int
   num_classes: int = 0  # 0: unconditional
+  upsample: str = "nearest"  # the decoder's, see common.Decoder
 
   def setup(self):
     self.encoder = common.Encoder(self.widths)
     self.to_stats = nn.Dense(2 * self.latent_dim)
-    self.decoder = common.Decoder(self.image_shape, self.widths)
+    self.decoder = common.Decoder(self.image_shape, self.widths, upsample=self.upsample)
 
   def decode(self, z: jax.Array, labels: jax.Array | None) -> jax.Array:
     """Pixel logits; sigmoid gives the Bernoulli means (the sample images)."""
@@ -39,7 +42,8 @@ class VAE(nn.Module):
 
 def make_module(cfg, image_shape, num_classes: int) -> VAE:
   return VAE(image_shape=tuple(image_shape), widths=tuple(int(w) for w in cfg.widths),
-             latent_dim=int(cfg.latent_dim), num_classes=int(num_classes))
+             latent_dim=int(cfg.latent_dim), num_classes=int(num_classes),
+             upsample=str(cfg.get("upsample", "nearest")))
 
 
 def init_params(cfg, image_shape, num_classes: int, key: jax.Array):
@@ -63,7 +67,7 @@ def elbo_terms(module: VAE, variables, x_NHWC, labels, key):
 
 
 def make_optimizer(cfg) -> optax.GradientTransformation:
-  return _adam(float(cfg.learning_rate))
+  return _adam(float(cfg[generator_config.vae_learning_rate_field(cfg)]))
 
 
 @functools.lru_cache(maxsize=16)
@@ -74,32 +78,44 @@ def _adam(learning_rate: float) -> optax.GradientTransformation:
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_step(module, tx, batch_size: int, kl_weight: float, mesh) -> Callable:
+def _compiled_step(module, tx, batch_size: int, kl_weight: float, mesh,
+                   kl_warmup_steps: int = 0) -> Callable:
   """The jitted step over ``mesh``, shared by every run with the same settings."""
-  return common.compile_step(make_train_step(module, tx, batch_size, kl_weight, mesh), mesh)
+  return common.compile_step(make_train_step(module, tx, batch_size, kl_weight, mesh,
+                                             kl_warmup_steps=kl_warmup_steps), mesh)
 
 
 def make_train_step(module: VAE, tx: optax.GradientTransformation, batch_size: int,
-                    kl_weight: float, mesh: jax.sharding.Mesh | None = None) -> Callable:
+                    kl_weight: float, mesh: jax.sharding.Mesh | None = None, *,
+                    kl_warmup_steps: int = 0) -> Callable:
   """``step(state, images, labels_or_None, key) -> (state, metrics)``, pure.
 
-  ``state = {"variables", "opt_state"}``; the batch is drawn on the device and
+  ``state = {"variables", "opt_state"}``, plus ``"step"`` (int32 scalar) when
+  ``kl_warmup_steps > 0``: the KL weight then rises linearly from 0 to
+  ``kl_weight`` over that many steps. The batch is drawn on the device and
   split by rows over ``mesh`` (default: every device).
   """
   mesh = sharding.default(mesh)
 
-  def loss_fn(variables, x, y, key):
+  def loss_fn(variables, x, y, key, weight):
     reconstruction, kl = elbo_terms(module, variables, x, y, key)
-    return reconstruction + kl_weight * kl, (reconstruction, kl)
+    return reconstruction + weight * kl, (reconstruction, kl)
 
   def step(state, images, labels, key):
     k_idx, k_z = jax.random.split(key)
     x, y = sharding.sample_batch(mesh, k_idx, batch_size, images.shape[0], images, labels)
+    weight = kl_weight
+    if kl_warmup_steps:
+      weight = kl_weight * jnp.minimum(1.0, (state["step"] + 1) / kl_warmup_steps)
     (loss, (rec, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["variables"], x, y, k_z)
+        state["variables"], x, y, k_z, weight)
     updates, opt_state = tx.update(grads, state["opt_state"], state["variables"])
-    state = {"variables": optax.apply_updates(state["variables"], updates), "opt_state": opt_state}
-    return state, {"loss": loss, "reconstruction": rec, "kl": kl}
+    new = {**state, "variables": optax.apply_updates(state["variables"], updates),
+           "opt_state": opt_state}
+    if kl_warmup_steps:
+      new["step"] = state["step"] + 1
+    # "loss" is the ELBO's negative (KL at full weight), comparable across warm-up.
+    return new, {"loss": rec + kl_weight * kl, "reconstruction": rec, "kl": kl}
 
   return step
 
@@ -110,31 +126,52 @@ def train_vae(cfg, images, labels, key: jax.Array, *, progress=None,
 
   Returns ``(params, history)``: params as :func:`init_params` lays them out,
   history one dict per ``cfg.log_every`` steps (step, loss, reconstruction, kl).
-  ``mesh`` (default: every device): each step's batch is split by rows over
-  it and the returned params are replicated on it; ``cfg.batch_size`` must be
-  a multiple of its size. Raises ``ConfigError`` on bad settings before compute,
-  ``DivergenceError`` naming the step if a loss turns NaN/Inf.
+  ``mesh`` (default: every device): each step's batch is split by rows over it
+  and the returned params are replicated on it; the batch
+  (``cfg.generator_batch_size``, or ``cfg.batch_size`` where that is 0) must
+  be a multiple of its size.
+  Raises ``ConfigError`` on bad settings before compute, ``DivergenceError``
+  naming the step if a loss turns NaN/Inf.
   """
-  num_classes, image_shape = common.validate_training(cfg, images, labels,
-                                                      lr_field="learning_rate")
   mesh = sharding.default(mesh)
-  sharding.check_divisible(mesh, int(cfg.batch_size))
+  state, step, finish = prepare_training(cfg, images, labels, key, mesh=mesh)
+  state, history = common.run_steps(step, state, images, labels, jax.random.split(key)[1],
+                                    steps=int(cfg.steps), log_every=int(cfg.log_every),
+                                    desc="vae", progress=progress, mesh=mesh,
+                                    metrics_dir=metrics_dir)
+  return finish(state), history
+
+
+def prepare_training(cfg, images, labels, key: jax.Array, *,
+                     mesh: jax.sharding.Mesh | None = None):
+  """``(state, jitted step, finish)`` of :func:`train_vae`, which runs the step
+  ``cfg.steps`` times (:func:`dreamjax.generators.common.run_steps`) and returns
+  ``finish(state)``; exposed so a study of training length can run it in parts."""
+  lr_field = generator_config.vae_learning_rate_field(cfg)
+  num_classes, image_shape = common.validate_training(cfg, images, labels, lr_field=lr_field)
+  common.check_range("kl_warmup_steps", cfg.get("kl_warmup_steps", 0), 0, float("inf"))
+  batch_field, batch_size = generator_config.generator_batch_size(cfg)
+  if batch_size < 1:
+    raise ConfigError(f"{batch_field}={batch_size} is invalid: must be >= 1.")
+  mesh = sharding.default(mesh)
+  sharding.check_divisible(mesh, batch_size, what=batch_field)
   module = make_module(cfg, image_shape, num_classes)
-  k_init, k_train = jax.random.split(key)
+  k_init = jax.random.split(key)[0]
   params = init_params(cfg, image_shape, num_classes, k_init)
   tx = make_optimizer(cfg)
   state = {"variables": params["vae"], "opt_state": tx.init(params["vae"])}
-  step = _compiled_step(module, tx, int(cfg.batch_size), float(cfg.kl_weight), mesh)
-  state, history = common.run_steps(step, state, images, labels, k_train, steps=int(cfg.steps),
-                                    log_every=int(cfg.log_every), desc="vae", progress=progress,
-                                    mesh=mesh, metrics_dir=metrics_dir)
-  return {**params, "vae": state["variables"]}, history
+  warmup = int(cfg.get("kl_warmup_steps", 0))
+  if warmup:
+    state["step"] = jnp.zeros((), jnp.int32)
+  step = _compiled_step(module, tx, batch_size, float(cfg.kl_weight), mesh, warmup)
+  return state, step, lambda state: {**params, "vae": state["variables"]}
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _decode_prior(module: VAE, mesh, variables, labels, key):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _decode_prior(module: VAE, mesh, temperature, variables, labels, key):
   # The latents follow the labels' rows, split over ``mesh``.
-  z = sharding.constrain_rows(mesh, jax.random.normal(key, (labels.shape[0], module.latent_dim)))
+  z = temperature * jax.random.normal(key, (labels.shape[0], module.latent_dim))
+  z = sharding.constrain_rows(mesh, z)
   logits = module.apply(variables, z, labels if module.num_classes else None,
                         method=VAE.decode)
   return jax.nn.sigmoid(logits)
@@ -144,15 +181,20 @@ def sample_vae(cfg, params, key: jax.Array, labels=None, num: int | None = None,
                mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
   """Decoder means of prior draws, ``[M, H, W, C]`` in [0, 1].
 
+  The latents are N(0, T²I) with ``T = cfg.sample_temperature`` (default 1,
+  the prior itself; T < 1 trades variety for typical samples).
+
   Conditional models take ``labels`` (or ``num``, class-balanced); unconditional
   ones take ``num``. The same key and count give the same images, on any
   ``mesh`` (default: every device) up to float rounding.
   """
+  common.check_range("sample_temperature", cfg.get("sample_temperature", 1.0), 0.0, float("inf"))
   image_shape, num_classes = common.shape_of(params)
   labels = common.sample_labels(num_classes, labels, num)
   module = make_module(cfg, image_shape, num_classes)
   if not len(labels):
     return np.zeros((0, *image_shape), np.float32)
   mesh = sharding.default(mesh)
-  return common.sample_in_chunks(functools.partial(_decode_prior, module, mesh), params["vae"],
-                                 key, labels, int(cfg.sample_batch), mesh)
+  temperature = float(cfg.get("sample_temperature", 1.0))
+  return common.sample_in_chunks(functools.partial(_decode_prior, module, mesh, temperature),
+                                 params["vae"], key, labels, int(cfg.sample_batch), mesh)
