@@ -91,13 +91,16 @@ def _attack_step(model, variables, x0, x, labels, eps=0.1, step_size=0.0125):
   return jnp.clip(jnp.clip(x + step_size * jnp.sign(g), x0 - eps, x0 + eps), 0.0, 1.0)
 
 
-def _generator_step_flops(config, kind: str, conditional: bool) -> tuple[float, int, int]:
+def _generator_step_flops(config, arm: str, kind: str, conditional: bool
+                          ) -> tuple[float, int, int]:
   """(XLA FLOPs of one step, steps, batch) of a study generator or pretraining run."""
   from dreamjax import models, pretrain, sharding  # pylint: disable=g-import-not-at-top
   from dreamjax.generators import gan, vae  # pylint: disable=g-import-not-at-top
   from dreamjax.study import artefacts  # pylint: disable=g-import-not-at-top
-  g = artefacts.generator_config(config, kind, conditional=conditional)
-  bs, mesh, key = int(g.batch_size), sharding.make_mesh(), jax.random.key(0)
+  from dreamjax.configs import generator as gen_configs  # pylint: disable=g-import-not-at-top
+  g = artefacts.generator_config(config, arm)
+  bs = gen_configs.generator_batch_size(g)[1] if kind in ("vae", "gan") else int(g.batch_size)
+  mesh, key = sharding.make_mesh(), jax.random.key(0)
   classes = NUM_CLASSES if conditional else 0
   labels = _ints(DATA_ROWS) if conditional else None
   if kind == "vae":
@@ -204,7 +207,7 @@ def unit_flops(config, count: str = "xla") -> dict:
                           ("ae_pretrain", "ae", False), ("pretext_transfer", "pretext", False)):
     if arm in bases:  # XLA's count in both modes: no hand count of these models
       u[arm] = dict(zip(("step", "steps", "batch_size"),
-                        _generator_step_flops(config, kind, cond)))
+                        _generator_step_flops(config, arm, kind, cond)))
   u["dream"] = {a: _dream_flops_per_image(config, a, model, u, count)
                 for c in _cells(config) for a in [c.arm] if arms_lib.base_name(a).startswith("dream")}
   return u

@@ -97,6 +97,7 @@ def run(main: Callable[[list[str]], None]) -> None:
   def wrapped(argv):
     if hasattr(signal, "SIGUSR1"):
       faulthandler.register(signal.SIGUSR1, all_threads=True)
+    _use_compilation_cache()
     try:
       _check_configs_loaded()
       from dreamjax import sharding  # pylint: disable=g-import-not-at-top
@@ -122,6 +123,27 @@ def run(main: Callable[[list[str]], None]) -> None:
       sys.exit(2)
 
   app.run(wrapped, flags_parser=_parse_flags)
+
+
+def _use_compilation_cache() -> None:
+  """Commands keep XLA's compiled programs in a user cache folder across runs.
+
+  A rerun, a resumed study or a study extended with more budgets loads the
+  programs an earlier run compiled instead of compiling them again. A cache
+  the user configured (``JAX_COMPILATION_CACHE_DIR``) wins;
+  ``DREAMJAX_XLA_CACHE=0`` turns it off.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.environ.get("DREAMJAX_XLA_CACHE") == "0":
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  root = os.environ.get("DREAMJAX_CACHE_DIR") or os.path.join(
+      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dreamjax")
+  try:
+    os.makedirs(os.path.join(root, "xla"), exist_ok=True)
+  except OSError:
+    return  # no writable cache folder: every program compiles, as without one
+  jax.config.update("jax_compilation_cache_dir", os.path.join(root, "xla"))
 
 
 def run_command(name: str) -> None:

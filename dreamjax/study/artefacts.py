@@ -26,19 +26,14 @@ def arm_key(seed: int, arm: str) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 2), zlib.crc32(arm.encode()))
 
 
-def generator_config(config, kind: str, conditional: bool):
-  """The generator config of the study's VAE/GAN/AE/pretext arms."""
+def generator_config(config, arm: str):
+  """The generator config of one of the study's VAE/GAN/AE/pretext arms."""
   from dreamjax.configs import generator as gen_configs  # pylint: disable=g-import-not-at-top
   g = gen_configs.get_config(config.generator_preset)
-  g.model = kind
-  g.conditional = conditional
-  g.source = "labeled" if conditional else "pool"
-  if conditional:
-    g.steps = config.small_generator_steps
-  elif kind in ("ae", "pretext"):
-    g.steps = config.pretrain_steps
-  else:
-    g.steps = config.pool_generator_steps
+  g.model = {"ae_pretrain": "ae", "pretext_transfer": "pretext"}.get(arm, arm.split("_")[0])
+  g.conditional = arm.endswith("_small")
+  g.source = "labeled" if g.conditional else "pool"
+  g.steps = int(config.generator_steps[arm])
   g.update(config.generator_overrides.to_dict())
   return g
 
@@ -104,7 +99,7 @@ def _cache_key(ctx, kind: str, gcfg) -> str | None:
 def pool_generator(ctx, kind: str):
   """(config, params, train seconds, history) of the unconditional pool generator ``kind``."""
   from dreamjax import generators  # pylint: disable=g-import-not-at-top
-  gcfg = generator_config(ctx.config, kind, conditional=False)
+  gcfg = generator_config(ctx.config, f"{kind}_pool")
   params, seconds, history = _load_or_make(ctx, f"{kind}_pool", lambda: generators.TRAIN[kind](
       gcfg, ctx.pool_images(0), None, arm_key(0, f"{kind}_pool_gen"), progress=ctx.log,
       mesh=ctx.mesh), cache_key=_cache_key(ctx, kind, gcfg))
@@ -115,7 +110,7 @@ def pretrained(ctx, arm: str):
   """(trunk variables, seconds, history) of the autoencoder / rotation pretraining on the pool."""
   from dreamjax import pretrain  # pylint: disable=g-import-not-at-top
   kind = "ae" if arm == "ae_pretrain" else "pretext"
-  gcfg = generator_config(ctx.config, kind, conditional=False)
+  gcfg = generator_config(ctx.config, arm)
   k = arm_key(0, f"{arm}_pretrain")
   if kind == "ae":
     make = lambda: pretrain.train_autoencoder(gcfg, ctx.pool_images(0), k, ctx.config.model,

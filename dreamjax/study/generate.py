@@ -175,7 +175,7 @@ def small_generator(ctx, arm, seed, s, key) -> Generated:
   """Conditional VAE/GAN trained on the seed's labeled set; samples its labels."""
   from dreamjax import generators  # pylint: disable=g-import-not-at-top
   kind = arm.split("_")[0]
-  gcfg = artefacts.generator_config(ctx.config, kind, conditional=True)
+  gcfg = artefacts.generator_config(ctx.config, arm)
   t0 = time.perf_counter()
   k_train, k_sample = jax.random.split(key)
   params, history = generators.TRAIN[kind](gcfg, s.labeled_images, s.labeled_labels, k_train,
@@ -183,7 +183,7 @@ def small_generator(ctx, arm, seed, s, key) -> Generated:
   want = np.concatenate([s.labeled_labels] * ctx.copies)
   x = generators.SAMPLE[kind](gcfg, params, k_sample, labels=want, mesh=ctx.mesh)
   info = {"final_losses": history[-1] if history else {}, "history": history,
-          "image_steps": int(gcfg.steps) * int(gcfg.batch_size)}
+          "image_steps": int(gcfg.steps) * _generator_batch(gcfg)}
   return Generated(x, want.astype(np.int32), np.full(len(want), -1, np.int64),
                    time.perf_counter() - t0, info)
 
@@ -220,16 +220,20 @@ def pool_generator(ctx, arm, seed, s, key) -> Generated:
   info = {"pseudo_label_threshold": threshold,
           "kept_fraction": sum(len(v) for v in kept_y) / max(drawn, 1),
           "generator_train_seconds": train_seconds, "history": history,
-          "image_steps": int(gcfg.steps) * int(gcfg.batch_size)}
+          "image_steps": int(gcfg.steps) * _generator_batch(gcfg)}
   return Generated(x, y, np.full(len(y), -1, np.int64), time.perf_counter() - t0 + train_seconds,
                    info)
+
+
+def _generator_batch(gcfg) -> int:
+  from dreamjax.configs import generator as gen_configs  # pylint: disable=g-import-not-at-top
+  return gen_configs.generator_batch_size(gcfg)[1]
 
 
 def pretrained_init(ctx, arm):
   """(init function for train.fit, pretraining seconds, pretraining image-steps)."""
   from dreamjax import pretrain  # pylint: disable=g-import-not-at-top
   variables, seconds, _ = artefacts.pretrained(ctx, arm)
-  gcfg = artefacts.generator_config(ctx.config, "ae" if arm == "ae_pretrain" else "pretext",
-                                    conditional=False)
+  gcfg = artefacts.generator_config(ctx.config, arm)
   return (pretrain.init_fn(ctx.model, ctx.image_shape, variables), seconds,
           int(gcfg.steps) * int(gcfg.batch_size))
