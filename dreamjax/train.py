@@ -18,7 +18,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 import time
 from typing import Any, Callable
 
@@ -338,24 +337,3 @@ def _compiled_step(model, batch_size, batch_transform, label_smoothing, data_axi
     step = map_seeds(step, in_axes=(0, data_axis, data_axis, 0, 0))
   rep = sharding.replicated(mesh)
   return jax.jit(step, in_shardings=rep, out_shardings=rep, donate_argnums=0)
-
-
-def load_classifier(workdir: str, num_classes: int, image_shape, *, seed_index: int = 0):
-  """(model, one seed's variables) of an ``experiments/train_classifier.py`` run."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  try:
-    with open(os.path.join(workdir, "results.json")) as f:
-      run_config = ml_collections.ConfigDict(json.load(f)["config"])
-  except (OSError, ValueError, KeyError) as e:
-    raise ConfigError(f"{workdir!r} is not a train_classifier.py workdir ({e}).") from None
-  model = models.make_model(run_config.model, num_classes)
-  tx = make_optimizer(run_config.train)
-  keys = seed_keys([run_config.seed + i for i in range(run_config.num_seeds)])
-  try:
-    state, _ = checkpoint.restore_from_init(os.path.join(workdir, "checkpoint"), lambda: jax.vmap(
-        lambda k: create_state(model, tx, models.init_variables(model, k, tuple(image_shape))))(
-            keys))
-  except CheckpointError as e:
-    raise ConfigError(f"{workdir}: no usable classifier checkpoint ({e}); rerun"
-                      " train_classifier.py with checkpoint_every > 0.") from None
-  return model, unstack(state.variables, seed_index)

@@ -106,3 +106,20 @@ def test_study_bound_counts_a_tiny_study_by_hand():
   # elementwise work and leaves out the padded border).
   x = study_bound.study_bound(config, 100.0, count="xla")
   assert 0.5 < x["parts_tflop"]["training"] / b["parts_tflop"]["training"] < 3
+
+
+def test_profile_study_splits_cell_time(tmp_path):
+  profile_study = _import("profile_study")
+  rows = [{"cell": "oracle", "arm": "oracle", "timing": {"train_seconds": 10.0,
+                                                        "xla": {"programs": 3, "compile_seconds": 2.0}}},
+          {"cell": "N100/dream_subtle", "arm": "dream_subtle", "base_arm": "dream_subtle",
+           "timing": {"gen_seconds": 6.0, "train_seconds": 3.0, "eval_seconds": 1.0,
+                      "cell_seconds": 12.0, "xla": {"programs": 5, "compile_seconds": 5.0}}}]
+  with open(tmp_path / "results.jsonl", "w") as f:
+    f.write("\n".join(json.dumps(r) for r in rows) + "\n")
+  p = profile_study.profile(str(tmp_path))
+  assert p["cells"] == 2 and p["xla_programs"] == 8
+  assert abs(p["total_s"] - 22.0) < 1e-9  # every second of cell time, once
+  assert p["parts_s"]["compiling"] == 7.0
+  assert abs(p["parts_s"]["host work and the rest"] - 2.0) < 1e-9
+  assert abs(p["parts_s"]["generation"] - 6.0 * 0.5) < 1e-9  # 10 s measured, 5 s of it compiling

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from dreamjax import train
+from dreamjax.runs import common as run_common
 from dreamjax.data import augfile
 from conftest import REPO
 
@@ -60,7 +60,7 @@ def test_dreams_with_a_train_classifier_checkpoint(tmp_path, real_data_dir):
   clf = classifier_configs.get_config("tiny")
   clf.data_dir, clf.num_seeds = real_data_dir, 2
   trained = classifier_run.train_and_evaluate(clf, str(tmp_path / "clf"))
-  model, variables = train.load_classifier(str(tmp_path / "clf"), 10, (28, 28, 1))
+  model, variables = run_common.load_classifier(str(tmp_path / "clf"), 10, (28, 28, 1))
   assert model.conv_features == tuple(clf.model.conv_features)
   chex.assert_tree_all_finite(variables)
   assert jax.tree.leaves(variables["params"])[0].ndim < 5  # one seed, not the stack

@@ -63,7 +63,7 @@ def dream_split(config, workdir: str) -> dict[str, Any]:
   t0 = time.perf_counter()
   mesh, splits = common.start(config, workdir)
   if config.classifier_dir:
-    model, variables = train.load_classifier(config.classifier_dir, splits.num_classes,
+    model, variables = common.load_classifier(config.classifier_dir, splits.num_classes,
                                              splits.image_shape)
   else:
     model = models.make_model(config.model, splits.num_classes)

@@ -18,6 +18,7 @@ from dreamjax import seeds as seeds_lib
 from dreamjax.configs.generator import MODELS, SOURCES
 from dreamjax.errors import ConfigError
 from dreamjax.fileio import check_writable, write_json
+from dreamjax.runs import common as run_common
 
 
 def validate_config(config) -> None:
@@ -52,7 +53,7 @@ def _classifier(config, workdir: str, images, labels, steps: int, num_classes: i
                 mesh):
   """Loads the classifier from ``workdir`` if given, else trains one (seed 0 of config.seed)."""
   if workdir:
-    return train.load_classifier(workdir, num_classes, images.shape[1:])
+    return run_common.load_classifier(workdir, num_classes, images.shape[1:])
   model = models.make_model(config.classifier, num_classes)
   tcfg = config.train.copy_and_resolve_references()
   tcfg.steps = steps
