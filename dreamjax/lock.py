@@ -13,6 +13,7 @@ import os
 import shlex
 import socket
 import sys
+import time
 from typing import Any, Iterator
 
 from absl import logging
@@ -74,7 +75,7 @@ def _take_lock(folder: str, what: str) -> int | None:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-      holder = _read_holder(fd)
+      holder = _wait_for_holder(fd)
       os.close(fd)
       raise ConfigError(
           f"workdir {folder} is in use: another {what} runs there ({_describe(holder)})."
@@ -129,6 +130,17 @@ def _read_holder(fd: int) -> dict[str, Any]:
   except (OSError, ValueError):
     return {}
   return holder if isinstance(holder, dict) else {}
+
+
+def _wait_for_holder(fd: int, seconds: float = 2.0) -> dict[str, Any]:
+  # The holder writes its details just after it takes the lock: a job that
+  # starts at the same moment may look in between, so give it a moment.
+  deadline = time.monotonic() + seconds
+  holder = _read_holder(fd)
+  while not holder and time.monotonic() < deadline:
+    time.sleep(0.02)
+    holder = _read_holder(fd)
+  return holder
 
 
 def _describe(holder: dict[str, Any]) -> str:
