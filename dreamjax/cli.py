@@ -144,27 +144,3 @@ def _use_compilation_cache() -> None:
   except OSError:
     return  # no writable cache folder: every program compiles, as without one
   jax.config.update("jax_compilation_cache_dir", os.path.join(root, "xla"))
-
-
-def run_command(name: str) -> None:
-  """Defines command ``name``'s flags (:mod:`dreamjax.commands`) and runs it with :func:`run`."""
-  from dreamjax import commands  # pylint: disable=g-import-not-at-top
-  run(commands.COMMANDS[name]())
-
-
-def main() -> None:
-  """The ``dreamjax`` console command: ``dreamjax NAME [FLAGS]``."""
-  from dreamjax import commands  # pylint: disable=g-import-not-at-top
-  names = list(commands.COMMANDS)
-  if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help", "help"):
-    print("usage: dreamjax COMMAND [FLAGS]   (dreamjax COMMAND --helpshort lists its flags)\n")
-    for name in names:
-      print(f"  {name:17s} {commands.COMMANDS[name].__doc__.strip().splitlines()[0]}")
-    sys.exit(0 if len(sys.argv) >= 2 else 2)
-  name = sys.argv[1]
-  if name not in commands.COMMANDS:
-    print(f"dreamjax error: unknown command {name!r}; choose one of {', '.join(names)}.",
-          file=sys.stderr)
-    sys.exit(2)
-  sys.argv = [f"dreamjax {name}", *sys.argv[2:]]
-  run_command(name)

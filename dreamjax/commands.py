@@ -9,12 +9,16 @@ the work itself is one function of :mod:`dreamjax.runs` or
 """
 
 import os
+import sys
 from typing import Callable
 
 from absl import flags
 from absl import logging
 
 from dreamjax import cli
+from dreamjax.errors import ConfigError, ReproductionError
+
+
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
@@ -26,17 +30,35 @@ def _config(name: str, help_text: str):
 def study() -> Callable[[list[str]], None]:
   """Every claim of the seed answer, with CIs and verdicts (presets quick, full, tiny)."""
   from dreamjax.study import report, runner  # pylint: disable=g-import-not-at-top
-  config = _config("study", "Study config (path[:preset]); presets quick, full, tiny.")
+  config = _config("study", "Study config (path[:preset]); presets quick, conclusions, tiny.")
   workdir = flags.DEFINE_string("workdir", "runs/study_quick", "Results, checkpoints, report.")
   dry_run = flags.DEFINE_bool("dry_run", False, "Validate config and data, print the plan, stop.")
   retry = flags.DEFINE_bool("retry_failed", False, "Run failed cells again instead of keeping them.")
   report_only = flags.DEFINE_bool("report_only", False, "Rewrite the report from results.jsonl.")
+  publish = flags.DEFINE_string("publish", None, "With --report_only: copy the report, its"
+                                " records and figures (no checkpoints) to this folder.")
+  recheck = flags.DEFINE_string("recheck", None, "Recompute this finished cell (e.g."
+                                " N1000/dream_subtle) from nothing and compare it with its record.")
 
   def main(argv):
     del argv
+    if publish.value and not report_only.value:
+      raise ConfigError("--publish copies a finished report: pass it with --report_only.")
+    if recheck.value:
+      from dreamjax.study import recheck as recheck_lib  # pylint: disable=g-import-not-at-top
+      out = recheck_lib.recheck_cell(config.value, workdir.value, recheck.value, log=logging.info)
+      if out["identical"]:
+        print(f"{recheck.value}: recomputed in {out['seconds'] / 60:.1f} min, identical to its"
+              f" record ({', '.join(out['compared'])}; wall-clock fields aside)")
+        return
+      lines = "\n".join(f"  {p}: {a} recorded, {b} recomputed" for p, a, b in out["differences"])
+      raise ReproductionError(f"{recheck.value} recomputed differs from its record:\n{lines}")
     if report_only.value:
       runner.check_workdir(config.value, workdir.value)  # the report must describe this study
       print(f"report: {report.write_report(config.value, workdir.value)['report']}")
+      if publish.value:
+        copied = report.publish(workdir.value, publish.value)
+        print(f"published {len(copied)} files to {publish.value}")
       return
     out = runner.run_study(config.value, workdir.value, dry_run=dry_run.value,
                            retry_failed=retry.value, log=logging.info)
@@ -125,3 +147,25 @@ def train_generator() -> Callable[[list[str]], None]:
 COMMANDS: dict[str, Callable[[], Callable[[list[str]], None]]] = {
     "study": study, "train_classifier": train_classifier, "dream": dream, "attack": attack,
     "train_generator": train_generator}
+
+
+def run_command(name: str) -> None:
+  """Defines command ``name``'s flags and runs it with :func:`dreamjax.cli.run`."""
+  cli.run(COMMANDS[name]())
+
+
+def main() -> None:
+  """The ``dreamjax`` console command: ``dreamjax NAME [FLAGS]``."""
+  names = list(COMMANDS)
+  if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help", "help"):
+    print("usage: dreamjax COMMAND [FLAGS]   (dreamjax COMMAND --helpshort lists its flags)\n")
+    for name in names:
+      print(f"  {name:17s} {COMMANDS[name].__doc__.strip().splitlines()[0]}")
+    sys.exit(0 if len(sys.argv) >= 2 else 2)
+  name = sys.argv[1]
+  if name not in COMMANDS:
+    print(f"dreamjax error: unknown command {name!r}; choose one of {', '.join(names)}.",
+          file=sys.stderr)
+    sys.exit(2)
+  sys.argv = [f"dreamjax {name}", *sys.argv[2:]]
+  run_command(name)

@@ -10,7 +10,7 @@ Then train on the adversarial set as an augmentation arm:
 Flags and work: :func:`dreamjax.commands.attack`.
 """
 
-from dreamjax import cli  # imports dreamjax first, which sets XLA flags before JAX starts
+from dreamjax import commands  # imports dreamjax first, which sets XLA flags before JAX starts
 
 if __name__ == "__main__":
-  cli.run_command("attack")
+  commands.run_command("attack")

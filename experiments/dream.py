@@ -10,7 +10,7 @@ Without --config.classifier_dir a classifier is trained first (and reused by
 a rerun with the same --workdir). Flags and work: :func:`dreamjax.commands.dream`.
 """
 
-from dreamjax import cli  # imports dreamjax first, which sets XLA flags before JAX starts
+from dreamjax import commands  # imports dreamjax first, which sets XLA flags before JAX starts
 
 if __name__ == "__main__":
-  cli.run_command("dream")
+  commands.run_command("dream")

@@ -10,7 +10,7 @@ flags and the work are :func:`dreamjax.commands.study`; ``dreamjax study`` and
 ``./launch.sh study`` run the same.
 """
 
-from dreamjax import cli  # imports dreamjax first, which sets XLA flags before JAX starts
+from dreamjax import commands  # imports dreamjax first, which sets XLA flags before JAX starts
 
 if __name__ == "__main__":
-  cli.run_command("study")
+  commands.run_command("study")

@@ -7,7 +7,7 @@ r"""Train the dreamjax classifier and report its held-out test accuracy.
 Flags and work: :func:`dreamjax.commands.train_classifier` (also ``dreamjax train_classifier``).
 """
 
-from dreamjax import cli  # imports dreamjax first, which sets XLA flags before JAX starts
+from dreamjax import commands  # imports dreamjax first, which sets XLA flags before JAX starts
 
 if __name__ == "__main__":
-  cli.run_command("train_classifier")
+  commands.run_command("train_classifier")

@@ -10,7 +10,7 @@ Short forms: --model=vae|gan|ae|pretext and --source=labeled|pool set the
 config fields of the same names. Flags and work: :func:`dreamjax.commands.train_generator`.
 """
 
-from dreamjax import cli  # imports dreamjax first, which sets XLA flags before JAX starts
+from dreamjax import commands  # imports dreamjax first, which sets XLA flags before JAX starts
 
 if __name__ == "__main__":
-  cli.run_command("train_generator")
+  commands.run_command("train_generator")

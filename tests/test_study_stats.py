@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dreamjax import power, stats
-from dreamjax.study import claims, report
+from dreamjax.study import claims, report_text
 
 
 def test_t_interval_hand_computed():
@@ -166,12 +166,12 @@ def test_all_verdicts_covers_every_claim():
 def test_report_flags_classical_gain_below_the_literature():
   oracle = {"status": "ok", "test_accuracy": [0.91]}
   base = _cell([0.80, 0.81, 0.82])
-  weak = report._sanity(oracle, base, 1000, _cell([0.801, 0.809, 0.821]))
+  weak = report_text._sanity(oracle, base, 1000, _cell([0.801, 0.809, 0.821]))
   assert any("Mismatch with the literature" in line and "+0.0 pp" in line for line in weak)
-  strong = report._sanity(oracle, base, 1000, _cell([0.83, 0.84, 0.85]))
+  strong = report_text._sanity(oracle, base, 1000, _cell([0.83, 0.84, 0.85]))
   assert any("in line with" in line and "+3.0 pp" in line for line in strong)
   assert not any("Mismatch" in line for line in strong)
-  assert len(report._sanity(oracle, base, 1000, None)) == 2  # no classical arm: no line
+  assert len(report_text._sanity(oracle, base, 1000, None)) == 2  # no classical arm: no line
 
 
 def test_convergence_notes_name_the_arms_still_rising():
@@ -182,11 +182,11 @@ def test_convergence_notes_name_the_arms_still_rising():
   cells = {"baseline": cell(0.70, 0.80, 0.805), "pgd_train": cell(0.60, 0.70, 0.72),
            "noise": cell(0.70, 0.75, 0.74), "fgsm": cell(0.5, 0.9, status="failed"),
            "classical": {"status": "ok", "history": []}}
-  notes = report.convergence_notes(cells, steps=150)
+  notes = report_text.convergence_notes(cells, steps=150)
   assert len(notes) == 2
   assert "2 of 3 arms" in notes[0] and "+0.5 pp" in notes[0]
   assert "`pgd_train` +2.0 pp" in notes[1] and "150 training steps" in notes[1]
   assert "baseline" not in notes[1] and "fgsm" not in " ".join(notes)
-  assert report.convergence_notes({"baseline": cell(0.7, 0.7)}, steps=10)[0].startswith(
+  assert report_text.convergence_notes({"baseline": cell(0.7, 0.7)}, steps=10)[0].startswith(
       "- Convergence: 1 of 1")
-  assert report.convergence_notes({}, steps=10) == []
+  assert report_text.convergence_notes({}, steps=10) == []
