@@ -34,6 +34,10 @@ class CheckpointError(DreamjaxError):
   """A checkpoint could not be read: missing, corrupt or from another config."""
 
 
+class ReproductionError(DreamjaxError):
+  """A recomputed result differs from its record (``dreamjax study --recheck``)."""
+
+
 class DistributedError(DreamjaxError):
   """The processes of a multi-host job fell out of step: one did not reach a barrier.
 

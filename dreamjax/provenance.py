@@ -84,3 +84,31 @@ def record(data) -> dict:
   digest = getattr(data, "digest", None) or getattr(data, "data_digest", "")
   return {"versions": versions(), "data": {"name": data.name, "source": source,
                                            "digest": digest}}
+
+
+def machine() -> dict:
+  """Where a run happens: host, CPU model, cores, JAX devices and the load when it starts.
+
+  The load average tells a reader of a wall time whether the machine was
+  shared with other work.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                 cpu)
+  except OSError:
+    pass
+  devices = jax.devices()
+  try:
+    load = round(os.getloadavg()[0], 2)
+  except OSError:
+    load = None
+  return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(),
+          "device": f"{len(devices)} × {devices[0].device_kind}", "load_1min": load}
+
+
+def describe_machine(m: dict) -> str:
+  """``machine()`` in a few words, for reports."""
+  return f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('device', '?')}"

@@ -179,3 +179,12 @@ def stray_files(folder) -> list[str]:
   """Temporary or hidden files left under ``folder`` (none after a clean run)."""
   return [os.path.join(root, f) for root, _, files in os.walk(folder) for f in files
           if ".tmp" in f or f.startswith(".")]
+
+
+def finished_run(tmp_path_factory, name: str, make_cmd, timeout: float) -> str:
+  """A workdir in which ``make_cmd(workdir)`` ran to the end (a module fixture's study)."""
+  workdir = str(tmp_path_factory.mktemp(name))
+  out = subprocess.run(make_cmd(workdir), capture_output=True, text=True, cwd=REPO,
+                       timeout=timeout)
+  assert out.returncode == 0, out.stderr[-4000:]
+  return workdir

@@ -12,13 +12,13 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import REPO, run_two_hosts, stray_files
+from conftest import REPO, finished_run, run_two_hosts, stray_files
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
 from dreamjax.fileio import read_jsonl
 from dreamjax import metrics
 from dreamjax.study import arms as arms_lib
-from dreamjax.study import generate, runner
+from dreamjax.study import generate, records, runner
 
 SCRIPT = os.path.join(REPO, "experiments", "study.py")
 
@@ -42,10 +42,7 @@ def _comparable(records):
 
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory, real_data_dir):
-  workdir = str(tmp_path_factory.mktemp("study"))
-  out = subprocess.run(_cmd(workdir), capture_output=True, text=True, cwd=REPO, timeout=900)
-  assert out.returncode == 0, out.stderr[-4000:]
-  return workdir
+  return finished_run(tmp_path_factory, "study", _cmd, timeout=900)
 
 
 def test_tiny_study_writes_every_output(finished_study):
@@ -79,6 +76,12 @@ def test_tiny_study_writes_every_output(finished_study):
                              [np.mean(r["loss"]) for r in cells["N100/baseline"]["history"]],
                              rtol=1e-6)
   assert "loss/seed1" in events and "val_accuracy" in events
+  # The run is on record: when, how long, on what, by which command.
+  (run,) = records.read_sessions(finished_study)
+  assert run["status"] == "finished" and run["cells_before"] == 0
+  assert run["cells_run"] == run["cells_total"] == len(cells) - 1  # all but the oracle
+  assert run["seconds"] > 0 and run["machine"]["cores"] >= 1 and "study.py" in run["command"]
+  assert "Wall time of all runs:" in report and "study.py --config" in report
 
 
 def test_a_registered_arm_runs_in_a_tiny_study(tmp_path, real_data_dir, monkeypatch):
@@ -155,6 +158,8 @@ def test_kill_and_resume_gives_identical_results(tmp_path, finished_study):
   reference = [r for r in read_jsonl(os.path.join(finished_study, "results.jsonl"))
                if r["cell"] in cells]
   assert resumed == _comparable(reference)
+  assert [r["status"] for r in records.read_sessions(workdir)] == [
+      "stopped (KeyboardInterrupt)", "finished"]  # a SIGKILLed run leaves no line
 
 
 def test_other_config_is_refused(finished_study):

@@ -13,11 +13,11 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, finished_run
 from dreamjax import fileio, lock
 from dreamjax.configs import study as study_configs
-from dreamjax.errors import DiskFullError
-from dreamjax.study import runner
+from dreamjax.errors import ConfigError, DiskFullError
+from dreamjax.study import recheck, records, report, runner
 
 SCRIPT = os.path.join(REPO, "experiments", "study.py")
 ARMS = "--config.arms=('baseline','classical')"
@@ -41,10 +41,7 @@ def _cells(workdir):
 
 @pytest.fixture(scope="module")
 def small_study(tmp_path_factory, real_data_dir):
-  workdir = str(tmp_path_factory.mktemp("small"))
-  out = subprocess.run(_cmd(workdir), capture_output=True, text=True, cwd=REPO, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return workdir
+  return finished_run(tmp_path_factory, "small", _cmd, timeout=600)
 
 
 def _copy(small_study, tmp_path):
@@ -149,3 +146,64 @@ def test_a_wider_config_extends_a_finished_study_in_place(small_study, tmp_path)
   out = subprocess.run(_cmd(workdir, "--config.budgets=(100,200)", "--config.train.steps=31"),
                        capture_output=True, text=True, cwd=REPO, timeout=300)
   assert out.returncode == 2 and "another config" in out.stderr and "train.steps" in out.stderr
+  runs = records.read_sessions(workdir)  # the first run, then the extension
+  assert [r["status"] for r in runs] == ["finished", "finished"]
+  assert runs[1]["cells_before"] == len(before) - 1 and runs[1]["cells_run"] >= 1  # - oracle
+  assert "Wall time of all runs:" in open(os.path.join(workdir, "REPORT.md")).read()
+
+
+def test_recheck_recomputes_a_cell_bit_for_bit(small_study, tmp_path):
+  """A recorded cell recomputed from nothing equals its record, except where it was changed."""
+  workdir = str(tmp_path / "tampered")
+  os.makedirs(workdir)
+  for name in ("study_config.json", "results.jsonl"):
+    shutil.copyfile(os.path.join(small_study, name), os.path.join(workdir, name))
+  lines = fileio.read_jsonl(os.path.join(workdir, "results.jsonl"))
+  for r in lines:
+    if r["cell"] == "N100/classical":
+      r["test_accuracy"][0] += 0.25
+  with open(os.path.join(workdir, "results.jsonl"), "w") as f:
+    f.write("".join(json.dumps(r) + "\n" for r in lines))
+  out = subprocess.run(_cmd(workdir, "--recheck=N100/classical"), capture_output=True,
+                       text=True, cwd=REPO, timeout=600)
+  assert out.returncode == 2, out.stderr[-3000:]
+  got = json.load(open(os.path.join(workdir, "recheck", "N100__classical", "recheck.json")))
+  assert got["compared"] == ["N100/classical", "oracle"]
+  assert [d[0] for d in got["differences"]] == ["N100/classical/test_accuracy[0]"]
+  assert "N100/classical/test_accuracy[0]:" in out.stderr
+
+
+def test_recheck_refuses_an_unknown_or_unfinished_cell(small_study, tmp_path):
+  workdir = _copy(small_study, tmp_path)
+  with pytest.raises(ConfigError, match="no such cell"):
+    recheck.recheck_cell(_config(), workdir, "N100/bogus", log=lambda m: None)
+  kept = [r for r in fileio.read_jsonl(os.path.join(workdir, "results.jsonl"))
+          if r["cell"] != "N100/classical"]
+  with open(os.path.join(workdir, "results.jsonl"), "w") as f:
+    f.write("".join(json.dumps(r) + "\n" for r in kept))
+  with pytest.raises(ConfigError, match="no finished record"):
+    recheck.recheck_cell(_config(), workdir, "N100/classical", log=lambda m: None)
+
+
+def test_record_differences_skips_wall_clock_and_names_paths():
+  a = {"cell": "x", "test_accuracy": [0.5, 0.6], "timing": {"s": 1}, "gen_seconds": 3,
+       "generation": {"images_per_s": 9.0, "l2": [1.0, {"k": 2}]}}
+  b = {"cell": "x", "test_accuracy": [0.5, 0.7], "timing": {"s": 2}, "gen_seconds": 4,
+       "generation": {"images_per_s": 7.0, "l2": [1.0, {"k": 3}]}, "extra": None}
+  assert recheck.record_differences(a, b) == [("/generation/l2[1]/k", 2, 3),
+                                              ("/test_accuracy[1]", 0.6, 0.7)]
+  assert recheck.record_differences(a, a) == []
+  assert recheck.record_differences([1], [1, 2]) == [("/", [1], [1, 2])]
+
+
+def test_publish_copies_report_records_and_figures_only(small_study, tmp_path):
+  dest = str(tmp_path / "published")
+  copied = report.publish(small_study, dest)
+  assert {"REPORT.md", "claims.json", "summary.csv", "results.jsonl",
+          "study_config.json", "sessions.jsonl"} <= set(copied)
+  assert any(c.startswith("figures/") for c in copied)
+  on_disk = {os.path.relpath(os.path.join(d, f), dest) for d, _, fs in os.walk(dest) for f in fs}
+  assert on_disk == set(copied)  # no checkpoints, generated sets or logs
+  out = subprocess.run(_cmd(small_study, f"--publish={dest}"), capture_output=True, text=True,
+                       cwd=REPO, timeout=300)
+  assert out.returncode == 2 and "--report_only" in out.stderr

@@ -13,21 +13,21 @@ The mesh is made here, once, and handed down through the per-budget
 """
 
 import dataclasses
-import json
 import os
 import time
 import traceback
 from typing import Any, Callable
 
-import dreamjax
-from dreamjax import fileio, lock, metrics, models, provenance, sharding, train
+from dreamjax import fileio, lock, metrics, models, sharding, train
 from dreamjax.errors import ConfigError, DiskFullError, DistributedError, DreamjaxError
 from dreamjax.study import arms as arms_lib
 from dreamjax.study import context as context_lib
+from dreamjax.study import records
 from dreamjax.study.cells import Cell, alignment_cell, jsonable, run_cell
 
 RESULTS = context_lib.RESULTS
-CONFIG_FILE = "study_config.json"
+CONFIG_FILE = records.CONFIG_FILE
+check_workdir = records.check_workdir
 
 
 def validate_config(config) -> None:
@@ -124,83 +124,6 @@ def exchange_budgets(n: int, factors, num_classes: int) -> list[int]:
   return sorted({int(round(n * float(f) / num_classes)) * num_classes for f in factors} - {n})
 
 
-def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
-  """Refuses a workdir made with another config, data or software; records them otherwise.
-
-  Returns the workdir's record (``study_config.json``): the config, the
-  versions of :func:`dreamjax.provenance.versions` and the data read (its
-  folder and digest). ``raw=None`` (rebuilding a report) checks the config
-  alone and never creates the record.
-  """
-  path = os.path.join(workdir, CONFIG_FILE)
-  mine = json.loads(config.to_json())
-  if not os.path.exists(path):
-    if raw is None:
-      raise ConfigError(f"{workdir} holds no study (no {CONFIG_FILE}); run the study first.")
-    record = {"config": mine, "dreamjax_version": dreamjax.__version__,
-              "versions": provenance.versions(), "data": _data_record(raw)}
-    fileio.write_json(path, record)
-    return record
-  try:
-    with open(path) as f:
-      record = json.load(f)
-    theirs = record["config"]
-  except (OSError, ValueError, KeyError) as e:
-    raise ConfigError(f"{path} is unreadable ({e}); use a fresh --workdir.") from None
-  if theirs != mine:
-    diff = sorted(_diff_keys(theirs, mine))
-    if raw is None or not _extends(theirs, mine, diff):
-      raise ConfigError(
-          f"workdir {workdir} holds a study made with another config (differs in:"
-          f" {', '.join(diff[:12])}). Results are never mixed: rerun with that config, or"
-          " pass a fresh --workdir (a config that only adds budgets, arms or exchange-rate"
-          " values extends a study in place).")
-    record = {**record, "config": mine, "extended_from": theirs}
-    fileio.write_json(path, record)
-  if raw is not None:
-    provenance.check_same_versions(record.get("versions", {}), provenance.versions())
-    data = record.get("data", {}).get("digest")
-    if data and raw.digest and data != raw.digest:
-      raise ConfigError(
-          f"workdir {workdir} was made from other data (digest {data[:12]}… read from"
-          f" {record['data'].get('source')}) than read now ({raw.digest[:12]}… from"
-          f" {raw.source}). Results are never mixed: point --config.data_dir (or"
-          " DREAMJAX_DATA_DIR) at the recorded data, or pass a fresh --workdir.")
-  return record
-
-
-# Fields a config may widen to extend a finished study in place: every cell it
-# already holds was computed exactly as the wider config would compute it.
-EXTENSIBLE = ("budgets", "arms", "exchange.copies", "exchange.label_factors", "exchange.arms")
-
-
-def _extends(theirs, mine, diff) -> bool:
-  """Whether ``mine`` only widens ``theirs`` in :data:`EXTENSIBLE` fields."""
-  def get(cfg, dotted):
-    for part in dotted.split("."):
-      cfg = cfg[part]
-    return cfg
-  if any(d not in EXTENSIBLE for d in diff):
-    return False
-  return all(set(get(theirs, d)) <= set(get(mine, d)) for d in diff)
-
-
-def _data_record(raw) -> dict[str, Any]:
-  return {"name": raw.name, "source": raw.source, "digest": raw.digest,
-          "train": len(raw.train_labels), "test": len(raw.test_labels)}
-
-
-def _diff_keys(a, b, prefix=""):
-  keys = set(a) | set(b) if isinstance(a, dict) and isinstance(b, dict) else set()
-  if not keys:
-    return [prefix or "config"] if a != b else []
-  out = []
-  for k in keys:
-    out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.") if isinstance(a.get(k), dict) and isinstance(
-        b.get(k), dict) else ([f"{prefix}{k}"] if a.get(k) != b.get(k) else [])
-  return out
-
-
 def estimate_seconds(config, raw, cells: list[Cell], mesh) -> float:
   """Rough wall time: a timed burst of the train step scaled to the plan."""
   from dreamjax import data as data_lib  # pylint: disable=g-import-not-at-top
@@ -256,54 +179,85 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
     return _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log)
 
 
+def job_order(config, cells: list[Cell], with_alignment: bool) -> list[tuple[str, Cell]]:
+  """Every job as ``(key, cell)``, in dependency order: per budget its cells, then its C3
+  alignment; the cells of no main budget (exchange rates) last."""
+  jobs = []
+  for n in config.budgets:
+    jobs += [(c.key, c) for c in cells if c.budget == n and c.main]
+    if with_alignment:
+      jobs.append((f"N{n}/alignment", Cell(f"N{n}/alignment", "baseline", n)))
+  return jobs + [(c.key, c) for c in cells if not c.main]
+
+
+def run_job(key: str, cell: Cell, get_context: Callable[[], Any]) -> dict[str, Any]:
+  """One job's results.jsonl record; a failure of the cell (not of the job) is recorded.
+
+  ``get_context`` builds or fetches the budget's context inside the guard, so a
+  baseline that fails to train fails the cells that need it, not the study.
+  """
+  counter = metrics.CompileCounter()
+  try:
+    with counter:
+      ctx = get_context()
+      if key.endswith("/alignment"):
+        record = alignment_cell(ctx)
+      else:
+        record = run_cell(dataclasses.replace(ctx, copies=cell.copies), cell)
+    record.setdefault("timing", {})["xla"] = counter.to_dict()
+  except (KeyboardInterrupt, DistributedError, DiskFullError):
+    raise  # the job, not this cell: a rerun resumes here
+  except (DreamjaxError, FloatingPointError) as e:
+    record = _failed(key, e)
+  except Exception as e:  # noqa: BLE001 - one broken cell must not end the study
+    record = _failed(key, e, tb=traceback.format_exc(limit=6))
+  return record
+
+
+def context_getter(config, raw, workdir, mesh, oracle, contexts: dict[int, Any], key: str,
+                   cell: Cell, log) -> Callable[[], Any]:
+  """A function giving ``cell``'s budget context, built once per budget (in ``contexts``)
+  and given its baseline when the cell needs it."""
+  def get():
+    if cell.budget not in contexts:
+      contexts[cell.budget] = context_lib.for_budget(config, raw, cell.budget, workdir, mesh,
+                                                     oracle, log)
+    if contexts[cell.budget].baseline is None and _needs_baseline(key, cell):
+      contexts[cell.budget] = context_lib.with_baseline(contexts[cell.budget])
+    return contexts[cell.budget]
+  return get
+
+
 def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log):
   done = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, RESULTS))}
   if retry_failed:
     done = {k: v for k, v in done.items() if v.get("status") == "ok"}
-  jobs = []  # (key, cell or None for the C3 alignment), in order
-  for n in config.budgets:
-    cells_n = [c for c in cells if c.budget == n and c.main]
-    jobs += [(c.key, c) for c in cells_n]
-    if with_alignment:
-      jobs.append((f"N{n}/alignment", Cell(f"N{n}/alignment", "baseline", n)))
-  jobs += [(c.key, c) for c in cells if not c.main]
+  jobs = job_order(config, cells, with_alignment)
   todo = [key for key, _ in jobs if key not in done]
   log(f"study: {len(jobs)} cells, {len(jobs) - len(todo)} already done, workdir {workdir}")
+  session = records.Session(workdir, cells_before=len(jobs) - len(todo), cells_total=len(jobs))
   t0 = time.perf_counter()
   ran = 0
-  oracle = context_lib.oracle(config, raw, workdir, mesh, log)
-  contexts: dict[int, Any] = {}
-  for key, cell in jobs:
-    if key in done:
-      continue
-    if cell.budget not in contexts:
-      contexts[cell.budget] = context_lib.for_budget(config, raw, cell.budget, workdir, mesh,
-                                                     oracle, log)
-    eta = ""
-    if ran:
-      eta = f", ETA {(time.perf_counter() - t0) / ran * (len(todo) - ran) / 60:.1f} min"
-    log(f"[{len(jobs) - len(todo) + ran + 1}/{len(jobs)}] {key}{eta}")
-    counter = metrics.CompileCounter()
-    try:
-      with counter:
-        ctx = contexts[cell.budget]
-        if ctx.baseline is None and _needs_baseline(key, cell):
-          ctx = contexts[cell.budget] = context_lib.with_baseline(ctx)
-        if key.endswith("/alignment"):
-          record = alignment_cell(ctx)
-        else:
-          record = run_cell(dataclasses.replace(ctx, copies=cell.copies), cell)
-      record.setdefault("timing", {})["xla"] = counter.to_dict()
-    except (KeyboardInterrupt, DistributedError, DiskFullError):
-      raise  # the job, not this cell: a rerun resumes here
-    except (DreamjaxError, FloatingPointError) as e:
-      record = _failed(key, e)
-    except Exception as e:  # noqa: BLE001 - one broken cell must not end the study
-      record = _failed(key, e, tb=traceback.format_exc(limit=6))
-    if record["status"] != "ok":
-      log(f"{key} FAILED: {record['error']}")
-    fileio.append_jsonl(os.path.join(workdir, RESULTS), jsonable(record))
-    ran += 1
+  try:
+    oracle = context_lib.oracle(config, raw, workdir, mesh, log)
+    contexts: dict[int, Any] = {}
+    for key, cell in jobs:
+      if key in done:
+        continue
+      eta = ""
+      if ran:
+        eta = f", ETA {(time.perf_counter() - t0) / ran * (len(todo) - ran) / 60:.1f} min"
+      log(f"[{len(jobs) - len(todo) + ran + 1}/{len(jobs)}] {key}{eta}")
+      record = run_job(key, cell, context_getter(config, raw, workdir, mesh, oracle, contexts,
+                                                 key, cell, log))
+      if record["status"] != "ok":
+        log(f"{key} FAILED: {record['error']}")
+      fileio.append_jsonl(os.path.join(workdir, RESULTS), jsonable(record))
+      ran += 1
+  except BaseException as e:
+    session.close(ran, f"stopped ({type(e).__name__})")
+    raise
+  session.close(ran, "finished")
   from dreamjax.study import report  # pylint: disable=g-import-not-at-top
   paths = report.write_report(config, workdir)
   log(f"study finished in {(time.perf_counter() - t0) / 60:.1f} min; report: {paths['report']}")

@@ -1,0 +1,128 @@
+"""What a study workdir records of itself: the config and data it was made with, its runs.
+
+``study_config.json`` holds the config, the software versions and the data a
+workdir was made with; a rerun with anything else is refused, except a config
+that only widens it (:data:`EXTENSIBLE`). ``sessions.jsonl`` holds one line per
+run of the study on the workdir (start, end, wall time, cells run, machine,
+command), so the report can say how long its numbers took and where.
+"""
+
+import datetime
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import dreamjax
+from dreamjax import fileio, provenance
+from dreamjax.errors import ConfigError
+
+CONFIG_FILE = "study_config.json"
+SESSIONS = "sessions.jsonl"
+
+
+def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
+  """Refuses a workdir made with another config, data or software; records them otherwise.
+
+  Returns the workdir's record (``study_config.json``): the config, the
+  versions of :func:`dreamjax.provenance.versions` and the data read (its
+  folder and digest). ``raw=None`` (rebuilding a report) checks the config
+  alone and never creates the record.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  mine = json.loads(config.to_json())
+  if not os.path.exists(path):
+    if raw is None:
+      raise ConfigError(f"{workdir} holds no study (no {CONFIG_FILE}); run the study first.")
+    record = {"config": mine, "dreamjax_version": dreamjax.__version__,
+              "versions": provenance.versions(), "data": _data_record(raw)}
+    fileio.write_json(path, record)
+    return record
+  try:
+    with open(path) as f:
+      record = json.load(f)
+    theirs = record["config"]
+  except (OSError, ValueError, KeyError) as e:
+    raise ConfigError(f"{path} is unreadable ({e}); use a fresh --workdir.") from None
+  if theirs != mine:
+    diff = sorted(_diff_keys(theirs, mine))
+    if raw is None or not _extends(theirs, mine, diff):
+      raise ConfigError(
+          f"workdir {workdir} holds a study made with another config (differs in:"
+          f" {', '.join(diff[:12])}). Results are never mixed: rerun with that config, or"
+          " pass a fresh --workdir (a config that only adds budgets, arms or exchange-rate"
+          " values extends a study in place).")
+    record = {**record, "config": mine, "extended_from": theirs}
+    fileio.write_json(path, record)
+  if raw is not None:
+    provenance.check_same_versions(record.get("versions", {}), provenance.versions())
+    data = record.get("data", {}).get("digest")
+    if data and raw.digest and data != raw.digest:
+      raise ConfigError(
+          f"workdir {workdir} was made from other data (digest {data[:12]}… read from"
+          f" {record['data'].get('source')}) than read now ({raw.digest[:12]}… from"
+          f" {raw.source}). Results are never mixed: point --config.data_dir (or"
+          " DREAMJAX_DATA_DIR) at the recorded data, or pass a fresh --workdir.")
+  return record
+
+
+# Fields a config may widen to extend a finished study in place: every cell it
+# already holds was computed exactly as the wider config would compute it.
+EXTENSIBLE = ("budgets", "arms", "exchange.copies", "exchange.label_factors", "exchange.arms")
+
+
+def _extends(theirs, mine, diff) -> bool:
+  """Whether ``mine`` only widens ``theirs`` in :data:`EXTENSIBLE` fields."""
+  def get(cfg, dotted):
+    for part in dotted.split("."):
+      cfg = cfg[part]
+    return cfg
+  if any(d not in EXTENSIBLE for d in diff):
+    return False
+  return all(set(get(theirs, d)) <= set(get(mine, d)) for d in diff)
+
+
+def _data_record(raw) -> dict[str, Any]:
+  return {"name": raw.name, "source": raw.source, "digest": raw.digest,
+          "train": len(raw.train_labels), "test": len(raw.test_labels)}
+
+
+def _diff_keys(a, b, prefix=""):
+  keys = set(a) | set(b) if isinstance(a, dict) and isinstance(b, dict) else set()
+  if not keys:
+    return [prefix or "config"] if a != b else []
+  out = []
+  for k in keys:
+    out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.") if isinstance(a.get(k), dict) and isinstance(
+        b.get(k), dict) else ([f"{prefix}{k}"] if a.get(k) != b.get(k) else [])
+  return out
+
+
+class Session:
+  """One run of the study on a workdir; :meth:`close` appends its line to ``sessions.jsonl``."""
+
+  def __init__(self, workdir: str, cells_before: int, cells_total: int):
+    self.workdir = workdir
+    self.start = time.time()
+    self.record = {"started": _utc(self.start), "cells_before": cells_before,
+                   "cells_total": cells_total, "machine": provenance.machine(),
+                   "command": " ".join(sys.argv)}
+
+  def close(self, cells_run: int, status: str) -> None:
+    end = time.time()
+    line = {**self.record, "finished": _utc(end), "seconds": round(end - self.start, 1),
+            "cells_run": cells_run, "status": status}
+    try:
+      fileio.append_jsonl(os.path.join(self.workdir, SESSIONS), line)
+    except OSError:
+      pass  # a full disk: the results are what matters, and they are already written
+
+
+def _utc(t: float) -> str:
+  return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_sessions(workdir: str) -> list[dict[str, Any]]:
+  path = os.path.join(workdir, SESSIONS)
+  return fileio.read_jsonl(path) if os.path.exists(path) else []
