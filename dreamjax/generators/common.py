@@ -214,6 +214,19 @@ def run_steps(step_fn: Callable, state: Any, images, labels, key: jax.Array, *, 
     writer.close()
 
 
+def train_prepared(prepare: Callable, desc: str, cfg, images, labels, key: jax.Array, *,
+                   progress=None, mesh: jax.sharding.Mesh | None = None,
+                   metrics_dir: str | None = None) -> tuple[Any, list[dict[str, Any]]]:
+  """A trainer's ``prepare(cfg, images, labels, key, mesh=)`` run for ``cfg.steps`` steps:
+  ``(finish(state), history)`` (what ``train_vae`` and ``train_gan`` return)."""
+  mesh = sharding.default(mesh)
+  state, step, finish = prepare(cfg, images, labels, key, mesh=mesh)
+  state, history = run_steps(step, state, images, labels, jax.random.split(key)[1],
+                             steps=int(cfg.steps), log_every=int(cfg.log_every), desc=desc,
+                             progress=progress, mesh=mesh, metrics_dir=metrics_dir)
+  return finish(state), history
+
+
 def sample_in_chunks(chunk_fn: Callable, weights: Any, key: jax.Array, labels: np.ndarray,
                      chunk: int, mesh: jax.sharding.Mesh) -> np.ndarray:
   """``chunk_fn(weights, labels_chunk, key_i) -> images`` over padded chunks of ``labels``.

@@ -239,13 +239,8 @@ def train_gan(cfg, images, labels, key: jax.Array, *, progress=None,
   ``ConfigError`` before compute on bad settings and ``DivergenceError``
   naming the step on a NaN/Inf loss.
   """
-  mesh = sharding.default(mesh)
-  state, step, finish = prepare_training(cfg, images, labels, key, mesh=mesh)
-  state, history = common.run_steps(step, state, images, labels, jax.random.split(key)[1],
-                                    steps=int(cfg.steps), log_every=int(cfg.log_every),
-                                    desc="gan", progress=progress, mesh=mesh,
-                                    metrics_dir=metrics_dir)
-  return finish(state), history
+  return common.train_prepared(prepare_training, "gan", cfg, images, labels, key,
+                               progress=progress, mesh=mesh, metrics_dir=metrics_dir)
 
 
 def prepare_training(cfg, images, labels, key: jax.Array, *,

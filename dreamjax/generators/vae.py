@@ -133,13 +133,8 @@ def train_vae(cfg, images, labels, key: jax.Array, *, progress=None,
   Raises ``ConfigError`` on bad settings before compute, ``DivergenceError``
   naming the step if a loss turns NaN/Inf.
   """
-  mesh = sharding.default(mesh)
-  state, step, finish = prepare_training(cfg, images, labels, key, mesh=mesh)
-  state, history = common.run_steps(step, state, images, labels, jax.random.split(key)[1],
-                                    steps=int(cfg.steps), log_every=int(cfg.log_every),
-                                    desc="vae", progress=progress, mesh=mesh,
-                                    metrics_dir=metrics_dir)
-  return finish(state), history
+  return common.train_prepared(prepare_training, "vae", cfg, images, labels, key,
+                               progress=progress, mesh=mesh, metrics_dir=metrics_dir)
 
 
 def prepare_training(cfg, images, labels, key: jax.Array, *,
