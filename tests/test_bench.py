@@ -123,3 +123,15 @@ def test_profile_study_splits_cell_time(tmp_path):
   assert p["parts_s"]["compiling"] == 7.0
   assert abs(p["parts_s"]["host work and the rest"] - 2.0) < 1e-9
   assert abs(p["parts_s"]["generation"] - 6.0 * 0.5) < 1e-9  # 10 s measured, 5 s of it compiling
+  # A cell reading a shared generator (its whole cost recorded in gen_seconds) and a
+  # baseline trained before its cell's clock started: each second is counted once.
+  rows = [{"cell": "N100/gan_pool/M2", "timing": {"gen_seconds": 600.0, "train_seconds": 16.0,
+                                                  "eval_seconds": 2.0, "cell_seconds": 24.0}},
+          {"cell": "N100/baseline", "timing": {"gen_seconds": 0.0, "train_seconds": 18.0,
+                                               "eval_seconds": 33.0, "cell_seconds": 36.0}}]
+  with open(tmp_path / "results.jsonl", "w") as f:
+    f.write("\n".join(json.dumps(r) for r in rows) + "\n")
+  p = profile_study.profile(str(tmp_path))
+  assert abs(p["total_s"] - (24.0 + 36.0 + 18.0)) < 1e-9
+  assert abs(p["parts_s"]["generation"] - 6.0) < 1e-9
+  assert abs(p["parts_s"]["training"] - 34.0) < 1e-9 and p["parts_s"]["evaluation"] == 35.0
