@@ -15,7 +15,7 @@ import shutil
 import time
 from typing import Any, Callable
 
-from dreamjax import fileio, provenance, sharding
+from dreamjax import fileio, lock, provenance, sharding
 from dreamjax.errors import ConfigError
 from dreamjax.study import context as context_lib
 from dreamjax.study import records, runner
@@ -61,13 +61,24 @@ def recheck_cell(config, workdir: str, key: str, log: Callable[[str], None] = pr
     raise ConfigError(f"--recheck {key}: the cell has no finished record in"
                       f" {workdir}/{runner.RESULTS}; run the study first.")
   where = os.path.join(workdir, FOLDER, key.replace("/", "__"))
-  shutil.rmtree(where, ignore_errors=True)
-  os.makedirs(where)
+  os.makedirs(where, exist_ok=True)
+  with lock.workdir_lock(where, what="recheck"):  # one recheck of a cell at a time
+    return _recheck(config, raw, done, key, jobs[key], where, log)
+
+
+def _recheck(config, raw, done, key, cell, where, log) -> dict[str, Any]:
+  for name in os.listdir(where):  # from nothing: an earlier recheck's files go
+    if name != lock.LOCK_FILE:
+      path = os.path.join(where, name)
+      if os.path.isdir(path):
+        shutil.rmtree(path)
+      else:
+        os.remove(path)
   t0 = time.perf_counter()
   mesh = sharding.make_mesh()
   oracle = context_lib.oracle(config, raw, where, mesh, log)
-  record = jsonable(runner.run_job(key, jobs[key], runner.context_getter(
-      config, raw, where, mesh, oracle, {}, key, jobs[key], log)))
+  record = jsonable(runner.run_job(key, cell, runner.context_getter(
+      config, raw, where, mesh, oracle, {}, key, cell, log)))
   fileio.append_jsonl(os.path.join(where, runner.RESULTS), record)
   diffs = [(f"{key}{p}", x, y) for p, x, y in record_differences(done[key], record)]
   if "oracle" in done:
