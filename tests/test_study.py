@@ -18,7 +18,8 @@ from dreamjax.errors import ConfigError
 from dreamjax.fileio import read_jsonl
 from dreamjax import metrics
 from dreamjax.study import arms as arms_lib
-from dreamjax.study import generate, records, runner
+from dreamjax.study import generate, runner
+from dreamjax.study import records as records_lib
 
 SCRIPT = os.path.join(REPO, "experiments", "study.py")
 
@@ -77,7 +78,7 @@ def test_tiny_study_writes_every_output(finished_study):
                              rtol=1e-6)
   assert "loss/seed1" in events and "val_accuracy" in events
   # The run is on record: when, how long, on what, by which command.
-  (run,) = records.read_sessions(finished_study)
+  (run,) = records_lib.read_sessions(finished_study)
   assert run["status"] == "finished" and run["cells_before"] == 0
   assert run["cells_run"] == run["cells_total"] == len(cells) - 1  # all but the oracle
   assert run["seconds"] > 0 and run["machine"]["cores"] >= 1 and "study.py" in run["command"]
@@ -158,7 +159,7 @@ def test_kill_and_resume_gives_identical_results(tmp_path, finished_study):
   reference = [r for r in read_jsonl(os.path.join(finished_study, "results.jsonl"))
                if r["cell"] in cells]
   assert resumed == _comparable(reference)
-  assert [r["status"] for r in records.read_sessions(workdir)] == [
+  assert [r["status"] for r in records_lib.read_sessions(workdir)] == [
       "stopped (KeyboardInterrupt)", "finished"]  # a SIGKILLed run leaves no line
 
 
