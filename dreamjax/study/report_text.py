@@ -131,10 +131,15 @@ def _sessions(workdir) -> list[str]:
     md.append(f"- {r.get('started', '?')} to {r.get('finished', '?')}: {r.get('status', '?')},"
               f" {r.get('cells_run', '?')} cells run ({r.get('cells_before', '?')} of"
               f" {r.get('cells_total', '?')} done before), {r.get('seconds', 0) / 60:.1f} min on"
-              f" {provenance.describe_machine(m)} (load {m.get('load_1min', '?')} at the start);"
+              f" {provenance.describe_machine(m)}{_load(m)};"
               f" `{r.get('command', '')}`")
   total = sum(r.get("seconds", 0) for r in runs)
   return md + ["", f"Wall time of all runs: {total / 60:.1f} min.", ""]
+
+
+def _load(m) -> str:
+  load = m.get("load_1min")
+  return "" if load is None else f" (load {load} at the start)"
 
 
 def _header(config, workdir, records, cells, oracle, primary) -> list[str]:
