@@ -136,14 +136,21 @@ def test_a_wider_config_extends_a_finished_study_in_place(small_study, tmp_path)
   """More budgets (or arms, or exchange values) add cells; finished cells are kept."""
   workdir = _copy(small_study, tmp_path)
   before = _cells(workdir)
-  out = subprocess.run(_cmd(workdir, "--config.budgets=(100,200)"), capture_output=True,
-                       text=True, cwd=REPO, timeout=600)
+  # The new arm builds on N100's finished baseline: its checkpoint must be restored, not
+  # refused as "another config" because the config grew.
+  wider = [sys.executable, SCRIPT, "--config", "dreamjax/configs/study.py:tiny",
+           f"--workdir={workdir}", "--config.arms=('baseline','classical','dream_subtle')",
+           "--config.budgets=(100,200)"]
+  out = subprocess.run(wider, capture_output=True, text=True, cwd=REPO, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   after = _cells(workdir)
-  assert {"N200/classical"} <= set(after) - set(before)
+  assert {"N200/classical", "N100/dream_subtle"} <= set(after) - set(before)
+  assert all(r["status"] == "ok" for r in after.values()), {
+      k: r.get("error") for k, r in after.items() if r["status"] != "ok"}
+  assert "N100/baseline: resumed from step" in out.stderr, out.stderr[-3000:]
   assert all(after[k]["test_accuracy"] == r["test_accuracy"] for k, r in before.items()
              if "test_accuracy" in r)
-  out = subprocess.run(_cmd(workdir, "--config.budgets=(100,200)", "--config.train.steps=31"),
+  out = subprocess.run(wider + ["--config.train.steps=31"],
                        capture_output=True, text=True, cwd=REPO, timeout=300)
   assert out.returncode == 2 and "another config" in out.stderr and "train.steps" in out.stderr
   runs = records.read_sessions(workdir)  # the first run, then the extension

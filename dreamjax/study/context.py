@@ -16,6 +16,7 @@ from jax.sharding import Mesh
 from dreamjax import data as data_lib
 from dreamjax import evaluate, fileio, frechet, metrics, models, train
 from dreamjax.seeds import pad_to_common, unstack
+from dreamjax.study import records
 
 RESULTS = "results.jsonl"
 
@@ -83,7 +84,7 @@ class Context:
                      val=(self.test.val_images, self.test.val_labels),
                      checkpoint_dir=os.path.join(folder, "checkpoint"),
                      metrics_dir=os.path.join(folder, metrics.LOGDIR),
-                     fingerprint=self.config.to_json() + arm, desc=f"N{self.budget}/{arm}",
+                     fingerprint=records.cell_fingerprint(self.config) + arm, desc=f"N{self.budget}/{arm}",
                      progress=self.log)
 
   def training_sets(self, generated: dict[int, Any]):

@@ -72,6 +72,23 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
 EXTENSIBLE = ("budgets", "arms", "exchange.copies", "exchange.label_factors", "exchange.arms")
 
 
+def cell_fingerprint(config) -> str:
+  """The config as a cell's checkpoints depend on it: without the :data:`EXTENSIBLE` fields.
+
+  A study extended in place (more budgets, arms or exchange-rate values) must
+  restore the checkpoints it already holds (the baselines its new cells build
+  on), so what only widens the study is not part of their fingerprint.
+  """
+  cfg = json.loads(config.to_json())
+  for dotted in EXTENSIBLE:
+    *parents, last = dotted.split(".")
+    node = cfg
+    for part in parents:
+      node = node.get(part, {})
+    node.pop(last, None)
+  return json.dumps(cfg, sort_keys=True)
+
+
 def _extends(theirs, mine, diff) -> bool:
   """Whether ``mine`` only widens ``theirs`` in :data:`EXTENSIBLE` fields."""
   def get(cfg, dotted):
