@@ -202,6 +202,15 @@ def test_failing_cell_is_recorded_and_study_goes_on(tmp_path, real_data_dir, mon
   assert cells["N100/classical"]["status"] == "ok"
   report = open(tmp_path / "REPORT.md").read()
   assert "Failed cells" in report and "N100/noise" in report
+  # Fixed and rerun with retry_failed: the report reads the rerun and says a cell was rerun.
+  monkeypatch.undo()
+  runner.run_study(cfg, str(tmp_path), retry_failed=True, log=lambda m: None)
+  report = open(tmp_path / "REPORT.md").read()
+  assert "Failed cells" not in report and "FAILED" not in report
+  assert "## Cells rerun" in report and "diverged at step 3" in report
+  assert "| N100/noise | " in report
+  rows = open(tmp_path / "summary.csv").read().splitlines()
+  assert sum(r.startswith("N100/noise,") for r in rows) == 1
 
 
 @pytest.mark.parametrize("field,value,match", [

@@ -48,7 +48,10 @@ def _figures(workdir, config, records, cells, exchange, quality, train_images) -
 
 
 def write_report(config, workdir: str, train_images=None) -> dict[str, str]:
-  records = fileio.read_jsonl(os.path.join(workdir, "results.jsonl"))
+  every = fileio.read_jsonl(os.path.join(workdir, "results.jsonl"))
+  latest = {r["cell"]: r for r in every}  # a cell rerun (--retry_failed) is read from its rerun
+  records = list(latest.values())
+  rerun = [r for r in every if r is not latest[r["cell"]]]
   tables.write_csv(os.path.join(workdir, "summary.csv"), tables.summary_rows(records))
   primary = int(config.primary_budget)
   cells = tables.main_cells(records).get(primary, {})
@@ -64,7 +67,7 @@ def write_report(config, workdir: str, train_images=None) -> dict[str, str]:
       train_images = None
   figs = _figures(workdir, config, records, cells, exchange, quality, train_images)
   md = report_text.markdown(config, workdir, records, cells, oracle, verdicts, exchange,
-                            quality, figs)
+                            quality, figs, rerun=rerun)
   report = os.path.join(workdir, "REPORT.md")
   fileio.write_text(report, md)
   fileio.write_json(os.path.join(workdir, "claims.json"),

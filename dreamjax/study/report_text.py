@@ -260,7 +260,8 @@ def _arms(rows, cells) -> list[str]:
                " (generation or pretraining + classifier training).", ""]
 
 
-def markdown(config, workdir, records, cells, oracle, verdicts, exchange, quality, figs) -> str:
+def markdown(config, workdir, records, cells, oracle, verdicts, exchange, quality, figs,
+             rerun=()) -> str:
   primary = int(config.primary_budget)
   md = _header(config, workdir, records, cells, oracle, primary)
   md += _claims(verdicts, primary, config.verdict_margin)
@@ -274,6 +275,10 @@ def markdown(config, workdir, records, cells, oracle, verdicts, exchange, qualit
   failed = [r for r in records if r.get("status") != "ok"]
   if failed:
     md += ["## Failed cells", ""] + [f"- `{r['cell']}`: {r.get('error', '')}" for r in failed] + [""]
+  if rerun:
+    md += ["## Cells rerun", "", "These cells failed in an earlier run and were run again"
+           " (`--retry_failed`); the report reads the rerun.", ""]
+    md += [f"- `{r['cell']}` failed with: {r.get('error', '')}" for r in rerun] + [""]
   md += ["## Arms of this study", ""]
   md += [f"- `{a.name}` ({a.group}): {a.doc}" for a in arms_lib.REGISTRY.values()
          if a.name in tuple(config.arms)]
