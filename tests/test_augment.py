@@ -132,3 +132,47 @@ def test_bad_settings_are_refused(field, value, name):
     config[sub][key] = value
   with pytest.raises(ConfigError, match=name):
     augment.batch_transform(config, None)  # no model needed: refused before any compute
+
+
+def _study_online_transforms(model):
+  """The three online arms' transforms, built as the study builds them."""
+  from dreamjax.configs import study as study_configs  # pylint: disable=g-import-not-at-top
+  from dreamjax.dream import online  # pylint: disable=g-import-not-at-top
+  from dreamjax.study import generate  # pylint: disable=g-import-not-at-top
+  cfg = study_configs.get_config("tiny")
+  return {
+      "classical_online": augment.online_transform(
+          augment.classical_fn(augment.classical_config()), cfg.online_fraction),
+      "noise_online": augment.online_transform(augment.noise_fn(augment.noise_config()),
+                                               cfg.online_fraction),
+      "dream_online": online.batch_transform(model, generate.dream_config(cfg, "dream_subtle"),
+                                             fraction=cfg.online_fraction)}
+
+
+@pytest.mark.parametrize("arm", ["classical_online", "noise_online", "dream_online"])
+def test_online_arms_compile_once_and_transform_anew_every_step(arm):
+  """Inside the jitted step an online transform is traced once, and each step changes
+  its part of the batch anew (a new draw, or a dream of the model as it is now)."""
+  chex.clear_trace_counter()
+  model = models.make_model(common.model_config("tiny"), 10)
+  transform = _study_online_transforms(model)[arm]
+  x, y = _images(16)
+  state = train.create_state(model, optax.adam(1e-2),
+                             models.init_variables(model, jax.random.key(0), (28, 28, 1)))
+  step = jax.jit(train.make_train_step(model, 8, batch_transform=chex.assert_max_traces(
+      transform, n=1)))
+  seen = jax.jit(transform)  # the same function on its own, to look at what a step sees
+  state, xs, ys = on_mesh((state, jnp.asarray(x), jnp.asarray(y)))
+  outs = []
+  for i in range(3):
+    out, labels = seen(state, xs, ys, jax.random.key(i))
+    outs.append(np.asarray(out))
+    np.testing.assert_array_equal(np.asarray(labels), y)  # labels are kept
+    state, metrics = step(state, xs, ys, 16, jax.random.key(i))
+  chex.assert_tree_all_finite(metrics)
+  n = int(round(0.5 * 16))
+  for a, b in zip(outs, outs[1:]):
+    assert not np.allclose(a[:n], b[:n])  # the transformed part changes every step
+  for a in outs:
+    assert not np.allclose(a[:n], x[:n])
+    np.testing.assert_array_equal(a[n:], x[n:])  # the rest of the batch is left as drawn
