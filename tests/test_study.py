@@ -276,3 +276,27 @@ def test_compile_count_does_not_grow_with_seeds(tmp_path, real_data_dir):
     programs[k] = {r["cell"]: r["timing"]["xla"]["programs"] for r in records
                    if "xla" in r.get("timing", {})}
   assert programs[2] == programs[3], programs
+
+
+def test_a_pool_generator_is_trained_once_across_studies(tmp_path, real_data_dir, monkeypatch):
+  """A second study on the same data and generator config reuses the pool generator the
+  first one trained (from the user cache, keyed by a hash of both) and gets the same
+  numbers; another generator config trains its own."""
+  monkeypatch.setenv("DREAMJAX_CACHE_DIR", str(tmp_path / "cache"))
+  cfg = study_configs.get_config("tiny")
+  cfg.arms = ("baseline", "vae_pool")
+  cfg.exchange.arms = ()
+  cfg.generator_cache = True
+  logs = {}
+  for name in ("first", "second"):
+    logs[name] = []
+    runner.run_study(cfg, str(tmp_path / name), log=logs[name].append)
+  assert not any("reusing" in m for m in logs["first"])
+  assert any("vae" in m and "reusing" in m for m in logs["second"]), logs["second"]
+  first, second = (_comparable(read_jsonl(str(tmp_path / n / "results.jsonl")))
+                   for n in ("first", "second"))
+  assert [r["test_accuracy"] for r in first] == [r["test_accuracy"] for r in second]
+  other = []
+  cfg.generator_steps.vae_pool = int(cfg.generator_steps.vae_pool) + 1
+  runner.run_study(cfg, str(tmp_path / "other"), log=other.append)
+  assert not any("reusing" in m for m in other)
