@@ -52,8 +52,8 @@ def recheck_cell(config, workdir: str, key: str, log: Callable[[str], None] = pr
   done = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, runner.RESULTS),
                                                  repair=False)}
   raw = context_lib.load_data(config)
-  with_alignment = "dream_logit" in config.arms or "pgd" in config.arms
-  jobs = dict(runner.job_order(config, runner.plan(config, raw.num_classes), with_alignment))
+  jobs = dict(runner.job_order(config, runner.plan(config, raw.num_classes),
+                               runner.has_alignment(config)))
   if key not in jobs:
     raise ConfigError(f"--recheck {key}: the study has no such cell; its cells are"
                       f" {', '.join(jobs)}.")

@@ -169,7 +169,7 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
   mesh = sharding.make_mesh()
   raw = context_lib.load_data(config)
   cells = plan(config, raw.num_classes)
-  with_alignment = "dream_logit" in config.arms or "pgd" in config.arms
+  with_alignment = has_alignment(config)
   if dry_run:
     return _dry_run(config, workdir, raw, cells, with_alignment, mesh, log)
 
@@ -177,6 +177,11 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
   with lock.workdir_lock(workdir, what="study"):
     check_workdir(config, workdir, raw)
     return _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log)
+
+
+def has_alignment(config) -> bool:
+  """Whether the study measures C3's alignment (it needs the logit dream or the attack)."""
+  return "dream_logit" in config.arms or "pgd" in config.arms
 
 
 def job_order(config, cells: list[Cell], with_alignment: bool) -> list[tuple[str, Cell]]:
