@@ -15,8 +15,8 @@
   ``eval.robust_num_test`` images × K × restarts × (steps + 1), + the clean pass);
 * **generation**: dreams (per seed, N·M images × every octave's steps), offline
   FGSM / PGD sets, and generator training — VAE / GAN on each seed's labeled set
-  (``*_small``, per seed) or once per budget on the pool (``*_pool``),
-  autoencoder and rotation pretraining once per budget — from each generator
+  (``*_small``, per seed) or once per study on the shared pool (``*_pool``),
+  autoencoder and rotation pretraining once per study — from each generator
   config's steps × its compiled train step.
 
 Per-unit FLOPs come from ``count``: ``"xla"`` (default) uses XLA's
@@ -242,7 +242,7 @@ def study_flops(config, u: dict) -> dict:
   from dreamjax.study import cells as cells_lib  # pylint: disable=g-import-not-at-top
   parts = {"training": 0.0, "evaluation": 0.0, "generation": 0.0, "generator_training": 0.0}
   per_cell = []
-  once = set()  # pool generators and pretraining: once per budget
+  once = set()  # pool generators and pretraining: once per study (one shared pool)
   for cell in _cells(config):
     base = arms_lib.base_name(cell.arm)
     images = cell.budget * int(cell.copies)  # generated images per seed
@@ -260,8 +260,8 @@ def study_flops(config, u: dict) -> dict:
       gen = k * images * (walk * u["input_grad_image"] + 2 * u["forward_image"])
     elif base in u and isinstance(u[base], dict):
       g = u[base]
-      runs = k if base.endswith("_small") else (0 if (base, cell.budget) in once else 1)
-      once.add((base, cell.budget))
+      runs = k if base.endswith("_small") else (0 if base in once else 1)
+      once.add(base)
       gen_train = runs * g["steps"] * g["step"]
     per_cell.append({"cell": cell.key, "training": train, "evaluation": ev, "generation": gen,
                      "generator_training": gen_train})

@@ -300,3 +300,40 @@ def test_a_pool_generator_is_trained_once_across_studies(tmp_path, real_data_dir
   cfg.generator_steps.vae_pool = int(cfg.generator_steps.vae_pool) + 1
   runner.run_study(cfg, str(tmp_path / "other"), log=other.append)
   assert not any("reusing" in m for m in other)
+
+
+def test_labeled_subsets_are_nested_so_one_pool_serves_every_budget():
+  """The shared pool (seed 0's pool at the pool budget) holds no image that a smaller
+  budget labels: a seed's labeled subsets grow by budget, each holding the smaller ones."""
+  labels = np.repeat(np.arange(10), 700)
+  for seed in range(3):
+    small, _, val = data_split_indices(labels, 100, seed)
+    large, pool, val2 = data_split_indices(labels, 1000, seed)
+    assert set(small) <= set(large) and (val == val2).all()
+    assert not set(pool) & set(small) and not set(pool) & set(large)
+
+
+def data_split_indices(labels, budget, seed):
+  from dreamjax import data  # pylint: disable=g-import-not-at-top
+  return data.split_indices(labels, 10, budget, 500, seed)
+
+
+def test_pool_models_train_once_for_every_budget(tmp_path, real_data_dir):
+  """Two budgets share the pool generator: trained once, on a pool that excludes the
+  larger budget's labeled images, saved once at the workdir's top."""
+  cfg = study_configs.get_config("tiny")
+  cfg.budgets = (100, 200)
+  cfg.arms = ("baseline", "vae_pool")
+  cfg.exchange.arms = ()
+  cfg.exchange.label_factors = ()
+  log = []
+  runner.run_study(cfg, str(tmp_path), log=log.append)
+  finished = [m for m in log if re.match(r"vae: step (\d+)/\1\b", m)]
+  assert len(finished) == 1, finished
+  assert os.path.exists(tmp_path / "artefacts" / "vae_pool.msgpack")
+  assert not list(tmp_path.glob("N*/artefacts"))
+  cells = {r["cell"]: r for r in read_jsonl(str(tmp_path / "results.jsonl"))}
+  assert cells["N100/vae_pool"]["status"] == cells["N200/vae_pool"]["status"] == "ok"
+  with pytest.raises(ConfigError, match="pool_budget"):
+    cfg.pool_budget = 10 ** 6
+    runner.run_study(cfg, str(tmp_path / "too_large"), log=log.append)

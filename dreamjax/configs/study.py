@@ -104,6 +104,10 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
                                   # often is "under-trained"; claims resting on it say so
   c.generator_cache = True        # reuse a pool generator trained on the same data and
                                   # config by an earlier study (DREAMJAX_CACHE_DIR)
+  c.pool_budget = 5000            # the pool generators and pretrained trunks train once per
+                                  # study on seed 0's pool at this budget (or the largest
+                                  # budget, if larger; 0: the largest): the images no budget
+                                  # up to it labels, one pool for N = 100, 1000 and 5000
   c.self_training = ml_collections.ConfigDict()
   c.self_training.threshold = 0.9  # keep pool images the baseline labels this confidently
   c.self_training.max_images = 10000  # at most this many, the most confident, class-balanced
@@ -149,6 +153,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.self_training.max_images = 200
     c.quality_gate = 0.0
     c.generator_cache = False
+    c.pool_budget = 0
     c.eval.robust_eps = (0.03, 0.1)
   else:
     raise ValueError(f"unknown study preset {preset!r}; choose quick, conclusions or tiny")

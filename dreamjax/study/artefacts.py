@@ -1,8 +1,10 @@
 """Models several cells share: pool generators and pretrained trunks, trained once.
 
-Each is trained on seed 0's unlabeled pool the first time a cell asks for
-it, saved under ``WORKDIR/N{budget}/artefacts/`` and loaded from there by
-later cells and reruns (and memoised for the rest of the process).
+Each is trained on the study's shared pool (seed 0's unlabeled pool at the
+pool budget, :func:`dreamjax.study.context.pool_budget`: the same for every
+label budget) the first time a cell asks for it, saved under
+``WORKDIR/artefacts/`` and loaded from there by later cells, later budgets and
+reruns (and memoised for the rest of the process).
 """
 
 import hashlib
@@ -46,7 +48,7 @@ def _load_or_make(ctx, name: str, make: Callable[[], tuple[Any, list]],
   ``cache_key`` names one an earlier study left there (copied into the
   workdir, so a workdir stays complete on its own); else made and saved.
   """
-  path = ctx.path(f"N{ctx.budget}", "artefacts", f"{name}.msgpack")
+  path = ctx.path("artefacts", f"{name}.msgpack")
   cached = os.path.join(cache_dir(), f"{cache_key}.msgpack") if cache_key else None
   for source in (path, cached):
     if not source or not os.path.exists(source):
@@ -89,7 +91,7 @@ def _cache_key(ctx, kind: str, gcfg) -> str | None:
   if not ctx.config.generator_cache or not ctx.splits[0].data_digest:
     return None
   from dreamjax import provenance  # pylint: disable=g-import-not-at-top
-  pool = ctx.pool_images(0)
+  pool = ctx.pool_for_shared_models()
   parts = {"kind": kind, "generator": gcfg.to_dict(), "data": ctx.splits[0].data_digest,
            "pool": hashlib.sha256(np.ascontiguousarray(pool).tobytes()).hexdigest(),
            "versions": provenance.versions()}
@@ -101,8 +103,8 @@ def pool_generator(ctx, kind: str):
   from dreamjax import generators  # pylint: disable=g-import-not-at-top
   gcfg = generator_config(ctx.config, f"{kind}_pool")
   params, seconds, history = _load_or_make(ctx, f"{kind}_pool", lambda: generators.TRAIN[kind](
-      gcfg, ctx.pool_images(0), None, arm_key(0, f"{kind}_pool_gen"), progress=ctx.log,
-      mesh=ctx.mesh), cache_key=_cache_key(ctx, kind, gcfg))
+      gcfg, ctx.pool_for_shared_models(), None, arm_key(0, f"{kind}_pool_gen"),
+      progress=ctx.log, mesh=ctx.mesh), cache_key=_cache_key(ctx, kind, gcfg))
   return gcfg, params, seconds, history
 
 
@@ -112,11 +114,12 @@ def pretrained(ctx, arm: str):
   kind = "ae" if arm == "ae_pretrain" else "pretext"
   gcfg = generator_config(ctx.config, arm)
   k = arm_key(0, f"{arm}_pretrain")
+  pool = ctx.pool_for_shared_models()
   if kind == "ae":
-    make = lambda: pretrain.train_autoencoder(gcfg, ctx.pool_images(0), k, ctx.config.model,
+    make = lambda: pretrain.train_autoencoder(gcfg, pool, k, ctx.config.model,
                                               ctx.num_classes, ctx.image_shape, mesh=ctx.mesh,
                                               return_history=True)
   else:
-    make = lambda: pretrain.train_rotation(gcfg, ctx.pool_images(0), k, ctx.config.model,
+    make = lambda: pretrain.train_rotation(gcfg, pool, k, ctx.config.model,
                                            ctx.image_shape, mesh=ctx.mesh, return_history=True)
   return _load_or_make(ctx, arm, make)

@@ -15,6 +15,7 @@ from jax.sharding import Mesh
 
 from dreamjax import data as data_lib
 from dreamjax import evaluate, fileio, frechet, metrics, models, train
+from dreamjax.errors import ConfigError
 from dreamjax.seeds import pad_to_common, unstack
 from dreamjax.study import records
 
@@ -43,6 +44,7 @@ class Context:
   baseline: train.FitResult | None = None  # None only while the baseline cell runs
   log: Callable[[str], None] = print
   copies: int = 1                      # M: generated images per labeled image
+  shared_pool: np.ndarray | None = None  # what the pool-trained models train on
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.workdir, *parts)
@@ -63,6 +65,16 @@ class Context:
   def pool_images(self, seed: int) -> np.ndarray:
     pool = self.splits[self.seeds.index(seed)].pool_images
     return pool[:self.config.pool_subset] if self.config.pool_subset else pool
+
+  def pool_for_shared_models(self) -> np.ndarray:
+    """The unlabeled images the pool generators and pretrained trunks train on.
+
+    Seed 0's pool at :func:`pool_budget`, the same for every budget of a
+    study, so those models train once per study.
+    """
+    if self.shared_pool is None:
+      raise RuntimeError("this context was made without its shared pool (context.for_budget).")
+    return self.shared_pool
 
   def baseline_model(self, seed: int):
     """(model, variables) of one seed's baseline classifier."""
@@ -126,15 +138,44 @@ def oracle(config, raw: data_lib.RawDataset, workdir: str, mesh: Mesh, log) -> O
   return Oracle(model, variables, features, record)
 
 
+def pool_budget(config) -> int:
+  """The label budget whose seed-0 pool the shared pool models train on.
+
+  ``config.pool_budget``, or the study's largest budget where that is larger
+  (0: the largest budget). Labeled subsets are nested across budgets (a
+  seed's first images of each class), so this pool holds no image any of the
+  study's budgets labels for seed 0, and one pool serves every budget.
+  """
+  return max(int(config.get("pool_budget", 0)), *(int(b) for b in config.budgets))
+
+
+def shared_pool(config, raw) -> np.ndarray:
+  """Seed 0's unlabeled pool at :func:`pool_budget` (first ``pool_subset`` images if set)."""
+  budget = pool_budget(config)
+  try:
+    s = data_lib.make_splits(raw, num_labeled=budget, val_size=config.val_size, seed=0)
+  except ConfigError as e:
+    raise ConfigError(f"pool_budget: the shared pool excludes the labeled images of budget"
+                      f" {budget}, which this dataset cannot provide ({e}) Set"
+                      " --config.pool_budget=0 (the study's largest budget) or a smaller"
+                      " value.") from e
+  pool = s.pool_images
+  return pool[:config.pool_subset] if config.pool_subset else pool
+
+
 def for_budget(config, raw, budget: int, workdir: str, mesh: Mesh, the_oracle: Oracle,
-               log) -> Context:
-  """The budget's context without its baseline (:func:`with_baseline` adds it)."""
+               log, pool: np.ndarray | None = None) -> Context:
+  """The budget's context without its baseline (:func:`with_baseline` adds it).
+
+  ``pool``: :func:`shared_pool`, made here if not given (a study makes it once).
+  """
   seeds = tuple(range(config.num_seeds))
   splits = tuple(data_lib.make_splits(raw, num_labeled=budget, val_size=config.val_size, seed=s)
                  for s in seeds)
   return Context(config=config, workdir=workdir, mesh=mesh, budget=budget, seeds=seeds,
                  splits=splits, model=models.make_model(config.model, raw.num_classes),
-                 oracle=the_oracle, log=log, copies=int(config.copies))
+                 oracle=the_oracle, log=log, copies=int(config.copies),
+                 shared_pool=shared_pool(config, raw) if pool is None else pool)
 
 
 def with_baseline(ctx: Context) -> Context:

@@ -52,6 +52,8 @@ def validate_config(config) -> None:
        all(int(m) == m and m >= 1 for m in config.exchange.copies), "whole numbers >= 1"),
       ("exchange.label_factors", tuple(config.exchange.label_factors),
        all(f > 1 for f in config.exchange.label_factors), "factors > 1"),
+      ("pool_budget", config.get("pool_budget", 0), int(config.get("pool_budget", 0)) >= 0,
+       ">= 0 (0: the largest budget)"),
       ("quality_gate", config.quality_gate, 0 <= config.quality_gate <= 1, "in [0, 1]"),
       ("self_training.threshold", config.self_training.threshold,
        0 <= config.self_training.threshold <= 1, "in [0, 1]"),
@@ -170,13 +172,14 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
   raw = context_lib.load_data(config)
   cells = plan(config, raw.num_classes)
   with_alignment = has_alignment(config)
+  contexts = {"pool": context_lib.shared_pool(config, raw)}  # a bad pool_budget fails here
   if dry_run:
     return _dry_run(config, workdir, raw, cells, with_alignment, mesh, log)
 
   fileio.check_writable(workdir)
   with lock.workdir_lock(workdir, what="study"):
     check_workdir(config, workdir, raw)
-    return _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log)
+    return _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, contexts)
 
 
 def has_alignment(config) -> bool:
@@ -219,21 +222,23 @@ def run_job(key: str, cell: Cell, get_context: Callable[[], Any]) -> dict[str, A
   return record
 
 
-def context_getter(config, raw, workdir, mesh, oracle, contexts: dict[int, Any], key: str,
+def context_getter(config, raw, workdir, mesh, oracle, contexts: dict[Any, Any], key: str,
                    cell: Cell, log) -> Callable[[], Any]:
   """A function giving ``cell``'s budget context, built once per budget (in ``contexts``)
   and given its baseline when the cell needs it."""
   def get():
     if cell.budget not in contexts:
+      if "pool" not in contexts:  # one shared pool for every budget
+        contexts["pool"] = context_lib.shared_pool(config, raw)
       contexts[cell.budget] = context_lib.for_budget(config, raw, cell.budget, workdir, mesh,
-                                                     oracle, log)
+                                                     oracle, log, pool=contexts["pool"])
     if contexts[cell.budget].baseline is None and _needs_baseline(key, cell):
       contexts[cell.budget] = context_lib.with_baseline(contexts[cell.budget])
     return contexts[cell.budget]
   return get
 
 
-def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log):
+def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, contexts):
   done = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, RESULTS))}
   if retry_failed:
     done = {k: v for k, v in done.items() if v.get("status") == "ok"}
@@ -245,7 +250,6 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log):
   ran = 0
   try:
     oracle = context_lib.oracle(config, raw, workdir, mesh, log)
-    contexts: dict[int, Any] = {}
     for key, cell in jobs:
       if key in done:
         continue
