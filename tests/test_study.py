@@ -337,3 +337,35 @@ def test_pool_models_train_once_for_every_budget(tmp_path, real_data_dir):
   with pytest.raises(ConfigError, match="pool_budget"):
     cfg.pool_budget = 10 ** 6
     runner.run_study(cfg, str(tmp_path / "too_large"), log=log.append)
+
+
+def _generated_in(workdir, arm, copies, real_data_dir):
+  """Seed 0's ``arm`` set at ``copies`` per image, made in ``workdir`` by the cells."""
+  from dreamjax import data, sharding  # pylint: disable=g-import-not-at-top
+  from dreamjax.study import cells, context  # pylint: disable=g-import-not-at-top
+  cfg = study_configs.get_config("tiny")
+  raw = data.load_dataset("fashion_mnist", real_data_dir)
+  s = data.make_splits(raw, num_labeled=100, val_size=cfg.val_size, seed=0)
+  log = []
+  ctx = context.Context(config=cfg, workdir=str(workdir), mesh=sharding.default(None),
+                        budget=100, seeds=(0,), splits=(s,), model=None, oracle=None,
+                        log=log.append, copies=copies)
+  main = copies == int(cfg.copies)
+  cell = cells.Cell(f"N100/{arm}" + ("" if main else f"/M{copies}"), arm, 100, copies, main)
+  return cells.generated_sets(ctx, cell)[0], log
+
+
+def test_exchange_cells_reuse_the_copies_a_smaller_m_made(tmp_path, real_data_dir):
+  """A per-copy arm's M-copy set is the same whether made at once or from the copies of
+  the M = 1 cell plus new ones: copy m comes from its own key, whatever M asks for it."""
+  at_once, log = _generated_in(tmp_path / "a", "classical", 2, real_data_dir)
+  assert not any("reuses" in m for m in log) and at_once.info["reused_copies"] == 0
+  one, _ = _generated_in(tmp_path / "b", "classical", 1, real_data_dir)
+  reused, log = _generated_in(tmp_path / "b", "classical", 2, real_data_dir)
+  assert any("reuses 1 of 2 copies from N100/classical" in m for m in log), log
+  assert reused.info["reused_copies"] == 1 and len(reused.labels) == 200
+  np.testing.assert_array_equal(reused.images, at_once.images)
+  np.testing.assert_array_equal(reused.labels, at_once.labels)
+  np.testing.assert_array_equal(reused.images[:100], one.images)
+  assert not np.array_equal(reused.images[100:], reused.images[:100])  # a new copy
+  assert len(reused.info["per_copy"]) == len(at_once.info["per_copy"]) == 2

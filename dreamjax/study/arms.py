@@ -51,6 +51,10 @@ class Arm:
   needs_baseline: bool = False     # uses the seed's baseline classifier
   claims: tuple[str, ...] = ()     # verdict rules that read this arm
   variants: Callable[[Any], list[str]] | None = None
+  # Each copy of the labeled set is made on its own, from its own key
+  # (cells.copy_key): an M-copy set is the first M copies of any larger one, so
+  # the exchange-rate cells (M = 2, 4, 8) reuse the copies a smaller M made.
+  per_copy: bool = False
 
   @property
   def color(self) -> str:
@@ -108,30 +112,32 @@ from dreamjax.study import generate as gen  # noqa: E402
 
 register(Arm("baseline", "reference", "the N labeled images alone"))
 register(Arm("classical", "classical", "one offline copy per image: shift, rotation, brightness,"
-             " contrast (dm-pix)", generate=gen.classical, claims=("C1", "C4", "C5")))
+             " contrast (dm-pix)", generate=gen.classical, claims=("C1", "C4", "C5"),
+             per_copy=True))
 register(Arm("classical_online", "classical", "a fresh classical transform of half of every"
              " batch, inside the train step", transform=gen.classical_online,
              claims=("C2", "C4", "C5")))
 register(Arm("noise", "classical", "one offline copy per image with Gaussian pixel noise",
-             generate=gen.noise, claims=("C2",)))
+             generate=gen.noise, claims=("C2",), per_copy=True))
 register(Arm("noise_online", "classical", "fresh Gaussian noise on half of every batch",
              transform=gen.noise_online, claims=("C2",)))
 register(Arm("dream_subtle", "dream", "a few small Deep Dream steps from each image",
-             generate=gen.dream, needs_baseline=True, claims=("C2", "C5")))
+             generate=gen.dream, needs_baseline=True, per_copy=True, claims=("C2", "C5")))
 register(Arm("dream_strong", "dream", "three octaves of Deep Dream: the classic look",
-             generate=gen.dream, needs_baseline=True, claims=("C1", "C5")))
+             generate=gen.dream, needs_baseline=True, per_copy=True, claims=("C1", "C5")))
 register(Arm("dream_logit", "dream", "ascend each image's own class logit inside an ε-ball",
-             generate=gen.dream, needs_baseline=True, claims=("C3", "C5")))
+             generate=gen.dream, needs_baseline=True, per_copy=True, claims=("C3", "C5")))
 register(Arm("dream_bn", "dream", "strong dream with DeepInversion's BatchNorm prior",
-             generate=gen.dream, needs_baseline=True, claims=("C5",)))
+             generate=gen.dream, needs_baseline=True, per_copy=True, claims=("C5",)))
 register(Arm("dream_online", "dream", "a subtle dream of half of every batch from the current"
              " model, inside the train step", transform=gen.dream_online, claims=("C2", "C5")))
 register(Arm("dream_sweep", "dream", "dreams of increasing strength",
-             generate=gen.dream, needs_baseline=True, variants=gen.sweep_variants))
+             generate=gen.dream, needs_baseline=True, variants=gen.sweep_variants,
+             per_copy=True))
 register(Arm("fgsm", "adversarial", "one offline FGSM copy per image",
-             generate=gen.adversarial, needs_baseline=True, claims=("C5",)))
+             generate=gen.adversarial, needs_baseline=True, per_copy=True, claims=("C5",)))
 register(Arm("pgd", "adversarial", "one offline PGD copy per image",
-             generate=gen.adversarial, needs_baseline=True, claims=("C3", "C5")))
+             generate=gen.adversarial, needs_baseline=True, per_copy=True, claims=("C3", "C5")))
 register(Arm("pgd_train", "adversarial", "PGD adversarial training (Madry et al. 2018)",
              transform=gen.pgd_train, claims=("C2",)))
 register(Arm("vae_small", "generator", "conditional VAE trained on the N labeled images",

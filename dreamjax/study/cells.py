@@ -44,20 +44,87 @@ def generated_sets(ctx: Context, cell: Cell) -> dict[int, Generated]:
   out = {}
   for seed, s in zip(ctx.seeds, ctx.splits):
     path = ctx.path(cell.folder, f"generated_seed{seed}.npz")
-    if os.path.exists(path):
-      try:
-        g = data_lib.augfile.load(path, num_classes=ctx.num_classes, image_shape=ctx.image_shape)
-        out[seed] = Generated(g.images, g.labels, g.source_index,
-                              float(g.metadata.get("seconds", 0.0)), g.metadata.get("info", {}))
-        continue
-      except DataError as e:
-        ctx.log(f"{cell.key}: regenerating seed {seed} ({e})")
-    g = arm.generate(ctx, cell.arm, seed, s, arms_lib.arm_key(seed, cell.arm))
-    data_lib.augfile.save(path, g.images, g.labels, g.source_index,
-                          {"method": cell.arm, "seed": seed, "seconds": g.seconds,
-                           "info": g.info, "budget": cell.budget, "copies": ctx.copies})
+    g = _load(ctx, cell, path, seed)
+    if g is None:
+      key = arms_lib.arm_key(seed, cell.arm)
+      if arm.per_copy:
+        g = _per_copy(ctx, cell, arm, seed, s, key)
+      else:
+        g = arm.generate(ctx, cell.arm, seed, s, key)
+      data_lib.augfile.save(path, g.images, g.labels, g.source_index,
+                            {"method": cell.arm, "seed": seed, "seconds": g.seconds,
+                             "info": g.info, "budget": cell.budget, "copies": ctx.copies,
+                             "per_copy": arm.per_copy})
     out[seed] = g
   return out
+
+
+def _load(ctx: Context, cell: Cell, path: str, seed: int) -> Generated | None:
+  if not os.path.exists(path):
+    return None
+  try:
+    g = data_lib.augfile.load(path, num_classes=ctx.num_classes, image_shape=ctx.image_shape)
+  except DataError as e:
+    ctx.log(f"{cell.key}: regenerating seed {seed} ({e})")
+    return None
+  return Generated(g.images, g.labels, g.source_index, float(g.metadata.get("seconds", 0.0)),
+                   g.metadata.get("info", {}))
+
+
+COPY_DOMAIN = 0x636F7079  # separates the copies' keys from every key derived inside an arm
+
+
+def copy_key(key: jax.Array, m: int) -> jax.Array:
+  """Copy ``m``'s key: the arm's own key for the first copy (so M = 1 is one plain
+  call of the arm), a fold of it for the others."""
+  return key if m == 0 else jax.random.fold_in(jax.random.fold_in(key, COPY_DOMAIN), m)
+
+
+def _per_copy(ctx: Context, cell: Cell, arm, seed: int, s, key) -> Generated:
+  """M copies made one by one, reusing the copies another cell of the arm already made.
+
+  Copy ``m`` of every labeled image is ``arm.generate`` with one copy and
+  :func:`copy_key` ``(key, m)``, whatever M the cell has: the M-copy set is the
+  first M copies of any larger set of the same arm, budget and seed. Rows are
+  copy-major, as an arm's own M-copy set is.
+  """
+  n, want = len(s.labeled_labels), ctx.copies
+  images, labels, index, infos, reused = [], [], [], [], 0
+  for donor in _donors(ctx, cell):
+    d = _load(ctx, donor, ctx.path(donor.folder, f"generated_seed{seed}.npz"), seed)
+    per_copy_infos = (d.info or {}).get("per_copy") if d is not None else None
+    if d is None or not per_copy_infos or len(d.labels) != n * len(per_copy_infos):
+      continue
+    reused = min(want, len(per_copy_infos))
+    images, labels, index = [d.images[:reused * n]], [d.labels[:reused * n]], [
+        d.source_index[:reused * n]]
+    infos = list(per_copy_infos[:reused])
+    ctx.log(f"{cell.key}: seed {seed} reuses {reused} of {want} copies from {donor.key}")
+    break
+  one = dataclasses.replace(ctx, copies=1)
+  seconds = 0.0
+  for m in range(reused, want):
+    g = arm.generate(one, cell.arm, seed, s, copy_key(key, m))
+    images.append(g.images)
+    labels.append(g.labels)
+    index.append(g.source_index)
+    infos.append(g.info)
+    seconds += g.seconds
+  info = {k: (int(np.sum([i[k] for i in infos])) if k == "image_steps"
+              else _mean_info(infos, k))
+          for k in infos[0] if isinstance(infos[0].get(k), (int, float))}
+  info.update(per_copy=infos, reused_copies=reused)
+  return Generated(np.concatenate(images), np.concatenate(labels), np.concatenate(index),
+                   seconds, info)
+
+
+def _donors(ctx: Context, cell: Cell) -> list[Cell]:
+  """The arm's cells at the same budget with another M, most copies first."""
+  cfg = ctx.config
+  main = int(cfg.copies)
+  others = sorted({main, *(int(m) for m in cfg.exchange.copies)} - {cell.copies}, reverse=True)
+  return [Cell(f"N{cell.budget}/{cell.arm}" + ("" if m == main else f"/M{m}"), cell.arm,
+               cell.budget, m, m == main) for m in others]
 
 
 def measures_robustness(config, cell: Cell) -> bool:
