@@ -135,3 +135,17 @@ def test_profile_study_splits_cell_time(tmp_path):
   assert abs(p["total_s"] - (24.0 + 36.0 + 18.0)) < 1e-9
   assert abs(p["parts_s"]["generation"] - 6.0) < 1e-9
   assert abs(p["parts_s"]["training"] - 34.0) < 1e-9 and p["parts_s"]["evaluation"] == 35.0
+
+
+def test_generator_layers_im2col_is_the_same_convolution():
+  """generator_layers.py times each generator convolution against an im2col rewrite;
+  the rewrite must compute the same function (stride 1 and 2, 'SAME' padding)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  g = _import("generator_layers")
+  for xs, ws, stride in (((2, 28, 28, 1), (4, 4, 1, 16), 2), ((2, 14, 14, 16), (3, 3, 16, 4), 1),
+                         ((2, 7, 7, 3), (3, 3, 3, 5), 2)):
+    x = jax.random.normal(jax.random.key(0), xs)
+    w = jax.random.normal(jax.random.key(1), ws)
+    np.testing.assert_allclose(g._im2col(x, w, stride), g._conv(x, w, stride),
+                               rtol=1e-4, atol=1e-4)

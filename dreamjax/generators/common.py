@@ -13,6 +13,7 @@ runs the forward and backward pass of its own rows; :func:`sample_in_chunks`
 splits each chunk of latents by rows through :func:`dreamjax.sharding.map_rows`.
 """
 
+import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -225,6 +226,64 @@ def train_prepared(prepare: Callable, desc: str, cfg, images, labels, key: jax.A
                              steps=int(cfg.steps), log_every=int(cfg.log_every), desc=desc,
                              progress=progress, mesh=mesh, metrics_dir=metrics_dir)
   return finish(state), history
+
+
+def train_seeds(prepare: Callable, desc: str, cfg, images_K, labels_K, keys,
+                mesh: jax.sharding.Mesh | None = None, progress=None
+                ) -> list[tuple[Any, list[dict[str, Any]]]]:
+  """:func:`train_prepared` for K seeds at once: one program steps every seed.
+
+  ``images_K`` ``[K, N, ...]`` (``labels_K`` ``[K, N]`` or None) are the
+  seeds' training sets, ``keys`` their K trainer keys. Seed ``i`` gets what
+  ``train_prepared(prepare, desc, cfg, images_K[i], labels_K[i], keys[i])``
+  gives (its initial state, batches and latents come from its own key); the
+  K steps run as one program (:func:`dreamjax.seeds.map_seeds`), which on
+  CPU costs less than K programs in turn for these small networks
+  (benchmarks/generator_layers.py). Returns ``[(params, history)]`` per seed.
+  """
+  from dreamjax import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
+  mesh = sharding.default(mesh)
+  k = len(keys)
+  prepared = [prepare(cfg, images_K[i], None if labels_K is None else labels_K[i], keys[i],
+                      mesh=mesh) for i in range(k)]
+  step = prepared[0][1]  # the same compiled step for every seed (same settings)
+  state = seeds_lib.stack([p[0] for p in prepared])
+  roots = jnp.stack([jax.random.split(key)[1] for key in keys])
+  images = jnp.asarray(images_K)
+  labels = None if labels_K is None else jnp.asarray(labels_K, jnp.int32)
+  state, images, labels, roots = sharding.replicate(mesh, (state, images, labels, roots))
+  in_axes = (0, 0, None if labels is None else 0, 0)
+  step_K = _seed_step(step, in_axes, mesh)
+  fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+  hooks = loop.Hooks(divergence_hint="lower the learning rate or check the input images"
+                     " (float32 in [0, 1]); seedI/ names the I-th of the seeds trained.")
+  state, history = loop.run(step_K, state, (images, labels), lambda s: fold(roots, s),
+                            steps=int(cfg.steps), log_every=int(cfg.log_every), desc=desc,
+                            hooks=hooks, log=progress or logging.info)
+  out = []
+  for i, (_, _, finish) in enumerate(prepared):
+    prefix = f"seed{i}/"
+    rows = [{"step": row["step"], **{key[len(prefix):]: v for key, v in row.items()
+                                     if key.startswith(prefix)}} for row in history]
+    out.append((finish(seeds_lib.unstack(state, i)), rows))
+  return out
+
+
+@functools.lru_cache(maxsize=16)
+def _seed_step(step: Callable, in_axes, mesh) -> Callable:
+  """The K-seed program of one compiled step, shared by every call with the same step."""
+  from dreamjax import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
+  rep = sharding.replicated(mesh)
+  mapped = seeds_lib.map_seeds(step, in_axes=in_axes)
+
+  def step_K(*args):
+    # Each seed's metrics as scalars of their own ("seed{i}/loss"), so the loop's
+    # window means are the ones a one-seed run logs, to the bit.
+    state, metrics = mapped(*args)
+    k = jax.tree.leaves(state)[0].shape[0]
+    return state, {f"seed{i}/{name}": v[i] for name, v in metrics.items() for i in range(k)}
+
+  return jax.jit(step_K, in_shardings=rep, out_shardings=rep, donate_argnums=0)
 
 
 def sample_in_chunks(chunk_fn: Callable, weights: Any, key: jax.Array, labels: np.ndarray,

@@ -41,22 +41,36 @@ class Cell:
 def generated_sets(ctx: Context, cell: Cell) -> dict[int, Generated]:
   """Each seed's generated set, from disk if an earlier run made it."""
   arm = arms_lib.get(cell.arm)
-  out = {}
+  out, missing = {}, []
   for seed, s in zip(ctx.seeds, ctx.splits):
-    path = ctx.path(cell.folder, f"generated_seed{seed}.npz")
-    g = _load(ctx, cell, path, seed)
+    g = _load(ctx, cell, _generated_path(ctx, cell, seed), seed)
     if g is None:
-      key = arms_lib.arm_key(seed, cell.arm)
-      if arm.per_copy:
-        g = _per_copy(ctx, cell, arm, seed, s, key)
-      else:
-        g = arm.generate(ctx, cell.arm, seed, s, key)
-      data_lib.augfile.save(path, g.images, g.labels, g.source_index,
-                            {"method": cell.arm, "seed": seed, "seconds": g.seconds,
-                             "info": g.info, "budget": cell.budget, "copies": ctx.copies,
-                             "per_copy": arm.per_copy})
-    out[seed] = g
-  return out
+      missing.append((seed, s))
+    else:
+      out[seed] = g
+  keys = {seed: arms_lib.arm_key(seed, cell.arm) for seed, _ in missing}
+  if arm.generate_seeds and len(missing) > 1:  # every missing seed in one go
+    made = arm.generate_seeds(ctx, cell.arm, [m[0] for m in missing], [m[1] for m in missing],
+                              [keys[m[0]] for m in missing])
+    for seed, _ in missing:
+      out[seed] = _save(ctx, cell, arm, seed, made[seed])
+  for seed, s in missing:  # seed by seed, each saved as soon as it is made
+    if seed not in out:
+      g = (_per_copy(ctx, cell, arm, seed, s, keys[seed]) if arm.per_copy
+           else arm.generate(ctx, cell.arm, seed, s, keys[seed]))
+      out[seed] = _save(ctx, cell, arm, seed, g)
+  return {seed: out[seed] for seed in ctx.seeds}
+
+
+def _save(ctx: Context, cell: Cell, arm, seed: int, g: Generated) -> Generated:
+  data_lib.augfile.save(_generated_path(ctx, cell, seed), g.images, g.labels, g.source_index,
+                        {"method": cell.arm, "seed": seed, "seconds": g.seconds, "info": g.info,
+                         "budget": cell.budget, "copies": ctx.copies, "per_copy": arm.per_copy})
+  return g
+
+
+def _generated_path(ctx: Context, cell: Cell, seed: int) -> str:
+  return ctx.path(cell.folder, f"generated_seed{seed}.npz")
 
 
 def _load(ctx: Context, cell: Cell, path: str, seed: int) -> Generated | None:
@@ -91,7 +105,7 @@ def _per_copy(ctx: Context, cell: Cell, arm, seed: int, s, key) -> Generated:
   n, want = len(s.labeled_labels), ctx.copies
   images, labels, index, infos, reused = [], [], [], [], 0
   for donor in _donors(ctx, cell):
-    d = _load(ctx, donor, ctx.path(donor.folder, f"generated_seed{seed}.npz"), seed)
+    d = _load(ctx, donor, _generated_path(ctx, donor, seed), seed)
     per_copy_infos = (d.info or {}).get("per_copy") if d is not None else None
     if d is None or not per_copy_infos or len(d.labels) != n * len(per_copy_infos):
       continue

@@ -173,19 +173,42 @@ def self_training(ctx, arm, seed, s, key) -> Generated:
 
 def small_generator(ctx, arm, seed, s, key) -> Generated:
   """Conditional VAE/GAN trained on the seed's labeled set; samples its labels."""
+  return small_generators(ctx, arm, [seed], [s], [key])[seed]
+
+
+def small_generators(ctx, arm, seeds, splits, keys) -> dict[int, Generated]:
+  """:func:`small_generator` of several seeds, their generators trained as one program.
+
+  Each seed's generator, samples and numbers are its own (its key, its
+  labeled set); only the program that steps them is shared
+  (:func:`dreamjax.generators.common.train_seeds`).
+  """
   from dreamjax import generators  # pylint: disable=g-import-not-at-top
+  from dreamjax.generators import common, gan, vae  # pylint: disable=g-import-not-at-top
   kind = arm.split("_")[0]
   gcfg = artefacts.generator_config(ctx.config, arm)
   t0 = time.perf_counter()
-  k_train, k_sample = jax.random.split(key)
-  params, history = generators.TRAIN[kind](gcfg, s.labeled_images, s.labeled_labels, k_train,
-                                           progress=ctx.log, mesh=ctx.mesh)
-  want = np.concatenate([s.labeled_labels] * ctx.copies)
-  x = generators.SAMPLE[kind](gcfg, params, k_sample, labels=want, mesh=ctx.mesh)
-  info = {"final_losses": history[-1] if history else {}, "history": history,
-          "image_steps": int(gcfg.steps) * _generator_batch(gcfg)}
-  return Generated(x, want.astype(np.int32), np.full(len(want), -1, np.int64),
-                   time.perf_counter() - t0, info)
+  k_train, k_sample = zip(*(jax.random.split(key) for key in keys))
+  if len(seeds) == 1:
+    trained = [generators.TRAIN[kind](gcfg, splits[0].labeled_images, splits[0].labeled_labels,
+                                      k_train[0], progress=ctx.log, mesh=ctx.mesh)]
+  else:
+    prepare = {"vae": vae.prepare_training, "gan": gan.prepare_training}[kind]
+    trained = common.train_seeds(prepare, kind, gcfg,
+                                 np.stack([s.labeled_images for s in splits]),
+                                 np.stack([s.labeled_labels for s in splits]), list(k_train),
+                                 mesh=ctx.mesh, progress=ctx.log)
+  train_seconds = (time.perf_counter() - t0) / len(seeds)
+  out = {}
+  for seed, s, (params, history), key in zip(seeds, splits, trained, k_sample):
+    t1 = time.perf_counter()
+    want = np.concatenate([s.labeled_labels] * ctx.copies)
+    x = generators.SAMPLE[kind](gcfg, params, key, labels=want, mesh=ctx.mesh)
+    info = {"final_losses": history[-1] if history else {}, "history": history,
+            "image_steps": int(gcfg.steps) * _generator_batch(gcfg)}
+    out[seed] = Generated(x, want.astype(np.int32), np.full(len(want), -1, np.int64),
+                          train_seconds + time.perf_counter() - t1, info)
+  return out
 
 
 def pool_generator(ctx, arm, seed, s, key) -> Generated:

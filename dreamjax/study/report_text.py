@@ -3,7 +3,6 @@
 import datetime
 import json
 import os
-import platform
 from typing import Any
 
 import numpy as np
@@ -103,8 +102,7 @@ def _workdir_record(workdir: str) -> dict[str, Any]:
 
 def _machine() -> str:
   import jax  # pylint: disable=g-import-not-at-top
-  return (f"{platform.machine()} {os.cpu_count()} CPU cores, JAX {jax.__version__} on"
-          f" {jax.devices()[0].platform}")
+  return f"{provenance.describe_machine(provenance.machine())}, JAX {jax.__version__}"
 
 
 TITLES = {"forest": "Accuracy change vs baseline, paired by seed",
