@@ -209,7 +209,8 @@ def unit_flops(config, count: str = "xla") -> dict:
       u[arm] = dict(zip(("step", "steps", "batch_size"),
                         _generator_step_flops(config, arm, kind, cond)))
   u["dream"] = {a: _dream_flops_per_image(config, a, model, u, count)
-                for c in _cells(config) for a in [c.arm] if arms_lib.base_name(a).startswith("dream")}
+                for c in _cells(config) for a in [c.arm]
+                if arms_lib.base_name(a).startswith("dream") and arms_lib.get(a).generate}
   return u
 
 
@@ -243,9 +244,13 @@ def study_flops(config, u: dict) -> dict:
   parts = {"training": 0.0, "evaluation": 0.0, "generation": 0.0, "generator_training": 0.0}
   per_cell = []
   once = set()  # pool generators and pretraining: once per study (one shared pool)
+  copies = {int(config.copies), *(int(m) for m in config.exchange.copies)}
   for cell in _cells(config):
     base = arms_lib.base_name(cell.arm)
     images = cell.budget * int(cell.copies)  # generated images per seed
+    if arms_lib.get(base).per_copy:  # only the copies a smaller M's cell did not make
+      smaller = [m for m in copies if m < int(cell.copies)]
+      images = cell.budget * (int(cell.copies) - max(smaller, default=0))
     step = {"pgd_train": "pgd_train_step", "dream_online": "dream_online_step"}.get(base)
     train = steps * u[step or "train_step"]
     if cell.main and arms_lib.get(base).group == "generator":
@@ -253,7 +258,7 @@ def study_flops(config, u: dict) -> dict:
     ev = (robust if cells_lib.measures_robustness(config, cell) else 0.0) + k * u[
         "forward_image"] * (TEST_IMAGES + evals * int(config.val_size))
     gen = gen_train = 0.0
-    if base.startswith("dream"):
+    if cell.arm in u["dream"]:
       gen = k * images * u["dream"][cell.arm]
     elif base in ("fgsm", "pgd"):
       walk = 1 if base == "fgsm" else int(config.attack.pgd_steps)

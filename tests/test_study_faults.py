@@ -194,9 +194,10 @@ def test_recheck_refuses_an_unknown_or_unfinished_cell(small_study, tmp_path):
 
 def test_record_differences_skips_wall_clock_and_names_paths():
   a = {"cell": "x", "test_accuracy": [0.5, 0.6], "timing": {"s": 1}, "gen_seconds": 3,
-       "generation": {"images_per_s": 9.0, "l2": [1.0, {"k": 2}]}}
+       "generation": {"images_per_s": 9.0, "l2": [1.0, {"k": 2}], "reused_copies": 2.0}}
   b = {"cell": "x", "test_accuracy": [0.5, 0.7], "timing": {"s": 2}, "gen_seconds": 4,
-       "generation": {"images_per_s": 7.0, "l2": [1.0, {"k": 3}]}, "extra": None}
+       "generation": {"images_per_s": 7.0, "l2": [1.0, {"k": 3}], "reused_copies": 0.0},
+       "extra": None}
   assert recheck.record_differences(a, b) == [("/generation/l2[1]/k", 2, 3),
                                               ("/test_accuracy[1]", 0.6, 0.7)]
   assert recheck.record_differences(a, a) == []
