@@ -181,7 +181,7 @@ def bench_study_step(args, peak: float | None, k: int) -> dict:
       seeds.seed_keys(range(k))))
   state, images, labels, counts, roots = sharding.replicate(mesh, (
       state, jnp.asarray(images), jnp.asarray(labels), jnp.full((k,), n, jnp.int32), roots))
-  fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+  fold = seeds.fold_in_each
   flops = xla_flops(step, state, images, labels, counts, fold(roots, 0))
   box = {"state": state, "i": 0}
 

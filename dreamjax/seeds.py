@@ -20,6 +20,10 @@ def seed_keys(seeds) -> jax.Array:
   return jnp.stack([jax.random.key(int(s)) for s in seeds])
 
 
+# Step s's key of each seed: ``fold_in(roots[i], s)`` for K seed-stacked roots, one program.
+fold_in_each = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+
+
 def map_seeds(fn: Callable, in_axes: int | None | tuple[int | None, ...] = 0) -> Callable:
   """``jax.vmap`` over a leading seed axis, unrolled: one copy of ``fn`` per seed.
 

@@ -33,7 +33,7 @@ from jax.sharding import Mesh
 from dreamjax import checkpoint, evaluate, loop, models, sharding
 from dreamjax.errors import CheckpointError, ConfigError
 from dreamjax.metrics import MetricWriter
-from dreamjax.seeds import map_seeds, pad_to_common, seed_keys, stack, unstack  # noqa: F401
+from dreamjax.seeds import fold_in_each, map_seeds, pad_to_common, seed_keys, stack, unstack  # noqa: F401
 
 # (state, images, labels, key) -> (images, labels): a pure, jittable change of
 # each batch (classical augmentation, noise, adversarial examples, ...).
@@ -274,7 +274,6 @@ def _compiled_init(model, tx, image_shape):
       model, tx, models.init_variables(model, key, image_shape))))
 
 
-_fold_seeds = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
 
 
 class _SeedPrograms:
@@ -302,7 +301,7 @@ class _SeedPrograms:
   def split(self, state, data, step_roots):
     """(state, data, step_key) in the form :meth:`step` takes."""
     if self.together:
-      return state, data, lambda s: _fold_seeds(step_roots, s)
+      return state, data, lambda s: fold_in_each(step_roots, s)
     images, labels, counts = data
     states = tuple(unstack(state, i) for i in range(self.k))
     per = tuple((images[i] if self._per_seed else images, labels[i] if self._per_seed else labels,

@@ -254,10 +254,9 @@ def train_seeds(prepare: Callable, desc: str, cfg, images_K, labels_K, keys,
   state, images, labels, roots = sharding.replicate(mesh, (state, images, labels, roots))
   in_axes = (0, 0, None if labels is None else 0, 0)
   step_K = _seed_step(step, in_axes, mesh)
-  fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
   hooks = loop.Hooks(divergence_hint="lower the learning rate or check the input images"
                      " (float32 in [0, 1]); seedI/ names the I-th of the seeds trained.")
-  state, history = loop.run(step_K, state, (images, labels), lambda s: fold(roots, s),
+  state, history = loop.run(step_K, state, (images, labels), lambda s: seeds_lib.fold_in_each(roots, s),
                             steps=int(cfg.steps), log_every=int(cfg.log_every), desc=desc,
                             hooks=hooks, log=progress or logging.info)
   out = []

@@ -33,6 +33,13 @@ class Cell:
   copies: int = 1   # M generated images per labeled image
   main: bool = True  # False: an exchange-rate cell (more copies, or more labels)
 
+  @classmethod
+  def of(cls, budget: int, arm: str, copies: int, main_copies: int) -> "Cell":
+    """``arm`` at ``budget`` with ``copies`` per image: a main cell at the study's own
+    ``main_copies`` (``N1000/classical``), else an exchange cell (``N1000/classical/M4``)."""
+    main = copies == main_copies
+    return cls(f"N{budget}/{arm}" + ("" if main else f"/M{copies}"), arm, budget, copies, main)
+
   @property
   def folder(self) -> str:
     return self.key.replace("@", "_at_").replace("/M", "_M")
@@ -137,8 +144,7 @@ def _donors(ctx: Context, cell: Cell) -> list[Cell]:
   cfg = ctx.config
   main = int(cfg.copies)
   others = sorted({main, *(int(m) for m in cfg.exchange.copies)} - {cell.copies}, reverse=True)
-  return [Cell(f"N{cell.budget}/{cell.arm}" + ("" if m == main else f"/M{m}"), cell.arm,
-               cell.budget, m, m == main) for m in others]
+  return [Cell.of(cell.budget, cell.arm, m, main) for m in others]
 
 
 def measures_robustness(config, cell: Cell) -> bool:

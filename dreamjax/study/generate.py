@@ -184,7 +184,7 @@ def small_generators(ctx, arm, seeds, splits, keys) -> dict[int, Generated]:
   (:func:`dreamjax.generators.common.train_seeds`).
   """
   from dreamjax import generators  # pylint: disable=g-import-not-at-top
-  from dreamjax.generators import common, gan, vae  # pylint: disable=g-import-not-at-top
+  from dreamjax.generators import common  # pylint: disable=g-import-not-at-top
   kind = arm.split("_")[0]
   gcfg = artefacts.generator_config(ctx.config, arm)
   t0 = time.perf_counter()
@@ -193,8 +193,7 @@ def small_generators(ctx, arm, seeds, splits, keys) -> dict[int, Generated]:
     trained = [generators.TRAIN[kind](gcfg, splits[0].labeled_images, splits[0].labeled_labels,
                                       k_train[0], progress=ctx.log, mesh=ctx.mesh)]
   else:
-    prepare = {"vae": vae.prepare_training, "gan": gan.prepare_training}[kind]
-    trained = common.train_seeds(prepare, kind, gcfg,
+    trained = common.train_seeds(generators.PREPARE[kind], kind, gcfg,
                                  np.stack([s.labeled_images for s in splits]),
                                  np.stack([s.labeled_labels for s in splits]), list(k_train),
                                  mesh=ctx.mesh, progress=ctx.log)

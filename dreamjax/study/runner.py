@@ -108,13 +108,12 @@ def plan(config, num_classes: int = 10) -> list[Cell]:
       if arm.variants and not primary:
         continue
       for variant in (arm.variants(config) if arm.variants else [name]):
-        cells.append(Cell(f"N{n}/{variant}", variant, n, m0))
+        cells.append(Cell.of(n, variant, m0, m0))
     if not primary:
       continue
     for name in config.exchange.arms:
       if name in config.arms:
-        cells += [Cell(f"N{n}/{name}/M{m}", name, n, int(m), main=False)
-                  for m in config.exchange.copies if int(m) != m0]
+        cells += [Cell.of(n, name, int(m), m0) for m in config.exchange.copies if int(m) != m0]
     cells += [Cell(f"N{b}/baseline", "baseline", b, m0, main=False)  # a budget's own serves it
               for b in exchange_budgets(n, config.exchange.label_factors, num_classes)
               if b not in tuple(config.budgets)]
