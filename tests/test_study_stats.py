@@ -184,7 +184,7 @@ def test_convergence_notes_name_the_arms_still_rising():
            "classical": {"status": "ok", "history": []}}
   notes = report_text.convergence_notes(cells, steps=150)
   assert len(notes) == 2
-  assert "2 of 3 arms" in notes[0] and "+0.5 pp" in notes[0]
+  assert "2 of 3 arms" in notes[0] and "+0.5 pp" in notes[0] and "more `train.steps`" in notes[0]
   assert "`pgd_train` +2.0 pp" in notes[1] and "150 training steps" in notes[1]
   assert "baseline" not in notes[1] and "fgsm" not in " ".join(notes)
   assert report_text.convergence_notes({"baseline": cell(0.7, 0.7)}, steps=10)[0].startswith(

@@ -50,7 +50,9 @@ def convergence_notes(cells, steps: int, threshold_pp: float = CONVERGED_PP) -> 
   if flat:
     out.append(f"- Convergence: {len(flat)} of {len(last_rise)} arms changed validation accuracy"
                f" by at most {max(flat.values()):+.1f} pp over their last evaluation interval"
-               f" (threshold {threshold_pp:g} pp; curves in the figures).")
+               f" (threshold {threshold_pp:g} pp; curves in the figures). The learning rate"
+               " has decayed to 1% of its peak by then, so a flat end shows the schedule ended,"
+               " not that more steps would not help: only a run with more `train.steps` tells.")
   if rising:
     listed = ", ".join(f"`{a}` {d:+.1f} pp" for a, d in sorted(rising.items(),
                                                                key=lambda i: arms_lib.sort_key(i[0])))
