@@ -149,3 +149,49 @@ def test_generator_layers_im2col_is_the_same_convolution():
     w = jax.random.normal(jax.random.key(1), ws)
     np.testing.assert_allclose(g._im2col(x, w, stride), g._conv(x, w, stride),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_study_layers_times_the_study_classifiers_convolutions():
+  """study_layers.py: the quick preset's two convolutions at batch 64, the first
+  without an input gradient (training needs none for the image)."""
+  s = _import("study_layers")
+  from dreamjax.configs import study  # pylint: disable=g-import-not-at-top
+  cfg = study.get_config("quick")
+  got = s.cases(tuple(cfg.model.conv_features), tuple(cfg.model.pool), cfg.train.batch_size)
+  assert [(xs, ws, needed) for _, xs, ws, needed in got] == [
+      ((64, 28, 28, 1), (3, 3, 1, 16), ("forward", "weight_grad")),
+      ((64, 14, 14, 16), (3, 3, 16, 32), s.PARTS)]
+  assert abs(s.mflop((64, 28, 28, 1), (3, 3, 1, 16)) - 2 * 64 * 28 * 28 * 9 * 16 / 1e6) < 1e-9
+
+
+def test_study_layers_parts_are_the_convolution_and_its_adjoints():
+  """forward is the 'SAME' 3×3 correlation; input_grad and weight_grad are its
+  adjoints for the cotangent g: <conv(x, w), g> = <x, input_grad> = <w, weight_grad>."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  s = _import("study_layers")
+  parts = s.jax_parts()
+  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 3))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+  g = jax.random.normal(jax.random.key(2), (2, 5, 6, 4))
+  y = np.asarray(parts["forward"](x, w, g))
+  xp = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  ref = sum(np.einsum("bhwc,cf->bhwf", xp[:, i:i + 5, j:j + 6], np.asarray(w)[i, j])
+            for i in range(3) for j in range(3))
+  np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+  inner = float((y * np.asarray(g)).sum())
+  np.testing.assert_allclose(float((np.asarray(x) * parts["input_grad"](x, w, g)).sum()), inner,
+                             rtol=1e-4)
+  np.testing.assert_allclose(float((np.asarray(w) * parts["weight_grad"](x, w, g)).sum()), inner,
+                             rtol=1e-4)
+
+
+def test_study_layers_summary_is_the_step_less_the_needed_parts():
+  s = _import("study_layers")
+  case_list = [("a", None, None, ("forward", "weight_grad")), ("b", None, None, s.PARTS)]
+  rows = {"a": {"forward": 1.0, "input_grad": 100.0, "weight_grad": 2.0},
+          "b": {"forward": 3.0, "input_grad": 4.0, "weight_grad": 5.0}}
+  out = s.summarize(case_list, rows, {"modes": {"channels_last": rows}},
+                    {"jax": 20.0, "torch_channels_last": 16.0})
+  assert out["jax"] == {"conv_ms": 15.0, "step_ms": 20.0, "outside_conv_ms": 5.0}
+  assert out["torch_channels_last"]["outside_conv_ms"] == 1.0
