@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -46,18 +45,6 @@ def mflop(x_shape, w_shape) -> float:
   return 2.0 * b * h * w * np.prod(w_shape) / 1e6
 
 
-def _timed(fn, repeats: int, inner: int) -> float:
-  for _ in range(2):
-    fn()
-  per = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    for _ in range(inner):
-      fn()
-    per.append((time.perf_counter() - t0) / inner)
-  return float(np.median(per))
-
-
 def jax_parts():
   """The three parts as jitted JAX functions of ``(x, w, g)`` (g: the output's cotangent)."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -72,7 +59,7 @@ def jax_parts():
 
 
 def bench_jax(case_list, repeats: int, inner: int) -> dict:
-  import dreamjax  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  from benchlib import timed  # pylint: disable=g-import-not-at-top  (sets dreamjax's XLA flags)
   import jax  # pylint: disable=g-import-not-at-top
   parts = jax_parts()
   out = {}
@@ -80,14 +67,15 @@ def bench_jax(case_list, repeats: int, inner: int) -> dict:
     x = jax.random.normal(jax.random.key(0), xs)
     w = 0.1 * jax.random.normal(jax.random.key(1), ws)
     g = jax.random.normal(jax.random.key(2), (*xs[:3], ws[3]))
-    out[name] = {p: 1e3 * _timed(lambda f=f: jax.block_until_ready(f(x, w, g)), repeats, inner)
-                 for p, f in parts.items()}
+    out[name] = {p: 1e3 * timed(lambda f=f: jax.block_until_ready(f(x, w, g)), repeats=repeats,
+                                inner=inner)["median_s"] for p, f in parts.items()}
   return out
 
 
 def bench_torch_child(case_list, repeats: int, inner: int) -> dict:
   """Runs under the PyTorch interpreter: each part, NCHW and channels_last."""
   import torch  # pylint: disable=g-import-not-at-top
+  from bench_torch import timed  # pylint: disable=g-import-not-at-top  (this interpreter has torch)
   torch.set_num_threads(os.cpu_count())
   out = {"version": torch.__version__, "threads": torch.get_num_threads(), "modes": {}}
   for mode in ("nchw", "channels_last"):
@@ -108,7 +96,7 @@ def bench_torch_child(case_list, repeats: int, inner: int) -> dict:
              "input_grad": lambda: back([True, False, False]),
              "weight_grad": lambda: back([False, True, False])}
       with torch.no_grad():
-        rows[name] = {p: 1e3 * _timed(f, repeats, inner) for p, f in fns.items()}
+        rows[name] = {p: 1e3 * timed(f, repeats, inner)["median_s"] for p, f in fns.items()}
     out["modes"][mode] = rows
   return out
 
