@@ -28,7 +28,7 @@ def _config(name: str, help_text: str):
 
 
 def study() -> Callable[[list[str]], None]:
-  """Every claim of the seed answer, with CIs and verdicts (presets quick, full, tiny)."""
+  """Every claim of the seed answer, with CIs and verdicts (presets quick, conclusions, tiny)."""
   from dreamjax.study import report, runner  # pylint: disable=g-import-not-at-top
   config = _config("study", "Study config (path[:preset]); presets quick, conclusions, tiny.")
   workdir = flags.DEFINE_string("workdir", "runs/study_quick", "Results, checkpoints, report.")
@@ -144,9 +144,29 @@ def train_generator() -> Callable[[list[str]], None]:
   return main
 
 
+def compare() -> Callable[[list[str]], None]:
+  """Two runs of a study side by side: each cell's paired change and each claim's verdict."""
+  a = flags.DEFINE_string("a", None, "The reference study folder (a workdir or a published copy).")
+  b = flags.DEFINE_string("b", None, "The study compared with it: same data and seeds, one change.")
+  out = flags.DEFINE_string("out", None, "Folder for COMPARISON.md, comparison.json and"
+                            " comparison.png (default: --b).")
+  name_a = flags.DEFINE_string("name_a", "A", "What --a is called in the tables.")
+  name_b = flags.DEFINE_string("name_b", "B", "What --b is called in the tables.")
+
+  def main(argv):
+    del argv
+    from dreamjax.study import compare as compare_lib  # pylint: disable=g-import-not-at-top
+    if not a.value or not b.value:
+      raise ConfigError("pass both --a and --b: the study folders to compare.")
+    paths = compare_lib.write(a.value, b.value, out.value or b.value, name_a.value, name_b.value)
+    print(f"comparison: {paths['markdown']}")
+
+  return main
+
+
 COMMANDS: dict[str, Callable[[], Callable[[list[str]], None]]] = {
     "study": study, "train_classifier": train_classifier, "dream": dream, "attack": attack,
-    "train_generator": train_generator}
+    "train_generator": train_generator, "compare": compare}
 
 
 def run_command(name: str) -> None:

@@ -1,7 +1,7 @@
 r"""Run the dreamjax study: every claim of the seed answer, with CIs and verdicts.
 
   python experiments/study.py                                   # quick preset
-  python experiments/study.py --config dreamjax/configs/study.py:full --workdir runs/full
+  python experiments/study.py --config dreamjax/configs/study.py:conclusions
   python experiments/study.py --config.dataset=tfds:mnist       # another dataset
   python experiments/study.py --dry_run                         # validate + plan only
 

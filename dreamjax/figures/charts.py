@@ -56,6 +56,26 @@ def forest(cells, path, sort_key, color):
   return True
 
 
+def paired_forest(labels, series, path, xlabel):
+  """Several runs' intervals per row: ``series`` maps a run's name to one interval dict
+  (``mean``, ``lo``, ``hi`` as fractions) per label, drawn as offset lines per row."""
+  fig, ax = plt.subplots(figsize=(6.5, 0.38 * len(labels) + 1.5))
+  y = np.arange(len(labels))[::-1].astype(float)
+  step = 0.5 / max(len(series), 1)
+  for i, (name, ivs) in enumerate(series.items()):
+    yi = y + 0.25 - step / 2 - i * step
+    for yy, iv in zip(yi, ivs):
+      lo, hi = (iv["lo"], iv["hi"]) if math.isfinite(iv["hi"]) else (iv["mean"], iv["mean"])
+      ax.plot([lo * 100, hi * 100], [yy, yy], color=f"C{i}", lw=2)
+    ax.plot([iv["mean"] * 100 for iv in ivs], yi, "o", color=f"C{i}", label=name)
+  ax.axvline(0, color="k", lw=0.8)
+  ax.set_ylim(-0.6, len(labels) - 0.4)
+  ax.set_yticks(y, labels, fontsize=8)
+  ax.set_xlabel(xlabel, fontsize=8)
+  ax.legend(fontsize=8)
+  save_figure(fig, path)
+
+
 def exchange(data, path, color):
   """Accuracy against training images: the baseline at more real labels, each arm at M copies."""
   if not data or len(data.get("budgets", [])) < 2:

@@ -1,0 +1,108 @@
+"""Two study runs compared: paired changes against hand-computed values, refusals, the command."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from scipy import stats as sp_stats
+
+from conftest import REPO
+from dreamjax.errors import ConfigError
+from dreamjax.study import compare
+
+DIGEST = "ab" * 32
+
+
+def _study(folder, steps, baseline, arm, verdict, *, digest=DIGEST, val_size=1000, seeds=3,
+           claims=True):
+  os.makedirs(folder, exist_ok=True)
+  config = {"dataset": "fashion_mnist", "val_size": val_size, "num_seeds": seeds,
+            "train": {"steps": steps, "batch_size": 64}}
+  with open(os.path.join(folder, "study_config.json"), "w") as f:
+    json.dump({"config": config, "data": {"digest": digest}}, f)
+  rows = [{"cell": "oracle", "arm": "oracle", "status": "ok", "test_accuracy": [0.9]},
+          {"cell": "N1000/baseline", "arm": "baseline", "budget": 1000, "status": "ok",
+           "test_accuracy": baseline},
+          {"cell": "N1000/classical_online", "arm": "classical_online", "budget": 1000,
+           "status": "ok", "test_accuracy": arm},
+          {"cell": "N1000/pgd", "arm": "pgd", "budget": 1000, "status": "failed",
+           "error": "diverged"}]
+  with open(os.path.join(folder, "results.jsonl"), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  with open(os.path.join(folder, "sessions.jsonl"), "w") as f:
+    f.write(json.dumps({"started": "2026-12-03T10:00:00Z", "seconds": 600.0, "status":
+                        "finished", "command": "experiments/study.py",
+                        "machine": {"cpu": "test cpu", "device": "1 × cpu"}}) + "\n")
+  if claims:
+    with open(os.path.join(folder, "claims.json"), "w") as f:
+      json.dump([{"claim": "C5", "budget": 1000, "text": "simple transforms", "numbers": "",
+                  "verdict": verdict},
+                 {"claim": "C1", "budget": 1000, "text": "strong dreams", "numbers": "",
+                  "verdict": "missing (dream_strong: not run)"}], f)
+  return str(folder)
+
+
+def test_paired_change_matches_hand_computation(tmp_path):
+  a = _study(tmp_path / "a", 300, [0.80, 0.81, 0.82], [0.81, 0.82, 0.83], "supported")
+  b = _study(tmp_path / "b", 1200, [0.80, 0.82, 0.84], [0.83, 0.85, 0.87], "inconclusive")
+  out = compare.compare(a, b)
+  assert out["seeds"] == 3
+  assert out["config_changes"] == [("train.steps", 300, 1200)]
+  cells = {r["cell"]: r for r in out["cells"]}
+  assert set(cells) == {"N1000/baseline", "N1000/classical_online", "oracle"}  # pgd failed
+  # classical_online's change per seed is 0.02, 0.03, 0.04: mean 0.03, sd 0.01.
+  half = sp_stats.t.ppf(0.975, 2) * 0.01 / 3 ** 0.5
+  change = cells["N1000/classical_online"]["change"]
+  assert change["mean"] == pytest.approx(0.03)
+  assert change["lo"] == pytest.approx(0.03 - half) and change["hi"] == pytest.approx(0.03 + half)
+  # Against the baseline of the same run: A +0.01 at every seed; B +0.03 at every seed.
+  assert cells["N1000/classical_online"]["a_vs_baseline"]["mean"] == pytest.approx(0.01)
+  assert cells["N1000/classical_online"]["b_vs_baseline"]["mean"] == pytest.approx(0.03)
+  assert "a_vs_baseline" not in cells["N1000/baseline"]
+  (c5,) = [c for c in out["claims"] if c["claim"] == "C5"]
+  assert (c5["a"], c5["b"]) == ("supported", "inconclusive")
+  md = compare.markdown(out, "300 steps", "1200 steps")
+  assert "| C5 | 1000 | **supported** | **inconclusive** |" in md
+  assert "| C1 | 1000 | missing (dream_strong: not run) |" in md  # not compared, not bold
+  assert "`train.steps` 300 → 1200" in md
+  assert "| N1000/classical_online | 82.0 | 85.0 | +3.0 [" in md
+
+
+def test_seeds_pair_over_the_runs_common_seeds(tmp_path):
+  a = _study(tmp_path / "a", 300, [0.80, 0.81], [0.81, 0.83], "supported", seeds=2)
+  b = _study(tmp_path / "b", 300, [0.80, 0.81, 0.5], [0.82, 0.84, 0.5], "supported")
+  out = compare.compare(a, b)
+  cells = {r["cell"]: r for r in out["cells"]}
+  assert out["seeds"] == 2 and cells["N1000/classical_online"]["change"]["mean"] == pytest.approx(0.01)
+
+
+def test_refuses_what_cannot_be_paired(tmp_path):
+  a = _study(tmp_path / "a", 300, [0.8] * 3, [0.8] * 3, "supported")
+  other_data = _study(tmp_path / "b", 300, [0.8] * 3, [0.8] * 3, "supported", digest="cd" * 32)
+  with pytest.raises(ConfigError, match="different data"):
+    compare.compare(a, other_data)
+  other_val = _study(tmp_path / "c", 300, [0.8] * 3, [0.8] * 3, "supported", val_size=500)
+  with pytest.raises(ConfigError, match="val_size"):
+    compare.compare(a, other_val)
+  no_claims = _study(tmp_path / "d", 300, [0.8] * 3, [0.8] * 3, "supported", claims=False)
+  with pytest.raises(ConfigError, match="--report_only"):
+    compare.compare(a, no_claims)
+  with pytest.raises(ConfigError, match="not a finished study"):
+    compare.compare(a, str(tmp_path / "nothing"))
+
+
+def test_command_writes_markdown_json_and_figure(tmp_path):
+  a = _study(tmp_path / "a", 300, [0.80, 0.81, 0.82], [0.81, 0.82, 0.83], "supported")
+  b = _study(tmp_path / "b", 1200, [0.80, 0.82, 0.84], [0.83, 0.85, 0.87], "supported")
+  out = subprocess.run([sys.executable, "experiments/compare.py", f"--a={a}", f"--b={b}",
+                        f"--out={tmp_path / 'out'}", "--name_b=longer"], capture_output=True,
+                       text=True, cwd=REPO, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  for name in (compare.MARKDOWN, compare.JSON, compare.FIGURE):
+    assert os.path.getsize(tmp_path / "out" / name) > 0
+  assert "# longer against A" in (tmp_path / "out" / compare.MARKDOWN).read_text()
+  out = subprocess.run([sys.executable, "experiments/compare.py", f"--a={a}"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert out.returncode != 0 and "pass both --a and --b" in out.stderr
