@@ -90,8 +90,12 @@ def compare(folder_a: str, folder_b: str) -> dict[str, Any]:
   a, b = load(folder_a), load(folder_b)
   k = _check_paired(a, b)
   cells = []
-  for key in sorted(set(a["records"]) & set(b["records"]),
-                    key=lambda c: (c.count("/") == 0, c)):
+  def order(key):
+    r = a["records"][key]
+    return ("budget" not in r, r.get("budget", 0), arms_lib.sort_key(r.get("arm", "")),
+            r.get("copies", 1), key)
+
+  for key in sorted(set(a["records"]) & set(b["records"]), key=order):
     ra, rb = a["records"][key], b["records"][key]
     if not (tables.ok(ra) and tables.ok(rb) and ra.get("test_accuracy")
             and rb.get("test_accuracy")):
