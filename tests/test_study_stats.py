@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dreamjax import power, stats
-from dreamjax.study import claims, report_text
+from dreamjax.study import claims, records, report_text
 
 
 def test_t_interval_hand_computed():
@@ -190,3 +190,17 @@ def test_convergence_notes_name_the_arms_still_rising():
   assert report_text.convergence_notes({"baseline": cell(0.7, 0.7)}, steps=10)[0].startswith(
       "- Convergence: 1 of 1")
   assert report_text.convergence_notes({}, steps=10) == []
+
+
+def test_a_generator_shared_by_the_seeds_is_timed_once():
+  # Three seeds read one pool generator trained in 100 s; each seed sampled for 2 s.
+  # The record sums the seeds' parts (3 × 102 s); the cell cost 100 + 3 × 2 s.
+  pool = dict(_cell(_shift(0.0), gen=60, train=10, seconds=(306.0, 30.0)), seeds=[0, 1, 2],
+              generation={"generator_train_seconds": 100.0})
+  assert records.generation_seconds(pool) == pytest.approx(106.0)
+  own = dict(_cell(_shift(0.0), seconds=(12.0, 30.0)), seeds=[0, 1, 2])  # nothing shared
+  assert records.generation_seconds(own) == pytest.approx(12.0)
+  t = {"baseline": _cell(BASE), "pretext_transfer": _cell(_shift(0.01), gen=20, train=10,
+                                                            seconds=(50.0, 30.0)),
+       "vae_pool": pool}
+  assert "80s vs 136s" in claims.c7(claims.Cells(t), 0.01).numbers

@@ -100,6 +100,19 @@ def _extends(theirs, mine, diff) -> bool:
   return all(set(get(theirs, d)) <= set(get(mine, d)) for d in diff)
 
 
+def generation_seconds(record: dict[str, Any]) -> float:
+  """Seconds of generation and pretraining behind a cell's seeds, shared work counted once.
+
+  A pool generator is trained once and read by every seed; each seed's part of
+  ``gen_seconds`` carries its training time (``generation.generator_train_seconds``),
+  so the recorded sum counts it once per seed. Image-steps (``cost``) are per seed
+  need no such care.
+  """
+  gen = float(record.get("gen_seconds", (record.get("timing") or {}).get("gen_seconds", 0.0)))
+  shared = float((record.get("generation") or {}).get("generator_train_seconds", 0.0))
+  return gen - (len(record.get("seeds") or [0]) - 1) * shared
+
+
 def _data_record(raw) -> dict[str, Any]:
   return {"name": raw.name, "source": raw.source, "digest": raw.digest,
           "train": len(raw.train_labels), "test": len(raw.test_labels)}
