@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from dreamjax import stats
 from dreamjax.study import arms as arms_lib
-from dreamjax.study import records
+from dreamjax.study import records as records_lib
 from dreamjax.study.evidence import Cells, _num, _pp, robust_eps  # noqa: F401
 
 SUPPORTED = "supported"
@@ -270,7 +270,7 @@ def c7(cells: Cells, margin: float) -> Verdict:
     verdict = NOT_SUPPORTED
   else:
     verdict = INCONCLUSIVE
-  seconds = lambda a: (records.generation_seconds(cells.ok(a))
+  seconds = lambda a: (records_lib.generation_seconds(cells.ok(a))
                        + float(cells.ok(a).get("train_seconds", 0.0)))
   numbers = (f"Δacc({best_t} − {best_g}) {_pp(d)}; cost {best_t} {_cost(cells, best_t) / 1e6:.2f}M"
              f" vs {best_g} {_cost(cells, best_g) / 1e6:.2f}M image-steps per seed"

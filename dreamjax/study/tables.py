@@ -12,7 +12,7 @@ import numpy as np
 
 from dreamjax import fileio, power, stats
 from dreamjax.study import arms as arms_lib
-from dreamjax.study import records
+from dreamjax.study import records as records_lib
 
 
 def main_cells(records) -> dict[int, dict[str, dict]]:
@@ -58,7 +58,7 @@ def summary_rows(records) -> list[dict[str, Any]]:
       for k in ("label_preservation", "frechet", "train_seconds", "strength", "num_generated",
                 "source"):
         row[k] = r.get(k)
-      row["gen_seconds"] = records.generation_seconds(r) if "gen_seconds" in r else None
+      row["gen_seconds"] = records_lib.generation_seconds(r) if "gen_seconds" in r else None
       cost = r.get("cost") or {}
       row["cost_image_steps"] = (cost.get("gen_image_steps", 0) + cost.get("train_image_steps", 0)
                                  if cost else None)
