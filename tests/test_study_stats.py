@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dreamjax import power, stats
-from dreamjax.study import claims, records, report_text
+from dreamjax.study import claims, records, report_text, tables
 
 
 def test_t_interval_hand_computed():
@@ -204,3 +204,6 @@ def test_a_generator_shared_by_the_seeds_is_timed_once():
                                                             seconds=(50.0, 30.0)),
        "vae_pool": pool}
   assert "80s vs 136s" in claims.c7(claims.Cells(t), 0.01).numbers
+  rows = tables.summary_rows([dict(_cell(BASE), cell="N1000/baseline", arm="baseline", budget=1000),
+                              dict(pool, cell="N1000/vae_pool", arm="vae_pool", budget=1000)])
+  assert [r["gen_seconds"] for r in rows] == [pytest.approx(0.0), pytest.approx(106.0)]
