@@ -7,7 +7,7 @@
 ``study_bound(config, peak_gflops)`` counts every piece of compute of
 ``dreamjax.study.runner.plan(config)`` that does arithmetic of note:
 
-* **training**: each cell's classifier, ``train.steps`` steps of all K seeds
+* **training**: each cell's classifier, its budget's ``train.steps`` steps of all K seeds
   (the ``train.fit`` program; ``pgd_train`` cells with their PGD inside), and
   the oracle once;
 * **evaluation**: each cell's clean test accuracy (``TEST_IMAGES`` images),
@@ -234,9 +234,8 @@ def _cells(config):
 def study_flops(config, u: dict) -> dict:
   """FLOPs of each part of the study, from the plan and the units of :func:`unit_flops`."""
   from dreamjax.study import arms as arms_lib  # pylint: disable=g-import-not-at-top
-  k, steps = int(config.num_seeds), int(config.train.steps)
-  e = config.eval
-  evals = steps // int(config.train.eval_every) if int(config.train.eval_every) else 1
+  from dreamjax.study import context as context_lib  # pylint: disable=g-import-not-at-top
+  k, e = int(config.num_seeds), config.eval
   robust = len(tuple(e.robust_eps)) * int(e.robust_num_test) * k * (
       int(e.robust_restarts) * (int(e.robust_steps) * u["input_grad_image"] + u["forward_image"])
       + u["forward_image"])  # at every ε, for the cells that measure robustness
@@ -252,6 +251,8 @@ def study_flops(config, u: dict) -> dict:
       smaller = [m for m in copies if m < int(cell.copies)]
       images = cell.budget * (int(cell.copies) - max(smaller, default=0))
     step = {"pgd_train": "pgd_train_step", "dream_online": "dream_online_step"}.get(base)
+    steps = int(context_lib.train_config(config, cell.budget).steps)  # the budget's length
+    evals = steps // int(config.train.eval_every) if int(config.train.eval_every) else 1
     train = steps * u[step or "train_step"]
     if cell.main and arms_lib.get(base).group == "generator":
       train *= 2  # + CAS: a classifier trained on the samples alone

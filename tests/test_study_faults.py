@@ -138,16 +138,25 @@ def test_a_wider_config_extends_a_finished_study_in_place(small_study, tmp_path)
   before = _cells(workdir)
   # The new arm builds on N100's finished baseline: its checkpoint must be restored, not
   # refused as "another config" because the config grew.
-  wider = [sys.executable, SCRIPT, "--config", "dreamjax/configs/study.py:tiny",
+  # The new budget trains longer than the finished one (its own length extends the study;
+  # not N200's: the finished exchange-rate cell N200/baseline trained the default length).
+  config_file = tmp_path / "longer_at_300.py"
+  config_file.write_text("from dreamjax.configs import study\n\n\ndef get_config(preset):\n"
+                         "  c = study.get_config(preset)\n  c.train_steps_by_budget.N300 = 40\n"
+                         "  return c\n")
+  wider = [sys.executable, SCRIPT, "--config", f"{config_file}:tiny",
            f"--workdir={workdir}", "--config.arms=('baseline','classical','dream_subtle')",
-           "--config.budgets=(100,200)"]
+           "--config.budgets=(100,300)"]
   out = subprocess.run(wider, capture_output=True, text=True, cwd=REPO, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   after = _cells(workdir)
-  assert {"N200/classical", "N100/dream_subtle"} <= set(after) - set(before)
+  assert {"N300/classical", "N100/dream_subtle"} <= set(after) - set(before)
   assert all(r["status"] == "ok" for r in after.values()), {
       k: r.get("error") for k, r in after.items() if r["status"] != "ok"}
   assert "N100/baseline: resumed from step" in out.stderr, out.stderr[-3000:]
+  assert after["N300/classical"]["history"][-1]["step"] == 40
+  assert after["N300/classical"]["cost"]["train_image_steps"] == 40 * 32
+  assert after["N100/dream_subtle"]["cost"]["train_image_steps"] == 30 * 32
   assert all(after[k]["test_accuracy"] == r["test_accuracy"] for k, r in before.items()
              if "test_accuracy" in r)
   out = subprocess.run(wider + ["--config.train.steps=31"],

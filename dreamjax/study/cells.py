@@ -196,7 +196,7 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
   # seconds above are not): images through a gradient step, per seed.
   gen_steps = np.mean([g.info.get("image_steps", 0) for g in generated.values()] or [0])
   record["cost"] = {"gen_image_steps": int(gen_steps) + int(pre_steps),
-                    "train_image_steps": int(cfg.train.steps) * int(cfg.train.batch_size)}
+                    "train_image_steps": int(ctx.train_cfg.steps) * int(cfg.train.batch_size)}
   return record
 
 

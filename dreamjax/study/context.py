@@ -50,6 +50,11 @@ class Context:
     return os.path.join(self.workdir, *parts)
 
   @property
+  def train_cfg(self):
+    """The classifier's training config at this budget (:func:`train_config`)."""
+    return train_config(self.config, self.budget)
+
+  @property
   def image_shape(self) -> tuple[int, int, int]:
     return self.splits[0].image_shape
 
@@ -90,7 +95,7 @@ class Context:
     """
     arm = folder.split("/", 1)[1].replace("_at_", "@")
     folder = self.path(folder)
-    return train.fit(self.model, self.config.train, images, labels, counts=counts,
+    return train.fit(self.model, self.train_cfg, images, labels, counts=counts,
                      seeds=self.seeds, mesh=self.mesh, image_shape=self.image_shape,
                      init_fn=init_fn, batch_transform=transform,
                      val=(self.test.val_images, self.test.val_labels),
@@ -109,6 +114,24 @@ class Context:
         y = np.concatenate([y, generated[seed].labels])
       sets.append((x, y))
     return pad_to_common(sets)
+
+
+def train_config(config, budget: int):
+  """The classifier's training config at label budget ``budget``: ``config.train`` with
+  the steps of ``config.train_steps_by_budget["N{budget}"]`` where it names one."""
+  steps = (config.get("train_steps_by_budget") or {}).get(f"N{int(budget)}")
+  if steps is None:
+    return config.train
+  tcfg = config.train.copy_and_resolve_references()
+  tcfg.steps = int(steps)
+  return tcfg
+
+
+def steps_text(config) -> str:
+  """"1200 training steps" with any budget's own length: "(N5000: 2400)"."""
+  own = dict(config.get("train_steps_by_budget") or {})
+  extra = ", ".join(f"{k}: {int(v)}" for k, v in sorted(own.items(), key=lambda kv: int(kv[0][1:])))
+  return f"{int(config.train.steps)} training steps" + (f" ({extra})" if extra else "")
 
 
 def load_data(config) -> data_lib.RawDataset:

@@ -47,12 +47,12 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
     raise ConfigError(f"{path} is unreadable ({e}); use a fresh --workdir.") from None
   if theirs != mine:
     diff = sorted(_diff_keys(theirs, mine))
-    if raw is None or not _extends(theirs, mine, diff):
+    if raw is None or not _extends(theirs, mine, diff, _recorded_budgets(workdir)):
       raise ConfigError(
           f"workdir {workdir} holds a study made with another config (differs in:"
           f" {', '.join(diff[:12])}). Results are never mixed: rerun with that config, or"
-          " pass a fresh --workdir (a config that only adds budgets, arms or exchange-rate"
-          " values extends a study in place).")
+          " pass a fresh --workdir (a config that only adds budgets, arms, exchange-rate"
+          " values or the length of a budget not yet run extends a study in place).")
     record = {**record, "config": mine, "extended_from": theirs}
     fileio.write_json(path, record)
   if raw is not None:
@@ -69,7 +69,8 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
 
 # Fields a config may widen to extend a finished study in place: every cell it
 # already holds was computed exactly as the wider config would compute it.
-EXTENSIBLE = ("budgets", "arms", "exchange.copies", "exchange.label_factors", "exchange.arms")
+EXTENSIBLE = ("budgets", "arms", "exchange.copies", "exchange.label_factors", "exchange.arms",
+              "train_steps_by_budget")
 
 
 def cell_fingerprint(config) -> str:
@@ -89,15 +90,31 @@ def cell_fingerprint(config) -> str:
   return json.dumps(cfg, sort_keys=True)
 
 
-def _extends(theirs, mine, diff) -> bool:
-  """Whether ``mine`` only widens ``theirs`` in :data:`EXTENSIBLE` fields."""
+def _extends(theirs, mine, diff, recorded_budgets=frozenset()) -> bool:
+  """Whether ``mine`` only widens ``theirs`` in :data:`EXTENSIBLE` fields.
+
+  A budget's own training length (``train_steps_by_budget``) may be set only for
+  budgets with no recorded cell, and never changed once set.
+  """
   def get(cfg, dotted):
     for part in dotted.split("."):
-      cfg = cfg[part]
+      cfg = cfg.get(part) or {}
     return cfg
-  if any(d not in EXTENSIBLE for d in diff):
+  if any(d.split(".")[0] not in EXTENSIBLE and d not in EXTENSIBLE for d in diff):
     return False
-  return all(set(get(theirs, d)) <= set(get(mine, d)) for d in diff)
+  old, new = get(theirs, "train_steps_by_budget"), get(mine, "train_steps_by_budget")
+  if any(new.get(k) != v for k, v in old.items()):
+    return False
+  if any(int(k[1:]) in recorded_budgets for k in set(new) - set(old)):
+    return False
+  return all(set(get(theirs, d)) <= set(get(mine, d)) for d in diff
+             if not d.startswith("train_steps_by_budget"))
+
+
+def _recorded_budgets(workdir: str) -> set[int]:
+  """Label budgets of the cells ``results.jsonl`` holds (finished or failed)."""
+  records = fileio.read_jsonl(os.path.join(workdir, "results.jsonl"), repair=False)
+  return {int(r["budget"]) for r in records if r.get("budget") is not None}
 
 
 def generation_seconds(record: dict[str, Any]) -> float:

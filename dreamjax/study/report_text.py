@@ -10,6 +10,7 @@ import numpy as np
 from dreamjax import provenance, stats
 from dreamjax.study import arms as arms_lib
 from dreamjax.study import claims, tables
+from dreamjax.study import context as context_lib
 from dreamjax.study import records as records_lib
 
 
@@ -150,8 +151,9 @@ def _header(config, workdir, records, cells, oracle, primary) -> list[str]:
   compile_s = sum(x.get("compile_seconds", 0.0) for x in xla)
   md = [f"# dreamjax study report ({config.dataset}, N = {primary})", "",
         f"Generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} on {_machine()}."
-        f" Seeds: {config.num_seeds}; label budgets: {tuple(config.budgets)}; {config.train.steps}"
-        f" training steps per arm (batch {config.train.batch_size}); M = {config.copies} generated"
+        f" Seeds: {config.num_seeds}; label budgets: {tuple(config.budgets)};"
+        f" {context_lib.steps_text(config)} per arm (batch {config.train.batch_size});"
+        f" M = {config.copies} generated"
         f" image(s) per labeled image (exchange cells: M ∈ {tuple(config.exchange.copies)}, and"
         f" the baseline at N × {tuple(config.exchange.label_factors)} labels). Sum of cell"
         f" times: {seconds / 60:.1f} min, of which {compile_s / 60:.1f} min compiling"
@@ -173,7 +175,7 @@ def _header(config, workdir, records, cells, oracle, primary) -> list[str]:
   md += ["", "### Against the literature", ""]
   md += _sanity(oracle, base, primary, cells.get("classical_online"))
   md += convergence_notes({a: c for a, c in cells.items() if a != "alignment"},
-                                 int(config.train.steps))
+                                 int(context_lib.train_config(config, primary).steps))
   return md
 
 

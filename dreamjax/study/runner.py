@@ -85,6 +85,14 @@ def validate_config(config) -> None:
   if missing:
     raise ConfigError(f"exchange.arms: {missing} store no images; choose arms that do.")
   train.validate_train_config(config.train)
+  for key, steps in (config.get("train_steps_by_budget") or {}).items():
+    if not (key.startswith("N") and key[1:].isdigit()) or int(steps) != steps or steps < 1:
+      raise ConfigError(f"train_steps_by_budget.{key}={steps} is invalid: keys are label budgets"
+                        " written N<budget> (e.g. N5000), values whole numbers of steps >= 1.")
+    try:
+      train.validate_train_config(context_lib.train_config(config, int(key[1:])))
+    except ConfigError as e:
+      raise ConfigError(f"train_steps_by_budget.{key}: {e}") from None
   train.validate_train_config(config.oracle.train)
   models.make_model(config.model, 10)
   models.make_model(config.oracle.model, 10)
@@ -142,7 +150,8 @@ def estimate_seconds(config, raw, cells: list[Cell], mesh) -> float:
   per_step = (time.perf_counter() - t0) / probe.steps
   # Generation, attacks and evaluation roughly double a cell; the oracle is one more cell.
   oracle = per_step / k * config.oracle.train.steps * config.oracle.train.batch_size / config.train.batch_size
-  return per_step * config.train.steps * len(cells) * 2.0 + oracle
+  steps = sum(int(context_lib.train_config(config, c.budget).steps) for c in cells)
+  return per_step * steps * 2.0 + oracle
 
 
 def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log) -> dict[str, Any]:
@@ -155,7 +164,7 @@ def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log) -> dict[str
   lines = [f"dataset {raw.name}: {len(raw.train_labels)} train / {len(raw.test_labels)} test,"
            f" {raw.num_classes} classes, images {raw.image_shape}",
            f"budgets {tuple(config.budgets)}, seeds {list(range(config.num_seeds))},"
-           f" {config.train.steps} steps per arm",
+           f" {context_lib.steps_text(config)} per arm",
            f"{len(cells)} cells (+ oracle{', + C3 alignment' if with_alignment else ''}):"]
   lines += [f"  {c.key}" for c in cells]
   lines.append(f"estimated wall time on this machine: ~{est / 60:.0f} min")

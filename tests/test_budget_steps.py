@@ -1,0 +1,65 @@
+"""A budget's own training length (``train_steps_by_budget``): config, validation, extension."""
+
+import json
+import os
+import types
+
+import pytest
+
+from dreamjax.configs import study as study_configs
+from dreamjax.errors import ConfigError
+from dreamjax.study import context, records, runner
+
+
+def test_train_config_per_budget():
+  quick = study_configs.get_config("quick")
+  assert context.train_config(quick, 1000) is quick.train
+  assert context.steps_text(quick) == "1200 training steps"
+  conc = study_configs.get_config("conclusions")
+  assert context.train_config(conc, 5000).steps == 2400
+  assert context.train_config(conc, 5000).warmup_steps == conc.train.warmup_steps
+  assert context.train_config(conc, 100).steps == 1200 and conc.train.steps == 1200
+  assert context.steps_text(conc) == "1200 training steps (N5000: 2400)"
+  runner.validate_config(conc)
+
+
+@pytest.mark.parametrize("key, steps, match", [
+    ("5000", 2400, "keys are label budgets"),
+    ("N5000", 0, "whole numbers of steps"),
+    ("N5000", 40, "train_steps_by_budget.N5000: train.warmup_steps=50"),
+])
+def test_bad_lengths_are_refused_before_compute(key, steps, match):
+  cfg = study_configs.get_config("conclusions")
+  cfg.train_steps_by_budget = {key: steps}
+  with pytest.raises(ConfigError, match=match):
+    runner.validate_config(cfg)
+
+
+def _workdir(tmp_path, config, budgets):
+  """A workdir made with ``config`` holding finished cells at ``budgets``."""
+  record = {"config": json.loads(config.to_json())}
+  record["config"].pop("train_steps_by_budget")  # made before the field existed
+  with open(tmp_path / records.CONFIG_FILE, "w") as f:
+    json.dump(record, f)
+  with open(tmp_path / "results.jsonl", "w") as f:
+    f.write("".join(json.dumps({"cell": f"N{b}/baseline", "budget": b, "status": "ok"}) + "\n"
+                    for b in budgets))
+  return str(tmp_path)
+
+
+def test_a_length_extends_a_study_only_for_budgets_it_has_not_run(tmp_path):
+  raw = types.SimpleNamespace(digest=None)
+  workdir = _workdir(tmp_path, study_configs.get_config("quick"), [1000, 1250])
+  records.check_workdir(study_configs.get_config("quick"), workdir, raw)  # {} == absent
+  conc = study_configs.get_config("conclusions")
+  records.check_workdir(conc, workdir, raw)  # adds N100, N5000 and N5000's length
+  assert "extended_from" in json.load(open(os.path.join(workdir, records.CONFIG_FILE)))
+  changed = study_configs.get_config("conclusions")
+  changed.train_steps_by_budget.N5000 = 4800  # a length its recorded cells did not use
+  with pytest.raises(ConfigError, match="another config"):
+    records.check_workdir(changed, workdir, raw)
+  for budget in ("N1000", "N1250"):  # budgets with finished cells keep their length
+    other = study_configs.get_config("conclusions")
+    other.train_steps_by_budget = {"N5000": 2400, budget: 2400}
+    with pytest.raises(ConfigError, match="another config"):
+      records.check_workdir(other, workdir, raw)
