@@ -76,6 +76,9 @@ def paired_forest(labels, series, path, xlabel):
   save_figure(fig, path)
 
 
+EXCHANGE_MARKERS = ("s", "^", "D", "v", "P", "X", "<", ">")
+
+
 def exchange(data, path, color):
   """Accuracy against training images: the baseline at more real labels, each arm at M copies."""
   if not data or len(data.get("budgets", [])) < 2:
@@ -86,15 +89,19 @@ def exchange(data, path, color):
   ax.errorbar(xs, [np.mean(v) * 100 for v in data["baseline"]],
               yerr=[_half(v) for v in data["baseline"]], color="k", marker="o", capsize=3,
               label="baseline, more real labels")
-  for arm, by_m in data["arms"].items():
+  # Arms of one group share a colour; each has its own marker, and the points of
+  # one M sit side by side (a small shift in x) so their intervals do not hide each other.
+  arms = list(data["arms"].items())
+  for i, (arm, by_m) in enumerate(arms):
     ms = sorted(by_m)
-    ax.errorbar([n0 * (1 + m) for m in ms], [np.mean(by_m[m]) * 100 for m in ms],
-                yerr=[_half(by_m[m]) for m in ms], marker="s", capsize=2, ls="--",
-                color=color(arm), label=f"{arm}, N + M·N stored images")
+    shift = 1 + 0.025 * (i - (len(arms) - 1) / 2)
+    ax.errorbar([n0 * (1 + m) * shift for m in ms], [np.mean(by_m[m]) * 100 for m in ms],
+                yerr=[_half(by_m[m]) for m in ms], marker=EXCHANGE_MARKERS[i % len(EXCHANGE_MARKERS)],
+                capsize=2, ls="--", color=color(arm), label=f"{arm}, N + M·N stored images")
   ax.set_xscale("log")
   ax.set_xlabel("training images (real labels, or real + generated)")
   ax.set_ylabel("test accuracy (%), mean ± 95% CI")
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
   save_figure(fig, path)
   return True
 
