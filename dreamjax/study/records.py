@@ -42,7 +42,7 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
   try:
     with open(path) as f:
       record = json.load(f)
-    theirs = record["config"]
+    theirs = {**ADDED_FIELDS, **record["config"]}
   except (OSError, ValueError, KeyError) as e:
     raise ConfigError(f"{path} is unreadable ({e}); use a fresh --workdir.") from None
   if theirs != mine:
@@ -66,6 +66,10 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
           " DREAMJAX_DATA_DIR) at the recorded data, or pass a fresh --workdir.")
   return record
 
+
+# Config fields added after workdirs were made, with the value that computes what those
+# workdirs computed: a workdir without the field reads as having this value.
+ADDED_FIELDS = {"train_steps_by_budget": {}}
 
 # Fields a config may widen to extend a finished study in place: every cell it
 # already holds was computed exactly as the wider config would compute it.
