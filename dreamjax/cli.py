@@ -3,6 +3,7 @@
 import faulthandler
 import signal
 import sys
+import threading
 from typing import Callable
 
 from absl import app
@@ -10,7 +11,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from dreamjax.errors import DiskFullError, DreamjaxError, disk_full_path, is_disk_full
+from dreamjax.errors import (DiskFullError, DreamjaxError, Terminated, disk_full_path,
+                             is_disk_full)
 
 
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -81,6 +83,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _exit_with_flag_error(_flag_error_message(e))
 
 
+def _terminate(signum, frame):  # pylint: disable=unused-argument
+  raise Terminated()
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """Like ``absl.app.run``, but a :class:`DreamjaxError` ends in its message.
 
@@ -91,12 +97,16 @@ def run(main: Callable[[list[str]], None]) -> None:
   writes files (:mod:`dreamjax.fileio`) and logs progress, the others only
   warnings and errors. ``kill -USR1 PID`` prints
   every thread's Python stack to stderr and lets the job go on: the first
-  thing to look at when a multi-host job seems stuck.
+  thing to look at when a multi-host job seems stuck. ``kill PID`` (SIGTERM)
+  stops it as Ctrl-C does (exit status 143): a study records the run as
+  stopped, and its finished cells are kept.
   """
 
   def wrapped(argv):
     if hasattr(signal, "SIGUSR1"):
       faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if threading.current_thread() is threading.main_thread():  # where signals are handled
+      signal.signal(signal.SIGTERM, _terminate)
     _use_compilation_cache()
     try:
       _check_configs_loaded()
@@ -109,10 +119,10 @@ def run(main: Callable[[list[str]], None]) -> None:
       logging.flush()
       print(f"\ndreamjax error: {e}", file=sys.stderr)
       sys.exit(2)
-    except KeyboardInterrupt:
-      print("\ninterrupted: finished work is saved; rerun the same command to"
-            " resume.", file=sys.stderr)
-      sys.exit(130)
+    except KeyboardInterrupt as e:
+      print(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: finished work"
+            " is saved; rerun the same command to resume.", file=sys.stderr)
+      sys.exit(128 + signal.SIGTERM if isinstance(e, Terminated) else 130)
     except Exception as e:  # noqa: BLE001 - only a full disk is handled; the rest re-raised
       # A write that no dreamjax code wrapped (a library's own file, say) can
       # still find the disk full: it ends in the same one line.

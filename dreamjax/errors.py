@@ -46,6 +46,11 @@ class DistributedError(DreamjaxError):
   """
 
 
+class Terminated(KeyboardInterrupt):
+  """SIGTERM (``kill PID``, a scheduler, a machine shutting down): the job stops as on
+  Ctrl-C, so a study records its run as stopped and keeps every finished cell."""
+
+
 class DiskFullError(DreamjaxError, OSError):
   """The disk (or the user's quota) filled up while dreamjax wrote a file.
 

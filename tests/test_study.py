@@ -121,7 +121,8 @@ def test_kill_and_resume_gives_identical_results(tmp_path, finished_study):
   results = os.path.join(workdir, "results.jsonl")
   # Each run is interrupted the moment it logs the start of a given cell, so the
   # signal lands inside that cell's work whatever the speed of the machine.
-  for sig, inside in ((signal.SIGKILL, "N100/classical"), (signal.SIGINT, "N100/pgd_train")):
+  for sig, inside in ((signal.SIGKILL, "N100/classical"), (signal.SIGINT, "N100/pgd_train"),
+                      (signal.SIGTERM, "N100/vae_pool")):
     # A suite started in the background inherits SIGINT ignored, and so would
     # the run (Python then never raises KeyboardInterrupt). A handled SIGINT
     # here becomes the default one in the run, so handle it while starting it.
@@ -143,10 +144,11 @@ def test_kill_and_resume_gives_identical_results(tmp_path, finished_study):
     watchdog.cancel()
     err = "".join(seen) + rest
     # The run really was cut short: it did not finish every cell first.
-    assert proc.returncode == (-9 if sig == signal.SIGKILL else 130), err[-2000:]
+    assert proc.returncode == {signal.SIGKILL: -9, signal.SIGINT: 130, signal.SIGTERM: 143}[sig], (
+        err[-2000:])
     assert len(read_jsonl(results)) < 1 + len(RESUME_ARM_NAMES) + 3  # + exchange cells
     assert not any(r["cell"] == inside for r in read_jsonl(results)), inside
-    if sig == signal.SIGINT:
+    if sig != signal.SIGKILL:
       assert "rerun the same command to resume" in err
   out = subprocess.run(_cmd(workdir, RESUME_ARMS), capture_output=True, text=True, cwd=REPO,
                        timeout=900)
@@ -160,7 +162,7 @@ def test_kill_and_resume_gives_identical_results(tmp_path, finished_study):
                if r["cell"] in cells]
   assert resumed == _comparable(reference)
   assert [r["status"] for r in records_lib.read_sessions(workdir)] == [
-      "stopped (KeyboardInterrupt)", "finished"]  # a SIGKILLed run leaves no line
+      "stopped (KeyboardInterrupt)", "stopped (Terminated)", "finished"]  # SIGKILL: no line
 
 
 def test_other_config_is_refused(finished_study):
