@@ -95,9 +95,10 @@ def exchange(data, path, color):
   for i, (arm, by_m) in enumerate(arms):
     ms = sorted(by_m)
     shift = 1 + 0.025 * (i - (len(arms) - 1) / 2)
+    marker = EXCHANGE_MARKERS[i % len(EXCHANGE_MARKERS)]
     ax.errorbar([n0 * (1 + m) * shift for m in ms], [np.mean(by_m[m]) * 100 for m in ms],
-                yerr=[_half(by_m[m]) for m in ms], marker=EXCHANGE_MARKERS[i % len(EXCHANGE_MARKERS)],
-                capsize=2, ls="--", color=color(arm), label=f"{arm}, N + M·N stored images")
+                yerr=[_half(by_m[m]) for m in ms], marker=marker, capsize=2, ls="--",
+                color=color(arm), label=f"{arm}, N + M·N stored images")
   ax.set_xscale("log")
   ax.set_xlabel("training images (real labels, or real + generated)")
   ax.set_ylabel("test accuracy (%), mean ± 95% CI")

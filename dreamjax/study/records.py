@@ -102,17 +102,17 @@ def _extends(theirs, mine, diff, recorded_budgets=frozenset()) -> bool:
   """
   def get(cfg, dotted):
     for part in dotted.split("."):
-      cfg = cfg.get(part) or {}
+      cfg = cfg[part]
     return cfg
-  if any(d.split(".")[0] not in EXTENSIBLE and d not in EXTENSIBLE for d in diff):
+  widened = [d for d in diff if d.split(".")[0] != "train_steps_by_budget"]
+  if any(d not in EXTENSIBLE for d in widened):
     return False
-  old, new = get(theirs, "train_steps_by_budget"), get(mine, "train_steps_by_budget")
+  old, new = theirs["train_steps_by_budget"], mine["train_steps_by_budget"]
   if any(new.get(k) != v for k, v in old.items()):
-    return False
+    return False  # a length its finished cells did not train
   if any(int(k[1:]) in recorded_budgets for k in set(new) - set(old)):
-    return False
-  return all(set(get(theirs, d)) <= set(get(mine, d)) for d in diff
-             if not d.startswith("train_steps_by_budget"))
+    return False  # a new length for a budget that already has cells
+  return all(set(get(theirs, d)) <= set(get(mine, d)) for d in widened)
 
 
 def _recorded_budgets(workdir: str) -> set[int]:
@@ -126,8 +126,8 @@ def generation_seconds(record: dict[str, Any]) -> float:
 
   A pool generator is trained once and read by every seed; each seed's part of
   ``gen_seconds`` carries its training time (``generation.generator_train_seconds``),
-  so the recorded sum counts it once per seed. Image-steps (``cost``) are per seed
-  need no such care.
+  so the recorded sum counts it once per seed. Image-steps (``cost``) are per
+  seed and need no such care.
   """
   gen = float(record.get("gen_seconds", (record.get("timing") or {}).get("gen_seconds", 0.0)))
   shared = float((record.get("generation") or {}).get("generator_train_seconds", 0.0))
