@@ -106,3 +106,21 @@ def test_command_writes_markdown_json_and_figure(tmp_path):
   out = subprocess.run([sys.executable, "experiments/compare.py", f"--a={a}"],
                        capture_output=True, text=True, cwd=REPO, timeout=300)
   assert out.returncode != 0 and "pass both --a and --b" in out.stderr
+
+
+def test_runs_of_several_budgets_get_a_figure_per_budget(tmp_path):
+  studies = []
+  for name, arm in (("a", [0.81, 0.82, 0.83]), ("b", [0.83, 0.85, 0.87])):
+    folder = _study(tmp_path / name, 300, [0.80, 0.81, 0.82], arm, "supported")
+    with open(os.path.join(folder, "results.jsonl"), "a") as f:  # a second budget, N = 100
+      for arm_name, acc in (("baseline", [0.60, 0.62, 0.64]), ("classical_online", arm)):
+        f.write(json.dumps({"cell": f"N100/{arm_name}", "arm": arm_name, "budget": 100,
+                            "status": "ok", "test_accuracy": acc}) + "\n")
+    studies.append(folder)
+  paths = compare.write(*studies, str(tmp_path / "out"))
+  assert set(paths) == {"markdown", "json", "figure_N100", "figure_N1000"}
+  assert not os.path.exists(tmp_path / "out" / compare.FIGURE)
+  text = (tmp_path / "out" / compare.MARKDOWN).read_text()
+  for budget in (100, 1000):
+    assert os.path.getsize(paths[f"figure_N{budget}"]) > 0
+    assert f"({compare.figure_name(budget)})" in text

@@ -9,7 +9,8 @@ and initial weights in both runs, so the change of a cell's accuracy is a
 paired difference with a t-interval, like an arm against its baseline.
 
 ``dreamjax compare --a=docs/results/quick --b=runs/steps1200 --out=FOLDER``
-writes ``COMPARISON.md``, ``comparison.json`` and a figure to ``FOLDER``.
+writes ``COMPARISON.md``, ``comparison.json`` and a figure per label budget
+to ``FOLDER``.
 """
 
 import json
@@ -199,17 +200,31 @@ def figure(result: dict[str, Any], path: str, name_a: str = "A", name_b: str = "
   return True
 
 
+def figure_name(budget: int) -> str:
+  """The figure of one budget when a comparison has several."""
+  stem, ext = os.path.splitext(FIGURE)
+  return f"{stem}_N{budget}{ext}"
+
+
 def write(folder_a: str, folder_b: str, out: str, name_a: str = "A",
           name_b: str = "B") -> dict[str, str]:
-  """Writes COMPARISON.md, comparison.json and comparison.png to ``out``; returns their paths."""
+  """Writes COMPARISON.md, comparison.json and the figures to ``out``; returns their paths.
+
+  One figure, ``comparison.png``, when the runs share one budget; one per budget,
+  ``comparison_N{budget}.png``, when they share several.
+  """
   result = compare(folder_a, folder_b)
   os.makedirs(out, exist_ok=True)
   paths = {"markdown": os.path.join(out, MARKDOWN), "json": os.path.join(out, JSON)}
-  fig = os.path.join(out, FIGURE)
   text = markdown(result, name_a, name_b)
-  if figure(result, fig, name_a, name_b):
-    paths["figure"] = fig
-    text += f"\n![Δ against the baseline in both runs]({FIGURE})\n"
+  budgets = sorted({r["budget"] for r in result["cells"]
+                    if r.get("a_vs_baseline") and r.get("b_vs_baseline")})
+  for budget in budgets:
+    # One budget keeps the plain name (links to it predate studies of several budgets).
+    name = FIGURE if len(budgets) == 1 else figure_name(budget)
+    if figure(result, os.path.join(out, name), name_a, name_b, budget=budget):
+      paths["figure" if len(budgets) == 1 else f"figure_N{budget}"] = os.path.join(out, name)
+      text += f"\n![Δ against the baseline in both runs, N = {budget}]({name})\n"
   fileio.write_text(paths["markdown"], text)
   fileio.write_json(paths["json"], result)
   return paths
