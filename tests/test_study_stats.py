@@ -207,3 +207,37 @@ def test_a_generator_shared_by_the_seeds_is_timed_once():
   rows = tables.summary_rows([dict(_cell(BASE), cell="N1000/baseline", arm="baseline", budget=1000),
                               dict(pool, cell="N1000/vae_pool", arm="vae_pool", budget=1000)])
   assert [r["gen_seconds"] for r in rows] == [pytest.approx(0.0), pytest.approx(106.0)]
+
+
+def test_forest_draws_a_panel_per_budget_at_the_paired_differences(monkeypatch, tmp_path):
+  from dreamjax.figures import charts  # pylint: disable=g-import-not-at-top
+  from dreamjax.study import arms  # pylint: disable=g-import-not-at-top
+  drawn = []
+  monkeypatch.setattr(charts, "save_figure", lambda fig, path, **kw: drawn.append(fig))
+
+  def rec(acc):
+    return {"status": "ok", "test_accuracy": acc}
+
+  cells = {100: {"baseline": rec([0.70, 0.72, 0.74]), "classical_online": rec([0.71, 0.74, 0.74]),
+                 "vae_pool": rec([0.69, 0.70, 0.74]), "alignment": {"status": "ok"}},
+           5000: {"baseline": rec([0.86, 0.87, 0.88]), "classical_online": rec([0.88, 0.88, 0.89])}}
+  assert charts.forest(cells, str(tmp_path / "f.png"), arms.sort_key, arms.color)
+  axes = drawn[0].axes
+  assert [ax.get_title() for ax in axes] == ["N = 100 (baseline 72.0%)",
+                                             "N = 5000 (baseline 87.0%)"]
+  labels = [t.get_text() for t in axes[0].get_yticklabels()]
+  assert labels == ["classical_online", "vae_pool"]  # rows shared, in report order
+
+  def means(ax):  # x of each drawn point (a marker-only line), keyed by its row
+    return {round(float(line.get_ydata()[0])): float(line.get_xdata()[0]) for line in ax.lines
+            if line.get_marker() == "o"}
+
+  # Rows from the top: classical_online at y = 1, vae_pool at y = 0; mean paired change in pp.
+  assert means(axes[0]) == pytest.approx({1: 1.0, 0: -1.0})
+  assert means(axes[1]) == pytest.approx({1: 1.333333})  # N = 5000 has no vae_pool
+  # One budget keeps the single panel and the baseline in its axis label.
+  drawn.clear()
+  assert charts.forest({1000: cells[100]}, str(tmp_path / "g.png"), arms.sort_key, arms.color)
+  assert len(drawn[0].axes) == 1 and "baseline 72.0%" in drawn[0].axes[0].get_xlabel()
+  assert not charts.forest({100: {"baseline": rec([0.7])}}, str(tmp_path / "h.png"),
+                           arms.sort_key, arms.color)

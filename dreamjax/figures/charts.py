@@ -31,27 +31,43 @@ def loss_curves(path: str, history, title: str) -> None:
   save_figure(fig, path, dpi=90)
 
 
-def forest(cells, path, sort_key, color):
-  """Each arm's accuracy change vs the baseline with its paired 95% CI (a forest plot)."""
-  base = cells.get("baseline")
-  if not base or base.get("status") != "ok":
+def forest(cells_by_budget, path, sort_key, color):
+  """Each arm's accuracy change vs its budget's baseline with the paired 95% CI (a forest
+  plot): one panel per label budget (``{budget: {arm: record}}``), arms on shared rows."""
+  panels = {}
+  for budget, cells in sorted(cells_by_budget.items()):
+    base = cells.get("baseline")
+    if not base or base.get("status") != "ok":
+      continue
+    arms = [a for a in cells if a != "baseline" and cells[a].get("status") == "ok"
+            and cells[a].get("test_accuracy")]
+    if arms:
+      panels[budget] = (base, {a: stats.paired_difference(cells[a]["test_accuracy"],
+                                                          base["test_accuracy"]) for a in arms})
+  if not panels:
     return False
-  arms = [a for a in sorted(cells, key=sort_key) if a != "baseline"
-          and cells[a].get("status") == "ok" and cells[a].get("test_accuracy")]
-  if not arms:
-    return False
-  ivs = [stats.paired_difference(cells[a]["test_accuracy"], base["test_accuracy"]) for a in arms]
-  fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(arms) + 1.3))
-  y = np.arange(len(arms))[::-1]
-  for yi, a, iv in zip(y, arms, ivs):
-    lo, hi = (iv.lo, iv.hi) if math.isfinite(iv.hi) else (iv.mean, iv.mean)
-    ax.plot([lo * 100, hi * 100], [yi, yi], color=color(a), lw=2)
-    ax.plot(iv.mean * 100, yi, "o", color=color(a))
-  ax.axvline(0, color="k", lw=0.8)
-  ax.set_yticks(y, arms, fontsize=8)
-  base_mean = float(np.mean(base["test_accuracy"])) * 100
-  ax.set_xlabel(f"test accuracy − baseline (pp), paired by seed, 95% CI;"
-                f" baseline {base_mean:.1f}%")
+  rows = sorted({a for _, ivs in panels.values() for a in ivs}, key=sort_key)
+  y = dict(zip(rows, np.arange(len(rows))[::-1]))
+  fig, axes = plt.subplots(1, len(panels), sharex=True, sharey=True, squeeze=False,
+                           figsize=(6.5 if len(panels) == 1 else 3.3 * len(panels) + 1.2,
+                                    0.3 * len(rows) + 1.3))
+  for ax, (budget, (base, ivs)) in zip(axes[0], panels.items()):
+    for a, iv in ivs.items():
+      lo, hi = (iv.lo, iv.hi) if math.isfinite(iv.hi) else (iv.mean, iv.mean)
+      ax.plot([lo * 100, hi * 100], [y[a], y[a]], color=color(a), lw=2)
+      ax.plot(iv.mean * 100, y[a], "o", color=color(a))
+    ax.axvline(0, color="k", lw=0.8)
+    base_mean = float(np.mean(base["test_accuracy"])) * 100
+    if len(panels) == 1:
+      ax.set_xlabel(f"test accuracy − baseline (pp), paired by seed, 95% CI;"
+                    f" baseline {base_mean:.1f}%")
+    else:
+      ax.set_title(f"N = {budget} (baseline {base_mean:.1f}%)", fontsize=9)
+      ax.set_xlabel("test accuracy − baseline (pp)", fontsize=8)
+  axes[0][0].set_yticks(list(y.values()), list(y), fontsize=8)
+  axes[0][0].set_ylim(-0.6, len(rows) - 0.4)
+  if len(panels) > 1:
+    fig.suptitle("paired by seed, 95% CI", fontsize=9)
   save_figure(fig, path)
   return True
 

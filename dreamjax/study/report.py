@@ -29,9 +29,11 @@ def _figures(workdir, config, records, cells, exchange, quality, train_images) -
   figdir = os.path.join(workdir, FIGURES)
   os.makedirs(figdir, exist_ok=True)
   plain = {a: c for a, c in cells.items() if a != "alignment"}
+  by_budget = {b: cs for b, cs in tables.main_cells(records).items()
+               if b in tuple(config.budgets)}  # not the baseline's exchange-rate budgets
   color = arms_lib.color
   makers = (
-      ("forest", lambda p: charts.forest(plain, p, _sort_key, color)),
+      ("forest", lambda p: charts.forest(by_budget, p, _sort_key, color)),
       ("exchange", lambda p: charts.exchange(exchange, p, color)),
       ("robustness", lambda p: charts.robustness(plain, p, _sort_key, color)),
       ("generators", lambda p: charts.generator_losses(quality, p)),
