@@ -241,3 +241,20 @@ def test_forest_draws_a_panel_per_budget_at_the_paired_differences(monkeypatch, 
   assert len(drawn[0].axes) == 1 and "baseline 72.0%" in drawn[0].axes[0].get_xlabel()
   assert not charts.forest({100: {"baseline": rec([0.7])}}, str(tmp_path / "h.png"),
                            arms.sort_key, arms.color)
+
+
+def test_report_says_where_each_claim_holds_across_budgets():
+  def v(cid, budget, verdict, numbers):
+    return claims.Verdict(cid, claims.CLAIMS[cid], "", numbers, verdict, "", budget=budget)
+
+  by_claim = {1000: {"C1": v("C1", 1000, "supported", "a"), "C3": v("C3", 1000, "supported", "b")},
+              100: {"C1": v("C1", 100, "inconclusive (CI crosses zero)", "c100"),
+                    "C3": v("C3", 100, "supported", "d")},
+              5000: {"C1": v("C1", 5000, "supported", "e5000"), "C3": v("C3", 5000, "supported", "f")}}
+  md = report_text.by_budget(by_claim, [1000, 100, 5000])
+  assert "The same verdict at every budget: C3 (supported)." in md
+  assert ("- **C1**: supported at N = 1000; inconclusive (CI crosses zero) at N = 100;"
+          " supported at N = 5000") in md
+  assert "  - N = 100: c100" in md and "  - N = 5000: e5000" in md
+  assert not any("b" == line or ": a" in line for line in md)  # the first budget's are in the table
+  assert report_text.by_budget({1000: by_claim[1000]}, [1000]) == []  # one budget: nothing to say

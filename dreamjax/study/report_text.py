@@ -193,11 +193,37 @@ def _claims(verdicts: dict[int, list[claims.Verdict]], primary: int, margin: flo
   md += ["", "Intervals are 95% Student-t intervals over seeds; accuracy differences are paired"
          f" by seed (pp = percentage points). Margin = {margin * 100:.0f} pp. A verdict follows"
          " from its intervals by the rule at the end of this report.", ""]
+  md += by_budget(by_claim, budgets)
   notes = [(b, v) for b in budgets for v in verdicts[b] if v.power]
   if notes:
     md += ["### What the inconclusive comparisons could have detected", ""]
     md += [f"- N = {b}, {v.claim}: {v.power}" for b, v in notes]
     md.append("")
+  return md
+
+
+def by_budget(by_claim: dict[int, dict[str, claims.Verdict]], budgets: list[int]) -> list[str]:
+  """Where each claim holds: claims whose verdict is the same at every budget in one line,
+  then each claim whose verdict changes with N, with its numbers at the other budgets
+  (the claims table shows the first budget's numbers only)."""
+  if len(budgets) < 2:
+    return []
+  same, differ = [], []
+  for cid in claims.CLAIMS:
+    vs = {b: by_claim[b][cid] for b in budgets if cid in by_claim.get(b, {})}
+    if len(vs) < 2:
+      continue
+    if len({v.verdict for v in vs.values()}) == 1:
+      same.append(f"{cid} ({next(iter(vs.values())).verdict})")
+      continue
+    differ.append(f"- **{cid}**: " + "; ".join(f"{v.verdict} at N = {b}" for b, v in vs.items()))
+    differ += [f"  - N = {b}: {v.numbers}" for b, v in list(vs.items())[1:] if v.numbers]
+  md = ["### Where each claim holds", ""]
+  if same:
+    md += [f"The same verdict at every budget: {', '.join(same)}.", ""]
+  if differ:
+    md += ["Verdicts that change with the label budget (numbers at the other budgets):", "",
+           *differ, ""]
   return md
 
 
