@@ -258,3 +258,14 @@ def test_report_says_where_each_claim_holds_across_budgets():
   assert "  - N = 100: c100" in md and "  - N = 5000: e5000" in md
   assert not any("b" == line or ": a" in line for line in md)  # the first budget's are in the table
   assert report_text.by_budget({1000: by_claim[1000]}, [1000]) == []  # one budget: nothing to say
+
+
+def test_claims_table_has_each_arms_real_label_worth_at_its_largest_copies():
+  base = [[0.80, 0.81, 0.82], [0.84, 0.85, 0.86]]  # N0 = 1000 and 2000
+  eq = {m: power.real_label_equivalent([1000, 2000], base, [a, a + 0.01, a + 0.02], n_boot=200)
+        for m, a in ((1, 0.81), (4, 0.83))}
+  row = report_text._exchange_row({"equivalent": {"classical": eq}}, 1000, columns=3)
+  assert len(row) == 1 and row[0].startswith("| **Exchange rate**")
+  assert f"classical at M = 4: {eq[4].fmt()}" in row[0] and "M = 1" not in row[0]
+  assert row[0].count("|") == 3 + 3  # claim, numbers, then one empty cell per budget column
+  assert report_text._exchange_row(None, 1000, columns=3) == []

@@ -179,7 +179,19 @@ def _header(config, workdir, records, cells, oracle, primary) -> list[str]:
   return md
 
 
-def _claims(verdicts: dict[int, list[claims.Verdict]], primary: int, margin: float) -> list[str]:
+def _exchange_row(exchange, primary, columns: int) -> list[str]:
+  """A row of the claims table: each stored-image arm's worth in real labels at its largest
+  M (no verdict; the whole sweep is in the section after the table)."""
+  if not exchange or not exchange.get("equivalent"):
+    return []
+  worth = "; ".join(f"{arm} at M = {max(by_m)}: {by_m[max(by_m)].fmt()}"
+                    for arm, by_m in exchange["equivalent"].items())
+  return [f"| **Exchange rate** What a stored image is worth in real labels (N = {primary};"
+          f" no verdict) | {worth} |" + " |" * columns]
+
+
+def _claims(verdicts: dict[int, list[claims.Verdict]], primary: int, margin: float,
+            exchange=None) -> list[str]:
   budgets = [primary] + [b for b in verdicts if b != primary]
   head = " | ".join(f"verdict N = {b}" for b in budgets)
   md = ["", "## Claims", "", f"| claim | numbers (N = {primary}) | {head} |",
@@ -190,6 +202,7 @@ def _claims(verdicts: dict[int, list[claims.Verdict]], primary: int, margin: flo
     cols = " | ".join(f"**{by_claim[b][cid].verdict}**" if cid in by_claim.get(b, {}) else ""
                       for b in budgets)
     md.append(f"| **{cid}** {text} | {v.numbers if v else ''} | {cols} |")
+  md += _exchange_row(exchange, primary, len(budgets))
   md += ["", "Intervals are 95% Student-t intervals over seeds; accuracy differences are paired"
          f" by seed (pp = percentage points). Margin = {margin * 100:.0f} pp. A verdict follows"
          " from its intervals by the rule at the end of this report.", ""]
@@ -292,7 +305,7 @@ def markdown(config, workdir, records, cells, oracle, verdicts, exchange, qualit
              rerun=()) -> str:
   primary = int(config.primary_budget)
   md = _header(config, workdir, records, cells, oracle, primary)
-  md += _claims(verdicts, primary, config.verdict_margin)
+  md += _claims(verdicts, primary, config.verdict_margin, exchange)
   md += _exchange(exchange, primary)
   md += _quality(quality, config.quality_gate)
   md += _arms(tables.summary_rows(records), cells)
