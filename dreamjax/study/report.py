@@ -11,11 +11,15 @@ from dreamjax.study import claims, report_text, tables
 FIGURES = "figures"
 _sort_key = arms_lib.sort_key
 
+def budget_cells(config, records) -> dict[int, dict[str, dict]]:
+  """The study's label budgets -> arm -> record (not the exchange-rate baselines' budgets)."""
+  return {b: cells for b, cells in sorted(tables.main_cells(records).items())
+          if b in tuple(config.budgets)}
+
+
 def verdicts_by_budget(config, records) -> dict[int, list[claims.Verdict]]:
   out = {}
-  for budget, cells in sorted(tables.main_cells(records).items()):
-    if budget not in tuple(config.budgets):
-      continue
+  for budget, cells in budget_cells(config, records).items():
     alignment = cells.get("alignment")
     if tables.ok(alignment):
       alignment = {"status": "ok", "logit": alignment["logit"], "layer": alignment["layer_objective"]}
@@ -29,8 +33,7 @@ def _figures(workdir, config, records, cells, exchange, quality, train_images) -
   figdir = os.path.join(workdir, FIGURES)
   os.makedirs(figdir, exist_ok=True)
   plain = {a: c for a, c in cells.items() if a != "alignment"}
-  by_budget = {b: cs for b, cs in tables.main_cells(records).items()
-               if b in tuple(config.budgets)}  # not the baseline's exchange-rate budgets
+  by_budget = budget_cells(config, records)
   color = arms_lib.color
   makers = (
       ("forest", lambda p: charts.forest(by_budget, p, _sort_key, color)),

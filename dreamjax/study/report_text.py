@@ -230,7 +230,10 @@ def by_budget(by_claim: dict[int, dict[str, claims.Verdict]], budgets: list[int]
       same.append(f"{cid} ({next(iter(vs.values())).verdict})")
       continue
     differ.append(f"- **{cid}**: " + "; ".join(f"{v.verdict} at N = {b}" for b, v in vs.items()))
-    differ += [f"  - N = {b}: {v.numbers}" for b, v in list(vs.items())[1:] if v.numbers]
+    differ += [f"  - N = {b}: {v.numbers}" for b, v in vs.items()
+               if b != budgets[0] and v.numbers]
+  if not same and not differ:
+    return []
   md = ["### Where each claim holds", ""]
   if same:
     md += [f"The same verdict at every budget: {', '.join(same)}.", ""]
