@@ -158,7 +158,7 @@ def _dream_flops_per_image(config, arm, model, units, count) -> float:
 def unit_flops(config, count: str = "xla") -> dict:
   """FLOPs of each repeated unit of work the study's plan is made of."""
   from dreamjax import models  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import arms as arms_lib  # pylint: disable=g-import-not-at-top
+  from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
   model = models.make_model(config.model, NUM_CLASSES)
   oracle = models.make_model(config.oracle.model, NUM_CLASSES)
   k, bs = int(config.num_seeds), int(config.train.batch_size)
@@ -197,27 +197,28 @@ def unit_flops(config, count: str = "xla") -> dict:
       from dreamjax.dream import online  # pylint: disable=g-import-not-at-top
       from dreamjax.study import generate  # pylint: disable=g-import-not-at-top
       u["dream_online_step"] = _classifier_step_flops(model, config.train, k, online.batch_transform(
-          model, generate.dream_config(config, "dream_subtle"),
+          model, generate.dream_config(config, "dream_online"),
           fraction=float(config.online_fraction)))
   u["oracle_forward_image"] = (sum(benchlib.model_forward_flops(oracle)) if count == "model" else
                                _xla(lambda v, x: oracle.apply(v, x, train=False),
                                     _one_model_variables(oracle), _images(500)) / 500)
-  for arm, kind, cond in (("vae_small", "vae", True), ("gan_small", "gan", True),
-                          ("vae_pool", "vae", False), ("gan_pool", "gan", False),
-                          ("ae_pretrain", "ae", False), ("pretext_transfer", "pretext", False)):
-    if arm in bases:  # XLA's count in both modes: no hand count of these models
+  for arm in sorted(bases):  # XLA's count in both modes: no hand count of these models
+    src = arms_lib.get(arm).source
+    if isinstance(src, (arms_lib.Generator, arms_lib.Pretrained)):
+      kind = src.family if isinstance(src, arms_lib.Generator) else src.objective
+      cond = isinstance(src, arms_lib.Generator) and src.conditional
       u[arm] = dict(zip(("step", "steps", "batch_size"),
                         _generator_step_flops(config, arm, kind, cond)))
   u["dream"] = {a: _dream_flops_per_image(config, a, model, u, count)
                 for c in _cells(config) for a in [c.arm]
-                if arms_lib.base_name(a).startswith("dream") and arms_lib.get(a).generate}
+                if arms_lib.get(a).group == "dream" and arms_lib.get(a).stores_images}
   return u
 
 
 def _dream_steps(config) -> int:
   from dreamjax import dream  # pylint: disable=g-import-not-at-top
   from dreamjax.study import generate  # pylint: disable=g-import-not-at-top
-  return dream.from_config(generate.dream_config(config, "dream_subtle"),
+  return dream.from_config(generate.dream_config(config, "dream_online"),
                            _model(config)).total_steps
 
 
@@ -233,7 +234,7 @@ def _cells(config):
 
 def study_flops(config, u: dict) -> dict:
   """FLOPs of each part of the study, from the plan and the units of :func:`unit_flops`."""
-  from dreamjax.study import arms as arms_lib  # pylint: disable=g-import-not-at-top
+  from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
   from dreamjax.study import context as context_lib  # pylint: disable=g-import-not-at-top
   k, e = int(config.num_seeds), config.eval
   robust = len(tuple(e.robust_eps)) * int(e.robust_num_test) * k * (

@@ -13,11 +13,10 @@ import os
 
 # name -> value, each measured by benchmarks/bench.py (see benchmarks/README.md).
 CPU_FLAGS: dict[str, str] = {
-    # XLA:CPU otherwise hands each convolution to a YNNPACK path that ran on
-    # one core here: 1.5x faster train step, 5x faster when seeds are vmapped.
-    # Its "reduce" fusions also pulled convolutions (an input gradient fused
-    # with the max-pool gradient's reduction) onto that path: turning them off
-    # made the reference train step 8% and PGD 18% faster.
+    # XLA:CPU otherwise hands each convolution to a YNNPACK path that runs on
+    # one core. Its "reduce" fusions also pull convolutions (an input gradient
+    # fused with the max-pool gradient's reduction) onto that path. Both are
+    # slower for every step the study runs (benchmarks/README.md).
     "xla_cpu_experimental_ynn_fusion_type": "-individual_convolution,-reduce",
 }
 

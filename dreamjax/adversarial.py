@@ -6,17 +6,17 @@ cross-entropy of a target label (targeted), in L∞ (signed-gradient steps) or
 L2 (normalised-gradient steps), projected back into the ε-ball around the clean
 image and clipped to the [0, 1] pixel range after every step. That is the same
 loop as a Deep Dream, with a different objective and a projection; claim C3 of
-STUDY.md measures how close the two directions really are
+the study (docs/protocol.md) measures how close the two directions really are
 (:func:`gradient_alignment`).
 
 Models are evaluated with ``train=False`` (BatchNorm running statistics), so an
 attack is a pure function of ``(variables, images, labels, key)``.
 
 Loop form: a walk is a Python loop over one jitted program of ``WALK_CHUNK``
-steps. On CPU that ran 2x faster than ``lax.fori_loop`` (the while-loop body
-loses XLA:CPU's convolution threading) and 8% faster than one program per
-step, and unlike a fully unrolled walk it compiles once for every step count
-that is a multiple of the chunk. Inside a jitted train step the same loop simply
+steps. On CPU that is faster than ``lax.fori_loop`` (the while-loop body
+loses XLA:CPU's convolution threading) and than one program per step
+(benchmarks/README.md), and unlike a fully unrolled walk it compiles once for
+every step count that is a multiple of the chunk. Inside a jitted train step the same loop simply
 unrolls (few steps there). The clean image is always the first candidate, so ``success``
 never falls below clean misclassification and robust accuracy ≤ clean accuracy.
 
@@ -158,10 +158,10 @@ def _ops(model, norm: str, targeted: bool, mode: str) -> _Ops:
   step = functools.partial(_step, model, norm=norm, targeted=targeted)
   outcome = functools.partial(_outcome, model, targeted=targeted)
   keep = _keep_better
-  if mode == "jit_K":  # K models in one program (train.map_seeds: fast on CPU)
-    start = map_seeds(start, in_axes=(0, None, None))
-    step = map_seeds(step, in_axes=(0, None, 0, None, None, None))
-    outcome = map_seeds(outcome, in_axes=(0, 0, None))
+  if mode == "jit_K":  # K models in one program (seeds.how decides its form)
+    start = map_seeds(start, in_axes=(0, None, None), workload="attack")
+    step = map_seeds(step, in_axes=(0, None, 0, None, None, None), workload="attack")
+    outcome = map_seeds(outcome, in_axes=(0, 0, None), workload="attack")
 
   def walk(variables, x0, x, labels, eps, step_size, n):
     for _ in range(n):

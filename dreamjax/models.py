@@ -37,8 +37,8 @@ def add_channel_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
   """``y + bias`` over the last axis, whose bias gradient is a matrix product.
 
   Autodiff's gradient of the bias is a sum over every other axis, which
-  XLA:CPU ran 3-9x slower than ``ones @ g.reshape(-1, C)`` on a train step's
-  activations (benchmarks/README.md). ``bias`` must have ``y``'s dtype.
+  XLA:CPU runs slower than ``ones @ g.reshape(-1, C)`` on a train step's
+  activations (measured in benchmarks/README.md). ``bias`` must have ``y``'s dtype.
   """
   return y + bias
 

@@ -1,11 +1,10 @@
-"""Seed-stacked pytrees: K independent models trained and evaluated as one program.
+"""Seed-stacked pytrees: K independent models trained and evaluated together.
 
 The study's seeds are its unit of replication; stacking them along a leading
-axis ``K`` lets one compiled program train or evaluate all of them. On CPU the
-program holds one copy of the computation per seed (:func:`map_seeds`) rather
-than ``jax.vmap``: XLA:CPU turns a vmapped convolution into a grouped
-convolution that ran 1.4-1.6x slower than K separate ones
-(benchmarks/README.md).
+axis ``K`` lets one compiled program train or evaluate all of them. How the K
+seeds of each workload run on each backend is decided in one place,
+:data:`PROGRAMS`, and read by the classifier's trainer, the generators'
+trainer, evaluation and attacks.
 """
 
 from typing import Callable
@@ -13,6 +12,32 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+# How the K seeds of a workload run, by backend:
+#   "vmap"      one program, jax.vmap over the seed axis;
+#   "unrolled"  one program holding one copy of the computation per seed (map_seeds);
+#   "in_turn"   one one-seed program, called once per seed.
+# Accelerators run a vmapped (grouped) convolution well and gain most from one
+# large launch. XLA:CPU turns a vmapped convolution into a grouped one, slower than
+# separate ones, so CPU never vmaps; between unrolled and in turn the faster one
+# depends on the workload, and each choice here is the faster one measured by the
+# benchmarks that time both (bench.py for the classifier step, generator_layers.py
+# for the generator steps, ascent.py for the PGD evaluation; the table of what was
+# tried in benchmarks/README.md).
+WORKLOADS = ("classifier_step", "generator_step", "evaluation", "attack")
+PROGRAMS = {
+    "cpu": {"classifier_step": "in_turn", "generator_step": "unrolled",
+            "evaluation": "unrolled", "attack": "unrolled"},
+}
+ACCELERATOR = "vmap"  # every workload, on any backend PROGRAMS does not list
+
+
+def how(workload: str, backend: str | None = None) -> str:
+  """``vmap``, ``unrolled`` or ``in_turn``: how the seeds of ``workload`` run."""
+  if workload not in WORKLOADS:
+    raise ValueError(f"unknown seed workload {workload!r}; one of {WORKLOADS}.")
+  return PROGRAMS.get(backend or jax.default_backend(), {}).get(workload, ACCELERATOR)
 
 
 def seed_keys(seeds) -> jax.Array:
@@ -24,16 +49,16 @@ def seed_keys(seeds) -> jax.Array:
 fold_in_each = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
 
 
-def map_seeds(fn: Callable, in_axes: int | None | tuple[int | None, ...] = 0) -> Callable:
-  """``jax.vmap`` over a leading seed axis, unrolled: one copy of ``fn`` per seed.
+def map_seeds(fn: Callable, in_axes: int | None | tuple[int | None, ...] = 0,
+              workload: str = "evaluation") -> Callable:
+  """``fn`` over a leading seed axis, in one program, as :func:`how` says for ``workload``.
 
-  Same results as ``jax.vmap(fn, in_axes)`` (axis 0 or None per argument), but
-  each seed keeps ungrouped convolutions and matmuls, which XLA:CPU runs faster
-  and may run side by side. Compile time grows with K, so it suits the handful
-  of seeds a study uses. On accelerators, which run a vmapped (grouped)
-  convolution well and gain most from one large launch, it is ``jax.vmap``.
+  ``vmap``: ``jax.vmap(fn, in_axes)``. Otherwise unrolled: the same results
+  (axis 0 or None per argument), but each seed keeps ungrouped convolutions and
+  matmuls, which XLA:CPU runs faster and may run side by side; compile time
+  grows with K, so it suits the handful of seeds a study uses.
   """
-  if jax.default_backend() != "cpu":
+  if how(workload) == "vmap":
     return jax.vmap(fn, in_axes=in_axes)
 
   def mapped(*args):

@@ -33,6 +33,7 @@ from jax.sharding import Mesh
 from dreamjax import checkpoint, evaluate, loop, models, sharding
 from dreamjax.errors import CheckpointError, ConfigError
 from dreamjax.metrics import MetricWriter
+from dreamjax import seeds as seeds_lib
 from dreamjax.seeds import fold_in_each, map_seeds, pad_to_common, seed_keys, stack, unstack  # noqa: F401
 
 # (state, images, labels, key) -> (images, labels): a pure, jittable change of
@@ -277,17 +278,14 @@ def _compiled_init(model, tx, image_shape):
 
 
 class _SeedPrograms:
-  """How the K seeds of one ``fit`` step run: one program for all, or one each in turn.
-
-  On accelerators one vmapped program trains every seed (one large launch). On
-  CPU each seed runs the same one-seed program in turn: for the study's small
-  CNN that was 1.3x faster than K copies unrolled in one program
-  (benchmarks/README.md), and it compiles one program whatever K is. Either
-  way the state the caller sees is stacked over seeds (:meth:`join`).
+  """How the K seeds of one ``fit`` step run: one program for all, or one each in turn,
+  as :func:`dreamjax.seeds.how` decides for the classifier step. In turn, one
+  program is compiled whatever K is. Either way the state the caller sees is
+  stacked over seeds (:meth:`join`).
   """
 
   def __init__(self, model, batch_size, batch_transform, label_smoothing, per_seed, mesh, k):
-    self.together = jax.default_backend() != "cpu"
+    self.together = seeds_lib.how("classifier_step") != "in_turn"
     self.k = k
     if self.together:
       self._step = _compiled_step(model, batch_size, batch_transform, label_smoothing,
@@ -333,6 +331,6 @@ def _compiled_step(model, batch_size, batch_transform, label_smoothing, data_axi
   step = make_train_step(model, batch_size, mesh, batch_transform=batch_transform,
                          label_smoothing=label_smoothing)
   if data_axis != "one":
-    step = map_seeds(step, in_axes=(0, data_axis, data_axis, 0, 0))
+    step = map_seeds(step, in_axes=(0, data_axis, data_axis, 0, 0), workload="classifier_step")
   rep = sharding.replicated(mesh)
   return jax.jit(step, in_shardings=rep, out_shardings=rep, donate_argnums=0)

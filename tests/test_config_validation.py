@@ -20,7 +20,8 @@ TRAIN_FIELDS = ["steps", "batch_size", "learning_rate", "weight_decay", "warmup_
 STUDY_FIELDS = ["num_seeds", "copies", "primary_budget", "eval.robust_eps", "eval.robust_steps",
                 "eval.robust_num_test", "eval.frechet_num_test", "attack.eps", "attack.pgd_steps",
                 "attack.train_steps", "attack.train_fraction", "pseudo_label_threshold",
-                "verdict_margin", "dream_chunk"]
+                "verdict_margin", "dream_chunk", "arm_settings.vae_pool.steps",
+                "arm_settings.pretext_transfer.steps"]
 
 
 def _set(cfg, field, value):
@@ -80,3 +81,27 @@ def test_dream_settings_named(field, value, match):
   cfg[field] = value
   with pytest.raises(ConfigError, match=match):
     dream.validate(cfg, model)
+
+
+@pytest.mark.parametrize("override, named", [
+    (("dream_subtle", "preset", "sublte"), "arm_settings.dream_subtle.preset"),
+    (("dream_sweep", "strengths", (0.1, -1.0)), "arm_settings.dream_sweep.strengths"),
+    (("gan_small", "steps", 0), "arm_settings.gan_small.steps"),
+])
+def test_arm_settings_are_checked_by_their_arm(override, named):
+  cfg = study_configs.get_config("tiny")
+  arm, field, value = override
+  cfg.arm_settings[arm][field] = value
+  with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+    runner.validate_config(cfg)
+
+
+def test_an_arm_setting_that_does_not_exist_is_refused():
+  cfg = study_configs.get_config("tiny")
+  cfg.arm_settings.vae_pool.stesp = 10
+  with pytest.raises(ConfigError, match="vae_pool has no setting 'stesp'"):
+    runner.validate_config(cfg)
+  cfg = study_configs.get_config("tiny")
+  cfg.arm_settings.vae_pools = {"steps": 3}
+  with pytest.raises(ConfigError, match="arm_settings.vae_pools: no such arm"):
+    runner.validate_config(cfg)

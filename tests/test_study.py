@@ -9,6 +9,7 @@ import re
 import sys
 import threading
 
+import jax
 import numpy as np
 import pytest
 
@@ -16,9 +17,9 @@ from conftest import REPO, finished_run, run_two_hosts, stray_files
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
 from dreamjax.fileio import read_jsonl
-from dreamjax import metrics
-from dreamjax.study import arms as arms_lib
-from dreamjax.study import generate, runner
+from dreamjax import generators, metrics
+from dreamjax.configs import arms as arms_lib
+from dreamjax.study import artefacts, generate, runner
 from dreamjax.study import records as records_lib
 
 SCRIPT = os.path.join(REPO, "experiments", "study.py")
@@ -94,8 +95,8 @@ def test_a_registered_arm_runs_in_a_tiny_study(tmp_path, real_data_dir, monkeypa
     return generate.Generated(s.labeled_images[:, :, ::-1], s.labeled_labels,
                               s.labeled_index, 0.0, {"flipped": 1.0})
 
-  arms_lib.register(arms_lib.Arm("flip_copy", "dream", "a mirrored copy of every image",
-                                 generate=flipped, claims=("C5",)))
+  arms_lib.register(arms_lib.Arm("flip_copy", "dream", "stored", "a mirrored copy of every image",
+                                 generate=flipped))
   cfg = study_configs.get_config("tiny")
   assert "flip_copy" in cfg.arms  # the default config runs every registered arm
   cfg.arms = ("baseline", "classical_online", "flip_copy")
@@ -106,6 +107,52 @@ def test_a_registered_arm_runs_in_a_tiny_study(tmp_path, real_data_dir, monkeypa
   assert cells["N100/flip_copy"]["generation"] == {"flipped": 1.0}
   report = (tmp_path / "REPORT.md").read_text()
   assert "| N100/flip_copy |" in report and "vs flip_copy" in report  # arms table and C5
+
+
+def test_arms_of_a_new_generator_kind_and_with_settings_need_only_their_entries(
+    tmp_path, real_data_dir, monkeypatch):
+  """A generator family no code knows, named as today's generator arms are, and a
+  dream arm with settings of its own: each is one entry (plus its function), its
+  settings reach its function and take overrides by name, and C5 reads both."""
+  monkeypatch.setattr(arms_lib, "REGISTRY", dict(arms_lib.REGISTRY))
+  seen = {}
+
+  def diffusion_pool(ctx, arm, seed, s, key):
+    settings = arms_lib.settings(ctx.config, arm)
+    seen[seed] = (arms_lib.get(arm).source, int(settings.steps))
+    model, variables = ctx.baseline_model(seed)
+    pool = ctx.pool_images(seed)[:len(s.labeled_labels)]
+    noisy = np.clip(pool + 0.05 * np.asarray(jax.random.normal(key, pool.shape)), 0, 1)
+    labels = generators.probabilities(model, variables, noisy, mesh=ctx.mesh).argmax(-1)
+    labels = labels.astype(np.int32)
+    return generate.Generated(noisy.astype(np.float32), labels, np.full(len(labels), -1),
+                              0.0, {"image_steps": int(settings.steps)})
+
+  arms_lib.register(arms_lib.Arm(
+      "diffusion_pool", "generator", "generator", "a denoiser's samples from the pool",
+      source=arms_lib.Generator("diffusion", "pool"), settings={"steps": 7},
+      generate=diffusion_pool, needs_baseline=True))
+  arms_lib.register(arms_lib.Arm(
+      "dream_gentle", "dream", "stored", "a dream of its own preset",
+      source=arms_lib.Classifier("baseline"), settings={"preset": "strong"},
+      generate="dreamjax.study.generate:dream", needs_baseline=True, per_copy=True))
+  cfg = study_configs.get_config("tiny")
+  cfg.arms = ("baseline", "classical_online", "dream_subtle", "diffusion_pool", "dream_gentle")
+  cfg.arm_settings.diffusion_pool.steps = 11   # overrides by name
+  cfg.arm_settings.dream_gentle.preset = "subtle"
+  runner.run_study(cfg, str(tmp_path), log=lambda m: None)
+  cells = {r["cell"]: r for r in read_jsonl(str(tmp_path / "results.jsonl"))}
+  assert {cells[f"N100/{a}"]["status"] for a in cfg.arms} == {"ok"}
+  assert seen == {s: (arms_lib.Generator("diffusion", "pool"), 11) for s in (0, 1)}
+  assert cells["N100/diffusion_pool"]["cost"]["gen_image_steps"] == 11
+  assert "cas" in cells["N100/diffusion_pool"]  # a generator's cell measures CAS
+  # The subtle preset's step size, not the strong one's: its images move as little.
+  gentle, subtle = cells["N100/dream_gentle"], cells["N100/dream_subtle"]
+  assert gentle["generation"]["mean_linf"] == pytest.approx(subtle["generation"]["mean_linf"],
+                                                            rel=0.5)
+  verdicts = json.load(open(tmp_path / "claims.json"))
+  c5 = next(v for v in verdicts if v["claim"] == "C5")
+  assert "diffusion_pool" in c5["arms"] and "dream_gentle" in c5["arms"]
 
 
 # Enough arms to cover each kind of cell (offline set, dream, on-the-fly attack,
@@ -299,7 +346,7 @@ def test_a_pool_generator_is_trained_once_across_studies(tmp_path, real_data_dir
                    for n in ("first", "second"))
   assert [r["test_accuracy"] for r in first] == [r["test_accuracy"] for r in second]
   other = []
-  cfg.generator_steps.vae_pool = int(cfg.generator_steps.vae_pool) + 1
+  cfg.arm_settings.vae_pool.steps = int(cfg.arm_settings.vae_pool.steps) + 1
   runner.run_study(cfg, str(tmp_path / "other"), log=other.append)
   assert not any("reusing" in m for m in other)
 
@@ -387,7 +434,7 @@ def test_small_generators_of_all_seeds_in_one_program_equal_seed_by_seed(arm, re
   ctx = context.Context(config=cfg, workdir="", mesh=sharding.default(None), budget=100,
                         seeds=seeds, splits=splits, model=None, oracle=None,
                         log=lambda m: None)
-  keys = [arms_lib.arm_key(s, arm) for s in seeds]
+  keys = [artefacts.arm_key(s, arm) for s in seeds]
   together = generate.small_generators(ctx, arm, list(seeds), list(splits), keys)
   for seed, s, key in zip(seeds, splits, keys):
     alone = generate.small_generator(ctx, arm, seed, s, key)

@@ -211,7 +211,7 @@ def test_a_generator_shared_by_the_seeds_is_timed_once():
 
 def test_forest_draws_a_panel_per_budget_at_the_paired_differences(monkeypatch, tmp_path):
   from dreamjax.figures import charts  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import arms  # pylint: disable=g-import-not-at-top
+  from dreamjax.configs import arms  # pylint: disable=g-import-not-at-top
   drawn = []
   monkeypatch.setattr(charts, "save_figure", lambda fig, path, **kw: drawn.append(fig))
 

@@ -54,7 +54,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.offline = True         # write workdir/adversarial.npz from the labeled images
   c.robust = ml_collections.ConfigDict()
   c.robust.eps = 0.1       # the study's robust accuracy: L∞ PGD, ε = 0.1
-  c.robust.steps = 20      # >= 20 steps with random start (STUDY.md)
+  c.robust.steps = 20      # >= 20 steps with random start (docs/protocol.md)
   c.robust.restarts = 1
   c.robust.num_images = 1000  # test images attacked; -1 = all 10k
   c.alignment = ml_collections.ConfigDict()

@@ -1,27 +1,14 @@
 """Config of ``experiments/train_generator.py``: generators and pretraining.
 
 Presets (``--config dreamjax/configs/generator.py:PRESET``):
-  default  real Fashion-MNIST; 8000 steps: a pool-trained VAE in about 50 s and
-           a GAN in about 85 s on one CPU core
+  default  real Fashion-MNIST, the settings the study uses
   tiny     seconds-long run for tests
 
-The VAE/GAN settings were chosen by measurement (one core, Fashion-MNIST, an
-all-labels oracle CNN as the judge; scratch study of 2026, branch ``gen``):
-
-* ``upsample="subpixel"`` makes a step ~7x cheaper than ``"nearest"`` at the
-  same widths (VAE (16,32) batch 64: 14.7 vs 43 ms) with equal or better
-  samples; widths (16,32) beat (32,64) and (64,128) per CPU-second.
-* Batch 32 (``generator_batch_size``) costs half a batch-64 step with about
-  the same quality per step; ``latent_dim`` 16 gave the VAE a lower Fréchet
-  distance than 32 and the GAN the same.
-* Learning rates: VAE 3e-3 (1e-3 needed ~3x the steps for the same label
-  preservation), GAN 1e-3 with β1 = 0.5 (DCGAN's 2e-4 needed ~3x the steps).
-* Conditional GAN on the 1000 labeled images: label preservation 0.91-0.94,
-  Fréchet 9-12 at 3000 steps (~40 s), no further gain after ~4000; conditional
-  VAE: 0.86-0.87 and Fréchet 53 at 8000 steps (~55 s), still creeping up.
-  Pool GAN (unconditional, pseudo-labelled at 0.9): 0.88 at 8000 steps (~90 s),
-  0.90 at 16000, 0.92 at 24000; pool VAE: 0.96-0.97 of the ~19% of samples
-  kept, Fréchet ~110, plateauing by 12000 steps.
+The VAE/GAN settings (sub-pixel upsampling, widths, batch 32, latent size,
+learning rates) were chosen by measurement with an all-labels oracle CNN as
+the judge, per CPU-second of training; the measurements, and the steps where
+each generator's samples stop improving, are in docs/methods.md and
+docs/results.md.
 """
 
 import ml_collections

@@ -11,7 +11,7 @@ Presets (``--config dreamjax/configs/study.py:PRESET``):
 import ml_collections
 
 from dreamjax.configs import common
-from dreamjax.study import arms as arms_registry
+from dreamjax.configs import arms as arms_registry
 
 # Arms whose images are stored, read at several copies per image M for the exchange rate.
 EXCHANGE_ARMS = ("classical", "dream_subtle", "dream_bn", "pgd", "vae_pool", "gan_pool")
@@ -46,10 +46,9 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.model.dense_features = (64,)
   c.model.use_bn = True           # BatchNorm is needed by the dream_bn prior
   c.train = common.train_config()
-  c.train.steps = 1200            # same budget for every arm and budget. At 300 the baseline
-                                  # had flattened but online augmentation had not (+0.4 pp,
-                                  # +1.9 at 1500); at 1200 every arm at N = 1000 is measured
-                                  # against 300 (docs/results.md, training length)
+  c.train.steps = 1200            # same budget for every arm and budget, long enough that
+                                  # the augmentation arms stop gaining, not only the baseline
+                                  # (docs/results.md, training length)
   c.train.batch_size = 64
   # A longer length at some budgets, e.g. {"N5000": 2400}: every arm of that budget
   # trains this many steps (its own schedule), so arms stay comparable within a budget.
@@ -81,11 +80,10 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.eval.frechet_num_test = 2000  # real test images the generated sets are compared with
   c.eval.alignment_num = 128      # test images for the C3 gradient alignment
 
-  # Arms' generation settings.
-  c.dream_presets = ml_collections.ConfigDict(
-      {"dream_subtle": "subtle", "dream_strong": "strong", "dream_logit": "logit",
-       "dream_bn": "bn"})
-  c.dream_sweep_strengths = (0.05, 0.2, 0.8, 3.2)  # octaves×steps×step_size, subtle → extreme
+  # Each arm's own settings (dream preset, generator steps, sweep strengths, ...):
+  # the registry's defaults (dreamjax/configs/arms.py), overridden by name, e.g.
+  # --config.arm_settings.vae_pool.steps=100.
+  c.arm_settings = arms_registry.settings_config()
   c.dream_steps = 10              # ascent steps per octave of every dream arm and sweep point,
                                   # step_size rescaled so each keeps its strength; 0 = the
                                   # presets' own (20 for strong/logit/bn and the sweep)
@@ -97,14 +95,6 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.attack.train_fraction = 0.5   # fraction of each batch replaced by adversarial images
   c.generator_preset = "default"  # dreamjax/configs/generator.py preset for VAE/GAN/AE/pretext
   c.generator_overrides = ml_collections.ConfigDict()  # any generator field, e.g. {"steps": 100}
-  # Steps of each generator, sized where its samples stop improving (measured
-  # with an all-labels judge, one core: label preservation / Fréchet flatten by
-  # then; docs/results.md): *_small on the N labeled images (one per seed),
-  # *_pool on the unlabeled pool (once, on seed 0's pool, shared by every seed
-  # and cached across studies), ae/pretext pretraining on the pool (once).
-  c.generator_steps = ml_collections.ConfigDict(
-      {"vae_small": 8000, "gan_small": 3000, "vae_pool": 12000, "gan_pool": 16000,
-       "ae_pretrain": 2000, "pretext_transfer": 2000})
   c.pseudo_label_threshold = 0.9  # unconditional pool generators: keep confident samples
   c.quality_gate = 0.6            # a generator whose samples the oracle labels right less
                                   # often is "under-trained"; claims resting on it say so
@@ -125,8 +115,8 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     # N = 1000 cells are the same computation), and only the new cells run.
     c.budgets = (100, 1000, 5000)
     c.exchange.copies = (2, 4, 8)
-    # At N = 5000, 1,200 steps left online classical augmentation 0.7 points below
-    # its 2,400-step accuracy while the baseline was flat (docs/results.md).
+    # At N = 5000 online classical augmentation was still gaining at 1,200 steps
+    # while the baseline was flat (docs/results.md, training length).
     c.train_steps_by_budget = ml_collections.ConfigDict({"N5000": 2400})
   elif preset == "tiny":
     c.budgets = (100,)
@@ -154,8 +144,9 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.attack.pgd_steps = 3
     c.attack.train_steps = 2
     c.generator_preset = "tiny"
-    c.generator_steps = ml_collections.ConfigDict({a: 30 for a in c.generator_steps})
-    c.dream_sweep_strengths = (0.05, 0.2, 0.8, 3.2)
+    for arm in ("vae_small", "gan_small", "vae_pool", "gan_pool", "ae_pretrain",
+                "pretext_transfer"):
+      c.arm_settings[arm].steps = 30
     c.pool_subset = 2000
     c.pseudo_label_threshold = 0.0  # tiny models are never confident: keep every sample
     c.self_training.threshold = 0.0

@@ -75,8 +75,8 @@ class Decoder(nn.Module):
   resolution to 4× the channels, then depth-to-space; the grid has
   ``widths[-1]`` channels, the stages ``widths[-2], ..., widths[0]`` and the
   last stage the image's channels, so no conv runs at full resolution. On
-  XLA:CPU this is 6-7× faster than ``"nearest"`` at the same widths, and
-  ``nn.ConvTranspose`` ran at 6-13 GFLOP/s, a tenth of a plain conv's rate.
+  XLA:CPU this is several times faster than ``"nearest"`` at the same widths,
+  and ``nn.ConvTranspose`` runs far below a plain conv's rate (docs/methods.md).
 
   ``upsample="nearest"``: nearest-neighbour ×2 then a 3×3 conv per width
   (``widths[-1], ..., widths[0]``), then a 3×3 conv to the image at full
@@ -237,9 +237,8 @@ def train_seeds(prepare: Callable, desc: str, cfg, images_K, labels_K, keys,
   seeds' training sets, ``keys`` their K trainer keys. Seed ``i`` gets what
   ``train_prepared(prepare, desc, cfg, images_K[i], labels_K[i], keys[i])``
   gives (its initial state, batches and latents come from its own key); the
-  K steps run as one program (:func:`dreamjax.seeds.map_seeds`), which on
-  CPU costs less than K programs in turn for these small networks
-  (benchmarks/generator_layers.py). Returns ``[(params, history)]`` per seed.
+  K steps run as one program, as :func:`dreamjax.seeds.how` decides for the
+  generator step. Returns ``[(params, history)]`` per seed.
   """
   from dreamjax import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
   mesh = sharding.default(mesh)
@@ -273,7 +272,7 @@ def _seed_step(step: Callable, in_axes, mesh) -> Callable:
   """The K-seed program of one compiled step, shared by every call with the same step."""
   from dreamjax import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
   rep = sharding.replicated(mesh)
-  mapped = seeds_lib.map_seeds(step, in_axes=in_axes)
+  mapped = seeds_lib.map_seeds(step, in_axes=in_axes, workload="generator_step")
 
   def step_K(*args):
     # Each seed's metrics as scalars of their own ("seed{i}/loss"), so the loop's

@@ -18,7 +18,9 @@ import jax
 import numpy as np
 
 from dreamjax import checkpoint
-from dreamjax.errors import CheckpointError
+from dreamjax.configs import arms as arms_lib
+from dreamjax.configs import generator as gen_configs
+from dreamjax.errors import CheckpointError, ConfigError
 
 _MEMO: dict[str, Any] = {}
 
@@ -29,13 +31,17 @@ def arm_key(seed: int, arm: str) -> jax.Array:
 
 
 def generator_config(config, arm: str):
-  """The generator config of one of the study's VAE/GAN/AE/pretext arms."""
-  from dreamjax.configs import generator as gen_configs  # pylint: disable=g-import-not-at-top
+  """The generator config of a generator or pretraining arm, from its registry entry."""
+  source = arms_lib.get(arm).source
   g = gen_configs.get_config(config.generator_preset)
-  g.model = {"ae_pretrain": "ae", "pretext_transfer": "pretext"}.get(arm, arm.split("_")[0])
-  g.conditional = arm.endswith("_small")
+  if isinstance(source, arms_lib.Generator):
+    g.model, g.conditional = source.family, source.conditional
+  elif isinstance(source, arms_lib.Pretrained):
+    g.model, g.conditional = source.objective, False
+  else:
+    raise ConfigError(f"arm {arm!r} trains no generator or trunk (its source is {source}).")
   g.source = "labeled" if g.conditional else "pool"
-  g.steps = int(config.generator_steps[arm])
+  g.steps = int(arms_lib.settings(config, arm).steps)
   g.update(config.generator_overrides.to_dict())
   return g
 
@@ -98,12 +104,13 @@ def _cache_key(ctx, kind: str, gcfg) -> str | None:
   return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def pool_generator(ctx, kind: str):
-  """(config, params, train seconds, history) of the unconditional pool generator ``kind``."""
+def pool_generator(ctx, arm: str):
+  """(config, params, train seconds, history) of the pool generator of arm ``arm``."""
   from dreamjax import generators  # pylint: disable=g-import-not-at-top
-  gcfg = generator_config(ctx.config, f"{kind}_pool")
-  params, seconds, history = _load_or_make(ctx, f"{kind}_pool", lambda: generators.TRAIN[kind](
-      gcfg, ctx.pool_for_shared_models(), None, arm_key(0, f"{kind}_pool_gen"),
+  kind = arms_lib.get(arm).source.family
+  gcfg = generator_config(ctx.config, arm)
+  params, seconds, history = _load_or_make(ctx, arm, lambda: generators.TRAIN[kind](
+      gcfg, ctx.pool_for_shared_models(), None, arm_key(0, f"{arm}_gen"),
       progress=ctx.log, mesh=ctx.mesh), cache_key=_cache_key(ctx, kind, gcfg))
   return gcfg, params, seconds, history
 
@@ -111,7 +118,7 @@ def pool_generator(ctx, kind: str):
 def pretrained(ctx, arm: str):
   """(trunk variables, seconds, history) of the autoencoder / rotation pretraining on the pool."""
   from dreamjax import pretrain  # pylint: disable=g-import-not-at-top
-  kind = "ae" if arm == "ae_pretrain" else "pretext"
+  kind = arms_lib.get(arm).source.objective
   gcfg = generator_config(ctx.config, arm)
   k = arm_key(0, f"{arm}_pretrain")
   pool = ctx.pool_for_shared_models()

@@ -18,27 +18,56 @@ import numpy as np
 from dreamjax import adversarial, alignment, evaluate, frechet
 from dreamjax import data as data_lib
 from dreamjax.errors import DataError
-from dreamjax.study import arms as arms_lib
+from dreamjax.configs import arms as arms_lib
+from dreamjax.study import claims
+from dreamjax.study.artefacts import arm_key
 from dreamjax import stats
 from dreamjax.seeds import pad_to_common
 from dreamjax.study.context import Context
 from dreamjax.study.generate import Generated
 
 
+# What a job of the study does: train an arm's classifiers (a cell), or measure
+# C3's alignment of dream and attack directions on a budget's baselines.
+TRAIN, ALIGNMENT = "train", "alignment"
+# Why a cell is not one of its budget's main cells: more copies per image of a
+# stored-image arm, or the baseline at more real labels (the exchange rate).
+MORE_COPIES, MORE_LABELS = "copies", "labels"
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
-  key: str          # e.g. "N1000/dream_sweep@0.3", "N1000/classical/M4", "N1250/baseline"
-  arm: str          # e.g. "dream_sweep@0.3"
+  """One job of the study: an arm at one label budget, every seed at once.
+
+  Its one string form, :attr:`key` (``N1000/dream_sweep@0.3``,
+  ``N1000/classical/M4``, ``N1250/baseline``, ``N1000/alignment``), names it in
+  results.jsonl and the log; nothing parses it back.
+  """
   budget: int
-  copies: int = 1   # M generated images per labeled image
-  main: bool = True  # False: an exchange-rate cell (more copies, or more labels)
+  arm: str            # e.g. "dream_sweep@0.3"; "alignment" for an alignment job
+  copies: int = 1     # M generated images per labeled image
+  exchange: str = ""  # "" (a main cell), MORE_COPIES or MORE_LABELS
+  job: str = TRAIN
 
   @classmethod
   def of(cls, budget: int, arm: str, copies: int, main_copies: int) -> "Cell":
     """``arm`` at ``budget`` with ``copies`` per image: a main cell at the study's own
     ``main_copies`` (``N1000/classical``), else an exchange cell (``N1000/classical/M4``)."""
-    main = copies == main_copies
-    return cls(f"N{budget}/{arm}" + ("" if main else f"/M{copies}"), arm, budget, copies, main)
+    return cls(budget, arm, copies, "" if copies == main_copies else MORE_COPIES)
+
+  @classmethod
+  def alignment(cls, budget: int) -> "Cell":
+    return cls(budget, "alignment", job=ALIGNMENT)
+
+  @property
+  def main(self) -> bool:
+    """One of its budget's main cells (an alignment job counts as one)."""
+    return not self.exchange
+
+  @property
+  def key(self) -> str:
+    return f"N{self.budget}/{self.arm}" + (f"/M{self.copies}" if self.exchange == MORE_COPIES
+                                            else "")
 
   @property
   def folder(self) -> str:
@@ -55,16 +84,16 @@ def generated_sets(ctx: Context, cell: Cell) -> dict[int, Generated]:
       missing.append((seed, s))
     else:
       out[seed] = g
-  keys = {seed: arms_lib.arm_key(seed, cell.arm) for seed, _ in missing}
+  keys = {seed: arm_key(seed, cell.arm) for seed, _ in missing}
   if arm.generate_seeds and len(missing) > 1:  # every missing seed in one go
-    made = arm.generate_seeds(ctx, cell.arm, [m[0] for m in missing], [m[1] for m in missing],
+    made = arm.fn("generate_seeds")(ctx, cell.arm, [m[0] for m in missing], [m[1] for m in missing],
                               [keys[m[0]] for m in missing])
     for seed, _ in missing:
       out[seed] = _save(ctx, cell, arm, seed, made[seed])
   for seed, s in missing:  # seed by seed, each saved as soon as it is made
     if seed not in out:
       g = (_per_copy(ctx, cell, arm, seed, s, keys[seed]) if arm.per_copy
-           else arm.generate(ctx, cell.arm, seed, s, keys[seed]))
+           else arm.fn("generate")(ctx, cell.arm, seed, s, keys[seed]))
       out[seed] = _save(ctx, cell, arm, seed, g)
   return {seed: out[seed] for seed in ctx.seeds}
 
@@ -125,7 +154,7 @@ def _per_copy(ctx: Context, cell: Cell, arm, seed: int, s, key) -> Generated:
   one = dataclasses.replace(ctx, copies=1)
   seconds = 0.0
   for m in range(reused, want):
-    g = arm.generate(one, cell.arm, seed, s, copy_key(key, m))
+    g = arm.fn("generate")(one, cell.arm, seed, s, copy_key(key, m))
     images.append(g.images)
     labels.append(g.labels)
     index.append(g.source_index)
@@ -149,9 +178,8 @@ def _donors(ctx: Context, cell: Cell) -> list[Cell]:
 
 def measures_robustness(config, cell: Cell) -> bool:
   """Robust accuracy is measured for the arms a claim reads it of, or for all."""
-  arm = arms_lib.get(cell.arm)
-  return cell.main and (bool(config.eval.robust_all_arms) or arm.name == "baseline"
-                        or "C2" in arm.claims)
+  return cell.main and (bool(config.eval.robust_all_arms) or cell.arm == "baseline"
+                        or claims.measures_robustness(cell.arm))
 
 
 def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
@@ -160,8 +188,9 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
   t_cell = time.perf_counter()
   generated = generated_sets(ctx, cell) if arm.generate else {}
   gen_seconds = float(sum(g.seconds for g in generated.values()))
-  transform = arm.transform(ctx, cell.arm) if arm.transform else None
-  init_fn, pre_seconds, pre_steps = arm.init(ctx, cell.arm) if arm.init else (None, 0.0, 0)
+  transform = arm.fn("transform")(ctx, cell.arm) if arm.transform else None
+  init_fn, pre_seconds, pre_steps = (arm.fn("init")(ctx, cell.arm) if arm.init
+                                     else (None, 0.0, 0))
   if cell.arm == "baseline" and ctx.baseline is not None:
     res = ctx.baseline
   else:
@@ -175,8 +204,8 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
   t_eval = time.perf_counter()
   if measures_robustness(cfg, cell):
     record["robust_accuracy"] = robustness(ctx, res.state.variables, cell.budget)
-  if "@" in cell.arm:
-    record["strength"] = float(cell.arm.split("@")[1])
+  if arms_lib.variant_value(cell.arm) is not None:
+    record["strength"] = arms_lib.variant_value(cell.arm)
   record.update(_quality(ctx, generated))
   if cell.main and arm.group == "generator" and generated:
     record["cas"] = _classification_accuracy_score(ctx, cell, generated)

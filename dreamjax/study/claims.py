@@ -20,7 +20,7 @@ import dataclasses
 from typing import Any, Callable
 
 from dreamjax import stats
-from dreamjax.study import arms as arms_lib
+from dreamjax.configs import arms as arms_lib
 from dreamjax.study import records as records_lib
 from dreamjax.study.evidence import Cells, _num, _pp, robust_eps  # noqa: F401
 
@@ -50,7 +50,8 @@ RULES = {
           " has its CI inside ±margin (acts like noise), (b) robust accuracy of dream_online −"
           " baseline has its CI above zero (helps against adversarial inputs). Not supported if"
           " (a)'s CI lies outside ±margin or (b)'s CI is below zero; else inconclusive. The"
-          " offline pair (dream_subtle vs noise) and pgd_train are reported beside it.",
+          " offline pair (dream_subtle vs noise), pgd_train and classical_online are reported"
+          " beside it.",
     "C3": "supported if the mean cosine between the class-logit dream direction and the"
           " adversarial (loss-ascent) direction exceeds 0.5 and its CI lies above the CI of the"
           " layer-objective dream's cosine; not supported if its CI lies below 0.5 or below the"
@@ -73,6 +74,47 @@ RULES = {
           " (image-steps of generation/pretraining + training, counted, per seed); not"
           " supported if its CI is below −margin or it costs more; else inconclusive.",
 }
+
+
+# The arms each rule reads: those that decide it first, then those reported beside
+# it. C5's rivals are read from the registry by what the arms are (below), so a
+# newly registered dream, attack or generator arm is one of them.
+_READS = {
+    "C1": ("baseline", "dream_strong", "classical_online"),
+    "C2": ("dream_online", "noise_online", "baseline", "dream_subtle", "noise", "pgd_train",
+           "classical_online"),
+    "C3": ("dream_logit", "pgd"),
+    "C4": ("vae_small", "gan_small", "baseline", "classical_online"),
+    "C6": ("vae_pool", "gan_pool", "baseline", "self_training", "vae_small", "gan_small"),
+    "C7": ("ae_pretrain", "pretext_transfer", "vae_pool", "gan_pool", "baseline",
+           "self_training"),
+}
+# Claims that read robust accuracy: the cells of the arms they read measure it.
+READS_ROBUSTNESS = ("C2",)
+
+
+def rivals() -> tuple[str, ...]:
+  """The arms C5 compares classical_online with: every registered arm that makes
+  training data with a dream, an attack or a generator, stored or online (not the
+  strength sweep, which no verdict reads, nor adversarial training, a robustness
+  method C2 reads)."""
+  return tuple(a.name for a in arms_lib.REGISTRY.values()
+               if a.group in ("dream", "adversarial", "generator") and not a.variants
+               and a.kind in ("stored", "online", "generator"))
+
+
+def reads(cid: str) -> tuple[str, ...]:
+  """The arms claim ``cid``'s rule reads."""
+  return ("classical_online", *rivals()) if cid == "C5" else _READS[cid]
+
+
+def claims_of(arm: str) -> tuple[str, ...]:
+  """The claims whose rules read ``arm`` (a variant reads as its base arm)."""
+  return tuple(c for c in CLAIMS if arms_lib.base_name(arm) in reads(c))
+
+
+def measures_robustness(arm: str) -> bool:
+  return any(arms_lib.base_name(arm) in reads(c) for c in READS_ROBUSTNESS)
 
 
 @dataclasses.dataclass
@@ -152,7 +194,8 @@ def c2(cells: Cells, margin: float) -> Verdict:
              f" Δrobust(dream_online − baseline) {_pp(robust)}")
   for a, b, metric in (("dream_subtle", "noise", "test_accuracy"),
                        ("dream_subtle", "baseline", "robust_accuracy"),
-                       ("pgd_train", "baseline", "robust_accuracy")):
+                       ("pgd_train", "baseline", "robust_accuracy"),
+                       ("classical_online", "baseline", "robust_accuracy")):
     if cells.ok(a):
       label = "Δclean" if metric == "test_accuracy" else "Δrobust"
       numbers += f"; {label}({a} − {b}) {_pp(cells.diff(a, b, metric, eps))}"
@@ -194,11 +237,6 @@ def c4(cells: Cells, margin: float) -> Verdict:
   if cells.ok("classical_online"):
     numbers += f"; Δacc(classical_online − baseline) {_pp(cells.diff('classical_online', 'baseline'))}"
   return _verdict("C4", arms, numbers, verdict)
-
-
-def rivals() -> tuple[str, ...]:
-  """The arms C5 compares classical_online with (the registry says which)."""
-  return tuple(a for a in arms_lib.claimed_by("C5") if arms_lib.get(a).group != "classical")
 
 
 def c5(cells: Cells, margin: float) -> Verdict:

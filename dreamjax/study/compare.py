@@ -20,7 +20,7 @@ from typing import Any
 
 from dreamjax import fileio, stats
 from dreamjax.errors import ConfigError
-from dreamjax.study import arms as arms_lib
+from dreamjax.configs import arms as arms_lib
 from dreamjax.study import records as records_lib
 from dreamjax.study import tables
 
@@ -43,6 +43,7 @@ def load(folder: str) -> dict[str, Any]:
                       f" --report_only --workdir {folder}` with the study's --config).")
   with open(os.path.join(folder, "study_config.json")) as f:
     study = json.load(f)
+  study["config"] = records_lib.upgrade_config(study["config"])
   with open(claims_path) as f:
     claims = json.load(f)
   latest = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(folder, "results.jsonl"),

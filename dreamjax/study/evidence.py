@@ -5,7 +5,7 @@ import math
 from typing import Any
 
 from dreamjax import power, stats
-from dreamjax.study import arms as arms_lib
+from dreamjax.configs import arms as arms_lib
 
 
 def _pp(iv: stats.Interval) -> str:

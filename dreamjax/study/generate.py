@@ -1,9 +1,11 @@
-"""What the arms do: the functions :mod:`dreamjax.study.arms` registers.
+"""What the arms do: the functions :mod:`dreamjax.configs.arms` registers.
 
 ``generate`` functions return one seed's extra labeled images (M copies per
 labeled image, ``config.copies``); ``transform`` functions return a batch
 transform for the jitted train step; ``init`` functions return a classifier
-initialiser. Each receives the budget's :class:`dreamjax.study.context.Context`.
+initialiser. Each receives the budget's :class:`dreamjax.study.context.Context`
+and the cell's arm name (a variant's, e.g. ``dream_sweep@0.2``); what the arm
+is (its source, its settings) comes from its registry entry.
 """
 
 import dataclasses
@@ -14,6 +16,8 @@ import jax
 import numpy as np
 
 from dreamjax import data as data_lib
+from dreamjax.configs import arms as arms_lib
+from dreamjax.configs import dream as dream_configs
 from dreamjax.errors import ConfigError
 from dreamjax.study import artefacts
 
@@ -54,29 +58,18 @@ def _offline(ctx, s, key, fn) -> Generated:
 
 
 def dream_config(config, arm: str):
-  """The dream block of a dream arm (or of one ``dream_sweep@STRENGTH`` cell)."""
-  from dreamjax.configs import dream as dream_configs  # pylint: disable=g-import-not-at-top
-  if arm.startswith("dream_sweep@"):
-    strength = float(arm.split("@")[1])
-    steps = int(config.dream_steps) or dream_configs.SWEEP_STEPS
-    for s, cfg in dream_configs.sweep_presets(tuple(sweep_strengths(config)), steps):
+  """The dream block of a dream arm (or of one variant, ``dream_sweep@STRENGTH``)."""
+  settings = arms_lib.settings(config, arm)
+  steps = int(config.dream_steps)
+  strength = arms_lib.variant_value(arm)
+  if strength is not None:
+    strengths = tuple(float(x) for x in settings.strengths)
+    for s, cfg in dream_configs.sweep_presets(strengths, steps or dream_configs.SWEEP_STEPS):
       if abs(s - strength) < 1e-9:
         return cfg
     raise ConfigError(f"no dream sweep preset of strength {strength}.")
-  cfg = dream_configs.get_preset(config.dream_presets[arm])
-  steps = int(config.dream_steps)
+  cfg = dream_configs.get_preset(settings.preset)
   return dream_configs.with_steps(cfg, steps) if steps else cfg
-
-
-def sweep_strengths(config) -> list[float]:
-  if config.dream_sweep_strengths:
-    return [float(s) for s in config.dream_sweep_strengths]
-  from dreamjax.configs import dream as dream_configs  # pylint: disable=g-import-not-at-top
-  return [float(s) for s, _ in dream_configs.sweep_presets()]
-
-
-def sweep_variants(config) -> list[str]:
-  return [f"dream_sweep@{s:g}" for s in sweep_strengths(config)]
 
 
 def dream(ctx, arm, seed, s, key) -> Generated:
@@ -99,9 +92,10 @@ def adversarial(ctx, arm, seed, s, key) -> Generated:
   model, variables = ctx.baseline_model(seed)
   x, y, idx = _copies(s, ctx.copies)
   t0 = time.perf_counter()
+  method = arms_lib.get(arm).source.method
   adv, info = adv_lib.adversarial_dataset(
-      model, variables, x, y, key, method=arm, eps=ctx.config.attack.eps,
-      steps=ctx.config.attack.pgd_steps if arm == "pgd" else 1, mesh=ctx.mesh)
+      model, variables, x, y, key, method=method, eps=ctx.config.attack.eps,
+      steps=ctx.config.attack.pgd_steps if method == "pgd" else 1, mesh=ctx.mesh)
   info = {k: v for k, v in dict(info).items() if isinstance(v, (int, float))}
   info["image_steps"] = int(info["steps"] * info["restarts"] * len(y))
   return Generated(adv, y, idx, time.perf_counter() - t0, info)
@@ -110,7 +104,8 @@ def adversarial(ctx, arm, seed, s, key) -> Generated:
 def pgd_train(ctx, arm):
   from dreamjax import adversarial as adv_lib  # pylint: disable=g-import-not-at-top
   a = ctx.config.attack
-  return adv_lib.adversarial_batch_transform(ctx.model, method="pgd", eps=a.eps,
+  return adv_lib.adversarial_batch_transform(ctx.model, method=arms_lib.get(arm).source.method,
+                                             eps=a.eps,
                                              steps=a.train_steps, fraction=a.train_fraction)
 
 
@@ -127,9 +122,9 @@ def noise_online(ctx, arm):
 
 
 def dream_online(ctx, arm):
-  """The subtle dream of ``dream_subtle``, of part of every batch, from the current model."""
+  """A dream (the arm's preset) of part of every batch, from the current model."""
   from dreamjax.dream import online  # pylint: disable=g-import-not-at-top
-  return online.batch_transform(ctx.model, dream_config(ctx.config, "dream_subtle"),
+  return online.batch_transform(ctx.model, dream_config(ctx.config, arm),
                                 fraction=ctx.config.online_fraction)
 
 
@@ -185,7 +180,7 @@ def small_generators(ctx, arm, seeds, splits, keys) -> dict[int, Generated]:
   """
   from dreamjax import generators  # pylint: disable=g-import-not-at-top
   from dreamjax.generators import common  # pylint: disable=g-import-not-at-top
-  kind = arm.split("_")[0]
+  kind = arms_lib.get(arm).source.family
   gcfg = artefacts.generator_config(ctx.config, arm)
   t0 = time.perf_counter()
   k_train, k_sample = zip(*(jax.random.split(key) for key in keys))
@@ -218,8 +213,8 @@ def pool_generator(ctx, arm, seed, s, key) -> Generated:
   rounds) until M·N images are kept.
   """
   from dreamjax import generators  # pylint: disable=g-import-not-at-top
-  kind = arm.split("_")[0]
-  gcfg, params, train_seconds, history = artefacts.pool_generator(ctx, kind)
+  kind = arms_lib.get(arm).source.family
+  gcfg, params, train_seconds, history = artefacts.pool_generator(ctx, arm)
   model, variables = ctx.baseline_model(seed)
   want = len(s.labeled_labels) * ctx.copies
   threshold = ctx.config.pseudo_label_threshold

@@ -54,8 +54,8 @@ def recheck_cell(config, workdir: str, key: str, log: Callable[[str], None] = pr
   done = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, runner.RESULTS),
                                                  repair=False)}
   raw = context_lib.load_data(config)
-  jobs = dict(runner.job_order(config, runner.plan(config, raw.num_classes),
-                               runner.has_alignment(config)))
+  jobs = {c.key: c for c in runner.job_order(config, runner.plan(config, raw.num_classes),
+                                              runner.has_alignment(config))}
   if key not in jobs:
     raise ConfigError(f"--recheck {key}: the study has no such cell; its cells are"
                       f" {', '.join(jobs)}.")
@@ -79,8 +79,8 @@ def _recheck(config, raw, done, key, cell, where, log) -> dict[str, Any]:
   t0 = time.perf_counter()
   mesh = sharding.make_mesh()
   oracle = context_lib.oracle(config, raw, where, mesh, log)
-  record = jsonable(runner.run_job(key, cell, runner.context_getter(
-      config, raw, where, mesh, oracle, {}, key, cell, log)))
+  record = jsonable(runner.run_job(cell, runner.context_getter(
+      config, raw, where, mesh, oracle, {}, cell, log)))
   fileio.append_jsonl(os.path.join(where, runner.RESULTS), record)
   diffs = [(f"{key}{p}", x, y) for p, x, y in record_differences(done[key], record)]
   if "oracle" in done:

@@ -42,7 +42,7 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
   try:
     with open(path) as f:
       record = json.load(f)
-    theirs = {**ADDED_FIELDS, **record["config"]}
+    theirs = upgrade_config(record["config"])
   except (OSError, ValueError, KeyError) as e:
     raise ConfigError(f"{path} is unreadable ({e}); use a fresh --workdir.") from None
   if theirs != mine:
@@ -70,6 +70,29 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
 # Config fields added after workdirs were made, with the value that computes what those
 # workdirs computed: a workdir without the field reads as having this value.
 ADDED_FIELDS = {"train_steps_by_budget": {}}
+
+
+def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
+  """A recorded config in today's form, computing what it computed.
+
+  Fields added since read as :data:`ADDED_FIELDS`. Arm settings that were
+  study-wide tables keyed by arm name (``dream_presets``, ``generator_steps``,
+  ``dream_sweep_strengths``) read as the arms' ``arm_settings``: ``dream_online``
+  dreamed with ``dream_subtle``'s preset, and an empty sweep list meant the dream
+  configs' default sweep.
+  """
+  cfg = {**ADDED_FIELDS, **cfg}
+  if "arm_settings" in cfg or "dream_presets" not in cfg:
+    return cfg
+  from dreamjax.configs import dream as dream_configs  # pylint: disable=g-import-not-at-top
+  presets = cfg.pop("dream_presets")
+  steps = cfg.pop("generator_steps", {})
+  strengths = list(cfg.pop("dream_sweep_strengths", None) or dream_configs.DEFAULT_SWEEP)
+  settings = {arm: {"preset": preset} for arm, preset in presets.items()}
+  settings["dream_online"] = {"preset": presets["dream_subtle"]}
+  settings["dream_sweep"] = {"strengths": strengths}
+  settings.update({arm: {"steps": n} for arm, n in steps.items()})
+  return {**cfg, "arm_settings": settings}
 
 # Fields a config may widen to extend a finished study in place: every cell it
 # already holds was computed exactly as the wider config would compute it.

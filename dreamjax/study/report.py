@@ -5,7 +5,7 @@ import os
 from dreamjax import fileio
 from dreamjax.errors import ConfigError
 from dreamjax.figures import charts
-from dreamjax.study import arms as arms_lib
+from dreamjax.configs import arms as arms_lib
 from dreamjax.study import claims, report_text, tables
 
 FIGURES = "figures"

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from dreamjax import provenance, stats
-from dreamjax.study import arms as arms_lib
+from dreamjax.configs import arms as arms_lib
 from dreamjax.study import claims, tables
 from dreamjax.study import context as context_lib
 from dreamjax.study import records as records_lib
@@ -21,7 +21,7 @@ CLASSICAL_ANCHOR_PP = 1.0
 # evaluation interval that still counts as converged on its training budget.
 CONVERGED_PP = 1.0
 
-# What changed in the verdict rules since the reports of 2026-11 (offline comparators).
+# What changed in the verdict rules since the first published reports (offline comparators).
 RULE_CHANGES = (
     "Comparators are now in their strongest honest form: C2, C4 and C5 compare with classical"
     " augmentation and noise *online* (a fresh transform of half of every batch, the form"

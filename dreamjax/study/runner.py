@@ -20,10 +20,11 @@ from typing import Any, Callable
 
 from dreamjax import fileio, lock, metrics, models, sharding, train
 from dreamjax.errors import ConfigError, DiskFullError, DistributedError, DreamjaxError
-from dreamjax.study import arms as arms_lib
+from dreamjax.configs import arms as arms_lib
+from dreamjax.study import claims
 from dreamjax.study import context as context_lib
 from dreamjax.study import records
-from dreamjax.study.cells import Cell, alignment_cell, jsonable, run_cell
+from dreamjax.study.cells import ALIGNMENT, MORE_LABELS, Cell, alignment_cell, jsonable, run_cell
 
 RESULTS = context_lib.RESULTS
 CONFIG_FILE = records.CONFIG_FILE
@@ -37,6 +38,7 @@ def validate_config(config) -> None:
   if "baseline" not in config.arms:
     raise ConfigError("arms must include 'baseline': every other arm is compared with it"
                       " (and dreams, attacks and pseudo-labels use its models).")
+  arms_lib.validate(config)
   checks = [
       ("num_seeds", config.num_seeds, config.num_seeds >= 2, ">= 2 (confidence intervals)"),
       ("copies", config.copies, config.copies >= 1, ">= 1"),
@@ -74,14 +76,12 @@ def validate_config(config) -> None:
       ("dream_steps", config.dream_steps,
        int(config.dream_steps) == config.dream_steps and config.dream_steps >= 0,
        "an integer >= 0 (0: the presets' own steps)"),
-      ("dream_sweep_strengths", tuple(config.dream_sweep_strengths),
-       all(s > 0 for s in config.dream_sweep_strengths), "positive strengths"),
   ]
   for name, value, ok, valid in checks:
     if not ok:
       raise ConfigError(f"{name}={value} is invalid: must be {valid}.")
   missing = [a for a in config.exchange.arms if arms_lib.base_name(a) not in arms_lib.REGISTRY
-             or not arms_lib.get(a).generate]
+             or not arms_lib.get(a).stores_images]
   if missing:
     raise ConfigError(f"exchange.arms: {missing} store no images; choose arms that do.")
   train.validate_train_config(config.train)
@@ -112,17 +112,15 @@ def plan(config, num_classes: int = 10) -> list[Cell]:
   for n in config.budgets:
     primary = n == int(config.primary_budget)
     for name in config.arms:
-      arm = arms_lib.get(name)
-      if arm.variants and not primary:
+      if arms_lib.get(name).variants and not primary:
         continue
-      for variant in (arm.variants(config) if arm.variants else [name]):
-        cells.append(Cell.of(n, variant, m0, m0))
+      cells += [Cell.of(n, variant, m0, m0) for variant in arms_lib.cells_of(config, name)]
     if not primary:
       continue
     for name in config.exchange.arms:
       if name in config.arms:
         cells += [Cell.of(n, name, int(m), m0) for m in config.exchange.copies if int(m) != m0]
-    cells += [Cell(f"N{b}/baseline", "baseline", b, m0, main=False)  # a budget's own serves it
+    cells += [Cell(b, "baseline", m0, MORE_LABELS)  # a budget's own serves it
               for b in exchange_budgets(n, config.exchange.label_factors, num_classes)
               if b not in tuple(config.budgets)]
   return cells
@@ -191,22 +189,22 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
 
 
 def has_alignment(config) -> bool:
-  """Whether the study measures C3's alignment (it needs the logit dream or the attack)."""
-  return "dream_logit" in config.arms or "pgd" in config.arms
+  """Whether the study measures C3's alignment: it runs an arm C3's rule reads."""
+  return any(arms_lib.base_name(a) in claims.reads("C3") for a in config.arms)
 
 
-def job_order(config, cells: list[Cell], with_alignment: bool) -> list[tuple[str, Cell]]:
-  """Every job as ``(key, cell)``, in dependency order: per budget its cells, then its C3
-  alignment; the cells of no main budget (exchange rates) last."""
+def job_order(config, cells: list[Cell], with_alignment: bool) -> list[Cell]:
+  """Every job in dependency order: per budget its cells, then its C3 alignment; the
+  cells of no main budget (exchange rates) last."""
   jobs = []
   for n in config.budgets:
-    jobs += [(c.key, c) for c in cells if c.budget == n and c.main]
+    jobs += [c for c in cells if c.budget == n and c.main]
     if with_alignment:
-      jobs.append((f"N{n}/alignment", Cell(f"N{n}/alignment", "baseline", n)))
-  return jobs + [(c.key, c) for c in cells if not c.main]
+      jobs.append(Cell.alignment(n))
+  return jobs + [c for c in cells if not c.main]
 
 
-def run_job(key: str, cell: Cell, get_context: Callable[[], Any]) -> dict[str, Any]:
+def run_job(cell: Cell, get_context: Callable[[], Any]) -> dict[str, Any]:
   """One job's results.jsonl record; a failure of the cell (not of the job) is recorded.
 
   ``get_context`` builds or fetches the budget's context inside the guard, so a
@@ -216,7 +214,7 @@ def run_job(key: str, cell: Cell, get_context: Callable[[], Any]) -> dict[str, A
   try:
     with counter:
       ctx = get_context()
-      if key.endswith("/alignment"):
+      if cell.job == ALIGNMENT:
         record = alignment_cell(ctx)
       else:
         record = run_cell(dataclasses.replace(ctx, copies=cell.copies), cell)
@@ -224,13 +222,13 @@ def run_job(key: str, cell: Cell, get_context: Callable[[], Any]) -> dict[str, A
   except (KeyboardInterrupt, DistributedError, DiskFullError):
     raise  # the job, not this cell: a rerun resumes here
   except (DreamjaxError, FloatingPointError) as e:
-    record = _failed(key, e)
+    record = _failed(cell, e)
   except Exception as e:  # noqa: BLE001 - one broken cell must not end the study
-    record = _failed(key, e, tb=traceback.format_exc(limit=6))
+    record = _failed(cell, e, tb=traceback.format_exc(limit=6))
   return record
 
 
-def context_getter(config, raw, workdir, mesh, oracle, contexts: dict[Any, Any], key: str,
+def context_getter(config, raw, workdir, mesh, oracle, contexts: dict[Any, Any],
                    cell: Cell, log) -> Callable[[], Any]:
   """A function giving ``cell``'s budget context, built once per budget (in ``contexts``)
   and given its baseline when the cell needs it."""
@@ -240,7 +238,7 @@ def context_getter(config, raw, workdir, mesh, oracle, contexts: dict[Any, Any],
         contexts["pool"] = context_lib.shared_pool(config, raw)
       contexts[cell.budget] = context_lib.for_budget(config, raw, cell.budget, workdir, mesh,
                                                      oracle, log, pool=contexts["pool"])
-    if contexts[cell.budget].baseline is None and _needs_baseline(key, cell):
+    if contexts[cell.budget].baseline is None and _needs_baseline(cell):
       contexts[cell.budget] = context_lib.with_baseline(contexts[cell.budget])
     return contexts[cell.budget]
   return get
@@ -251,24 +249,24 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, c
   if retry_failed:
     done = {k: v for k, v in done.items() if v.get("status") == "ok"}
   jobs = job_order(config, cells, with_alignment)
-  todo = [key for key, _ in jobs if key not in done]
+  todo = [c for c in jobs if c.key not in done]
   log(f"study: {len(jobs)} cells, {len(jobs) - len(todo)} already done, workdir {workdir}")
   session = records.Session(workdir, cells_before=len(jobs) - len(todo), cells_total=len(jobs))
   t0 = time.perf_counter()
   ran = 0
   try:
     oracle = context_lib.oracle(config, raw, workdir, mesh, log)
-    for key, cell in jobs:
-      if key in done:
+    for cell in jobs:
+      if cell.key in done:
         continue
       eta = ""
       if ran:
         eta = f", ETA {(time.perf_counter() - t0) / ran * (len(todo) - ran) / 60:.1f} min"
-      log(f"[{len(jobs) - len(todo) + ran + 1}/{len(jobs)}] {key}{eta}")
-      record = run_job(key, cell, context_getter(config, raw, workdir, mesh, oracle, contexts,
-                                                 key, cell, log))
+      log(f"[{len(jobs) - len(todo) + ran + 1}/{len(jobs)}] {cell.key}{eta}")
+      record = run_job(cell, context_getter(config, raw, workdir, mesh, oracle, contexts,
+                                            cell, log))
       if record["status"] != "ok":
-        log(f"{key} FAILED: {record['error']}")
+        log(f"{cell.key} FAILED: {record['error']}")
       fileio.append_jsonl(os.path.join(workdir, RESULTS), jsonable(record))
       ran += 1
   except BaseException as e:
@@ -281,18 +279,15 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, c
   return {"report": paths["report"], "seconds": time.perf_counter() - t0}
 
 
-def _needs_baseline(key: str, cell: Cell) -> bool:
+def _needs_baseline(cell: Cell) -> bool:
   """The baseline cell itself, the C3 alignment and the arms that use its models."""
-  return (key.endswith("/alignment") or cell.arm == "baseline"
+  return (cell.job == ALIGNMENT or cell.arm == "baseline"
           or arms_lib.get(cell.arm).needs_baseline)
 
 
-def _failed(key: str, e: BaseException, tb: str | None = None) -> dict[str, Any]:
-  arm = key.split("/", 1)[1] if "/" in key else key
-  rec = {"cell": key, "arm": arm, "base_arm": arms_lib.base_name(arm), "status": "failed",
-         "error": f"{type(e).__name__}: {e}"}
-  if key.startswith("N"):
-    rec["budget"] = int(key[1:].split("/")[0])
+def _failed(cell: Cell, e: BaseException, tb: str | None = None) -> dict[str, Any]:
+  rec = {"cell": cell.key, "arm": cell.arm, "base_arm": arms_lib.base_name(cell.arm),
+         "status": "failed", "error": f"{type(e).__name__}: {e}", "budget": cell.budget}
   if tb:
     rec["traceback"] = tb
   return rec

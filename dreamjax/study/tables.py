@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from dreamjax import fileio, power, stats
-from dreamjax.study import arms as arms_lib
+from dreamjax.configs import arms as arms_lib
 from dreamjax.study import records as records_lib
 
 

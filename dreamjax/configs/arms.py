@@ -1,0 +1,329 @@
+"""The registry of study arms: the one description of each arm.
+
+An arm turns a seed's labeled set into a training set. Its entry says
+everything about it: its kind (what it adds to training), its source (which
+model, generator or attack makes its images, as a typed value), its settings
+with their defaults and checks, its report group and colour, and the function
+that does the work. The study config lists arm names and may override any
+setting by name (``--config.arm_settings.vae_pool.steps=100``); the runner
+resolves them here. Which claims read an arm is declared by the rules
+(:mod:`dreamjax.study.claims`), not here.
+
+Functions are referenced as ``"module:function"`` (resolved on first use), so
+this module imports nothing of the study; a test or a user may pass a callable.
+
+Everything a generator is trained on is either the seed's labeled set or the
+unlabeled pool, whose labels are never read. Dreams, adversarial sets and
+pseudo-labels come from the seed's own baseline classifier, never from the
+oracle.
+"""
+
+import dataclasses
+import importlib
+from typing import Any, Callable, Mapping
+
+import ml_collections
+
+from dreamjax.configs import dream as dream_configs
+from dreamjax.errors import ConfigError
+
+# Report colour of each group of arms.
+GROUPS = {
+    "reference": "#444444",    # the baseline
+    "classical": "#22aa77",    # label-preserving transforms and noise
+    "dream": "#3366cc",        # Deep Dream variants
+    "adversarial": "#cc6633",  # FGSM / PGD, offline and in training
+    "generator": "#aa33aa",    # VAEs and GANs
+    "semi": "#999933",         # semi-supervised learning from the pool
+    "transfer": "#888888",     # pretrained first layers
+}
+
+# What an arm adds to training.
+KINDS = {
+    "reference": "nothing: the labeled images alone",
+    "stored": "copies of each labeled image made before training, stored with the cell",
+    "online": "a fresh change of part of every batch, inside the jitted train step",
+    "adversarial_training": "adversarial images of part of every batch (a robustness method)",
+    "generator": "samples of a generative model, stored with the cell",
+    "semi": "real unlabeled pool images with pseudo-labels",
+    "transfer": "first layers pretrained on the unlabeled pool",
+}
+
+
+# --- sources: which model makes an arm's images, as typed values ----------------
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+  """A fixed image transform (``classical`` or ``noise``, dreamjax.augment)."""
+  name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+  """The seed's classifier: its trained baseline (``baseline``) or, inside the train
+  step, the model being trained (``current``)."""
+  which: str = "baseline"
+
+
+@dataclasses.dataclass(frozen=True)
+class Attack:
+  """An attack (``fgsm`` or ``pgd``) on the seed's baseline, or on the model in training."""
+  method: str
+  model: Classifier = Classifier()
+
+
+@dataclasses.dataclass(frozen=True)
+class Generator:
+  """A generative model of family ``family`` (a key of dreamjax.generators.TRAIN)
+  trained on ``data``: ``labeled`` (the seed's labeled set, class-conditional, one per
+  seed) or ``pool`` (the unlabeled pool, unconditional, trained once per study)."""
+  family: str
+  data: str
+
+  @property
+  def conditional(self) -> bool:
+    return self.data == "labeled"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+  """A classifier trunk pretrained on the unlabeled pool with ``objective``
+  (``ae``: reconstruction; ``pretext``: rotation prediction)."""
+  objective: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+  """The unlabeled pool's real images."""
+
+
+Source = Transform | Classifier | Attack | Generator | Pretrained | Pool | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """What one arm of the study is and does.
+
+  ``generate(ctx, arm, seed, splits, key) -> Generated``: the seed's extra
+  labeled images. ``transform(ctx, arm) -> BatchTransform``: applied to every
+  training batch inside the jitted step. ``init(ctx, arm) -> (init_fn, seconds,
+  image_steps)``: the classifier's starting weights. ``generate_seeds(ctx, arm,
+  seeds, splits, keys) -> {seed: Generated}``: the same sets as ``generate`` seed
+  by seed, made together. Each is a callable or ``"module:function"``; ``arm`` is
+  this entry. ``variants(arm, settings)`` expands one entry into several cells
+  (``dream_sweep@0.2``, ...). ``settings`` are the defaults a config may override;
+  ``check(settings)`` returns what is wrong with them (``[(field, must be), ...]``).
+  """
+  name: str
+  group: str
+  kind: str
+  doc: str
+  source: Source = None
+  settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  generate: Callable[..., Any] | str | None = None
+  transform: Callable[..., Any] | str | None = None
+  init: Callable[..., Any] | str | None = None
+  generate_seeds: Callable[..., Any] | str | None = None
+  variants: Callable[..., list[str]] | None = None
+  check: Callable[[Any], list[tuple[str, str]]] | None = None
+  needs_baseline: bool = False     # uses the seed's baseline classifier
+  # Each copy of the labeled set is made on its own, from its own key
+  # (cells.copy_key): an M-copy set is the first M copies of any larger one, so
+  # the exchange-rate cells (M = 2, 4, 8) reuse the copies a smaller M made.
+  per_copy: bool = False
+
+  @property
+  def color(self) -> str:
+    return GROUPS[self.group]
+
+  @property
+  def stores_images(self) -> bool:
+    return self.generate is not None
+
+  def fn(self, role: str) -> Callable[..., Any] | None:
+    """The callable of ``role`` (generate, transform, init, generate_seeds), resolved."""
+    ref = getattr(self, role)
+    if ref is None or callable(ref):
+      return ref
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+REGISTRY: dict[str, Arm] = {}
+
+
+def register(arm: Arm) -> Arm:
+  if arm.group not in GROUPS:
+    raise ValueError(f"arm {arm.name!r}: unknown group {arm.group!r}; one of {list(GROUPS)}.")
+  if arm.kind not in KINDS:
+    raise ValueError(f"arm {arm.name!r}: unknown kind {arm.kind!r}; one of {list(KINDS)}.")
+  if "@" in arm.name or "/" in arm.name or arm.name in REGISTRY:
+    raise ValueError(f"arm {arm.name!r} is already registered or has '@' or '/' in its name.")
+  REGISTRY[arm.name] = arm
+  return arm
+
+
+def base_name(arm: str) -> str:
+  """``dream_sweep@0.2`` -> ``dream_sweep``."""
+  return arm.split("@")[0]
+
+
+def variant_value(arm: str) -> float | None:
+  """``dream_sweep@0.2`` -> 0.2; None for an arm that is not a variant."""
+  return float(arm.split("@")[1]) if "@" in arm else None
+
+
+def get(arm: str) -> Arm:
+  try:
+    return REGISTRY[base_name(arm)]
+  except KeyError:
+    raise ConfigError(f"arms: unknown arm {arm!r}; choose from {list(REGISTRY)}.") from None
+
+
+def names() -> tuple[str, ...]:
+  """Every registered arm, in report order."""
+  return tuple(REGISTRY)
+
+
+def sort_key(arm: str) -> tuple[int, float]:
+  """Report order: registration order, variants by their value."""
+  base = base_name(arm)
+  order = list(REGISTRY).index(base) if base in REGISTRY else len(REGISTRY)
+  return order, variant_value(arm) or 0.0
+
+
+def color(arm: str) -> str:
+  base = base_name(arm)
+  return REGISTRY[base].color if base in REGISTRY else "#999999"
+
+
+# --- settings --------------------------------------------------------------------
+
+def settings_config() -> ml_collections.ConfigDict:
+  """Every registered arm's settings at their defaults: the study config's
+  ``arm_settings`` block, which a preset or a flag overrides by name."""
+  return ml_collections.ConfigDict(
+      {a.name: ml_collections.ConfigDict(dict(a.settings)) for a in REGISTRY.values()
+       if a.settings})
+
+
+def settings(config, arm: str) -> ml_collections.ConfigDict:
+  """``arm``'s settings in ``config``: the entry's defaults, overridden by
+  ``config.arm_settings.<arm>`` field by field."""
+  entry = get(arm)
+  out = ml_collections.ConfigDict(dict(entry.settings))
+  given = (config.get("arm_settings") or {}).get(entry.name)
+  if given:
+    for field, value in dict(given).items():
+      if field not in out:
+        raise ConfigError(f"arm_settings.{entry.name}.{field}: {entry.name} has no setting"
+                          f" {field!r}; its settings are {sorted(out)}.")
+      out[field] = value
+  return out
+
+
+def validate(config) -> None:
+  """Refuses unknown arms and settings, and settings an arm's checks reject."""
+  for name in (config.get("arm_settings") or {}):
+    if name not in REGISTRY:
+      raise ConfigError(f"arm_settings.{name}: no such arm; choose from {list(REGISTRY)}.")
+  for name in {base_name(a) for a in config.arms}:
+    entry = get(name)
+    s = settings(config, name)
+    for field, must in (entry.check(s) if entry.check else []):
+      raise ConfigError(f"arm_settings.{name}.{field}={s[field]} is invalid: must be {must}.")
+
+
+def cells_of(config, arm: str) -> list[str]:
+  """The cell arm names of one config entry: itself, or its variants."""
+  entry = get(arm)
+  return entry.variants(entry, settings(config, arm)) if entry.variants else [arm]
+
+
+# --- checks of the built-in settings ----------------------------------------------
+
+def _positive_steps(s) -> list[tuple[str, str]]:
+  return [] if int(s.steps) == s.steps and s.steps >= 1 else [("steps", "a whole number >= 1")]
+
+
+def _dream_preset(s) -> list[tuple[str, str]]:
+  return [] if s.preset in dream_configs.PRESETS else [
+      ("preset", f"one of {sorted(dream_configs.PRESETS)}")]
+
+
+def _strengths(s) -> list[tuple[str, str]]:
+  ok = len(s.strengths) >= 1 and all(float(x) > 0 for x in s.strengths)
+  return [] if ok else [("strengths", "a non-empty list of positive strengths")]
+
+
+def _sweep_variants(arm: Arm, s) -> list[str]:
+  return [f"{arm.name}@{float(x):g}" for x in s.strengths]
+
+
+# --- the arms ------------------------------------------------------------------
+_GEN = "dreamjax.study.generate"
+
+
+def _dream(name: str, preset: str, doc: str) -> Arm:
+  return Arm(name, "dream", "stored", doc, source=Classifier("baseline"),
+             settings={"preset": preset}, generate=f"{_GEN}:dream", check=_dream_preset,
+             needs_baseline=True, per_copy=True)
+
+
+def _generator(family: str, data: str, steps: int, doc: str) -> Arm:
+  name = f"{family}_{'small' if data == 'labeled' else 'pool'}"
+  if data == "labeled":
+    return Arm(name, "generator", "generator", doc, source=Generator(family, data),
+               settings={"steps": steps}, generate=f"{_GEN}:small_generator",
+               generate_seeds=f"{_GEN}:small_generators", check=_positive_steps)
+  return Arm(name, "generator", "generator", doc, source=Generator(family, data),
+             settings={"steps": steps}, generate=f"{_GEN}:pool_generator",
+             check=_positive_steps, needs_baseline=True)
+
+
+register(Arm("baseline", "reference", "reference", "the N labeled images alone"))
+register(Arm("classical", "classical", "stored", "one offline copy per image: shift, rotation,"
+             " brightness, contrast (dm-pix)", source=Transform("classical"),
+             generate=f"{_GEN}:classical", per_copy=True))
+register(Arm("classical_online", "classical", "online", "a fresh classical transform of half"
+             " of every batch, inside the train step", source=Transform("classical"),
+             transform=f"{_GEN}:classical_online"))
+register(Arm("noise", "classical", "stored", "one offline copy per image with Gaussian pixel"
+             " noise", source=Transform("noise"), generate=f"{_GEN}:noise", per_copy=True))
+register(Arm("noise_online", "classical", "online", "fresh Gaussian noise on half of every batch",
+             source=Transform("noise"), transform=f"{_GEN}:noise_online"))
+register(_dream("dream_subtle", "subtle", "a few small Deep Dream steps from each image"))
+register(_dream("dream_strong", "strong", "three octaves of Deep Dream: the classic look"))
+register(_dream("dream_logit", "logit", "ascend each image's own class logit inside an ε-ball"))
+register(_dream("dream_bn", "bn", "strong dream with DeepInversion's BatchNorm prior"))
+register(Arm("dream_online", "dream", "online", "a subtle dream of half of every batch from the"
+             " current model, inside the train step", source=Classifier("current"),
+             settings={"preset": "subtle"}, transform=f"{_GEN}:dream_online",
+             check=_dream_preset))
+register(Arm("dream_sweep", "dream", "stored", "dreams of increasing strength",
+             source=Classifier("baseline"), settings={"strengths": (0.05, 0.2, 0.8, 3.2)},
+             generate=f"{_GEN}:dream", check=_strengths, variants=_sweep_variants,
+             needs_baseline=True, per_copy=True))
+register(Arm("fgsm", "adversarial", "stored", "one offline FGSM copy per image",
+             source=Attack("fgsm"), generate=f"{_GEN}:adversarial", needs_baseline=True,
+             per_copy=True))
+register(Arm("pgd", "adversarial", "stored", "one offline PGD copy per image",
+             source=Attack("pgd"), generate=f"{_GEN}:adversarial", needs_baseline=True,
+             per_copy=True))
+register(Arm("pgd_train", "adversarial", "adversarial_training", "PGD adversarial training"
+             " (Madry et al. 2018)", source=Attack("pgd", Classifier("current")),
+             transform=f"{_GEN}:pgd_train"))
+register(_generator("vae", "labeled", 8000, "conditional VAE trained on the N labeled images"))
+register(_generator("gan", "labeled", 3000, "conditional GAN trained on the N labeled images"))
+register(_generator("vae", "pool", 12000, "VAE trained on the unlabeled pool, pseudo-labeled"))
+register(_generator("gan", "pool", 16000, "GAN trained on the unlabeled pool, pseudo-labeled"))
+register(Arm("self_training", "semi", "semi", "pool images pseudo-labeled by the baseline where"
+             " it is confident, plus online classical augmentation", source=Pool(),
+             generate=f"{_GEN}:self_training", transform=f"{_GEN}:classical_online",
+             needs_baseline=True))
+register(Arm("ae_pretrain", "transfer", "transfer", "classifier trunk pretrained as an"
+             " autoencoder on the pool", source=Pretrained("ae"), settings={"steps": 2000},
+             init=f"{_GEN}:pretrained_init", check=_positive_steps))
+register(Arm("pretext_transfer", "transfer", "transfer", "classifier trunk pretrained to predict"
+             " rotations of pool images", source=Pretrained("pretext"), settings={"steps": 2000},
+             init=f"{_GEN}:pretrained_init", check=_positive_steps))

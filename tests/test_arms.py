@@ -1,0 +1,141 @@
+"""The arm registry as the one description of an arm, cells as values, seeds decided once."""
+
+import ast
+import json
+import os
+
+import pytest
+
+from conftest import REPO
+from dreamjax import generators, seeds
+from dreamjax.configs import arms
+from dreamjax.configs import study as study_configs
+from dreamjax.errors import ConfigError
+from dreamjax.study import claims, records, runner
+from dreamjax.study.cells import ALIGNMENT, Cell
+
+
+def test_every_arm_says_what_makes_its_images_as_a_typed_source():
+  for a in arms.REGISTRY.values():
+    assert a.kind in arms.KINDS and a.group in arms.GROUPS, a.name
+    if a.kind in ("stored", "generator", "online", "adversarial_training"):
+      assert a.source is not None, a.name
+    if isinstance(a.source, arms.Generator):
+      assert a.source.family in generators.TRAIN and a.source.data in ("labeled", "pool")
+      assert "steps" in a.settings
+    for role in ("generate", "transform", "init", "generate_seeds"):
+      if getattr(a, role) is not None:
+        assert callable(a.fn(role)), (a.name, role)
+
+
+def test_settings_are_the_entry_defaults_overridden_by_name():
+  cfg = study_configs.get_config("quick")
+  assert arms.settings(cfg, "vae_pool").steps == arms.get("vae_pool").settings["steps"]
+  cfg.arm_settings.vae_pool.steps = 5
+  assert arms.settings(cfg, "vae_pool").steps == 5
+  assert arms.settings(cfg, "gan_pool").steps == arms.get("gan_pool").settings["steps"]
+  assert arms.settings(cfg, "dream_sweep@0.2").strengths == (0.05, 0.2, 0.8, 3.2)
+  tiny = study_configs.get_config("tiny")
+  assert {a: arms.settings(tiny, a).steps for a in ("vae_small", "pretext_transfer")} == {
+      "vae_small": 30, "pretext_transfer": 30}
+
+
+def test_an_arm_registered_after_the_config_was_made_reads_its_defaults(monkeypatch):
+  cfg = study_configs.get_config("tiny")
+  monkeypatch.setattr(arms, "REGISTRY", dict(arms.REGISTRY))
+  arms.register(arms.Arm("late", "dream", "stored", "registered late",
+                         source=arms.Classifier(), settings={"preset": "bn"}))
+  assert arms.settings(cfg, "late").preset == "bn"
+
+
+def test_registering_refuses_unknown_groups_kinds_and_names_with_separators(monkeypatch):
+  monkeypatch.setattr(arms, "REGISTRY", dict(arms.REGISTRY))
+  for bad in (arms.Arm("x", "nope", "stored", ""), arms.Arm("x", "dream", "nope", ""),
+              arms.Arm("x@1", "dream", "stored", ""), arms.Arm("x/y", "dream", "stored", ""),
+              arms.Arm("baseline", "reference", "reference", "")):
+    with pytest.raises(ValueError):
+      arms.register(bad)
+
+
+def test_claims_declare_the_arms_they_read():
+  assert claims.reads("C1")[:2] == ("baseline", "dream_strong")
+  assert set(claims.rivals()) == {"dream_subtle", "dream_strong", "dream_logit", "dream_bn",
+                                  "dream_online", "fgsm", "pgd", "vae_small", "gan_small",
+                                  "vae_pool", "gan_pool"}
+  assert claims.claims_of("dream_sweep@0.2") == ()  # no verdict reads the sweep
+  assert "C2" in claims.claims_of("noise_online") and "C5" in claims.claims_of("vae_pool")
+  robust = {a for a in arms.names() if claims.measures_robustness(a)}
+  assert robust == {"baseline", "classical_online", "noise", "noise_online", "dream_subtle",
+                    "dream_online", "pgd_train"}
+
+
+def test_the_c3_alignment_job_runs_when_an_arm_c3_reads_runs():
+  cfg = study_configs.get_config("tiny")
+  assert runner.has_alignment(cfg)
+  cfg.arms = ("baseline", "classical_online")
+  assert not runner.has_alignment(cfg)
+  cfg.arms = ("baseline", "pgd")
+  assert runner.has_alignment(cfg)
+
+
+def test_cells_are_values_with_one_string_form():
+  assert Cell.of(1000, "classical", 4, 1).key == "N1000/classical/M4"
+  assert Cell.of(1000, "classical", 1, 1).key == "N1000/classical"
+  assert Cell.of(1000, "dream_sweep@0.2", 1, 1).folder == "N1000/dream_sweep_at_0.2"
+  assert Cell.of(1000, "classical", 4, 1).folder == "N1000/classical_M4"
+  more_labels = [c for c in runner.plan(study_configs.get_config("tiny")) if not c.main
+                 and c.arm == "baseline"]
+  assert [(c.key, c.budget, c.exchange) for c in more_labels] == [("N200/baseline", 200,
+                                                                     "labels")]
+  align = Cell.alignment(100)
+  assert (align.key, align.job, align.main) == ("N100/alignment", ALIGNMENT, True)
+  jobs = runner.job_order(study_configs.get_config("tiny"),
+                          runner.plan(study_configs.get_config("tiny")), True)
+  assert [c.key for c in jobs].index("N100/alignment") > [c.key for c in jobs].index(
+      "N100/pretext_transfer")
+
+
+def test_configs_import_no_study_module():
+  folder = os.path.join(REPO, "dreamjax", "configs")
+  for name in os.listdir(folder):
+    if not name.endswith(".py"):
+      continue
+    tree = ast.parse(open(os.path.join(folder, name)).read())
+    for node in ast.walk(tree):
+      if isinstance(node, ast.ImportFrom):
+        assert not (node.module or "").startswith("dreamjax.study"), (name, node.module)
+      elif isinstance(node, ast.Import):
+        assert not any(a.name.startswith("dreamjax.study") for a in node.names), name
+
+
+def test_no_arm_behaviour_is_read_from_its_name():
+  """The study reads an arm's family, method or preset from its entry, never its name."""
+  for rel in ("study/generate.py", "study/artefacts.py", "study/runner.py", "study/cells.py"):
+    text = open(os.path.join(REPO, "dreamjax", rel)).read()
+    for pattern in ('split("_")', 'endswith("_small")', 'endswith("_pool")',
+                    'endswith("/alignment")', 'method=arm,'):
+      assert pattern not in text, (rel, pattern)
+
+
+def test_a_config_recorded_before_arm_settings_reads_as_todays():
+  """Published workdirs were made with study-wide tables keyed by arm name."""
+  with open(os.path.join(REPO, "docs", "results", "conclusions_1200", "study_config.json")) as f:
+    recorded = json.load(f)["config"]
+  assert "dream_presets" in recorded and "arm_settings" not in recorded
+  today = json.loads(study_configs.get_config("conclusions").to_json())
+  assert records.upgrade_config(recorded) == today
+
+
+def test_bad_arm_settings_fail_before_compute():
+  cfg = study_configs.get_config("tiny")
+  cfg.arm_settings.dream_online.preset = "louder"
+  with pytest.raises(ConfigError, match="arm_settings.dream_online.preset=louder"):
+    runner.validate_config(cfg)
+
+
+def test_how_seeds_run_is_decided_in_one_place():
+  assert seeds.how("classifier_step", "cpu") == "in_turn"
+  assert seeds.how("generator_step", "cpu") == "unrolled"
+  assert {seeds.how(w, "gpu") for w in seeds.WORKLOADS} == {"vmap"}
+  with pytest.raises(ValueError):
+    seeds.how("dreaming")
