@@ -23,7 +23,7 @@ from dreamjax.errors import ConfigError, DiskFullError, DistributedError, Dreamj
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study import claims
 from dreamjax.study import context as context_lib
-from dreamjax.study import records
+from dreamjax.study import progress, records
 from dreamjax.study.cells import ALIGNMENT, MORE_LABELS, Cell, alignment_cell, jsonable, run_cell
 
 RESULTS = context_lib.RESULTS
@@ -131,8 +131,8 @@ def exchange_budgets(n: int, factors, num_classes: int) -> list[int]:
   return sorted({int(round(n * float(f) / num_classes)) * num_classes for f in factors} - {n})
 
 
-def estimate_seconds(config, raw, cells: list[Cell], mesh) -> float:
-  """Rough wall time: a timed burst of the train step scaled to the plan."""
+def estimate_seconds(config, raw, cells: list[Cell], mesh) -> progress.Estimate:
+  """Wall time: a timed burst of the train step, scaled by each job's cost (progress.py)."""
   from dreamjax import data as data_lib  # pylint: disable=g-import-not-at-top
   s = data_lib.make_splits(raw, num_labeled=config.budgets[0], val_size=config.val_size, seed=0)
   k = config.num_seeds
@@ -146,10 +146,7 @@ def estimate_seconds(config, raw, cells: list[Cell], mesh) -> float:
   t0 = time.perf_counter()
   train.fit(model, probe, images, labels, **kwargs)
   per_step = (time.perf_counter() - t0) / probe.steps
-  # Generation, attacks and evaluation roughly double a cell; the oracle is one more cell.
-  oracle = per_step / k * config.oracle.train.steps * config.oracle.train.batch_size / config.train.batch_size
-  steps = sum(int(context_lib.train_config(config, c.budget).steps) for c in cells)
-  return per_step * steps * 2.0 + oracle
+  return progress.estimate(config, job_order(config, cells, has_alignment(config)), per_step, raw)
 
 
 def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log) -> dict[str, Any]:
@@ -164,10 +161,11 @@ def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log) -> dict[str
            f"budgets {tuple(config.budgets)}, seeds {list(range(config.num_seeds))},"
            f" {context_lib.steps_text(config)} per arm",
            f"{len(cells)} cells (+ oracle{', + C3 alignment' if with_alignment else ''}):"]
-  lines += [f"  {c.key}" for c in cells]
-  lines.append(f"estimated wall time on this machine: ~{est / 60:.0f} min")
+  lines += [f"  {c.key:<28} ~{progress.format_duration(est.jobs[c.key])}" for c in cells]
+  lines += est.lines(config)
   log("\n".join(lines))
-  return {"cells": [c.key for c in cells], "estimated_seconds": est}
+  return {"cells": [c.key for c in cells], "estimated_seconds": est.total,
+          "job_seconds": est.jobs, "budget_seconds": est.budgets}
 
 
 def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool = False,
@@ -252,26 +250,29 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, c
   todo = [c for c in jobs if c.key not in done]
   log(f"study: {len(jobs)} cells, {len(jobs) - len(todo)} already done, workdir {workdir}")
   session = records.Session(workdir, cells_before=len(jobs) - len(todo), cells_total=len(jobs))
+  bar = progress.StudyProgress(config, jobs, done, raw=raw, workdir=workdir, log=log)
+  log = bar.log  # keeps a terminal's progress bar below the lines
   t0 = time.perf_counter()
   ran = 0
   try:
     oracle = context_lib.oracle(config, raw, workdir, mesh, log)
+    bar.use_oracle(oracle.record)
     for cell in jobs:
       if cell.key in done:
         continue
-      eta = ""
-      if ran:
-        eta = f", ETA {(time.perf_counter() - t0) / ran * (len(todo) - ran) / 60:.1f} min"
-      log(f"[{len(jobs) - len(todo) + ran + 1}/{len(jobs)}] {cell.key}{eta}")
+      bar.start(cell.key)
       record = run_job(cell, context_getter(config, raw, workdir, mesh, oracle, contexts,
                                             cell, log))
       if record["status"] != "ok":
         log(f"{cell.key} FAILED: {record['error']}")
       fileio.append_jsonl(os.path.join(workdir, RESULTS), jsonable(record))
+      bar.end(cell.key, record)
       ran += 1
   except BaseException as e:
+    bar.close()
     session.close(ran, f"stopped ({type(e).__name__})")
     raise
+  bar.close()
   session.close(ran, "finished")
   from dreamjax.study import report  # pylint: disable=g-import-not-at-top
   paths = report.write_report(config, workdir)

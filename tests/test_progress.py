@@ -1,0 +1,290 @@
+"""The study's progress line: the per-job cost model, its calibration and the line itself.
+
+Pure functions and made-up timings: a fake clock stands in for time, so no test sleeps.
+"""
+
+import datetime
+import io
+import re
+
+import pytest
+
+from dreamjax.configs import study as study_configs
+from dreamjax.study import progress, runner
+
+NOON = datetime.datetime(2030, 1, 7, 12, 0).timestamp()  # a Monday
+
+
+class Clock:
+  """Elapsed seconds that move only when a test says so."""
+
+  def __init__(self):
+    self.t = 0.0
+
+  def __call__(self) -> float:
+    return self.t
+
+
+class FakeTerminal(io.StringIO):
+
+  def isatty(self) -> bool:
+    return True
+
+
+def _jobs(preset="tiny", **overrides):
+  cfg = study_configs.get_config(preset)
+  for field, value in overrides.items():
+    cfg[field] = value
+  return cfg, runner.job_order(cfg, runner.plan(cfg), runner.has_alignment(cfg))
+
+
+def _progress(cfg, jobs, done=None, **kwargs):
+  kwargs.setdefault("log", [].append)
+  kwargs.setdefault("stream", io.StringIO())
+  return progress.StudyProgress(cfg, jobs, done or {}, spent_before=0.0, wall=lambda: NOON,
+                                **kwargs)
+
+
+def _ok(key, cell_seconds, train_seconds=0.0, eval_seconds=0.0):
+  return {"cell": key, "status": "ok", "timing": {"cell_seconds": cell_seconds,
+                                                  "train_seconds": train_seconds,
+                                                  "eval_seconds": eval_seconds}}
+
+
+@pytest.mark.parametrize("preset", ["quick", "conclusions"])
+def test_pool_generator_cell_costs_more_than_baseline(preset):
+  cfg, jobs = _jobs(preset)
+  costs = progress.job_costs(cfg, jobs)
+  assert set(costs) == {cell.key for cell in jobs}
+  assert all(c > 0 for c in costs.values())
+  budget = int(cfg.primary_budget)
+  baseline = costs[f"N{budget}/baseline"]
+  for arm in ("vae_pool", "gan_pool"):
+    assert progress.arm_kind(arm) == "pool_generator"
+    assert costs[f"N{budget}/{arm}"] > baseline
+  # The pool generator trains once, in the arm's first cell; its cell at M = 2 reads it.
+  first = next(cell.key for cell in jobs if cell.arm == "vae_pool")
+  again = costs[f"N{budget}/vae_pool/M2"]
+  assert costs[first] - again > progress.generator_work(cfg, "vae_pool") > 0
+  assert progress.arm_kind("baseline") == "plain"
+  assert progress.arm_kind("dream_subtle") == "dream"
+  assert progress.arm_kind("ae_pretrain") == "pretrained"
+  # An online attack trains dearer than the plain baseline.
+  assert progress.transform_factor(cfg, "pgd_train") > progress.transform_factor(cfg, "baseline")
+
+
+def test_longer_budget_training_costs_more():
+  cfg, jobs = _jobs("conclusions")
+  costs = progress.job_costs(cfg, jobs)
+  # N5000 trains 2,400 steps (train_steps_by_budget), N1000 1,200: every arm costs more.
+  assert costs["N5000/classical_online"] > costs["N1000/classical_online"]
+  assert costs["N5000/baseline"] > costs["N1000/baseline"]
+
+
+def test_dry_run_estimate_sums_its_jobs():
+  cfg, jobs = _jobs("quick")
+  est = progress.estimate(cfg, jobs, seconds_per_train_step=0.05)
+  assert est.total == pytest.approx(est.oracle + sum(est.jobs.values()))
+  assert sum(est.budgets.values()) == pytest.approx(sum(est.jobs.values()))
+  assert set(est.budgets) == {1000, 1250, 1500, 2000}
+  assert est.jobs["N1000/vae_pool"] > est.jobs["N1000/baseline"]
+  text = "\n".join(est.lines(cfg))
+  assert "estimated wall time on this machine" in text
+  assert "N1000 ~" in text and "N1250 (exchange rate) ~" in text
+  # Twice the step time, twice the estimate.
+  assert progress.estimate(cfg, jobs, 0.1).total == pytest.approx(2 * est.total)
+
+
+def test_calibration_ratio_and_time_left():
+  assert progress.calibration_ratio([]) is None
+  assert progress.calibration_ratio([(10.0, 20.0), (30.0, 60.0)]) == pytest.approx(2.0)
+  # Big jobs weigh more than small ones.
+  assert progress.calibration_ratio([(1.0, 10.0), (99.0, 99.0)]) == pytest.approx(1.09)
+  assert progress.time_left([10.0, 20.0], ratio=2.0) == pytest.approx(60.0)
+  # The running job's part shrinks as it runs, never below zero.
+  assert progress.time_left([10.0], 1.0, running=30.0, elapsed=12.0) == pytest.approx(28.0)
+  assert progress.time_left([10.0], 1.0, running=30.0, elapsed=45.0) == pytest.approx(10.0)
+  assert progress.average_left([], 3) is None
+  assert progress.average_left([10.0, 20.0], 3, elapsed=5.0) == pytest.approx(40.0)
+
+
+def test_recalibration_moves_the_eta_toward_the_observed_ratio():
+  cfg, jobs = _jobs()
+  clock = Clock()
+  p = _progress(cfg, jobs, clock=clock)
+  p.rate = 0.001
+  before, note = p.left()
+  assert note == " (uncalibrated)"
+  assert before == pytest.approx(sum(p.costs.values()) * 0.001)
+  first, second = jobs[0].key, jobs[1].key
+  predicted = p.costs[first] * 0.001
+  p.start(first)
+  clock.t += 3 * predicted  # the first job takes three times its prediction
+  p.end(first, {"status": "ok"})
+  assert p.ratio() == pytest.approx(3.0)
+  after, note = p.left()
+  assert note == ""
+  rest = sum(c for k, c in p.costs.items() if k != first) * 0.001
+  assert after == pytest.approx(3 * rest)
+  # A second job that takes what the model first said pulls the ratio back toward 1.
+  p.start(second)
+  clock.t += p.costs[second] * 0.001
+  p.end(second, {"status": "ok"})
+  want = (3 * predicted + p.costs[second] * 0.001) / (predicted + p.costs[second] * 0.001)
+  assert p.ratio() == pytest.approx(want) and 1.0 < want < 3.0
+  # A failed job is done but calibrates nothing.
+  third = jobs[2].key
+  p.start(third)
+  clock.t += 1000.0
+  p.end(third, {"status": "failed", "error": "x"})
+  assert p.ratio() == pytest.approx(want) and third in p.finished
+
+
+def test_without_a_price_the_first_finished_job_sets_it():
+  cfg, jobs = _jobs()
+  clock = Clock()
+  p = _progress(cfg, jobs, clock=clock)
+  p.use_oracle(None)  # an oracle record without its training time
+  assert p.left() == (None, "")
+  p.start(jobs[0].key)
+  clock.t += 10.0
+  p.end(jobs[0].key, {"status": "ok"})
+  left, note = p.left()
+  rest = sum(c for k, c in p.costs.items() if k != jobs[0].key)
+  assert note == "" and left == pytest.approx(10.0 / p.costs[jobs[0].key] * rest)
+
+
+def test_oracle_record_prices_the_first_estimate():
+  cfg, jobs = _jobs()
+  p = _progress(cfg, jobs)
+  p.use_oracle({"cell": "oracle", "timing": {"train_seconds": 8.0}})
+  o = cfg.oracle.train
+  assert p.rate == pytest.approx(8.0 / (o.steps * o.batch_size))
+  left, note = p.left()
+  assert note == " (uncalibrated)" and left == pytest.approx(sum(p.costs.values()) * p.rate)
+
+
+def test_line_on_a_log_is_one_plain_line_per_job_start_and_end():
+  cfg, jobs = _jobs()
+  clock, lines, stream = Clock(), [], io.StringIO()
+  p = _progress(cfg, jobs, clock=clock, log=lines.append, stream=stream)
+  p.use_oracle({"timing": {"train_seconds": 8.0}})
+  key, total = jobs[0].key, len(jobs)
+  clock.t = 30.0  # the oracle took half a minute
+  p.start(key)
+  (start,) = lines
+  assert re.fullmatch(rf"\[1/{total}\] {re.escape(key)}, 0/{total} cells done, 30 s spent,"
+                      r" ~\S+ (s|min|h \d\d min) left \(uncalibrated\), finish ~\d\d:\d\d",
+                      start), start
+  assert re.search(rf"\] {re.escape(key)}(,|$)", start)  # what the kill-and-resume test reads
+  p.log("training step 10")
+  clock.t += 90.0
+  p.end(key, {"status": "ok"})
+  assert lines[1] == "training step 10"
+  assert re.fullmatch(rf"\[1/{total}\] {re.escape(key)} done in 1\.5 min \(predicted \S+ \S+\);"
+                      rf" 1/{total} cells done, 2\.0 min spent, ~\S+ \S+ left, finish ~\S+",
+                      lines[2]), lines[2]
+  assert not re.search(rf"\] {re.escape(key)}(,|$)", lines[2])
+  p.start(jobs[1].key)
+  assert lines[3].startswith(f"[2/{total}] {jobs[1].key}, 1/{total} cells done")
+  p.end(jobs[1].key, {"status": "failed", "error": "boom"})
+  assert f"{jobs[1].key} failed after 0 s;" in lines[4]
+  p.close()
+  assert stream.getvalue() == ""  # no bar on a log
+
+
+def test_finish_time_names_the_day_when_not_today():
+  assert progress.format_clock(NOON + 3600, NOON) == "13:00"
+  assert progress.format_clock(NOON + 86400, NOON) == "Tue 08 Jan 12:00"
+  text = progress.status_text(3, 10, 125.0, 2 * 86400, NOON)
+  assert text == "3/10 cells done, 2.1 min spent, ~48 h 00 min left, finish ~Wed 09 Jan 12:00"
+  assert progress.status_text(0, 10, 5.0, None, NOON).endswith("time left unknown")
+  assert [progress.format_duration(s) for s in (42, 210, 2880, 7500)] == [
+      "42 s", "3.5 min", "48 min", "2 h 05 min"]
+
+
+def test_bar_on_a_terminal_redraws_in_place(monkeypatch):
+  monkeypatch.setenv("COLUMNS", "160")
+  cfg, jobs = _jobs()
+  clock, lines, term = Clock(), [], FakeTerminal()
+  p = _progress(cfg, jobs, clock=clock, log=lines.append, stream=term)
+  p.use_oracle({"timing": {"train_seconds": 8.0}})
+  key, total = jobs[0].key, len(jobs)
+  p.start(key)
+  drawn = term.getvalue()
+  assert drawn.startswith(f"\r\x1b[K[1/{total}] {key} [{'-' * 12}] 0/{total} cells done")
+  assert "\n" not in drawn and lines == []  # the bar only: no plain line
+  p.log("training step 10")  # a line clears the bar, which comes back below it
+  assert lines == ["training step 10"]
+  assert term.getvalue()[len(drawn):].startswith(f"\r\x1b[K\r\x1b[K[1/{total}] {key} [")
+  clock.t += 10.0
+  p.end(key, {"status": "ok"})
+  last = term.getvalue().rsplit("\r\x1b[K", 1)[1]
+  assert last.startswith(f"[1/{total}] [") and f"1/{total} cells done" in last
+  assert f"[1/{total}] {progress.bar(1 / total, 12)} " in last
+  assert progress.bar(0.5, 4) == "[##--]" and progress.bar(1.2, 4) == "[####]"
+  p.close()
+  assert term.getvalue().endswith("\r\x1b[K") and "\n" not in term.getvalue()
+  p.log("study finished")  # after close the bar stays away
+  assert term.getvalue().endswith("\r\x1b[K") and lines[-1] == "study finished"
+
+
+def test_resumed_study_calibrates_on_its_finished_records():
+  cfg, jobs = _jobs()
+  costs = progress.job_costs(cfg, jobs)
+  rate = 0.001
+  cells = [c.key for c in jobs if c.job != "alignment"][:3]
+  done = {key: _ok(key, 2 * costs[key] * rate) for key in cells}
+  done["N100/alignment"] = {"cell": "N100/alignment", "status": "ok", "timing": {}}
+  p = _progress(cfg, jobs, done)
+  p.rate = rate
+  assert p.finished == set(done) and set(p.actual) == set(cells)
+  assert p.ratio() == pytest.approx(2.0)
+  left, note = p.left()
+  assert note == ""
+  assert left == pytest.approx(2 * rate * sum(c for k, c in costs.items() if k not in done))
+  assert p.status().startswith(f"{len(done)}/{len(jobs)} cells done")
+
+
+def test_record_seconds_counts_a_baseline_trained_before_its_cell():
+  assert progress.record_seconds(_ok("N100/classical", 50.0, 30.0, 10.0)) == 50.0
+  assert progress.record_seconds(_ok("N100/baseline", 4.0, 30.0, 3.0)) == 33.0
+  assert progress.record_seconds({"status": "failed", "error": "x"}) is None
+  assert progress.record_seconds({"status": "ok", "timing": {"xla": {}}}) is None
+
+
+def test_a_broken_cost_model_falls_back_to_averages(monkeypatch):
+  def broken(*args, **kwargs):
+    raise KeyError("generator_steps")
+  monkeypatch.setattr(progress, "job_costs", broken)
+  cfg, jobs = _jobs()
+  clock, lines = Clock(), []
+  p = _progress(cfg, jobs, clock=clock, log=lines.append)
+  p.use_oracle({"timing": {"train_seconds": 8.0}})
+  p.start(jobs[0].key)
+  assert lines[0].endswith("time left unknown")
+  clock.t += 10.0
+  p.end(jobs[0].key, {"status": "ok"})
+  p.start(jobs[1].key)
+  left = 10.0 * (len(jobs) - 1)
+  assert f"~{progress.format_duration(left)} left (mean of finished cells)" in lines[-1]
+
+
+def test_a_failing_status_keeps_the_bare_line(monkeypatch):
+  cfg, jobs = _jobs()
+  lines = []
+  p = _progress(cfg, jobs, log=lines.append)
+  monkeypatch.setattr(p, "status", lambda: 1 / 0)
+  p.start(jobs[0].key)
+  p.end(jobs[0].key, {"status": "ok"})
+  assert lines == [f"[1/{len(jobs)}] {jobs[0].key}", f"[1/{len(jobs)}] {jobs[0].key} done"]
+
+
+def test_bar_on_a_narrow_terminal_keeps_to_one_line(monkeypatch):
+  monkeypatch.setenv("COLUMNS", "60")
+  cfg, jobs = _jobs()
+  term = FakeTerminal()
+  p = _progress(cfg, jobs, stream=term)
+  p.start(jobs[0].key)
+  drawn = term.getvalue()[len("\r\x1b[K"):]
+  assert len(drawn) == 59 and drawn.startswith(f"[1/{len(jobs)}] {jobs[0].key} 0/")  # no bar
