@@ -253,10 +253,35 @@ def check_writable(folder: str) -> None:
     os.close(fd)
     os.remove(probe)
   except OSError as e:
-    raise ConfigError(
-        f"workdir {folder!r} is not writable ({e.strerror}). Pass --workdir "
-        "pointing at a folder you can write to.") from None
+    raise workdir_error(folder, e.strerror) from None
   _check_shared(folder)
+
+
+def _nearest_existing(folder: str) -> str:
+  """``folder`` if it exists (as anything), else the nearest path above it that does."""
+  path = os.path.abspath(folder)
+  while not os.path.lexists(path) and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  return path
+
+
+def workdir_error(folder: str, reason: str | None) -> ConfigError:
+  """The error for a workdir that cannot be made or written; a file in the way is named.
+
+  ``reason`` says why (an ``OSError``'s ``strerror``) when no file is in the way.
+  """
+  blocker = _nearest_existing(folder)
+  if os.path.exists(blocker) and not os.path.isdir(blocker):
+    if blocker == os.path.abspath(folder):
+      return ConfigError(
+          f"workdir {folder!r} is a file, not a folder. Pass --workdir naming a folder (one"
+          " that does not exist yet is created), or move that file out of the way.")
+    return ConfigError(
+        f"workdir {folder!r} is not writable: {blocker!r} is a file, not a folder, so no"
+        " folder can be made under it. Pass --workdir naming a folder elsewhere, or move"
+        " that file out of the way.")
+  return ConfigError(f"workdir {folder!r} is not writable ({reason}). Pass --workdir"
+                     " pointing at a folder you can write to.")
 
 
 def _check_shared(folder: str) -> None:

@@ -581,6 +581,23 @@ def test_lock_on_an_unusable_workdir_says_so(tmp_path):
       pass
 
 
+def test_workdir_that_is_a_file_is_called_a_file(tmp_path):
+  path = str(tmp_path / "results")
+  (tmp_path / "results").write_text("")
+  checks = {"check_writable": fileio.check_writable,
+            "lock": lambda f: lock.workdir_lock(f).__enter__()}
+  for what, check in checks.items():
+    with pytest.raises(ConfigError) as e:
+      check(path)
+    message = str(e.value)
+    assert message == (f"workdir {path!r} is a file, not a folder. Pass --workdir naming a"
+                       " folder (one that does not exist yet is created), or move that file"
+                       " out of the way."), what
+  with pytest.raises(ConfigError, match=f"{path!r} is a file, not a folder, so no folder can"):
+    fileio.check_writable(os.path.join(path, "sub"))
+  assert os.listdir(tmp_path) == ["results"]
+
+
 def test_disk_full_error_survives_pickling():
   import pickle  # pylint: disable=g-import-not-at-top
   error = pickle.loads(pickle.dumps(DiskFullError("/w/results.jsonl")))
