@@ -21,10 +21,12 @@ def test_console_command_lists_and_runs_commands(tmp_path, real_data_dir):
   assert os.path.exists(DREAMJAX), "pip install -e . installs the dreamjax command"
   out = _run()
   assert out.returncode == 2 and "study" in out.stdout and "train_generator" in out.stdout
-  out = _run("study", "--dry_run", f"--workdir={tmp_path}",
+  workdir = tmp_path / "new" / "study"
+  out = _run("study", "--dry_run", f"--workdir={workdir}",
              "--config.arms=('baseline','classical')")
   assert out.returncode == 0, out.stderr[-2000:]
   assert "N1000/classical" in out.stderr and "estimated wall time" in out.stderr
+  assert os.listdir(tmp_path) == []  # a dry run creates no workdir (nor its parents)
   out = _run("study", "--config.no_such_field=1")
   assert out.returncode == 2 and "names no field" in out.stderr and "Traceback" not in out.stderr
   out = _run("dreams")

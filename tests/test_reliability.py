@@ -585,6 +585,7 @@ def test_workdir_that_is_a_file_is_called_a_file(tmp_path):
   path = str(tmp_path / "results")
   (tmp_path / "results").write_text("")
   checks = {"check_writable": fileio.check_writable,
+            "dry run": lambda f: fileio.check_writable(f, create=False),
             "lock": lambda f: lock.workdir_lock(f).__enter__()}
   for what, check in checks.items():
     with pytest.raises(ConfigError) as e:
@@ -594,8 +595,68 @@ def test_workdir_that_is_a_file_is_called_a_file(tmp_path):
                        " folder (one that does not exist yet is created), or move that file"
                        " out of the way."), what
   with pytest.raises(ConfigError, match=f"{path!r} is a file, not a folder, so no folder can"):
-    fileio.check_writable(os.path.join(path, "sub"))
+    fileio.check_writable(os.path.join(path, "sub"), create=False)
   assert os.listdir(tmp_path) == ["results"]
+
+
+def test_dry_run_check_creates_nothing(tmp_path):
+  workdir = tmp_path / "runs" / "study_quick"
+  fileio.check_writable(str(workdir), create=False)
+  assert os.listdir(tmp_path) == []
+  (tmp_path / "runs").mkdir()
+  fileio.check_writable(str(tmp_path / "runs"), create=False)  # an existing folder: probed
+  assert os.listdir(tmp_path / "runs") == []
+  if os.geteuid() != 0:  # root may write anywhere
+    (tmp_path / "runs").chmod(0o500)
+    try:
+      with pytest.raises(ConfigError, match="not writable.*no folder can be made in"):
+        fileio.check_writable(str(workdir), create=False)
+    finally:
+      (tmp_path / "runs").chmod(0o700)
+
+
+def test_refused_run_removes_only_the_empty_folders_it_made(tmp_path):
+  class Refused(Exception):
+    pass
+
+  made = tmp_path / "new" / "deeper" / "workdir"
+  with pytest.raises(Refused):
+    with fileio.writable_workdir(str(made)):
+      assert made.is_dir()
+      raise Refused
+  assert os.listdir(tmp_path) == []  # the workdir and both parents it made
+  existing = tmp_path / "existing"
+  existing.mkdir()
+  with pytest.raises(Refused):
+    with fileio.writable_workdir(str(existing)):
+      raise Refused
+  assert existing.is_dir()  # it was there before: kept, empty or not
+  with pytest.raises(Refused):
+    with fileio.writable_workdir(str(made)):
+      (made / "results.jsonl").write_text("{}\n")
+      raise Refused
+  assert (made / "results.jsonl").exists()  # the run wrote something: nothing removed
+  with fileio.writable_workdir(str(tmp_path / "ok")):
+    pass
+  assert (tmp_path / "ok").is_dir()  # a run that was not refused keeps its workdir
+
+
+def test_command_refused_for_its_budget_or_data_leaves_no_workdir(tmp_path, synthetic_dir):
+  from dreamjax.configs import classifier as configs  # pylint: disable=g-import-not-at-top
+  from dreamjax.errors import DataError  # pylint: disable=g-import-not-at-top
+  from dreamjax.runs import classifier  # pylint: disable=g-import-not-at-top
+  cfg = configs.get_config("tiny")
+  cfg.data_dir = synthetic_dir
+  cfg.num_labeled = 5000  # more labels than the 300 training images hold
+  workdir = tmp_path / "runs" / "clf"
+  with pytest.raises(ConfigError, match="num_labeled=5000"):
+    classifier.train_and_evaluate(cfg, str(workdir))
+  assert not (tmp_path / "runs").exists()
+  cfg.num_labeled = 100
+  open(os.path.join(synthetic_dir, "train-labels-idx1-ubyte.gz"), "wb").close()
+  with pytest.raises(DataError, match="is empty"):
+    classifier.train_and_evaluate(cfg, str(workdir))
+  assert not (tmp_path / "runs").exists()
 
 
 def test_disk_full_error_survives_pickling():
