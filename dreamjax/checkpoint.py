@@ -240,7 +240,25 @@ def restore(path: str, like: Any) -> tuple[Any, dict[str, Any]]:
   except Exception as e:  # Orbax/tensorstore raise many types on corrupt data.
     raise CheckpointError(f"checkpoint {path} is corrupt or from another model"
                           f" ({type(e).__name__}: {str(e)[:300]}).") from None
+  _remove_old(path)
   return tree, meta
+
+
+def _remove_old(path: str) -> None:
+  """Removes ``<path>.old`` once ``path`` has restored whole and verified.
+
+  :func:`save` swaps a new checkpoint in by renaming the previous one to
+  ``<path>.old``, renaming the new one into place, then removing the old
+  one. A save stopped (Ctrl-C, SIGTERM, a kill) after the new one is in
+  place but before the old one is gone leaves both; a later save would
+  remove it, but the last save of a run has no later one. So the next
+  restore removes it, once ``path`` has proved good: the last good
+  checkpoint is never the one removed. Only process 0 touches it; no other
+  process reads ``<path>.old`` before the next barrier.
+  """
+  old = path + ".old"
+  if sharding.is_primary() and os.path.exists(old):
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _concrete(leaf: Any) -> Any:

@@ -387,6 +387,48 @@ def test_garbage_checkpoint_prints_no_event_loop_tracebacks(tmp_path):
   assert "a real unraisable error" in run.stderr
 
 
+def _tiny_fit_setup(steps=20):
+  """A seconds-long classifier fit that saves a checkpoint every 10 steps."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from conftest import synthetic_images  # pylint: disable=g-import-not-at-top
+  from dreamjax import models  # pylint: disable=g-import-not-at-top
+  from dreamjax.configs import classifier  # pylint: disable=g-import-not-at-top
+  cfg = classifier.get_config("tiny")
+  cfg.train.steps, cfg.train.eval_every, cfg.train.checkpoint_every = steps, 0, 10
+  x, y = synthetic_images(200)
+  return cfg.train, models.make_model(cfg.model, 10), x[..., None] / np.float32(255), y.astype(
+      np.int32)
+
+
+def test_save_interrupted_after_the_swap_leaves_no_old_checkpoint(tmp_path, monkeypatch):
+  """Ctrl-C while the last save removes ``checkpoint.old``: the resume removes the rest."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from dreamjax import train  # pylint: disable=g-import-not-at-top
+  tcfg, model, x, y = _tiny_fit_setup()
+  uninterrupted = train.fit(model, tcfg, x, y, seeds=[0])
+  ckpt = str(tmp_path / "checkpoint")
+  real_rmtree = shutil.rmtree
+
+  def interrupted_rmtree(path, *args, **kwargs):
+    # The step-20 save has renamed the step-10 checkpoint to .old and its own into
+    # place; Ctrl-C arrives while .old is being removed.
+    if path == ckpt + ".old" and os.path.exists(path) and os.path.exists(ckpt):
+      real_rmtree(os.path.join(path, "tree"))
+      raise KeyboardInterrupt
+    real_rmtree(path, *args, **kwargs)
+
+  monkeypatch.setattr(shutil, "rmtree", interrupted_rmtree)
+  with pytest.raises(KeyboardInterrupt):
+    train.fit(model, tcfg, x, y, seeds=[0], checkpoint_dir=ckpt)
+  monkeypatch.undo()
+  assert sorted(os.listdir(tmp_path)) == ["checkpoint", "checkpoint.old"]
+  resumed = train.fit(model, tcfg, x, y, seeds=[0], checkpoint_dir=ckpt)
+  assert os.listdir(tmp_path) == ["checkpoint"]
+  assert resumed.steps_run == 0  # resumed from the step-20 checkpoint, the last good one
+  chex.assert_trees_all_close(resumed.state.params, uninterrupted.state.params, rtol=1e-6,
+                              atol=1e-7)
+
+
 def test_checkpoint_save_on_full_disk_keeps_the_old_one(tmp_path, monkeypatch):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
