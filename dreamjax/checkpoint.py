@@ -192,17 +192,18 @@ def read_meta(path: str) -> dict[str, Any]:
     if not isinstance(meta, dict):
       raise ValueError("not a JSON object")
   except (OSError, ValueError) as e:
-    raise CheckpointError(f"checkpoint {path}: unreadable metadata ({e}). Delete that folder"
-                          " and rerun to train again.") from None
+    raise CheckpointError(f"checkpoint {path}: unreadable metadata ({e}).",
+                          "Delete that folder and rerun to train again.") from None
   if META_DIGEST in meta and meta[META_DIGEST] != _meta_digest(meta):
-    raise CheckpointError(_damaged(path, "metadata"))
+    raise _damaged(path, "metadata")
   return meta
 
 
-def _damaged(path: str, what: str) -> str:
-  return (f"checkpoint {path} is damaged: its {what} do not match the sha256 digest recorded"
-          " when it was saved (bytes changed on disk since), so its numbers cannot be"
-          " trusted. Delete it and rerun to recompute it.")
+def _damaged(path: str, what: str) -> CheckpointError:
+  return CheckpointError(
+      f"checkpoint {path} is damaged: its {what} do not match the sha256 digest recorded when"
+      " it was saved (bytes changed on disk since), so its numbers cannot be trusted.",
+      "Delete it and rerun to recompute it.")
 
 
 def restore(path: str, like: Any) -> tuple[Any, dict[str, Any]]:
@@ -228,7 +229,7 @@ def restore(path: str, like: Any) -> tuple[Any, dict[str, Any]]:
     target = jax.device_get(serialization.to_state_dict(like))
     restored = ocp.PyTreeCheckpointer().restore(os.path.join(path, _TREE), item=target)
     if TREE_DIGEST in meta and tree_digest(restored) != meta[TREE_DIGEST]:
-      raise CheckpointError(_damaged(path, "arrays"))
+      raise _damaged(path, "arrays")
     tree = serialization.from_state_dict(like, restored)
     leaves_like = jax.tree.leaves(like)
     leaves = jax.tree.leaves(tree)
@@ -318,11 +319,11 @@ def load_tree(path: str) -> tuple[Any, dict[str, Any]]:
   except FileNotFoundError:
     raise CheckpointError(f"no snapshot at {path}.") from None
   except Exception as e:  # msgpack raises several types on damaged bytes.
-    raise CheckpointError(f"snapshot {path} is corrupt ({type(e).__name__}: {str(e)[:200]})."
-                          " Delete it and rerun to recompute it.") from None
+    raise CheckpointError(f"snapshot {path} is corrupt ({type(e).__name__}: {str(e)[:200]}).",
+                          "Delete it and rerun to recompute it.") from None
   if digest is not None and digest != _snapshot_digest(tree, meta_text):
     raise CheckpointError(f"snapshot {path} is damaged: its arrays or metadata do not match"
                           " the sha256 digest recorded when it was saved (bytes changed on"
-                          " disk since), so it cannot be trusted. Delete it and rerun to"
-                          " recompute it.")
+                          " disk since), so it cannot be trusted.",
+                          "Delete it and rerun to recompute it.")
   return tree, meta

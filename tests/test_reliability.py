@@ -429,6 +429,35 @@ def test_save_interrupted_after_the_swap_leaves_no_old_checkpoint(tmp_path, monk
                               atol=1e-7)
 
 
+def test_damaged_checkpoint_warning_says_what_happens_once(tmp_path, caplog):
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  from dreamjax import train  # pylint: disable=g-import-not-at-top
+  tcfg, model, x, y = _tiny_fit_setup()
+  ckpt = str(tmp_path / "checkpoint")
+  first = train.fit(model, tcfg, x, y, seeds=[0], checkpoint_dir=ckpt)
+  meta_file = os.path.join(ckpt, "dreamjax.json")
+  with open(meta_file) as f:
+    text = f.read()
+  with open(meta_file, "w") as f:
+    f.write(text.replace('"step": 20', '"step": 28'))  # bytes changed on disk
+  caplog.set_level(logging.INFO)
+  # progress=absl's info log, as the commands and the study pass it.
+  again = train.fit(model, tcfg, x, y, seeds=[0], checkpoint_dir=ckpt, desc="classifier",
+                    progress=absl_logging.info)
+  about = [r for r in caplog.records if "dreamjax.json" in r.getMessage()
+           or ckpt in r.getMessage()]
+  assert len(about) == 1, [r.getMessage() for r in about]
+  record = about[0]
+  assert record.levelno == logging.WARNING
+  assert record.getMessage() == (
+      f"classifier: checkpoint {ckpt} is damaged: its metadata do not match the sha256"
+      " digest recorded when it was saved (bytes changed on disk since), so its numbers"
+      " cannot be trusted. It was removed and this run trains again from step 0 by itself;"
+      " nothing to do.")
+  assert again.steps_run == 20
+  chex.assert_trees_all_close(again.state.params, first.state.params, rtol=1e-6, atol=1e-7)
+
+
 def test_checkpoint_save_on_full_disk_keeps_the_old_one(tmp_path, monkeypatch):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
