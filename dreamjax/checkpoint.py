@@ -192,17 +192,18 @@ def read_meta(path: str) -> dict[str, Any]:
     if not isinstance(meta, dict):
       raise ValueError("not a JSON object")
   except (OSError, ValueError) as e:
-    raise CheckpointError(f"checkpoint {path}: unreadable metadata ({e}). Delete that folder"
-                          " and rerun to train again.") from None
+    raise CheckpointError(f"checkpoint {path}: unreadable metadata ({e}).",
+                          "Delete that folder and rerun to train again.") from None
   if META_DIGEST in meta and meta[META_DIGEST] != _meta_digest(meta):
-    raise CheckpointError(_damaged(path, "metadata"))
+    raise _damaged(path, "metadata")
   return meta
 
 
-def _damaged(path: str, what: str) -> str:
-  return (f"checkpoint {path} is damaged: its {what} do not match the sha256 digest recorded"
-          " when it was saved (bytes changed on disk since), so its numbers cannot be"
-          " trusted. Delete it and rerun to recompute it.")
+def _damaged(path: str, what: str) -> CheckpointError:
+  return CheckpointError(
+      f"checkpoint {path} is damaged: its {what} do not match the sha256 digest recorded when"
+      " it was saved (bytes changed on disk since), so its numbers cannot be trusted.",
+      "Delete it and rerun to recompute it.")
 
 
 def restore(path: str, like: Any) -> tuple[Any, dict[str, Any]]:
@@ -228,7 +229,7 @@ def restore(path: str, like: Any) -> tuple[Any, dict[str, Any]]:
     target = jax.device_get(serialization.to_state_dict(like))
     restored = ocp.PyTreeCheckpointer().restore(os.path.join(path, _TREE), item=target)
     if TREE_DIGEST in meta and tree_digest(restored) != meta[TREE_DIGEST]:
-      raise CheckpointError(_damaged(path, "arrays"))
+      raise _damaged(path, "arrays")
     tree = serialization.from_state_dict(like, restored)
     leaves_like = jax.tree.leaves(like)
     leaves = jax.tree.leaves(tree)
@@ -240,7 +241,25 @@ def restore(path: str, like: Any) -> tuple[Any, dict[str, Any]]:
   except Exception as e:  # Orbax/tensorstore raise many types on corrupt data.
     raise CheckpointError(f"checkpoint {path} is corrupt or from another model"
                           f" ({type(e).__name__}: {str(e)[:300]}).") from None
+  _remove_old(path)
   return tree, meta
+
+
+def _remove_old(path: str) -> None:
+  """Removes ``<path>.old`` once ``path`` has restored whole and verified.
+
+  :func:`save` swaps a new checkpoint in by renaming the previous one to
+  ``<path>.old``, renaming the new one into place, then removing the old
+  one. A save stopped (Ctrl-C, SIGTERM, a kill) after the new one is in
+  place but before the old one is gone leaves both; a later save would
+  remove it, but the last save of a run has no later one. So the next
+  restore removes it, once ``path`` has proved good: the last good
+  checkpoint is never the one removed. Only process 0 touches it; no other
+  process reads ``<path>.old`` before the next barrier.
+  """
+  old = path + ".old"
+  if sharding.is_primary() and os.path.exists(old):
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _concrete(leaf: Any) -> Any:
@@ -300,11 +319,11 @@ def load_tree(path: str) -> tuple[Any, dict[str, Any]]:
   except FileNotFoundError:
     raise CheckpointError(f"no snapshot at {path}.") from None
   except Exception as e:  # msgpack raises several types on damaged bytes.
-    raise CheckpointError(f"snapshot {path} is corrupt ({type(e).__name__}: {str(e)[:200]})."
-                          " Delete it and rerun to recompute it.") from None
+    raise CheckpointError(f"snapshot {path} is corrupt ({type(e).__name__}: {str(e)[:200]}).",
+                          "Delete it and rerun to recompute it.") from None
   if digest is not None and digest != _snapshot_digest(tree, meta_text):
     raise CheckpointError(f"snapshot {path} is damaged: its arrays or metadata do not match"
                           " the sha256 digest recorded when it was saved (bytes changed on"
-                          " disk since), so it cannot be trusted. Delete it and rerun to"
-                          " recompute it.")
+                          " disk since), so it cannot be trusted.",
+                          "Delete it and rerun to recompute it.")
   return tree, meta

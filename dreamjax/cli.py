@@ -76,11 +76,38 @@ def _check_configs_loaded() -> None:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a bad flag or config ending in one clear line."""
+  """absl's flag parsing, with a bad flag or config ending in one clear line.
+
+  absl's help flags (``--help``, ``--helpshort``, ``--helpfull``) print their
+  text while being parsed and then exit with status 1, which reads as a
+  failure to a shell or a script; asking for help is not one, so they exit 0.
+  Nothing else in the parse exits.
+  """
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
     _exit_with_flag_error(_flag_error_message(e))
+  except SystemExit as e:
+    sys.exit(0 if e.code == 1 else e.code)
+
+
+# Where every command's own flags are defined (commands.py, and --config and
+# --distributed here): what ``--helpshort`` lists.
+_COMMAND_FLAG_MODULES = ("dreamjax.cli", "dreamjax.commands")
+
+
+def _adopt_command_flags() -> None:
+  """Makes the command's flags key flags of the main module, so ``--helpshort`` lists them.
+
+  absl's ``--helpshort`` lists only the key flags of the main module, the one
+  named ``sys.argv[0]`` (``experiments/study.py``, or ``dreamjax study`` for
+  the console command); the flags themselves are defined in the modules above.
+  ``flags.adopt_module_key_flags`` would adopt them for its caller (this
+  module), hence the explicit registration under the main module's name.
+  """
+  for module in _COMMAND_FLAG_MODULES:
+    for flag in flags.FLAGS.get_flags_for_module(module):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def _terminate(signum, frame):  # pylint: disable=unused-argument
@@ -132,6 +159,7 @@ def run(main: Callable[[list[str]], None]) -> None:
       print(f"\ndreamjax error: {DiskFullError(disk_full_path(e))}", file=sys.stderr)
       sys.exit(2)
 
+  _adopt_command_flags()
   app.run(wrapped, flags_parser=_parse_flags)
 
 

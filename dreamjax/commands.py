@@ -188,4 +188,7 @@ def main() -> None:
           file=sys.stderr)
     sys.exit(2)
   sys.argv = [f"dreamjax {name}", *sys.argv[2:]]
+  console = sys.modules["__main__"]  # pip's wrapper script, without a docstring
+  if not console.__doc__:  # what --help and --helpshort print above the flags
+    console.__doc__ = f"dreamjax {name} [FLAGS]: {COMMANDS[name].__doc__.strip()}\n"
   run_command(name)

@@ -31,7 +31,20 @@ class DivergenceError(DreamjaxError, FloatingPointError):
 
 
 class CheckpointError(DreamjaxError):
-  """A checkpoint could not be read: missing, corrupt or from another config."""
+  """A checkpoint could not be read: missing, corrupt or from another config.
+
+  The message is ``fault`` (what is wrong) then ``advice`` (what the user can
+  do). A caller that recovers by itself (a training run that trains again
+  when its checkpoint is damaged) says what it does after ``fault`` instead.
+  """
+
+  def __init__(self, fault: str, advice: str = ""):
+    super().__init__(f"{fault} {advice}".strip())
+    self.fault = fault
+    self.advice = advice
+
+  def __reduce__(self):  # Exception's would pass the whole message as ``fault``
+    return type(self), (self.fault, self.advice)
 
 
 class ReproductionError(DreamjaxError):

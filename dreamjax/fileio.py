@@ -242,21 +242,86 @@ def _read_bytes(path: str) -> bytes:
 
 # --- one study per workdir -----------------------------------------------------
 
-def check_writable(folder: str) -> None:
+def check_writable(folder: str, create: bool = True) -> None:
   """Raises a clear error now, before compute, if ``folder`` is unwritable.
 
-  In a multi-host job it also checks that every process sees the same folder.
+  With ``create`` (the default) a missing ``folder`` is made, with its missing
+  parents. Without it nothing stays on disk (``--dry_run``): a folder that
+  does not exist yet is judged by the nearest existing folder above it, the
+  one the run would make it in. In a multi-host job it also checks that every
+  process sees the same folder (where the folder exists).
   """
+  if not create and not os.path.isdir(folder):
+    _check_creatable(folder)
+    return
   try:
     os.makedirs(folder, exist_ok=True)
     fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
     os.close(fd)
     os.remove(probe)
   except OSError as e:
-    raise ConfigError(
-        f"workdir {folder!r} is not writable ({e.strerror}). Pass --workdir "
-        "pointing at a folder you can write to.") from None
+    raise workdir_error(folder, e.strerror) from None
   _check_shared(folder)
+
+
+def _check_creatable(folder: str) -> None:
+  """Whether ``folder`` (missing, or not a folder) could be made, without making it."""
+  above = _nearest_existing(folder)
+  if not os.path.isdir(above) or not os.access(above, os.W_OK | os.X_OK):
+    raise workdir_error(folder, f"no folder can be made in {above!r}")
+
+
+def _nearest_existing(folder: str) -> str:
+  """``folder`` if it exists (as anything), else the nearest path above it that does."""
+  path = os.path.abspath(folder)
+  while not os.path.lexists(path) and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  return path
+
+
+def workdir_error(folder: str, reason: str | None) -> ConfigError:
+  """The error for a workdir that cannot be made or written; a file in the way is named.
+
+  ``reason`` says why (an ``OSError``'s ``strerror``) when no file is in the way.
+  """
+  blocker = _nearest_existing(folder)
+  if os.path.exists(blocker) and not os.path.isdir(blocker):
+    if blocker == os.path.abspath(folder):
+      return ConfigError(
+          f"workdir {folder!r} is a file, not a folder. Pass --workdir naming a folder (one"
+          " that does not exist yet is created), or move that file out of the way.")
+    return ConfigError(
+        f"workdir {folder!r} is not writable: {blocker!r} is a file, not a folder, so no"
+        " folder can be made under it. Pass --workdir naming a folder elsewhere, or move"
+        " that file out of the way.")
+  return ConfigError(f"workdir {folder!r} is not writable ({reason}). Pass --workdir"
+                     " pointing at a folder you can write to.")
+
+
+@contextlib.contextmanager
+def writable_workdir(folder: str) -> Iterator[None]:
+  """:func:`check_writable` for a run in ``folder`` (the body); a refused run leaves nothing.
+
+  If the body raises while the folders this call made (``folder`` and any
+  missing parents) are still empty, the run was refused before it wrote
+  anything (bad data, a label budget the data cannot give, a bad file
+  named in the config): they are removed again, deepest first. A folder that
+  existed before, or that holds anything, is never removed.
+  """
+  made, path, top = [], os.path.abspath(folder), _nearest_existing(folder)
+  while path != top:  # the folders check_writable will make, deepest first
+    made.append(path)
+    path = os.path.dirname(path)
+  try:
+    check_writable(folder)
+    yield
+  except BaseException:
+    for path in made:
+      try:
+        os.rmdir(path)  # only ever removes an empty folder
+      except OSError:
+        break
+    raise
 
 
 def _check_shared(folder: str) -> None:

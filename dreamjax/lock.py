@@ -19,7 +19,7 @@ from typing import Any, Iterator
 from absl import logging
 
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import translate_disk_full
+from dreamjax.fileio import translate_disk_full, workdir_error
 
 LOCK_FILE = ".dreamjax.lock"
 
@@ -70,8 +70,7 @@ def _take_lock(folder: str, what: str) -> int | None:
         os.makedirs(folder, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except (PermissionError, NotADirectoryError, FileExistsError) as e:
-      raise ConfigError(f"workdir {folder!r} is not writable ({e.strerror}). Pass --workdir"
-                        " pointing at a folder you can write to.") from None
+      raise workdir_error(folder, e.strerror) from None
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

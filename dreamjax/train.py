@@ -261,9 +261,15 @@ def _resume(checkpoint_dir, fingerprint, state, desc, log):
     log(f"{desc}: resumed from step {int(meta['step'])} ({checkpoint_dir})")
     return state, int(meta["step"]), meta.get("history", []), float(meta.get("seconds", 0.0))
   except (CheckpointError, KeyError, ValueError) as e:
-    # Never continue from damaged weights: start this run again instead.
-    logging.warning("%s: checkpoint unusable (%s); training from step 0", desc, e)
-    log(f"{desc}: checkpoint unusable ({e}); training from step 0")
+    # Never continue from damaged weights: start this run again instead. The user
+    # has nothing to do, so the error's advice (delete it, rerun) is left out, and
+    # the warning is logged once (``log`` is absl's info log in the commands).
+    if isinstance(e, CheckpointError):
+      fault = e.fault
+    else:  # a "step" or "seconds" entry missing or not a number
+      fault = f"checkpoint {checkpoint_dir} has unusable metadata ({type(e).__name__}: {e})."
+    logging.warning("%s: %s It was removed and this run trains again from step 0 by"
+                    " itself; nothing to do.", desc, fault)
     checkpoint.remove(checkpoint_dir)
     return state, 0, [], 0.0
 

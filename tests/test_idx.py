@@ -61,6 +61,28 @@ def test_gz_name_without_gzip_data(tmp_path):
     idx.read_idx(path)
 
 
+@pytest.mark.parametrize("name", ["train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte"])
+def test_empty_file_says_it_is_empty_and_how_to_fix_it(tmp_path, name):
+  path = tmp_path / name
+  path.write_bytes(b"")
+  with pytest.raises(DataError) as e:
+    idx.read_idx(str(path))
+  message = str(e.value)
+  assert f"{path}: the file is empty (0 bytes)" in message
+  assert "Replace it with a good copy, or reinstall the dataset" in message
+  assert "not gzip" not in message and "first bytes" not in message and "\n" not in message
+
+
+def test_empty_file_in_a_dataset_folder_is_named(tmp_path):
+  from conftest import write_idx_dataset  # pylint: disable=g-import-not-at-top
+  from dreamjax.data import sources  # pylint: disable=g-import-not-at-top
+  folder = write_idx_dataset(tmp_path / "data")
+  empty = os.path.join(folder, "t10k-labels-idx1-ubyte.gz")
+  open(empty, "wb").close()
+  with pytest.raises(DataError, match=f"{empty}: the file is empty.*reinstall the dataset"):
+    sources.load_idx_dataset(folder)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=64))
 def test_any_bytes_parse_or_raise_data_error(raw):

@@ -387,6 +387,77 @@ def test_garbage_checkpoint_prints_no_event_loop_tracebacks(tmp_path):
   assert "a real unraisable error" in run.stderr
 
 
+def _tiny_fit_setup(steps=20):
+  """A seconds-long classifier fit that saves a checkpoint every 10 steps."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from conftest import synthetic_images  # pylint: disable=g-import-not-at-top
+  from dreamjax import models  # pylint: disable=g-import-not-at-top
+  from dreamjax.configs import classifier  # pylint: disable=g-import-not-at-top
+  cfg = classifier.get_config("tiny")
+  cfg.train.steps, cfg.train.eval_every, cfg.train.checkpoint_every = steps, 0, 10
+  x, y = synthetic_images(200)
+  return cfg.train, models.make_model(cfg.model, 10), x[..., None] / np.float32(255), y.astype(
+      np.int32)
+
+
+def test_save_interrupted_after_the_swap_leaves_no_old_checkpoint(tmp_path, monkeypatch):
+  """Ctrl-C while the last save removes ``checkpoint.old``: the resume removes the rest."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from dreamjax import train  # pylint: disable=g-import-not-at-top
+  tcfg, model, x, y = _tiny_fit_setup()
+  uninterrupted = train.fit(model, tcfg, x, y, seeds=[0])
+  ckpt = str(tmp_path / "checkpoint")
+  real_rmtree = shutil.rmtree
+
+  def interrupted_rmtree(path, *args, **kwargs):
+    # The step-20 save has renamed the step-10 checkpoint to .old and its own into
+    # place; Ctrl-C arrives while .old is being removed.
+    if path == ckpt + ".old" and os.path.exists(path) and os.path.exists(ckpt):
+      real_rmtree(os.path.join(path, "tree"))
+      raise KeyboardInterrupt
+    real_rmtree(path, *args, **kwargs)
+
+  monkeypatch.setattr(shutil, "rmtree", interrupted_rmtree)
+  with pytest.raises(KeyboardInterrupt):
+    train.fit(model, tcfg, x, y, seeds=[0], checkpoint_dir=ckpt)
+  monkeypatch.undo()
+  assert sorted(os.listdir(tmp_path)) == ["checkpoint", "checkpoint.old"]
+  resumed = train.fit(model, tcfg, x, y, seeds=[0], checkpoint_dir=ckpt)
+  assert os.listdir(tmp_path) == ["checkpoint"]
+  assert resumed.steps_run == 0  # resumed from the step-20 checkpoint, the last good one
+  chex.assert_trees_all_close(resumed.state.params, uninterrupted.state.params, rtol=1e-6,
+                              atol=1e-7)
+
+
+def test_damaged_checkpoint_warning_says_what_happens_once(tmp_path, caplog):
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  from dreamjax import train  # pylint: disable=g-import-not-at-top
+  tcfg, model, x, y = _tiny_fit_setup()
+  ckpt = str(tmp_path / "checkpoint")
+  first = train.fit(model, tcfg, x, y, seeds=[0], checkpoint_dir=ckpt)
+  meta_file = os.path.join(ckpt, "dreamjax.json")
+  with open(meta_file) as f:
+    text = f.read()
+  with open(meta_file, "w") as f:
+    f.write(text.replace('"step": 20', '"step": 28'))  # bytes changed on disk
+  caplog.set_level(logging.INFO)
+  # progress=absl's info log, as the commands and the study pass it.
+  again = train.fit(model, tcfg, x, y, seeds=[0], checkpoint_dir=ckpt, desc="classifier",
+                    progress=absl_logging.info)
+  about = [r for r in caplog.records if "dreamjax.json" in r.getMessage()
+           or ckpt in r.getMessage()]
+  assert len(about) == 1, [r.getMessage() for r in about]
+  record = about[0]
+  assert record.levelno == logging.WARNING
+  assert record.getMessage() == (
+      f"classifier: checkpoint {ckpt} is damaged: its metadata do not match the sha256"
+      " digest recorded when it was saved (bytes changed on disk since), so its numbers"
+      " cannot be trusted. It was removed and this run trains again from step 0 by itself;"
+      " nothing to do.")
+  assert again.steps_run == 20
+  chex.assert_trees_all_close(again.state.params, first.state.params, rtol=1e-6, atol=1e-7)
+
+
 def test_checkpoint_save_on_full_disk_keeps_the_old_one(tmp_path, monkeypatch):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
@@ -579,6 +650,84 @@ def test_lock_on_an_unusable_workdir_says_so(tmp_path):
   with pytest.raises(ConfigError, match="not writable.*Pass --workdir"):
     with lock.workdir_lock(str(tmp_path / "file" / "workdir")):
       pass
+
+
+def test_workdir_that_is_a_file_is_called_a_file(tmp_path):
+  path = str(tmp_path / "results")
+  (tmp_path / "results").write_text("")
+  checks = {"check_writable": fileio.check_writable,
+            "dry run": lambda f: fileio.check_writable(f, create=False),
+            "lock": lambda f: lock.workdir_lock(f).__enter__()}
+  for what, check in checks.items():
+    with pytest.raises(ConfigError) as e:
+      check(path)
+    message = str(e.value)
+    assert message == (f"workdir {path!r} is a file, not a folder. Pass --workdir naming a"
+                       " folder (one that does not exist yet is created), or move that file"
+                       " out of the way."), what
+  with pytest.raises(ConfigError, match=f"{path!r} is a file, not a folder, so no folder can"):
+    fileio.check_writable(os.path.join(path, "sub"), create=False)
+  assert os.listdir(tmp_path) == ["results"]
+
+
+def test_dry_run_check_creates_nothing(tmp_path):
+  workdir = tmp_path / "runs" / "study_quick"
+  fileio.check_writable(str(workdir), create=False)
+  assert os.listdir(tmp_path) == []
+  (tmp_path / "runs").mkdir()
+  fileio.check_writable(str(tmp_path / "runs"), create=False)  # an existing folder: probed
+  assert os.listdir(tmp_path / "runs") == []
+  if os.geteuid() != 0:  # root may write anywhere
+    (tmp_path / "runs").chmod(0o500)
+    try:
+      with pytest.raises(ConfigError, match="not writable.*no folder can be made in"):
+        fileio.check_writable(str(workdir), create=False)
+    finally:
+      (tmp_path / "runs").chmod(0o700)
+
+
+def test_refused_run_removes_only_the_empty_folders_it_made(tmp_path):
+  class Refused(Exception):
+    pass
+
+  made = tmp_path / "new" / "deeper" / "workdir"
+  with pytest.raises(Refused):
+    with fileio.writable_workdir(str(made)):
+      assert made.is_dir()
+      raise Refused
+  assert os.listdir(tmp_path) == []  # the workdir and both parents it made
+  existing = tmp_path / "existing"
+  existing.mkdir()
+  with pytest.raises(Refused):
+    with fileio.writable_workdir(str(existing)):
+      raise Refused
+  assert existing.is_dir()  # it was there before: kept, empty or not
+  with pytest.raises(Refused):
+    with fileio.writable_workdir(str(made)):
+      (made / "results.jsonl").write_text("{}\n")
+      raise Refused
+  assert (made / "results.jsonl").exists()  # the run wrote something: nothing removed
+  with fileio.writable_workdir(str(tmp_path / "ok")):
+    pass
+  assert (tmp_path / "ok").is_dir()  # a run that was not refused keeps its workdir
+
+
+def test_command_refused_for_its_budget_or_data_leaves_no_workdir(tmp_path, synthetic_dir):
+  from dreamjax.configs import classifier as configs  # pylint: disable=g-import-not-at-top
+  from dreamjax.errors import DataError  # pylint: disable=g-import-not-at-top
+  from dreamjax.runs import classifier  # pylint: disable=g-import-not-at-top
+  cfg = configs.get_config("tiny")
+  cfg.data_dir = synthetic_dir
+  cfg.num_labeled = 5000  # more labels than the 300 training images hold
+  workdir = tmp_path / "runs" / "clf"
+  with pytest.raises(ConfigError, match="num_labeled=5000"):
+    classifier.train_and_evaluate(cfg, str(workdir))
+  assert not (tmp_path / "runs").exists()
+  cfg.num_labeled = 100
+  open(os.path.join(synthetic_dir, "train-labels-idx1-ubyte.gz"), "wb").close()
+  with pytest.raises(DataError, match="is empty"):
+    classifier.train_and_evaluate(cfg, str(workdir))
+  assert not (tmp_path / "runs").exists()
 
 
 def test_disk_full_error_survives_pickling():

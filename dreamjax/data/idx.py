@@ -14,10 +14,15 @@ import numpy as np
 from dreamjax.errors import DataError
 
 _UINT8 = 0x08
+# What to do about a damaged or empty file.
+_FIX = ("Replace it with a good copy, or reinstall the dataset (Fashion-MNIST from Debian:"
+        " apt-get install --reinstall dataset-fashion-mnist).")
 
 
 def parse_idx(raw: bytes, *, name: str = "<bytes>", ndim: int | None = None) -> np.ndarray:
   """Parses IDX bytes into a uint8 array, validating header and length."""
+  if not raw:
+    raise DataError(f"{name}: empty (0 bytes of IDX data). {_FIX}")
   if len(raw) < 4:
     raise DataError(f"{name}: file is {len(raw)} bytes, too short for an IDX header;"
                     " it is truncated or not an IDX file.")
@@ -67,6 +72,9 @@ def read_idx_bytes(path: str) -> bytes:
       raw = f.read()
   except OSError as e:
     raise DataError(f"{path}: cannot read ({e.strerror}).") from None
+  if not raw:
+    raise DataError(f"{path}: the file is empty (0 bytes), so it holds no IDX data (a copy or"
+                    f" download cut short?). {_FIX}")
   if raw[:2] == b"\x1f\x8b":
     try:
       raw = gzip.decompress(raw)
@@ -74,7 +82,9 @@ def read_idx_bytes(path: str) -> bytes:
       raise DataError(f"{path}: corrupt or truncated gzip data ({e}). Re-download or"
                       " reinstall the dataset.") from None
   elif path.endswith(".gz"):
-    raise DataError(f"{path}: named .gz but is not gzip data (first bytes {raw[:4].hex()}).")
+    raise DataError(f"{path}: named .gz but is not gzip data (first bytes {raw[:4].hex()})."
+                    " If it is an uncompressed IDX file, remove .gz from its name; otherwise"
+                    f" it is damaged. {_FIX}")
   return raw
 
 

@@ -55,10 +55,11 @@ def _classifier_fingerprint(config) -> str:
                      for k in keys}, sort_keys=True)
 
 
+@common.in_workdir
 def run(config, workdir: str) -> dict[str, Any]:
   validate_config(config)
   t0 = time.perf_counter()
-  mesh, splits = common.start(config, workdir)
+  mesh, splits = common.start(config)
   model = models.make_model(config.model, splits.num_classes)
   seeds = [config.seed + i for i in range(config.num_seeds)]
   fit = train.fit(model, config.train, splits.labeled_images, splits.labeled_labels,

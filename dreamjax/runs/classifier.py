@@ -38,11 +38,12 @@ def validate_config(config) -> None:
     augment.validate_config(config)
 
 
+@common.in_workdir
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains ``config.num_seeds`` classifiers and writes ``workdir/results.json``."""
   validate_config(config)
   t0 = time.perf_counter()
-  mesh, splits = common.start(config, workdir)
+  mesh, splits = common.start(config)
   images, labels = training_set(splits, config.augment_file)
   model = models.make_model(config.model, splits.num_classes)
   transform = None

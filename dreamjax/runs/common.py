@@ -1,7 +1,9 @@
 """What every command does before its own work."""
 
+import functools
 import json
 import os
+from typing import Any, Callable, TypeVar
 
 import jax
 from jax.sharding import Mesh
@@ -10,13 +12,30 @@ from dreamjax import checkpoint, models, sharding, train
 from dreamjax import data as data_lib
 from dreamjax import seeds as seeds_lib
 from dreamjax.errors import CheckpointError, ConfigError
-from dreamjax.fileio import check_writable
+from dreamjax.fileio import writable_workdir
+
+_Result = TypeVar("_Result")
 
 
-def start(config, workdir: str) -> tuple[Mesh, data_lib.Splits]:
-  """Refuses an unwritable workdir before any compute, makes the job's one mesh,
-  and reads and splits the data ``config`` names."""
-  check_writable(workdir)
+def in_workdir(run: Callable[..., _Result]) -> Callable[..., _Result]:
+  """``run(config, workdir, ...)``, its workdir checked writable first (made if missing).
+
+  An unwritable workdir is refused before any compute, and a run refused
+  before it wrote anything (bad data, a label budget the data cannot give, a
+  bad file named in the config) leaves no folder behind that it made
+  (:func:`dreamjax.fileio.writable_workdir`). The run function of every
+  command but the study (whose runner uses that itself) wears it.
+  """
+  @functools.wraps(run)
+  def wrapped(config, workdir: str, *args: Any, **kwargs: Any) -> _Result:
+    with writable_workdir(workdir):
+      return run(config, workdir, *args, **kwargs)
+  return wrapped
+
+
+def start(config) -> tuple[Mesh, data_lib.Splits]:
+  """The job's one mesh, and the data ``config`` names, read and split (the run function
+  checked its workdir first: :func:`in_workdir`)."""
   return sharding.make_mesh(), data_lib.load_splits(config)
 
 

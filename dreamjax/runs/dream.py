@@ -57,11 +57,12 @@ def _split(splits: data_lib.Splits, name: str):
   return images, labels, np.full((len(labels),), -1, np.int64)  # not labeled-split rows
 
 
+@common.in_workdir
 def dream_split(config, workdir: str) -> dict[str, Any]:
   """Dreams ``config.split``; writes augmented.npz, grid.png, zoom.png and results.json."""
   validate_config(config)
   t0 = time.perf_counter()
-  mesh, splits = common.start(config, workdir)
+  mesh, splits = common.start(config)
   if config.classifier_dir:
     model, variables = common.load_classifier(config.classifier_dir, splits.num_classes,
                                              splits.image_shape)

@@ -17,7 +17,7 @@ from dreamjax import data as data_lib
 from dreamjax import seeds as seeds_lib
 from dreamjax.configs.generator import MODELS, SOURCES
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import check_writable, write_json
+from dreamjax.fileio import write_json
 from dreamjax.runs import common as run_common
 
 
@@ -90,10 +90,10 @@ def _augmented_file(config, path, params, splits, key, mesh) -> dict[str, Any]:
   return meta
 
 
+@run_common.in_workdir
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Runs ``config.model`` on ``config.source``; writes everything under ``workdir``."""
   validate_config(config)
-  check_writable(workdir)
   mesh = sharding.make_mesh()
   t0 = time.perf_counter()
   raw = data_lib.load_dataset(config.dataset, config.data_dir or None)

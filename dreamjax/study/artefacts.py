@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from absl import logging
 
 from dreamjax import checkpoint
 from dreamjax.configs import arms as arms_lib
@@ -64,7 +65,8 @@ def _load_or_make(ctx, name: str, make: Callable[[], tuple[Any, list]],
       try:
         tree, meta = checkpoint.load_tree(source)
       except CheckpointError as e:
-        ctx.log(f"{name}: saved copy {source} unusable ({e}); not using it")
+        logging.warning("%s: not using %s: %s It is replaced by a good copy (trained again"
+                        " if none is left) by itself; nothing to do.", name, source, e.fault)
         continue
       _MEMO[stamp] = tree, meta
     tree, meta = _MEMO[stamp]

@@ -154,7 +154,7 @@ def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log) -> dict[str
   for n in sorted({c.budget for c in cells}):  # a budget the data cannot give fails here
     for seed in range(config.num_seeds):
       data_lib.make_splits(raw, num_labeled=n, val_size=config.val_size, seed=seed)
-  fileio.check_writable(workdir)
+  fileio.check_writable(workdir, create=False)  # a dry run leaves nothing on disk
   est = estimate_seconds(config, raw, cells, mesh)
   lines = [f"dataset {raw.name}: {len(raw.train_labels)} train / {len(raw.test_labels)} test,"
            f" {raw.num_classes} classes, images {raw.image_shape}",
@@ -180,8 +180,8 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
   if dry_run:
     return _dry_run(config, workdir, raw, cells, with_alignment, mesh, log)
 
-  fileio.check_writable(workdir)
-  with lock.workdir_lock(workdir, what="study"):
+  # A run refused before it wrote anything leaves no folder behind that it made.
+  with fileio.writable_workdir(workdir), lock.workdir_lock(workdir, what="study"):
     check_workdir(config, workdir, raw)
     return _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, contexts)
 
