@@ -70,8 +70,9 @@ def gradient_alignment(model, variables, images, labels, *, layer: str, targets=
     own-class dream run backwards.
   * ``targeted``: targeted PGD ascends ``-CE(target)``, as a logit dream of the
     target class ascends ``z_t``: ``cos(∇z_t, -∇CE_t)``; +1: the same step.
-  * the contrast (``layer``): the layer-objective dream direction
-    ``∇ mean(act_layer²)`` against the same attack directions.
+  * ``layer``: the layer-objective dream direction ``∇ mean(act_layer²)`` (what
+    Deep Dream ascends) against the same attack directions;
+  * ``random``: a random Gaussian direction per image, the chance floor.
 
   Each pair is given for three attack directions: ``gradient`` (the raw loss
   gradient, the L2 FGSM step), ``fgsm`` (its sign, the L∞ FGSM step) and
@@ -110,8 +111,12 @@ def gradient_alignment(model, variables, images, labels, *, layer: str, targets=
         "targeted": {"gradient": d["attack_targeted"],
                      "fgsm": jnp.sign(d["attack_targeted"]), "pgd": pgd_t},
     }
-    dreams = {"untargeted": {"logit": d["dream_logit"], "layer": d["dream_layer"]},
-              "targeted": {"logit": d["dream_logit_target"], "layer": d["dream_layer"]}}
+    # A random direction per image: the chance floor any dream's cosine is read against.
+    rand = jax.random.normal(jax.random.key(1), x.shape, x.dtype)
+    dreams = {"untargeted": {"logit": d["dream_logit"], "layer": d["dream_layer"],
+                             "random": rand},
+              "targeted": {"logit": d["dream_logit_target"], "layer": d["dream_layer"],
+                           "random": rand}}
     return {f"{kind}/{dream_name}/{attack_name}": _cosine(dream, attack)
             for kind in ("untargeted", "targeted")
             for dream_name, dream in dreams[kind].items()
@@ -128,4 +133,5 @@ def gradient_alignment(model, variables, images, labels, *, layer: str, targets=
     out.setdefault(kind, {}).setdefault(dream_name, {})[attack_name] = _stats(values)
   out["logit"] = out["untargeted"]["logit"]["gradient"]
   out["layer"] = out["untargeted"]["layer"]["gradient"]
+  out["random"] = out["untargeted"]["random"]["gradient"]
   return out

@@ -103,6 +103,33 @@ def _noise_fn(std: float) -> ImageFn:
   return fn
 
 
+def noise_distances(images, std: float, key) -> tuple[float, float]:
+  """Mean L2 and mean L∞ distance of ``noise_fn`` (σ ``std``, clipped) from ``images``."""
+  x = jnp.asarray(images, jnp.float32)
+  d = (_noise_fn(float(std))(key, x) - x).reshape(len(x), -1)
+  return float(jnp.mean(jnp.linalg.norm(d, axis=1))), float(jnp.mean(jnp.max(jnp.abs(d), 1)))
+
+
+def match_noise_std(images, mean_l2: float, key, iterations: int = 40) -> float:
+  """The σ of Gaussian pixel noise (clipped to [0, 1], as :func:`noise_fn`) whose mean L2
+  distance from ``images`` is ``mean_l2``.
+
+  Clipping removes part of the noise on saturated pixels, so σ is found by
+  bisection on the images themselves rather than from ``mean_l2 / sqrt(pixels)``.
+  """
+  if not mean_l2 > 0:
+    raise ConfigError(f"match_noise_std: mean_l2={mean_l2} must be > 0.")
+  lo, hi = 0.0, 1.0
+  while noise_distances(images, hi, key)[0] < mean_l2:
+    hi *= 2
+    if hi > 1e3:
+      raise ConfigError(f"no noise σ reaches a mean L2 distance of {mean_l2} on these images.")
+  for _ in range(iterations):
+    mid = 0.5 * (lo + hi)
+    lo, hi = (mid, hi) if noise_distances(images, mid, key)[0] < mean_l2 else (lo, mid)
+  return 0.5 * (lo + hi)
+
+
 def offline(images, labels, key, fn: ImageFn, copies: int = 1, chunk_size: int = 1024, *,
             mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """``copies`` transformed copies of every image, for an augmented-dataset file.

@@ -39,11 +39,18 @@ def study() -> Callable[[list[str]], None]:
                                 " records and figures (no checkpoints) to this folder.")
   recheck = flags.DEFINE_string("recheck", None, "Recompute this finished cell (e.g."
                                 " N1000/dream_subtle) from nothing and compare it with its record.")
+  choose_length = flags.DEFINE_bool("choose_length", False, "Choose each budget's training"
+                                    " length on the validation split (no test label is read)"
+                                    " and write it to WORKDIR/length_choice.json.")
 
   def main(argv):
     del argv
     if publish.value and not report_only.value:
       raise ConfigError("--publish copies a finished report: pass it with --report_only.")
+    if choose_length.value:
+      from dreamjax.study import choose  # pylint: disable=g-import-not-at-top
+      print(choose.choose_lengths(config.value, workdir.value, log=logging.info))
+      return
     if recheck.value:
       from dreamjax.study import recheck as recheck_lib  # pylint: disable=g-import-not-at-top
       out = recheck_lib.recheck_cell(config.value, workdir.value, recheck.value, log=logging.info)

@@ -62,11 +62,11 @@ def test_claims_declare_the_arms_they_read():
   assert set(claims.rivals()) == {"dream_subtle", "dream_strong", "dream_logit", "dream_bn",
                                   "dream_online", "fgsm", "pgd", "vae_small", "gan_small",
                                   "vae_pool", "gan_pool"}
-  assert claims.claims_of("dream_sweep@0.2") == ()  # no verdict reads the sweep
+  assert claims.claims_of("dream_sweep@0.2") == ("C1",)  # C1's dose–response
   assert "C2" in claims.claims_of("noise_online") and "C5" in claims.claims_of("vae_pool")
   robust = {a for a in arms.names() if claims.measures_robustness(a)}
   assert robust == {"baseline", "classical_online", "noise", "noise_online", "dream_subtle",
-                    "dream_online", "pgd_train"}
+                    "dream_online", "pgd_train", "noise_matched_online"}
 
 
 def test_the_c3_alignment_job_runs_when_an_arm_c3_reads_runs():
@@ -122,7 +122,11 @@ def test_a_config_recorded_before_arm_settings_reads_as_todays():
   with open(os.path.join(REPO, "docs", "results", "conclusions_1200", "study_config.json")) as f:
     recorded = json.load(f)["config"]
   assert "dream_presets" in recorded and "arm_settings" not in recorded
-  today = json.loads(study_configs.get_config("conclusions").to_json())
+  today = study_configs.get_config("conclusions")
+  # What protocol version 2 added: its version, the first seed, C2's matched-noise arm.
+  today.protocol_version = 1
+  today.arms = tuple(a for a in today.arms if a != "noise_matched_online")
+  today = json.loads(today.to_json())
   assert records.upgrade_config(recorded) == today
 
 

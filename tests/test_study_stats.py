@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dreamjax import power, stats
-from dreamjax.study import claims, records, report_text, tables
+from dreamjax.study import claims, records, report_text, rules_v1, tables
 
 
 def test_t_interval_hand_computed():
@@ -63,15 +63,15 @@ def _shift(d, noise=(0.0, 0.001, -0.001)):
 def test_c1_rules():
   cells = {"baseline": _cell(BASE, frechet=1.0)}
   cells["dream_strong"] = _cell(_shift(-0.05), frechet=10.0)
-  assert claims.c1(claims.Cells(cells), 0.01).verdict == claims.SUPPORTED
+  assert rules_v1.c1(claims.Cells(cells), 0.01).verdict == claims.SUPPORTED
   cells["dream_strong"] = _cell(_shift(0.0), frechet=10.0)  # no real gain: still "poor"
-  assert claims.c1(claims.Cells(cells), 0.01).verdict == claims.SUPPORTED
+  assert rules_v1.c1(claims.Cells(cells), 0.01).verdict == claims.SUPPORTED
   cells["dream_strong"] = _cell(_shift(0.03), frechet=10.0)
-  assert claims.c1(claims.Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED
+  assert rules_v1.c1(claims.Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED
   cells["dream_strong"] = _cell(_shift(-0.05), frechet=1.5)  # stayed near the data
-  assert claims.c1(claims.Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED
+  assert rules_v1.c1(claims.Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED
   cells["dream_strong"] = _cell([0.79, 0.83, 0.81], frechet=10.0)
-  assert claims.c1(claims.Cells(cells), 0.01).verdict == claims.INCONCLUSIVE
+  assert rules_v1.c1(claims.Cells(cells), 0.01).verdict == claims.INCONCLUSIVE
 
 
 def test_c2_reads_the_online_arms_at_the_eps_where_the_baseline_is_not_at_the_floor():
@@ -82,47 +82,47 @@ def test_c2_reads_the_online_arms_at_the_eps_where_the_baseline_is_not_at_the_fl
                "0.01": [0.7, 0.72, 0.71], "0.03": [0.45, 0.47, 0.46], "0.1": [0.0, 0.0, 0.01]})}
   c = claims.Cells(cells)
   assert claims.robust_eps(c) == "0.03"  # 36% keeps the baseline inside 20-60%
-  v = claims.c2(c, 0.01)
+  v = rules_v1.c2(c, 0.01)
   assert v.verdict == claims.SUPPORTED and "ε = 0.03" in v.numbers
   cells["dream_online"]["test_accuracy"] = _shift(0.05)  # does not act like noise
-  assert claims.c2(claims.Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED
+  assert rules_v1.c2(claims.Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED
   cells["dream_online"] = _cell(_shift(0.0), robust={k: [x - 0.1 for x in v]
                                                      for k, v in base_rob.items()})
-  assert claims.c2(claims.Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED  # hurts robustness
+  assert rules_v1.c2(claims.Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED  # hurts robustness
 
 
 def test_c4_and_c6_rules_and_the_quality_gate():
   cells = {"baseline": _cell(BASE), "vae_small": _cell(_shift(0.0), lp=0.9),
            "gan_small": _cell(_shift(-0.02), lp=0.8),
            "vae_pool": _cell(_shift(0.03), lp=0.9), "gan_pool": _cell(_shift(0.02), lp=0.9)}
-  assert claims.c4(claims.Cells(cells, quality_gate=0.6), 0.01).verdict == claims.SUPPORTED
-  assert claims.c6(claims.Cells(cells, quality_gate=0.6), 0.01).verdict == claims.SUPPORTED
+  assert rules_v1.c4(claims.Cells(cells, quality_gate=0.6), 0.01).verdict == claims.SUPPORTED
+  assert rules_v1.c6(claims.Cells(cells, quality_gate=0.6), 0.01).verdict == claims.SUPPORTED
   # A strawman generator cannot support "adds nothing".
   cells["gan_small"] = _cell(_shift(-0.02), lp=0.13)
-  v = claims.c4(claims.Cells(cells, quality_gate=0.6), 0.01)
+  v = rules_v1.c4(claims.Cells(cells, quality_gate=0.6), 0.01)
   assert v.verdict.startswith("inconclusive (under-trained generator: gan_small 13%")
   cells["vae_small"] = _cell(_shift(0.05), lp=0.9)  # a real gain decides even so
-  assert claims.c4(claims.Cells(cells, quality_gate=0.6), 0.01).verdict == claims.NOT_SUPPORTED
+  assert rules_v1.c4(claims.Cells(cells, quality_gate=0.6), 0.01).verdict == claims.NOT_SUPPORTED
   flat = dict(cells, vae_pool=_cell(_shift(0.0), lp=0.9), gan_pool=_cell(_shift(-0.01), lp=0.3))
-  v = claims.c6(claims.Cells(flat, quality_gate=0.6), 0.01)
+  v = rules_v1.c6(claims.Cells(flat, quality_gate=0.6), 0.01)
   assert v.verdict.startswith("inconclusive (under-trained generator: gan_pool")
   flat["gan_pool"]["label_preservation"] = 0.9
-  assert claims.c6(claims.Cells(flat, quality_gate=0.6), 0.01).verdict == claims.NOT_SUPPORTED
+  assert rules_v1.c6(claims.Cells(flat, quality_gate=0.6), 0.01).verdict == claims.NOT_SUPPORTED
 
 
 def test_c5_rule_holm_and_missing_arm():
   cells = {"baseline": _cell(BASE), "classical_online": _cell(_shift(0.03)),
            "dream_subtle": _cell(_shift(0.0)), "vae_small": _cell(_shift(-0.01), lp=0.9)}
-  v = claims.c5(claims.Cells(cells, quality_gate=0.6), 0.01)
+  v = rules_v1.c5(claims.Cells(cells, quality_gate=0.6), 0.01)
   assert v.verdict == claims.SUPPORTED and "Holm" in v.numbers
   cells["pgd"] = _cell(_shift(0.06))
-  assert claims.c5(claims.Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED
+  assert rules_v1.c5(claims.Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED
   # Wins over an under-trained generator do not count towards "better than half".
   weak = {"baseline": _cell(BASE), "classical_online": _cell(_shift(0.03)),
           "dream_subtle": _cell([0.79, 0.84, 0.80]), "vae_small": _cell(_shift(-0.01), lp=0.1)}
-  v = claims.c5(claims.Cells(weak, quality_gate=0.6), 0.01)
+  v = rules_v1.c5(claims.Cells(weak, quality_gate=0.6), 0.01)
   assert v.verdict == claims.INCONCLUSIVE and "under-trained: vae_small" in v.numbers
-  v = claims.c1(claims.Cells({"baseline": _cell(BASE),
+  v = rules_v1.c1(claims.Cells({"baseline": _cell(BASE),
                               "dream_strong": {"status": "failed", "error": "DivergenceError: x"}}), 0.01)
   assert v.verdict.startswith("missing") and "DivergenceError" in v.verdict
 
@@ -130,26 +130,26 @@ def test_c5_rule_holm_and_missing_arm():
 def test_c3_c7_rules():
   strong = {"status": "ok", "logit": stats.Interval(0.8, 0.75, 0.85, 3).to_dict(),
             "layer": stats.Interval(0.1, 0.0, 0.2, 3).to_dict()}
-  assert claims.c3(strong).verdict == claims.SUPPORTED
+  assert rules_v1.c3(strong).verdict == claims.SUPPORTED
   weak = dict(strong, logit=stats.Interval(0.2, 0.1, 0.3, 3).to_dict())
-  assert claims.c3(weak).verdict == claims.NOT_SUPPORTED
+  assert rules_v1.c3(weak).verdict == claims.NOT_SUPPORTED
   t = {"baseline": _cell(BASE), "ae_pretrain": _cell(_shift(0.04), gen=20, train=10),
        "pretext_transfer": _cell(_shift(0.01), gen=20, train=10),
        "vae_pool": _cell(_shift(0.0), gen=60, train=10), "gan_pool": _cell(_shift(-0.01), gen=90, train=10)}
-  assert claims.c7(claims.Cells(t), 0.01).verdict == claims.SUPPORTED
+  assert rules_v1.c7(claims.Cells(t), 0.01).verdict == claims.SUPPORTED
   # The verdict reads counted cost, never wall-clock seconds: the same cells timed
   # the other way round (a resumed run, a busier machine) give the same verdict.
   slow = dict(t, ae_pretrain=_cell(_shift(0.04), gen=20, train=10, seconds=(300, 10)))
-  assert claims.c7(claims.Cells(slow), 0.01).verdict == claims.SUPPORTED
+  assert rules_v1.c7(claims.Cells(slow), 0.01).verdict == claims.SUPPORTED
   t["ae_pretrain"] = _cell(_shift(-0.05), gen=20, train=10)
   t["pretext_transfer"] = _cell(_shift(-0.05), gen=20, train=10)
-  assert claims.c7(claims.Cells(t), 0.01).verdict == claims.NOT_SUPPORTED
+  assert rules_v1.c7(claims.Cells(t), 0.01).verdict == claims.NOT_SUPPORTED
 
 
 def test_inconclusive_verdicts_state_what_the_seeds_could_detect():
   cells = {"baseline": _cell(BASE, frechet=1.0),
            "dream_strong": _cell([0.79, 0.84, 0.82], frechet=10.0)}
-  v = {x.claim: x for x in claims.all_verdicts(cells, None, budget=1000)}["C1"]
+  v = {x.claim: x for x in claims.all_verdicts(cells, None, budget=1000, version=1)}["C1"]
   assert v.verdict == claims.INCONCLUSIVE and v.budget == 1000
   diffs = np.subtract([0.79, 0.84, 0.82], BASE)
   expected = power.min_detectable_difference(np.std(diffs, ddof=1), 3)
@@ -203,7 +203,7 @@ def test_a_generator_shared_by_the_seeds_is_timed_once():
   t = {"baseline": _cell(BASE), "pretext_transfer": _cell(_shift(0.01), gen=20, train=10,
                                                             seconds=(50.0, 30.0)),
        "vae_pool": pool}
-  assert "80s vs 136s" in claims.c7(claims.Cells(t), 0.01).numbers
+  assert "80s vs 136s" in rules_v1.c7(claims.Cells(t), 0.01).numbers
   rows = tables.summary_rows([dict(_cell(BASE), cell="N1000/baseline", arm="baseline", budget=1000),
                               dict(pool, cell="N1000/vae_pool", arm="vae_pool", budget=1000)])
   assert [r["gen_seconds"] for r in rows] == [pytest.approx(0.0), pytest.approx(106.0)]

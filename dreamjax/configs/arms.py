@@ -256,6 +256,13 @@ def _strengths(s) -> list[tuple[str, str]]:
   return [] if ok else [("strengths", "a non-empty list of positive strengths")]
 
 
+def _matched_dream(s) -> list[tuple[str, str]]:
+  entry = REGISTRY.get(s.match)
+  if entry is None or "preset" not in entry.settings:
+    return [("match", "a registered dream arm with a preset (e.g. dream_online)")]
+  return [] if int(s.num_images) >= 2 else [("num_images", "a whole number >= 2")]
+
+
 def _sweep_variants(arm: Arm, s) -> list[str]:
   return [f"{arm.name}@{float(x):g}" for x in s.strengths]
 
@@ -292,6 +299,12 @@ register(Arm("noise", "classical", "stored", "one offline copy per image with Ga
              " noise", source=Transform("noise"), generate=f"{_GEN}:noise", per_copy=True))
 register(Arm("noise_online", "classical", "online", "fresh Gaussian noise on half of every batch",
              source=Transform("noise"), transform=f"{_GEN}:noise_online"))
+register(Arm("noise_matched_online", "classical", "online", "fresh Gaussian noise on half of"
+             " every batch, its σ set so its mean L2 size equals the online dream's (C2's"
+             " matched comparator)", source=Transform("noise"),
+             settings={"match": "dream_online", "num_images": 256},
+             transform=f"{_GEN}:noise_matched_online", check=_matched_dream,
+             needs_baseline=True))
 register(_dream("dream_subtle", "subtle", "a few small Deep Dream steps from each image"))
 register(_dream("dream_strong", "strong", "three octaves of Deep Dream: the classic look"))
 register(_dream("dream_logit", "logit", "ascend each image's own class logit inside an ε-ball"))

@@ -25,7 +25,10 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.val_size = 1000               # validation images from train: curves only, no selection
   c.budgets = (1000,)             # label budgets N (equal per class)
   c.primary_budget = 1000         # the budget whose cells decide the claim verdicts
-  c.num_seeds = 5                 # seeds 0..num_seeds-1: subset draw + init per seed
+  c.num_seeds = 5                 # seeds first_seed.. first_seed+num_seeds-1: subset draw +
+  c.first_seed = 0                # init per seed (a confirmation run takes fresh ones: 5)
+  c.protocol_version = 2          # the verdict rules (dreamjax/study/claims.py); 1: the
+                                  # rules of studies made before version 2
   c.copies = 1                    # M generated images per real labeled image
   c.arms = arms_registry.names()  # which arms run (all registered, by default)
   c.verdict_margin = 0.01         # smallest accuracy change called a real gain/loss

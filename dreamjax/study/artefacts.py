@@ -112,7 +112,7 @@ def pool_generator(ctx, arm: str):
   kind = arms_lib.get(arm).source.family
   gcfg = generator_config(ctx.config, arm)
   params, seconds, history = _load_or_make(ctx, arm, lambda: generators.TRAIN[kind](
-      gcfg, ctx.pool_for_shared_models(), None, arm_key(0, f"{arm}_gen"),
+      gcfg, ctx.pool_for_shared_models(), None, arm_key(ctx.seeds[0], f"{arm}_gen"),
       progress=ctx.log, mesh=ctx.mesh), cache_key=_cache_key(ctx, kind, gcfg))
   return gcfg, params, seconds, history
 
@@ -122,7 +122,7 @@ def pretrained(ctx, arm: str):
   from dreamjax import pretrain  # pylint: disable=g-import-not-at-top
   kind = arms_lib.get(arm).source.objective
   gcfg = generator_config(ctx.config, arm)
-  k = arm_key(0, f"{arm}_pretrain")
+  k = arm_key(ctx.seeds[0], f"{arm}_pretrain")
   pool = ctx.pool_for_shared_models()
   if kind == "ae":
     make = lambda: pretrain.train_autoencoder(gcfg, pool, k, ctx.config.model,

@@ -189,6 +189,7 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
   generated = generated_sets(ctx, cell) if arm.generate else {}
   gen_seconds = float(sum(g.seconds for g in generated.values()))
   transform = arm.fn("transform")(ctx, cell.arm) if arm.transform else None
+  transform_info = getattr(transform, "info", None)  # what a transform measured of itself
   init_fn, pre_seconds, pre_steps = (arm.fn("init")(ctx, cell.arm) if arm.init
                                      else (None, 0.0, 0))
   if cell.arm == "baseline" and ctx.baseline is not None:
@@ -204,6 +205,8 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
   t_eval = time.perf_counter()
   if measures_robustness(cfg, cell):
     record["robust_accuracy"] = robustness(ctx, res.state.variables, cell.budget)
+  if transform_info:
+    record["transform_info"] = transform_info
   if arms_lib.variant_value(cell.arm) is not None:
     record["strength"] = arms_lib.variant_value(cell.arm)
   record.update(_quality(ctx, generated))
@@ -275,7 +278,7 @@ def _quality(ctx: Context, generated: dict[int, Generated]) -> dict[str, Any]:
 def alignment_cell(ctx: Context) -> dict[str, Any]:
   """Claim C3: the dream and attack directions of each seed's baseline."""
   n = ctx.config.eval.alignment_num
-  per_seed = {"logit": [], "layer": []}
+  per_seed = {"logit": [], "layer": [], "random": []}
   raw = []
   names = ctx.model.conv_features
   layer = f"conv{min(1, len(names) - 1)}"
@@ -285,11 +288,13 @@ def alignment_cell(ctx: Context) -> dict[str, Any]:
                                        ctx.test.test_labels[:n], layer=layer, mesh=ctx.mesh)
     per_seed["logit"].append(float(out["logit"]["mean"]))
     per_seed["layer"].append(float(out["layer"]["mean"]))
+    per_seed["random"].append(float(out["random"]["mean"]))
     raw.append(_summaries(out))
   return {"cell": f"N{ctx.budget}/alignment", "arm": "alignment", "budget": ctx.budget,
           "status": "ok", "layer": layer,
           "logit": stats.t_interval(per_seed["logit"]).to_dict(),
           "layer_objective": stats.t_interval(per_seed["layer"]).to_dict(),
+          "random": stats.t_interval(per_seed["random"]).to_dict(),
           "per_seed": per_seed, "details": jsonable(raw)}
 
 

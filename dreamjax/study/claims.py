@@ -1,102 +1,145 @@
 """Verdict rules: each claim of the seed answer against the measured cells of one budget.
 
-Every rule is stated in :data:`RULES` (printed in REPORT.md and
-docs/protocol.md) and decided from 95% t-intervals over seeds, accuracy
-differences paired by seed. ``margin`` (one accuracy point by default) is the
-smallest change called a real gain or loss: "adds nothing" / "acts like
-noise" are supported only when the whole interval lies inside ±margin.
-Comparators are in their strongest honest form: classical augmentation and
-noise online (a fresh transform of part of every batch), as practitioners use
-them. A generator that fails the quality gate (its samples' label
-preservation under the oracle) cannot support a claim that it adds nothing:
-such a verdict reads "inconclusive (under-trained generator …)". Every
-inconclusive comparison carries the smallest difference the run could have
-detected and the seeds the observed difference would need
-(:mod:`dreamjax.power`). Verdicts are a function of the recorded results
-alone (cost is counted work, never seconds).
+This is protocol version :data:`PROTOCOL_VERSION`. Every rule is stated in
+:data:`RULES` (printed in REPORT.md and docs/protocol.md) and decided from 95%
+t-intervals over seeds, accuracy differences paired by seed. ``margin`` (one
+accuracy point by default) is the smallest change called a real gain or loss:
+"adds nothing" / "acts like noise" are supported only when the whole interval
+lies inside ±margin. Comparators are in their strongest honest form. A
+generator that fails the quality gate cannot support a claim that it adds
+nothing. Every inconclusive verdict names its reason, and every inconclusive
+comparison carries the smallest difference the run could have detected and the
+seeds the observed difference would need (:mod:`dreamjax.power`). Verdicts are
+a function of the recorded results alone (cost is counted work, never seconds).
+
+Each rule is a function of *roles* (``dream=``, ``noise=``, ...) filled by the
+arms it reads (:func:`reads`); :data:`PLACEBOS` fills them with arms for which
+the claim must not hold, and the report prints what each rule says of them: a
+rule that a placebo satisfies does not test its claim. The protocol's version
+and digest (:func:`protocol`) are printed in every report; changing a rule, a
+threshold or an arm-defining config field changes the digest. Studies made
+under version 1 are reported with :mod:`dreamjax.study.rules_v1`.
 """
 
-import dataclasses
-from typing import Any, Callable
+import hashlib
+import json
+import math
+from typing import Any
+
+import numpy as np
 
 from dreamjax import stats
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study import records as records_lib
-from dreamjax.study.evidence import Cells, _num, _pp, robust_eps  # noqa: F401
+from dreamjax.study import rules_v1
+from dreamjax.study.evidence import (INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Cells, Verdict,
+                                     _cost, _gated, _num, _pp, _quality_text, robust_eps)
 
-SUPPORTED = "supported"
-NOT_SUPPORTED = "not supported"
-INCONCLUSIVE = "inconclusive (CI crosses zero)"
+__all__ = ["SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE", "Verdict", "Cells"]
 
-CLAIMS = {
-    "C1": "Strong Deep Dream output leaves the input distribution and is a poor augmentation",
-    "C2": "Subtle, label-preserving dreams act like noise augmentation and may help against"
-          " adversarial inputs",
-    "C3": "Making adversarial inputs is almost the same process as Deep Dream",
-    "C4": "A VAE/GAN trained on the same small set does not add information",
-    "C5": "Simple label-preserving transforms are usually the better choice",
-    "C6": "A generator helps when it is trained on far more unlabeled data",
-    "C7": "Transfer learning, or reusing an autoencoder's first layers, is easier",
-}
+PROTOCOL_VERSION = 2
+
+CLAIMS = rules_v1.CLAIMS
+
+# Fixed before any run of version 2 (conventions, not fitted to data): how much
+# further than label-preserving transforms counts as leaving the distribution, and
+# the cosine above which two directions count as "almost the same".
+FRECHET_RATIO = 2.0
+SAME_DIRECTION = 0.5
 
 RULES = {
-    "C1": "supported if the Fréchet distance of dream_strong's images to real test images is"
-          " more than twice that of the real labeled images (it left the distribution) AND the"
-          " paired accuracy change dream_strong − baseline has its CI below +margin (no real"
-          " gain); not supported if that CI is above zero or the images stayed near the data;"
-          " else inconclusive.",
-    "C2": "at the largest PGD ε where the baseline keeps 20–60% robust accuracy, both needed"
-          " for supported: (a) clean accuracy of dream_online − noise_online (the online forms)"
-          " has its CI inside ±margin (acts like noise), (b) robust accuracy of dream_online −"
-          " baseline has its CI above zero (helps against adversarial inputs). Not supported if"
-          " (a)'s CI lies outside ±margin or (b)'s CI is below zero; else inconclusive. The"
-          " offline pair (dream_subtle vs noise), pgd_train and classical_online are reported"
-          " beside it.",
-    "C3": "supported if the mean cosine between the class-logit dream direction and the"
-          " adversarial (loss-ascent) direction exceeds 0.5 and its CI lies above the CI of the"
-          " layer-objective dream's cosine; not supported if its CI lies below 0.5 or below the"
-          " contrast's; else inconclusive.",
+    "C1": "with stored classical and noise copies as the label-preserving references:"
+          " supported if dream_strong left the distribution further than every reference"
+          f" (Fréchet distance more than {FRECHET_RATIO:g}× the largest reference's, AND label"
+          " preservation below every reference's, paired CI below zero), AND it is a poor"
+          " augmentation (paired Δacc dream_strong − baseline with CI below +margin), AND"
+          " going further off the distribution does not help (over the dream_sweep cells,"
+          " the per-seed slope of Δacc against log Fréchet has a CI that is not above zero)."
+          " Not supported if dream_strong gains (CI above zero), stayed as near as the"
+          " references, or further-off dreams gain more (slope CI above zero); else"
+          " inconclusive.",
+    "C2": "at the largest PGD ε where the baseline keeps 20–60% robust accuracy, against"
+          " noise_matched_online (fresh Gaussian noise on the same share of every batch, its"
+          " σ set so the mean L2 distance from the source image equals the subtle dream's):"
+          " supported if (a) dream_online acts like noise, on clean AND on robust accuracy"
+          " (both paired CIs of dream_online − noise_matched_online inside ±margin), and (b)"
+          " it helps against adversarial inputs (robust dream_online − baseline, CI above"
+          " zero). Not supported if either CI of (a) lies outside ±margin or (b)'s CI is below"
+          " zero; else inconclusive. noise_online (σ 0.1), the offline pair (dream_subtle vs"
+          " noise), pgd_train and classical_online are reported beside it.",
+    "C3": "on the seeds' baselines and the same test images: supported if the mean cosine"
+          " between the layer-objective dream direction (what Deep Dream ascends: a layer's"
+          " mean squared activation) and the adversarial (loss-ascent) direction has its CI"
+          f" above {SAME_DIRECTION:g}; not supported if its CI lies below {SAME_DIRECTION:g};"
+          " else inconclusive. The procedure (projected gradient ascent on the input) is the"
+          " same by construction; the rule asks whether the direction is. The class-logit"
+          " dream is reported as a reference that aligns by construction (−∇CE = ∇z_y −"
+          " Σ_k p_k ∇z_k contains ∇z_y), a random direction as the chance floor.",
     "C4": "supported if, for both vae_small and gan_small, the paired accuracy change vs"
           " baseline has its CI below +margin (no real gain) and both pass the quality gate;"
           " not supported if either CI is above zero (a real gain); else inconclusive"
           " (naming any under-trained generator). classical_online vs baseline is reported"
           " beside it.",
-    "C5": "classical_online against every rival arm (dreams, adversarial sets, generators),"
-          " paired t-tests with Holm's correction at α: supported if no rival beats it and it"
-          " beats at least half of the rivals that pass their quality gate; not supported if"
-          " any rival beats it; else inconclusive.",
-    "C6": "supported if vae_pool or gan_pool (Holm over the two) beats the baseline; not"
-          " supported if both have CIs below +margin and pass the quality gate; else"
+    "C5": "classical_online against every rival arm (dreams, attacks, generators), paired"
+          " t-tests with Holm's correction at α: supported if classical_online beats the"
+          " baseline (paired CI above zero), no rival beats it, and it beats at least half of"
+          " the rivals that pass their quality gate; not supported if any rival beats it or the"
+          " baseline is at least as good (CI below zero); else inconclusive.",
+    "C6": "for the generators trained on the unlabeled pool and pseudo-labeled by the seed's"
+          " baseline (this is the use the study tests): supported if vae_pool or gan_pool"
+          " (Holm over the two) beats the baseline AND beats stored noise copies (extra images"
+          " that carry no new information; paired CI above zero); not supported if both have"
+          " CIs below +margin against the baseline and pass the quality gate; else"
           " inconclusive. self_training, the same pool without a generator, is reported as the"
           " yardstick, and pool − small differences beside it.",
-    "C7": "supported if the better of ae_pretrain / pretext_transfer is at least as accurate"
-          " as the best of vae_pool / gan_pool (paired CI above −margin) and costs no more"
-          " (image-steps of generation/pretraining + training, counted, per seed); not"
-          " supported if its CI is below −margin or it costs more; else inconclusive.",
+    "C7": "supported if the better of ae_pretrain / pretext_transfer beats the baseline"
+          " (paired CI above zero), is at least as accurate as the best of vae_pool / gan_pool"
+          " (paired CI above −margin) and costs no more (image-steps of generation or"
+          " pretraining + training, counted, per seed); not supported if it is below the"
+          " generator (CI below −margin), the baseline is at least as good (CI below zero), or"
+          " it costs more; else inconclusive.",
 }
 
-
-# The arms each rule reads: those that decide it first, then those reported beside
-# it. C5's rivals are read from the registry by what the arms are (below), so a
-# newly registered dream, attack or generator arm is one of them.
+# The arms each rule reads: those that decide it first, then those reported beside it.
+# C5's rivals are read from the registry by what the arms are, so a newly registered
+# dream, attack or generator arm is one of them.
 _READS = {
-    "C1": ("baseline", "dream_strong", "classical_online"),
-    "C2": ("dream_online", "noise_online", "baseline", "dream_subtle", "noise", "pgd_train",
-           "classical_online"),
-    "C3": ("dream_logit", "pgd"),
+    "C1": ("baseline", "dream_strong", "classical", "noise", "dream_sweep", "classical_online"),
+    "C2": ("dream_online", "noise_matched_online", "baseline", "noise_online", "dream_subtle",
+           "noise", "pgd_train", "classical_online"),
+    "C3": ("dream_subtle", "dream_strong", "dream_logit", "pgd"),
     "C4": ("vae_small", "gan_small", "baseline", "classical_online"),
-    "C6": ("vae_pool", "gan_pool", "baseline", "self_training", "vae_small", "gan_small"),
+    "C6": ("vae_pool", "gan_pool", "baseline", "noise", "self_training", "vae_small",
+           "gan_small"),
     "C7": ("ae_pretrain", "pretext_transfer", "vae_pool", "gan_pool", "baseline",
            "self_training"),
 }
 # Claims that read robust accuracy: the cells of the arms they read measure it.
 READS_ROBUSTNESS = ("C2",)
 
+# Arms in the roles of a rule for which its claim must not hold (a "placebo"), and why.
+PLACEBOS = {
+    "C1": ((dict(dream="classical"), "stored classical copies: label-preserving by design"),
+           (dict(dream="noise"), "stored noise copies: label-preserving by design")),
+    "C2": ((dict(dream="baseline"), "no perturbation at all"),
+           (dict(dream="classical_online"), "a geometric transform, not noise")),
+    "C3": ((dict(dream="random"), "a random direction"),),
+    "C4": ((dict(vae="classical_online", gan="classical_online"),
+            "online classical augmentation, known to add information"),),
+    "C5": ((dict(classical="baseline"), "no augmentation at all"),),
+    "C6": ((dict(vae="noise", gan="noise"), "stored noise copies: no pool information"),),
+    "C7": ((dict(ae="baseline", pretext="baseline"), "no pretraining at all"),),
+}
+
+# Config fields that do not define the protocol: how many seeds and which, where the data
+# lives, caches and chunk sizes (they change no number).
+NOT_PROTOCOL = ("num_seeds", "first_seed", "data_dir", "generator_cache", "dream_chunk")
+
 
 def rivals() -> tuple[str, ...]:
   """The arms C5 compares classical_online with: every registered arm that makes
   training data with a dream, an attack or a generator, stored or online (not the
-  strength sweep, which no verdict reads, nor adversarial training, a robustness
+  strength sweep, which is a dose–response, nor adversarial training, a robustness
   method C2 reads)."""
   return tuple(a.name for a in arms_lib.REGISTRY.values()
                if a.group in ("dream", "adversarial", "generator") and not a.variants
@@ -105,7 +148,7 @@ def rivals() -> tuple[str, ...]:
 
 def reads(cid: str) -> tuple[str, ...]:
   """The arms claim ``cid``'s rule reads."""
-  return ("classical_online", *rivals()) if cid == "C5" else _READS[cid]
+  return ("classical_online", "baseline", *rivals()) if cid == "C5" else _READS[cid]
 
 
 def claims_of(arm: str) -> tuple[str, ...]:
@@ -117,22 +160,27 @@ def measures_robustness(arm: str) -> bool:
   return any(arms_lib.base_name(arm) in reads(c) for c in READS_ROBUSTNESS)
 
 
-@dataclasses.dataclass
-class Verdict:
-  claim: str
-  text: str
-  arms: str
-  numbers: str
-  verdict: str
-  rule: str
-  budget: int = 0
-  power: str = ""  # what an inconclusive comparison could have detected
+def protocol(config, version: int | None = None) -> dict[str, Any]:
+  """The protocol a study runs under: its version and a digest of its rules, thresholds,
+  placebos and arm-defining config (not its seeds)."""
+  version = int(version if version is not None else config.get("protocol_version", 1))
+  cfg = json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config)
+  for field in NOT_PROTOCOL:
+    cfg.pop(field, None)
+  if version == 1:
+    rules = {"rules": rules_v1.RULES, "rivals": rules_v1.RIVALS}
+  else:
+    rules = {"rules": RULES, "reads": {c: reads(c) for c in CLAIMS},
+             "placebos": {c: [p for p, _ in ps] for c, ps in PLACEBOS.items()},
+             "thresholds": {"frechet_ratio": FRECHET_RATIO, "same_direction": SAME_DIRECTION}}
+  blob = json.dumps({"version": version, "claims": CLAIMS, **rules, "config": cfg},
+                    sort_keys=True, default=str)
+  return {"version": version, "digest": hashlib.sha256(blob.encode()).hexdigest()[:16]}
 
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
 
+# --- helpers -----------------------------------------------------------------------
 
-def _missing(cid: str, arms: tuple[str, ...], cells: Cells) -> "Verdict | None":
+def _missing(cid: str, arms, cells: Cells) -> Verdict | None:
   gone = cells.missing(*arms)
   if not gone:
     return None
@@ -146,211 +194,302 @@ def _verdict(cid, arms, numbers, verdict) -> Verdict:
                  verdict, RULES[cid])
 
 
-def _gated(verdict: str, weak: list[str]) -> str:
-  return f"inconclusive (under-trained generator: {', '.join(weak)})" if weak else verdict
+def _inconclusive(reason: str) -> str:
+  return f"inconclusive ({reason})"
 
 
-def c1(cells: Cells, margin: float) -> Verdict:
-  arms = ("baseline", "dream_strong")
+def _inside(iv: stats.Interval, margin: float) -> bool:
+  return iv.n > 0 and -margin < iv.lo and iv.hi < margin
+
+
+def _outside(iv: stats.Interval, margin: float) -> bool:
+  return iv.lo > margin or iv.hi < -margin
+
+
+def _per_seed(cells: Cells, arm: str, metric: str):
+  v = (cells.ok(arm) or {}).get(metric)
+  return list(v) if isinstance(v, list) else None
+
+
+def dose_response(cells: Cells, sweep: str, against: str = "frechet") -> stats.Interval:
+  """Per-seed slope of Δacc (each sweep cell − baseline) against log Fréchet distance
+  (``frechet``) or label preservation (``label_preservation``) over the sweep's
+  cells, with its t-interval over seeds: the dose–response of accuracy to how far
+  off the data a dream goes."""
+  nan = stats.Interval(float("nan"), float("nan"), float("nan"), 0)
+  points = [a for a in cells.records if arms_lib.base_name(a) == sweep and cells.ok(a)]
+  base = cells.values("baseline")
+  if len(points) < 2 or not base:
+    return nan
+  slopes = []
+  for s in range(len(base)):
+    xs, ys = [], []
+    for a in points:
+      x, acc = _per_seed(cells, a, f"{against}_per_seed"), cells.values(a)
+      if not x or s >= len(x) or s >= len(acc) or x[s] is None or x[s] <= 0:
+        continue
+      xs.append(math.log(x[s]) if against == "frechet" else x[s])
+      ys.append(acc[s] - base[s])
+    if len(xs) >= 2 and np.ptp(xs) > 0:
+      slopes.append(float(np.polyfit(xs, ys, 1)[0]))
+  return stats.t_interval(slopes) if len(slopes) >= 2 else nan
+
+
+def _slope_text(iv: stats.Interval, unit: str) -> str:
+  if iv.n == 0 or not math.isfinite(iv.mean):
+    return "n/a"
+  if not math.isfinite(iv.hi):
+    return f"{iv.mean * 100:+.2f} pp {unit} (1 seed)"
+  return f"{iv.mean * 100:+.2f} pp {unit} [{iv.lo * 100:+.2f}, {iv.hi * 100:+.2f}]"
+
+
+# --- the rules ---------------------------------------------------------------------
+
+def c1(cells: Cells, margin: float, dream: str = "dream_strong",
+       refs: tuple[str, ...] = ("classical", "noise"), sweep: str = "dream_sweep") -> Verdict:
+  arms = ("baseline", dream, *refs)
   if v := _missing("C1", arms, cells):
     return v
-  d = cells.diff("dream_strong", "baseline", decides=True)
-  fd_strong = cells.ok("dream_strong").get("frechet")
-  fd_real = cells.ok("baseline").get("frechet")
-  left = fd_strong is not None and fd_real is not None and fd_strong > 2 * fd_real
-  if left and d.hi < margin:
+  d = cells.diff(dream, "baseline", decides=True)
+  fd = cells.ok(dream).get("frechet")
+  fd_refs = [cells.ok(r).get("frechet") for r in refs]
+  lp_diffs = [cells.diff(dream, r, "label_preservation_per_seed") for r in refs]
+  known = fd is not None and all(f is not None for f in fd_refs)
+  further = known and fd > FRECHET_RATIO * max(fd_refs)
+  less_kept = all(iv.n > 0 and iv.hi < 0 for iv in lp_diffs)
+  far = further and less_kept
+  slope = dose_response(cells, sweep)
+  further_helps = slope.n > 0 and slope.lo > 0
+  if far and d.hi < margin and not further_helps:
     verdict = SUPPORTED
-  elif stats.direction(d) == "above" or (fd_strong is not None and not left):
+  elif stats.direction(d) == "above" or (known and not far) or further_helps:
     verdict = NOT_SUPPORTED
+  elif not far:
+    verdict = _inconclusive("distance from the data not measured")
   else:
-    verdict = INCONCLUSIVE
-  lp = cells.ok("dream_strong").get("label_preservation")
-  numbers = (f"Δacc(dream_strong − baseline) {_pp(d)}; Fréchet: dream_strong {_num(fd_strong)},"
-             f" real labeled {_num(fd_real)}; label preservation {_num(lp, pct=True)}")
-  if cells.ok("classical_online"):
+    verdict = _inconclusive("accuracy change CI crosses +margin")
+  lp = cells.ok(dream).get("label_preservation")
+  numbers = (f"Δacc({dream} − baseline) {_pp(d)}; Fréchet: {dream} {_num(fd)}, "
+             + ", ".join(f"{r} {_num(f)}" for r, f in zip(refs, fd_refs))
+             + f"; label preservation {dream} {_num(lp, pct=True)}, "
+             + ", ".join(f"Δ vs {r} {_pp(iv)}" for r, iv in zip(refs, lp_diffs))
+             + f"; dose–response over {sweep}: Δacc {_slope_text(slope, 'per log Fréchet')},"
+             f" {_slope_text(dose_response(cells, sweep, 'label_preservation'), 'per unit label preservation')}")
+  if cells.ok("classical_online") and dream != "classical_online":
     numbers += f"; Δacc(classical_online − baseline) {_pp(cells.diff('classical_online', 'baseline'))}"
   return _verdict("C1", arms, numbers, verdict)
 
 
-def c2(cells: Cells, margin: float) -> Verdict:
-  arms = ("dream_online", "noise_online", "baseline")
+def c2(cells: Cells, margin: float, dream: str = "dream_online",
+       noise: str = "noise_matched_online") -> Verdict:
+  arms = (dream, noise, "baseline")
   if v := _missing("C2", arms, cells):
     return v
   eps = robust_eps(cells)
-  like_noise = cells.diff("dream_online", "noise_online", decides=True)
-  robust = cells.diff("dream_online", "baseline", "robust_accuracy", eps, decides=True)
-  a_in = like_noise.n > 0 and -margin < like_noise.lo and like_noise.hi < margin
-  a_out = like_noise.lo > margin or like_noise.hi < -margin
-  b_dir = stats.direction(robust)
-  if a_in and b_dir == "above":
+  clean = cells.diff(dream, noise, decides=True)
+  robust_like = cells.diff(dream, noise, "robust_accuracy", eps, decides=True)
+  helps = cells.diff(dream, "baseline", "robust_accuracy", eps, decides=True)
+  like = _inside(clean, margin) and _inside(robust_like, margin)
+  unlike = _outside(clean, margin) or _outside(robust_like, margin)
+  if like and stats.direction(helps) == "above":
     verdict = SUPPORTED
-  elif a_out or b_dir == "below":
+  elif unlike or stats.direction(helps) == "below":
     verdict = NOT_SUPPORTED
+  elif not like:
+    verdict = _inconclusive("a CI of dream vs matched noise crosses ±margin")
   else:
-    verdict = INCONCLUSIVE
+    verdict = _inconclusive("robust gain over the baseline: CI crosses zero")
   base = cells.values("baseline", "robust_accuracy", eps) or []
   numbers = (f"at ε = {eps} (baseline robust {_num(sum(base) / max(len(base), 1), pct=True)}):"
-             f" Δclean(dream_online − noise_online) {_pp(like_noise)};"
-             f" Δrobust(dream_online − baseline) {_pp(robust)}")
-  for a, b, metric in (("dream_subtle", "noise", "test_accuracy"),
+             f" Δclean({dream} − {noise}) {_pp(clean)}; Δrobust({dream} − {noise})"
+             f" {_pp(robust_like)}; Δrobust({dream} − baseline) {_pp(helps)}")
+  info = (cells.ok(noise) or {}).get("transform_info") or {}
+  if info:
+    numbers += (f"; matched size: dream mean L2 {_num(info.get('dream_mean_l2'))}, noise"
+                f" {_num(info.get('noise_mean_l2'))} (σ {_num(info.get('std'))}); mean L∞"
+                f" {_num(info.get('dream_mean_linf'))} vs {_num(info.get('noise_mean_linf'))}")
+  for a, b, metric in (("noise_online", "baseline", "robust_accuracy"),
+                       ("dream_subtle", "noise", "test_accuracy"),
                        ("dream_subtle", "baseline", "robust_accuracy"),
                        ("pgd_train", "baseline", "robust_accuracy"),
                        ("classical_online", "baseline", "robust_accuracy")):
-    if cells.ok(a):
+    if cells.ok(a) and cells.ok(b) and a != dream:
       label = "Δclean" if metric == "test_accuracy" else "Δrobust"
       numbers += f"; {label}({a} − {b}) {_pp(cells.diff(a, b, metric, eps))}"
   return _verdict("C2", arms, numbers, verdict)
 
 
-def c3(alignment: dict[str, Any] | None) -> Verdict:
-  arms = "dream_logit vs pgd (same model, same images); layer-objective dream as contrast"
-  if not alignment or alignment.get("status") != "ok":
+def c3(alignment: dict[str, Any] | None, dream: str = "layer") -> Verdict:
+  arms = ("layer-objective dream vs loss-ascent direction on each seed's baseline; the"
+          " class-logit dream and a random direction as references")
+  if not alignment or alignment.get("status") != "ok" or not alignment.get(dream):
     err = (alignment or {}).get("error", "not run")
     return _verdict("C3", arms, "", f"missing ({err})")
-  logit = stats.Interval(**alignment["logit"])
-  layer = stats.Interval(**alignment["layer"])
-  if logit.mean > 0.5 and logit.lo > layer.hi:
+  iv = stats.Interval(**alignment[dream])
+  if iv.lo > SAME_DIRECTION:
     verdict = SUPPORTED
-  elif logit.hi < 0.5 or logit.hi < layer.lo:
+  elif iv.hi < SAME_DIRECTION:
     verdict = NOT_SUPPORTED
   else:
-    verdict = INCONCLUSIVE
-  numbers = (f"cosine(logit dream, adversarial) {logit.mean:.2f} [{logit.lo:.2f}, {logit.hi:.2f}];"
-             f" cosine(layer dream, adversarial) {layer.mean:.2f} [{layer.lo:.2f}, {layer.hi:.2f}]")
-  return _verdict("C3", arms, numbers, verdict)
+    verdict = _inconclusive(f"cosine CI crosses {SAME_DIRECTION:g}")
+  parts = []
+  for name, label in (("layer", "layer dream"), ("logit", "class-logit dream"),
+                      ("random", "random direction")):
+    if alignment.get(name):
+      x = stats.Interval(**alignment[name])
+      parts.append(f"cosine({label}, adversarial) {x.mean:.2f} [{x.lo:.2f}, {x.hi:.2f}]")
+  return _verdict("C3", arms, "; ".join(parts) + (f" (tested: {dream})" if dream != "layer"
+                                                   else ""), verdict)
 
 
-def c4(cells: Cells, margin: float) -> Verdict:
-  arms = ("vae_small", "gan_small", "baseline")
+def c4(cells: Cells, margin: float, vae: str = "vae_small", gan: str = "gan_small") -> Verdict:
+  arms = tuple(dict.fromkeys((vae, gan, "baseline")))
   if v := _missing("C4", arms, cells):
     return v
-  dv = cells.diff("vae_small", "baseline", decides=True)
-  dg = cells.diff("gan_small", "baseline", decides=True)
+  dv = cells.diff(vae, "baseline", decides=True)
+  dg = cells.diff(gan, "baseline", decides=True)
   if stats.direction(dv) == "above" or stats.direction(dg) == "above":
     verdict = NOT_SUPPORTED
   elif dv.hi < margin and dg.hi < margin:
-    verdict = _gated(SUPPORTED, cells.under_trained("vae_small", "gan_small"))
+    verdict = _gated(SUPPORTED, cells.under_trained(vae, gan))
   else:
-    verdict = INCONCLUSIVE
-  numbers = f"Δacc(vae_small − baseline) {_pp(dv)}; Δacc(gan_small − baseline) {_pp(dg)}"
-  numbers += _quality_text(cells, "vae_small", "gan_small")
-  if cells.ok("classical_online"):
+    verdict = _inconclusive("a CI crosses +margin")
+  numbers = f"Δacc({vae} − baseline) {_pp(dv)}; Δacc({gan} − baseline) {_pp(dg)}"
+  numbers += _quality_text(cells, *dict.fromkeys((vae, gan)))
+  if cells.ok("classical_online") and "classical_online" not in (vae, gan):
     numbers += f"; Δacc(classical_online − baseline) {_pp(cells.diff('classical_online', 'baseline'))}"
   return _verdict("C4", arms, numbers, verdict)
 
 
-def c5(cells: Cells, margin: float) -> Verdict:
-  present = [a for a in rivals() if cells.ok(a)]
-  if not cells.ok("classical_online") or not present:
-    return _verdict("C5", "classical_online vs rival arms", "",
-                    "missing (classical_online or every rival arm)")
-  p = {a: stats.paired_p_value(cells.values("classical_online"), cells.values(a))
-       for a in present}
+def c5(cells: Cells, margin: float, classical: str = "classical_online") -> Verdict:
+  present = [a for a in rivals() if cells.ok(a) and a != classical]
+  if not cells.ok(classical) or not cells.ok("baseline") or not present:
+    return _verdict("C5", f"{classical} vs rival arms", "",
+                    f"missing ({classical}, the baseline or every rival arm)")
+  over_base = cells.diff(classical, "baseline", decides=True)
+  p = {a: stats.paired_p_value(cells.values(classical), cells.values(a)) for a in present}
   adjusted = stats.holm(p, alpha=cells.alpha)
-  diffs = {a: cells.diff("classical_online", a, decides=True) for a in present}
+  diffs = {a: cells.diff(classical, a, decides=True) for a in present}
   beaten = [a for a in present if adjusted[a].reject and diffs[a].mean < 0]
   weak = set(x.split(" ")[0] for x in cells.under_trained(*present))
   wins = [a for a in present if adjusted[a].reject and diffs[a].mean > 0 and a not in weak]
   counted = [a for a in present if a not in weak]
-  if beaten:
+  helps = stats.direction(over_base) == "above"
+  if beaten or stats.direction(over_base) == "below":
     verdict = NOT_SUPPORTED
-  elif counted and len(wins) * 2 >= len(counted):
+  elif helps and counted and len(wins) * 2 >= len(counted):
     verdict = SUPPORTED
+  elif not helps:
+    verdict = _inconclusive(f"{classical} − baseline: CI crosses zero")
   else:
-    verdict = INCONCLUSIVE
-  numbers = (f"classical_online better than {len(wins)}/{len(counted)} gate-passing rivals,"
-             f" beaten by {len(beaten)}" + (f" ({', '.join(beaten)})" if beaten else "")
+    verdict = _inconclusive(f"beats {len(wins)} of {len(counted)} rivals, fewer than half")
+  numbers = (f"Δacc({classical} − baseline) {_pp(over_base)}; {classical} better than"
+             f" {len(wins)}/{len(counted)} gate-passing rivals, beaten by {len(beaten)}"
+             + (f" ({', '.join(beaten)})" if beaten else "")
              + f" (Holm, α = {cells.alpha:g}); "
              + "; ".join(f"vs {a} {_pp(d)} (p_Holm {adjusted[a].p_adjusted:.3f})"
                          for a, d in diffs.items()))
   if weak:
     numbers += f"; not counted, under-trained: {', '.join(sorted(weak))}"
-  return _verdict("C5", "classical_online vs " + ", ".join(present), numbers, verdict)
+  return _verdict("C5", f"{classical} vs " + ", ".join(present), numbers, verdict)
 
 
-def c6(cells: Cells, margin: float) -> Verdict:
-  arms = ("vae_pool", "gan_pool", "baseline")
+def c6(cells: Cells, margin: float, vae: str = "vae_pool", gan: str = "gan_pool",
+       null: str = "noise") -> Verdict:
+  pools = tuple(dict.fromkeys((vae, gan)))
+  arms = (*pools, "baseline", null)
   if v := _missing("C6", arms, cells):
     return v
-  pools = ("vae_pool", "gan_pool")
   p = {a: stats.paired_p_value(cells.values(a), cells.values("baseline")) for a in pools}
   adjusted = stats.holm(p, alpha=cells.alpha)
   d = {a: cells.diff(a, "baseline", decides=True) for a in pools}
-  if any(adjusted[a].reject and d[a].mean > 0 for a in pools):
+  over_null = {a: cells.diff(a, null) for a in pools}
+  if any(adjusted[a].reject and d[a].mean > 0 and over_null[a].lo > 0 for a in pools):
     verdict = SUPPORTED
   elif all(d[a].hi < margin for a in pools):
     verdict = _gated(NOT_SUPPORTED, cells.under_trained(*pools))
+  elif any(adjusted[a].reject and d[a].mean > 0 for a in pools):
+    verdict = _inconclusive(f"beats the baseline, not {null} copies")
   else:
-    verdict = INCONCLUSIVE
-  numbers = "; ".join(f"Δacc({a} − baseline) {_pp(d[a])} (p_Holm {adjusted[a].p_adjusted:.3f})"
-                      for a in pools)
+    verdict = _inconclusive("a CI against the baseline crosses +margin")
+  numbers = "; ".join(f"Δacc({a} − baseline) {_pp(d[a])} (p_Holm {adjusted[a].p_adjusted:.3f});"
+                      f" Δacc({a} − {null}) {_pp(over_null[a])}" for a in pools)
   numbers += _quality_text(cells, *pools)
   for a, b in (("self_training", "baseline"), ("vae_pool", "vae_small"),
                ("gan_pool", "gan_small")):
-    if cells.ok(a) and cells.ok(b):
+    if cells.ok(a) and cells.ok(b) and a not in pools + (null,):
       numbers += f"; Δacc({a} − {b}) {_pp(cells.diff(a, b))}"
   return _verdict("C6", arms, numbers, verdict)
 
 
-def c7(cells: Cells, margin: float) -> Verdict:
-  arms = ("ae_pretrain", "pretext_transfer", "vae_pool", "gan_pool")
-  transfer = [a for a in arms[:2] if cells.ok(a)]
-  gens = [a for a in arms[2:] if cells.ok(a)]
-  if not transfer or not gens:
+def c7(cells: Cells, margin: float, ae: str = "ae_pretrain",
+       pretext: str = "pretext_transfer") -> Verdict:
+  arms = tuple(dict.fromkeys((ae, pretext, "vae_pool", "gan_pool", "baseline")))
+  transfer = [a for a in dict.fromkeys((ae, pretext)) if cells.ok(a)]
+  gens = [a for a in ("vae_pool", "gan_pool") if cells.ok(a)]
+  if not transfer or not gens or not cells.ok("baseline"):
     return _missing("C7", arms, cells) or _verdict("C7", arms, "", "missing")
-  mean_acc = lambda a: cells.diff(a, "baseline").mean if cells.ok("baseline") else 0.0
+  mean_acc = lambda a: cells.diff(a, "baseline").mean
   best_t, best_g = max(transfer, key=mean_acc), max(gens, key=mean_acc)
   d = cells.diff(best_t, best_g, decides=True)
+  over_base = cells.diff(best_t, "baseline", decides=True)
   cheaper = _cost(cells, best_t) <= _cost(cells, best_g)
-  if d.lo > -margin and cheaper:
+  if d.lo > -margin and cheaper and stats.direction(over_base) == "above":
     verdict = SUPPORTED
-  elif d.hi < -margin or not cheaper:
+  elif d.hi < -margin or not cheaper or stats.direction(over_base) == "below":
     verdict = NOT_SUPPORTED
+  elif stats.direction(over_base) != "above":
+    verdict = _inconclusive(f"{best_t} − baseline: CI crosses zero")
   else:
-    verdict = INCONCLUSIVE
+    verdict = _inconclusive(f"{best_t} − {best_g}: CI crosses −margin")
   seconds = lambda a: (records_lib.generation_seconds(cells.ok(a))
                        + float(cells.ok(a).get("train_seconds", 0.0)))
-  numbers = (f"Δacc({best_t} − {best_g}) {_pp(d)}; cost {best_t} {_cost(cells, best_t) / 1e6:.2f}M"
-             f" vs {best_g} {_cost(cells, best_g) / 1e6:.2f}M image-steps per seed"
-             f" (generation/pretraining + training; {seconds(best_t):.0f}s vs"
-             f" {seconds(best_g):.0f}s on the machine that ran them)")
-  if cells.ok("self_training"):
+  numbers = (f"Δacc({best_t} − baseline) {_pp(over_base)}; Δacc({best_t} − {best_g}) {_pp(d)};"
+             f" cost {best_t} {_cost(cells, best_t) / 1e6:.2f}M vs {best_g}"
+             f" {_cost(cells, best_g) / 1e6:.2f}M image-steps per seed (generation/pretraining"
+             f" + training; {seconds(best_t):.0f}s vs {seconds(best_g):.0f}s on the machine that"
+             " ran them)")
+  if cells.ok("self_training") and best_t != "self_training":
     numbers += f"; Δacc(self_training − {best_t}) {_pp(cells.diff('self_training', best_t))}"
   return _verdict("C7", arms, numbers, verdict)
 
 
-def _cost(cells: Cells, arm: str) -> float:
-  """Counted work of an arm: images through a gradient step, per seed (never seconds,
-  so that the verdict is a function of the recorded results alone)."""
-  cost = cells.ok(arm).get("cost") or {}
-  return float(cost.get("gen_image_steps", 0)) + float(cost.get("train_image_steps", 0))
-
-
-def _quality_text(cells: Cells, *arms: str) -> str:
-  parts = []
-  for a in arms:
-    r = cells.ok(a) or {}
-    cas = r.get("cas")
-    parts.append(f"{a} label preservation {_num(r.get('label_preservation'), pct=True)},"
-                 f" Fréchet {_num(r.get('frechet'))}, CAS"
-                 f" {_num(sum(cas) / len(cas) if cas else None, pct=True)}")
-  return "; quality: " + "; ".join(parts)
-
-
-RULE_FNS: dict[str, Callable[[Cells, float], Verdict]] = {
-    "C1": c1, "C2": c2, "C4": c4, "C5": c5, "C6": c6, "C7": c7}
+RULE_FNS = {"C1": c1, "C2": c2, "C4": c4, "C5": c5, "C6": c6, "C7": c7}
 
 
 def all_verdicts(records_by_arm: dict[str, dict[str, Any]], alignment: dict[str, Any] | None,
                  margin: float = 0.01, *, budget: int = 0, quality_gate: float = 0.0,
-                 alpha: float = 0.05) -> list[Verdict]:
-  """Every claim's verdict at one budget (``records_by_arm``: its main cells)."""
+                 alpha: float = 0.05, version: int = PROTOCOL_VERSION) -> list[Verdict]:
+  """Every claim's verdict at one budget (``records_by_arm``: its main cells), under
+  protocol ``version``."""
+  rules = rules_v1 if version == 1 else None
   out = []
   for cid in CLAIMS:
     cells = Cells(records_by_arm, quality_gate=quality_gate, alpha=alpha)
-    v = c3(alignment) if cid == "C3" else RULE_FNS[cid](cells, margin)
+    if rules is not None:
+      v = rules.c3(alignment) if cid == "C3" else rules.RULE_FNS[cid](cells, margin)
+    else:
+      v = c3(alignment) if cid == "C3" else RULE_FNS[cid](cells, margin)
     v.budget = budget
     if v.verdict.startswith("inconclusive"):
       v.power = " | ".join(cells.notes)
     out.append(v)
+  return out
+
+
+def placebo_verdicts(records_by_arm: dict[str, dict[str, Any]],
+                     alignment: dict[str, Any] | None, margin: float = 0.01, *,
+                     budget: int = 0, quality_gate: float = 0.0,
+                     alpha: float = 0.05) -> list[dict[str, Any]]:
+  """Each rule run on its placebos: ``{claim, placebo, why, verdict, numbers}``. A
+  placebo's verdict must not be "supported"."""
+  out = []
+  for cid, placebos in PLACEBOS.items():
+    for roles, why in placebos:
+      cells = Cells(records_by_arm, quality_gate=quality_gate, alpha=alpha)
+      v = c3(alignment, **roles) if cid == "C3" else RULE_FNS[cid](cells, margin, **roles)
+      out.append({"claim": cid, "budget": budget,
+                  "placebo": ", ".join(f"{r}={a}" for r, a in roles.items()), "why": why,
+                  "verdict": v.verdict, "numbers": v.numbers,
+                  "passes": v.verdict != SUPPORTED})
   return out

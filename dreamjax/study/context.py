@@ -172,11 +172,19 @@ def pool_budget(config) -> int:
   return max(int(config.get("pool_budget", 0)), *(int(b) for b in config.budgets))
 
 
+def seeds_of(config) -> tuple[int, ...]:
+  """The study's seeds: ``num_seeds`` of them from ``first_seed``."""
+  first = int(config.get("first_seed", 0))
+  return tuple(range(first, first + int(config.num_seeds)))
+
+
 def shared_pool(config, raw) -> np.ndarray:
-  """Seed 0's unlabeled pool at :func:`pool_budget` (first ``pool_subset`` images if set)."""
+  """The first seed's unlabeled pool at :func:`pool_budget` (first ``pool_subset`` images
+  if set): fresh seeds get a fresh pool, and so fresh pool models."""
   budget = pool_budget(config)
   try:
-    s = data_lib.make_splits(raw, num_labeled=budget, val_size=config.val_size, seed=0)
+    s = data_lib.make_splits(raw, num_labeled=budget, val_size=config.val_size,
+                             seed=seeds_of(config)[0])
   except ConfigError as e:
     raise ConfigError(f"pool_budget: the shared pool excludes the labeled images of budget"
                       f" {budget}, which this dataset cannot provide ({e}) Set"
@@ -192,7 +200,7 @@ def for_budget(config, raw, budget: int, workdir: str, mesh: Mesh, the_oracle: O
 
   ``pool``: :func:`shared_pool`, made here if not given (a study makes it once).
   """
-  seeds = tuple(range(config.num_seeds))
+  seeds = seeds_of(config)
   splits = tuple(data_lib.make_splits(raw, num_labeled=budget, val_size=config.val_size, seed=s)
                  for s in seeds)
   return Context(config=config, workdir=workdir, mesh=mesh, budget=budget, seeds=seeds,

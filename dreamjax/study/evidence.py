@@ -1,11 +1,31 @@
 """The evidence a verdict reads: finished cells of one budget, their paired intervals,
 and the power of every comparison that could not decide."""
 
+import dataclasses
 import math
 from typing import Any
 
 from dreamjax import power, stats
 from dreamjax.configs import arms as arms_lib
+
+SUPPORTED = "supported"
+NOT_SUPPORTED = "not supported"
+INCONCLUSIVE = "inconclusive (CI crosses zero)"
+
+
+@dataclasses.dataclass
+class Verdict:
+  claim: str
+  text: str
+  arms: str
+  numbers: str
+  verdict: str
+  rule: str
+  budget: int = 0
+  power: str = ""  # what an inconclusive comparison could have detected
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
 
 
 def _pp(iv: stats.Interval) -> str:
@@ -90,3 +110,25 @@ def _num(x, pct: bool = False) -> str:
   if x is None or (isinstance(x, float) and not math.isfinite(x)):
     return "n/a"
   return f"{x * 100:.1f}%" if pct else f"{x:.2f}"
+
+
+def _gated(verdict: str, weak: list[str]) -> str:
+  return f"inconclusive (under-trained generator: {', '.join(weak)})" if weak else verdict
+
+
+def _cost(cells: Cells, arm: str) -> float:
+  """Counted work of an arm: images through a gradient step, per seed (never seconds,
+  so that the verdict is a function of the recorded results alone)."""
+  cost = cells.ok(arm).get("cost") or {}
+  return float(cost.get("gen_image_steps", 0)) + float(cost.get("train_image_steps", 0))
+
+
+def _quality_text(cells: Cells, *arms: str) -> str:
+  parts = []
+  for a in arms:
+    r = cells.ok(a) or {}
+    cas = r.get("cas")
+    parts.append(f"{a} label preservation {_num(r.get('label_preservation'), pct=True)},"
+                 f" Fréchet {_num(r.get('frechet'))}, CAS"
+                 f" {_num(sum(cas) / len(cas) if cas else None, pct=True)}")
+  return "; quality: " + "; ".join(parts)

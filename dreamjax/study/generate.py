@@ -121,6 +121,46 @@ def noise_online(ctx, arm):
                                   ctx.config.online_fraction)
 
 
+def noise_matched_online(ctx, arm):
+  """Gaussian noise on part of every batch, its σ set so that its mean L2 distance from
+  the source image equals the dream of arm ``settings.match``'s.
+
+  The dream's size is measured through each seed's baseline on the first
+  ``settings.num_images`` labeled images (the online dream's steps are normalised,
+  so its size depends little on which model it ascends); σ is found on the same
+  images (:func:`dreamjax.augment.match_noise_std`). What was matched is the
+  transform's ``info``, which the cell records.
+  """
+  from dreamjax import augment  # pylint: disable=g-import-not-at-top
+  from dreamjax import dream as dream_lib  # pylint: disable=g-import-not-at-top
+  settings = arms_lib.settings(ctx.config, arm)
+  l2, linf, images = [], [], []
+  for seed, s in zip(ctx.seeds, ctx.splits):
+    model, variables = ctx.baseline_model(seed)
+    x, y = s.labeled_images[:int(settings.num_images)], s.labeled_labels[:int(settings.num_images)]
+    res = dream_lib.dream_dataset(model, variables, x, y,
+                                  dream_lib.from_config(dream_config(ctx.config, settings.match),
+                                                        model),
+                                  artefacts.arm_key(seed, arm), chunk_size=ctx.config.dream_chunk,
+                                  mesh=ctx.mesh)
+    l2.append(float(np.mean(res.l2)))
+    linf.append(float(np.mean(res.linf)))
+    images.append(x)
+  images = np.concatenate(images)
+  key = artefacts.arm_key(ctx.seeds[0], f"{arm}_match")
+  std = augment.match_noise_std(images, float(np.mean(l2)), key)
+  noise_l2, noise_linf = augment.noise_distances(images, std, jax.random.fold_in(key, 1))
+  cfg = augment.noise_config()
+  cfg.std = std
+  transform = augment.online_transform(augment.noise_fn(cfg), ctx.config.online_fraction)
+  transform.info = {"matched_to": settings.match, "std": std, "dream_mean_l2": float(np.mean(l2)),
+                    "noise_mean_l2": noise_l2, "dream_mean_linf": float(np.mean(linf)),
+                    "noise_mean_linf": noise_linf, "images": int(len(images))}
+  ctx.log(f"{arm}: σ {std:.4f} matches {settings.match}'s mean L2 {np.mean(l2):.3f}"
+          f" (noise on fresh draws: {noise_l2:.3f})")
+  return transform
+
+
 def dream_online(ctx, arm):
   """A dream (the arm's preset) of part of every batch, from the current model."""
   from dreamjax.dream import online  # pylint: disable=g-import-not-at-top

@@ -69,7 +69,7 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
 
 # Config fields added after workdirs were made, with the value that computes what those
 # workdirs computed: a workdir without the field reads as having this value.
-ADDED_FIELDS = {"train_steps_by_budget": {}}
+ADDED_FIELDS = {"train_steps_by_budget": {}, "first_seed": 0, "protocol_version": 1}
 
 
 def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +83,7 @@ def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
   """
   cfg = {**ADDED_FIELDS, **cfg}
   if "arm_settings" in cfg or "dream_presets" not in cfg:
-    return cfg
+    return _with_new_arms(cfg)
   from dreamjax.configs import dream as dream_configs  # pylint: disable=g-import-not-at-top
   presets = cfg.pop("dream_presets")
   steps = cfg.pop("generator_steps", {})
@@ -92,7 +92,17 @@ def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
   settings["dream_online"] = {"preset": presets["dream_subtle"]}
   settings["dream_sweep"] = {"strengths": strengths}
   settings.update({arm: {"steps": n} for arm, n in steps.items()})
-  return {**cfg, "arm_settings": settings}
+  return _with_new_arms({**cfg, "arm_settings": settings})
+
+
+def _with_new_arms(cfg: dict[str, Any]) -> dict[str, Any]:
+  """Arms registered after a workdir was made read as having their default settings
+  there (none of its cells ran them)."""
+  if "arm_settings" not in cfg:
+    return cfg
+  from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
+  defaults = json.loads(arms_lib.settings_config().to_json())
+  return {**cfg, "arm_settings": {**defaults, **cfg["arm_settings"]}}
 
 # Fields a config may widen to extend a finished study in place: every cell it
 # already holds was computed exactly as the wider config would compute it.

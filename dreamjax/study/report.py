@@ -21,11 +21,33 @@ def verdicts_by_budget(config, records) -> dict[int, list[claims.Verdict]]:
   out = {}
   for budget, cells in budget_cells(config, records).items():
     alignment = cells.get("alignment")
-    if tables.ok(alignment):
-      alignment = {"status": "ok", "logit": alignment["logit"], "layer": alignment["layer_objective"]}
     out[budget] = claims.all_verdicts({a: c for a, c in cells.items() if a != "alignment"},
-                                      alignment, margin=config.verdict_margin, budget=budget,
-                                      quality_gate=config.quality_gate, alpha=config.alpha)
+                                      _alignment(alignment), margin=config.verdict_margin,
+                                      budget=budget, quality_gate=config.quality_gate,
+                                      alpha=config.alpha,
+                                      version=int(config.get("protocol_version", 1)))
+  return out
+
+
+def _alignment(record):
+  """The C3 job's intervals as the rules read them (``layer``, ``logit``, ``random``)."""
+  if not tables.ok(record):
+    return record
+  return {"status": "ok", "logit": record["logit"], "layer": record["layer_objective"],
+          "random": record.get("random")}
+
+
+def placebos_by_budget(config, records) -> list[dict]:
+  """Each rule of the study's protocol run on its placebos, at every budget (version 1
+  had none)."""
+  if int(config.get("protocol_version", 1)) == 1:
+    return []
+  out = []
+  for budget, cells in budget_cells(config, records).items():
+    out += claims.placebo_verdicts({a: c for a, c in cells.items() if a != "alignment"},
+                                   _alignment(cells.get("alignment")),
+                                   margin=config.verdict_margin, budget=budget,
+                                   quality_gate=config.quality_gate, alpha=config.alpha)
   return out
 
 
@@ -62,6 +84,8 @@ def write_report(config, workdir: str, train_images=None) -> dict[str, str]:
   cells = tables.main_cells(records).get(primary, {})
   oracle = next((r for r in records if r["cell"] == "oracle"), None)
   verdicts = verdicts_by_budget(config, records)
+  placebos = placebos_by_budget(config, records)
+  protocol = claims.protocol(config)
   exchange = tables.exchange(records, primary, config.exchange.label_factors)
   quality = tables.generator_quality(cells, config.quality_gate)
   if train_images is None:
@@ -72,18 +96,19 @@ def write_report(config, workdir: str, train_images=None) -> dict[str, str]:
       train_images = None
   figs = _figures(workdir, config, records, cells, exchange, quality, train_images)
   md = report_text.markdown(config, workdir, records, cells, oracle, verdicts, exchange,
-                            quality, figs, rerun=rerun)
+                            quality, figs, rerun=rerun, placebos=placebos, protocol=protocol)
   report = os.path.join(workdir, "REPORT.md")
   fileio.write_text(report, md)
   fileio.write_json(os.path.join(workdir, "claims.json"),
                     [v.to_dict() for vs in verdicts.values() for v in vs])
+  fileio.write_json(os.path.join(workdir, "protocol.json"), {**protocol, "placebos": placebos})
   return {"report": report, "summary": os.path.join(workdir, "summary.csv"), **figs}
 
 
 # What a published study consists of: the report and the records it was computed
 # from, not its checkpoints, generated sets or logs.
-PUBLISHED = ("REPORT.md", "claims.json", "summary.csv", "study_config.json", "sessions.jsonl",
-             "results.jsonl")
+PUBLISHED = ("REPORT.md", "claims.json", "protocol.json", "summary.csv", "study_config.json",
+             "sessions.jsonl", "results.jsonl")
 
 
 def publish(workdir: str, dest: str) -> list[str]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from dreamjax import provenance, stats
 from dreamjax.configs import arms as arms_lib
-from dreamjax.study import claims, tables
+from dreamjax.study import claims, rules_v1, tables
 from dreamjax.study import context as context_lib
 from dreamjax.study import records as records_lib
 
@@ -34,6 +34,20 @@ RULE_CHANGES = (
     " generator that fails its quality gate support a claim. C5 corrects for its many"
     " comparisons (Holm). C6 asks whether a pool generator beats the baseline, with"
     " self-training on the same pool as the yardstick. C7's cost is counted work, not seconds.")
+
+# What protocol version 2 changed against version 1, and why.
+RULE_CHANGES_V2 = (
+    "Version 2 runs every rule on placebos (arms for which its claim must not hold) and"
+    " rewrote the rules that one satisfied: C1 read 'left the distribution' as a Fréchet"
+    " distance twice the real labeled set's, which stored classical copies also pass; it now"
+    " asks for more distance and less label preservation than label-preserving transforms,"
+    " and reads the dose–response over the dream sweep. C5 and C7 held when no arm helped at"
+    " all (the baseline in classical_online's or the transfer arms' place passed them); both"
+    " now ask for a gain over the baseline. C6 asks a pool generator to beat stored noise"
+    " copies too. C2 compares the dream with noise of the same mean L2 size, on robust as well"
+    " as clean accuracy. C3 rests on the layer-objective dream, the one Deep Dream ascends;"
+    " the class-logit dream aligns by construction and is a reference. Inconclusive verdicts"
+    " name their reason.")
 
 
 def convergence_notes(cells, steps: int, threshold_pp: float = CONVERGED_PP) -> list[str]:
@@ -149,7 +163,8 @@ def _header(config, workdir, records, cells, oracle, primary) -> list[str]:
   xla = [r.get("timing", {}).get("xla", {}) for r in records]
   programs = sum(x.get("programs", 0) for x in xla)
   compile_s = sum(x.get("compile_seconds", 0.0) for x in xla)
-  md = [f"# dreamjax study report ({config.dataset}, N = {primary})", "",
+  budgets = ", ".join(str(b) for b in config.budgets)
+  md = [f"# dreamjax study report ({config.dataset}, N = {budgets})", "",
         f"Generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} on {_machine()}."
         f" Seeds: {config.num_seeds}; label budgets: {tuple(config.budgets)};"
         f" {context_lib.steps_text(config)} per arm (batch {config.train.batch_size});"
@@ -304,11 +319,35 @@ def _arms(rows, cells) -> list[str]:
                " (generation or pretraining + classifier training).", ""]
 
 
+def _protocol(protocol) -> list[str]:
+  if not protocol:
+    return []
+  return [f"Protocol version {protocol['version']}, digest `{protocol['digest']}` (its rules,"
+          " thresholds, placebos and arm-defining config; not its seeds).", ""]
+
+
+def _placebos(placebos) -> list[str]:
+  """Each rule run on arms for which its claim must not hold."""
+  if not placebos:
+    return []
+  md = ["## Placebo checks", "",
+        "Each rule run with arms for which its claim must not hold in the roles of the arms"
+        " it tests. A placebo's verdict must not be *supported*: a rule that a placebo"
+        " satisfies does not test its claim.", "",
+        "| claim | N | placebo | why it must not hold | verdict | passes |", "|---|---|---|---|---|---|"]
+  for p in placebos:
+    md.append(f"| {p['claim']} | {p['budget']} | {p['placebo']} | {p['why']} | {p['verdict']} |"
+              f" {'yes' if p['passes'] else '**NO: the rule accepts a placebo**'} |")
+  return md + [""]
+
+
 def markdown(config, workdir, records, cells, oracle, verdicts, exchange, quality, figs,
-             rerun=()) -> str:
+             rerun=(), placebos=(), protocol=None) -> str:
   primary = int(config.primary_budget)
   md = _header(config, workdir, records, cells, oracle, primary)
+  md += _protocol(protocol)
   md += _claims(verdicts, primary, config.verdict_margin, exchange)
+  md += _placebos(placebos)
   md += _exchange(exchange, primary)
   md += _quality(quality, config.quality_gate)
   md += _arms(tables.summary_rows(records), cells)
@@ -326,6 +365,9 @@ def markdown(config, workdir, records, cells, oracle, verdicts, exchange, qualit
   md += ["## Arms of this study", ""]
   md += [f"- `{a.name}` ({a.group}): {a.doc}" for a in arms_lib.REGISTRY.values()
          if a.name in tuple(config.arms)]
-  md += ["", "## Verdict rules", ""] + [f"- **{c}**: {rule}" for c, rule in claims.RULES.items()]
+  rules = rules_v1.RULES if int(config.get("protocol_version", 1)) == 1 else claims.RULES
+  md += ["", "## Verdict rules", ""] + [f"- **{c}**: {rule}" for c, rule in rules.items()]
   md += ["", f"What changed in the rules, and why: {RULE_CHANGES}", ""]
+  if int(config.get("protocol_version", 1)) >= 2:
+    md += [f"What protocol version 2 changed: {RULE_CHANGES_V2}", ""]
   return "\n".join(md) + "\n"

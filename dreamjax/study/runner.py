@@ -41,6 +41,9 @@ def validate_config(config) -> None:
   arms_lib.validate(config)
   checks = [
       ("num_seeds", config.num_seeds, config.num_seeds >= 2, ">= 2 (confidence intervals)"),
+      ("first_seed", config.get("first_seed", 0), int(config.get("first_seed", 0)) >= 0, ">= 0"),
+      ("protocol_version", config.get("protocol_version", 1),
+       config.get("protocol_version", 1) in (1, 2), "1 or 2"),
       ("copies", config.copies, config.copies >= 1, ">= 1"),
       ("budgets", tuple(config.budgets), len(config.budgets) >= 1 and all(b > 0 for b in config.budgets),
        "a non-empty list of positive label budgets"),
@@ -152,13 +155,13 @@ def estimate_seconds(config, raw, cells: list[Cell], mesh) -> progress.Estimate:
 def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log) -> dict[str, Any]:
   from dreamjax import data as data_lib  # pylint: disable=g-import-not-at-top
   for n in sorted({c.budget for c in cells}):  # a budget the data cannot give fails here
-    for seed in range(config.num_seeds):
+    for seed in context_lib.seeds_of(config):
       data_lib.make_splits(raw, num_labeled=n, val_size=config.val_size, seed=seed)
   fileio.check_writable(workdir, create=False)  # a dry run leaves nothing on disk
   est = estimate_seconds(config, raw, cells, mesh)
   lines = [f"dataset {raw.name}: {len(raw.train_labels)} train / {len(raw.test_labels)} test,"
            f" {raw.num_classes} classes, images {raw.image_shape}",
-           f"budgets {tuple(config.budgets)}, seeds {list(range(config.num_seeds))},"
+           f"budgets {tuple(config.budgets)}, seeds {list(context_lib.seeds_of(config))},"
            f" {context_lib.steps_text(config)} per arm",
            f"{len(cells)} cells (+ oracle{', + C3 alignment' if with_alignment else ''}):"]
   lines += [f"  {c.key:<28} ~{progress.format_duration(est.jobs[c.key])}" for c in cells]

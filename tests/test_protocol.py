@@ -1,0 +1,207 @@
+"""Protocol version 2: placebos through every rule, matched noise, the digest, the
+validation-only length chooser."""
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from dreamjax import augment, data, dream, models
+from dreamjax.configs import dream as dream_configs
+from dreamjax.configs import study as study_configs
+from dreamjax.fileio import read_jsonl
+from dreamjax.study import choose, claims, report, rules_v1, runner
+from dreamjax.study.evidence import Cells
+
+BASE = [0.80, 0.82, 0.81]
+
+
+def _shift(d, noise=(0.0, 0.001, -0.001)):
+  return [b + d + n for b, n in zip(BASE, noise)]
+
+
+def _cell(acc, frechet=None, lp=None, gen=0.0):
+  lp_seeds = None if lp is None else [lp + e for e in (0.0, 0.002, -0.002)]
+  return {"status": "ok", "test_accuracy": list(acc), "frechet": frechet,
+          "frechet_per_seed": None if frechet is None else [frechet] * 3,
+          "label_preservation": lp, "label_preservation_per_seed": lp_seeds,
+          "cost": {"gen_image_steps": gen, "train_image_steps": 1000}, "gen_seconds": 0.0,
+          "train_seconds": 1.0}
+
+
+def test_v1_c1_accepted_stored_classical_copies_v2_does_not():
+  """The published numbers' shape: classical copies far by Fréchet (44 vs 1.3 for the real
+  set) with no real gain passed version 1's C1; version 2 reads them as a placebo."""
+  cells = {"baseline": _cell(BASE, frechet=1.3, lp=0.95),
+           "classical": _cell(_shift(0.003), frechet=44.0, lp=0.90),
+           "noise": _cell(_shift(0.0), frechet=20.0, lp=0.93),
+           "dream_strong": _cell(_shift(0.0), frechet=160.0, lp=0.55)}
+  v1 = {**cells, "dream_strong": cells["classical"]}
+  assert rules_v1.c1(Cells(v1), 0.01).verdict == claims.SUPPORTED
+  assert claims.c1(Cells(cells), 0.01, dream="classical").verdict == claims.NOT_SUPPORTED
+  assert claims.c1(Cells(cells), 0.01, dream="noise").verdict == claims.NOT_SUPPORTED
+  assert claims.c1(Cells(cells), 0.01).verdict == claims.SUPPORTED
+
+
+def test_c1_reads_the_dose_response_over_the_sweep():
+  cells = {"baseline": _cell(BASE, frechet=1.3, lp=0.95),
+           "classical": _cell(_shift(0.003), frechet=44.0, lp=0.90),
+           "noise": _cell(_shift(0.0), frechet=20.0, lp=0.93),
+           "dream_strong": _cell(_shift(0.0), frechet=160.0, lp=0.55)}
+  # Further-off dreams gain more, on every seed: going off the data helps here.
+  for i, (fd, gain) in enumerate(((5.0, 0.0), (50.0, 0.01), (500.0, 0.02))):
+    cells[f"dream_sweep@{i}"] = _cell(_shift(gain), frechet=fd, lp=0.9 - 0.1 * i)
+  slope = claims.dose_response(Cells(cells), "dream_sweep")
+  assert slope.lo > 0 and slope.mean == pytest.approx(0.02 / np.log(100), rel=0.05)
+  assert claims.c1(Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED
+  for i, (fd, gain) in enumerate(((5.0, 0.0), (50.0, -0.01), (500.0, -0.02))):
+    cells[f"dream_sweep@{i}"] = _cell(_shift(gain), frechet=fd, lp=0.9 - 0.1 * i)
+  v = claims.c1(Cells(cells), 0.01)
+  assert v.verdict == claims.SUPPORTED and "per log Fréchet" in v.numbers
+
+
+def test_c5_and_c7_no_longer_hold_when_nothing_helps():
+  """With the baseline in the place of the arm said to be better, version 1's C5 and C7
+  held (most rivals cost accuracy); version 2 asks for a gain over the baseline."""
+  rivals = {"dream_subtle": _cell(_shift(-0.02)), "pgd": _cell(_shift(-0.03)),
+            "vae_pool": _cell(_shift(-0.02), lp=0.9, gen=10**6),
+            "gan_pool": _cell(_shift(-0.025), lp=0.9, gen=10**6)}
+  cells = {"baseline": _cell(BASE), "classical_online": _cell(BASE), **rivals,
+           "ae_pretrain": _cell(BASE), "pretext_transfer": _cell(BASE)}
+  assert rules_v1.c5(Cells(cells), 0.01).verdict == claims.SUPPORTED
+  assert rules_v1.c7(Cells(cells), 0.01).verdict == claims.SUPPORTED
+  assert claims.c5(Cells(cells), 0.01).verdict != claims.SUPPORTED
+  assert claims.c7(Cells(cells), 0.01).verdict != claims.SUPPORTED
+  placebos = claims.placebo_verdicts(cells, None, 0.01)
+  assert all(p["passes"] for p in placebos if p["claim"] in ("C5", "C7"))
+
+
+def test_c2_needs_the_dream_to_match_noise_of_its_size_on_robust_accuracy_too():
+  rob = lambda d: {"0.03": [x + d for x in (0.35, 0.37, 0.36)]}
+  cells = {"baseline": {**_cell(BASE), "robust_accuracy": rob(0.0)},
+           "noise_matched_online": {**_cell(_shift(0.0)), "robust_accuracy": rob(0.06)},
+           "dream_online": {**_cell(_shift(0.001)), "robust_accuracy": rob(0.03)}}
+  # Clean like noise and a robust gain over the baseline passed version 1...
+  v1 = {**cells, "noise_online": cells["noise_matched_online"]}
+  assert rules_v1.c2(Cells(v1), 0.01).verdict == claims.SUPPORTED
+  # ...but matched noise is 3 points more robust: the dream does not act like it.
+  assert claims.c2(Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED
+  cells["noise_matched_online"]["robust_accuracy"] = rob(0.03)
+  assert claims.c2(Cells(cells), 0.01).verdict == claims.SUPPORTED
+  assert claims.c2(Cells(cells), 0.01, dream="baseline").verdict != claims.SUPPORTED
+
+
+def test_c3_rests_on_the_layer_dream_with_the_logit_dream_as_reference():
+  iv = lambda m: {"mean": m, "lo": m - 0.03, "hi": m + 0.03, "n": 5}
+  alignment = {"status": "ok", "logit": iv(0.78), "layer": iv(0.08), "random": iv(0.0)}
+  assert rules_v1.c3(alignment).verdict == claims.SUPPORTED
+  v = claims.c3(alignment)
+  assert v.verdict == claims.NOT_SUPPORTED and "class-logit dream" in v.numbers
+  assert claims.c3({**alignment, "layer": iv(0.7)}).verdict == claims.SUPPORTED
+  assert claims.c3({**alignment, "layer": iv(0.7)}, dream="random").verdict != claims.SUPPORTED
+
+
+def test_inconclusive_verdicts_name_their_reason():
+  cells = {"baseline": _cell(BASE, frechet=1.3, lp=0.95),
+           "classical": _cell(BASE, frechet=44.0, lp=0.90),
+           "noise": _cell(BASE, frechet=20.0, lp=0.93),
+           "dream_strong": _cell([0.79, 0.84, 0.83], frechet=160.0, lp=0.55)}
+  v = claims.c1(Cells(cells), 0.01)
+  assert v.verdict == "inconclusive (accuracy change CI crosses +margin)"
+
+
+def test_protocol_digest_changes_with_a_rule_or_threshold_not_with_seeds(monkeypatch):
+  cfg = study_configs.get_config("quick")
+  p = claims.protocol(cfg)
+  assert p["version"] == 2
+  fresh = study_configs.get_config("quick")
+  fresh.first_seed, fresh.num_seeds = 5, 8
+  assert claims.protocol(fresh) == p
+  margin = study_configs.get_config("quick")
+  margin.verdict_margin = 0.02
+  assert claims.protocol(margin)["digest"] != p["digest"]
+  longer = study_configs.get_config("quick")
+  longer.train.steps = 2400
+  assert claims.protocol(longer)["digest"] != p["digest"]
+  monkeypatch.setattr(claims, "SAME_DIRECTION", 0.6)
+  assert claims.protocol(cfg)["digest"] != p["digest"]
+  monkeypatch.undo()
+  monkeypatch.setitem(claims.RULES, "C4", claims.RULES["C4"] + " Also.")
+  assert claims.protocol(cfg)["digest"] != p["digest"]
+  monkeypatch.undo()
+  assert claims.protocol(cfg, version=1)["digest"] != p["digest"]
+
+
+def test_matched_noise_has_the_dreams_mean_distance(real_data_dir):
+  """C2's comparator: noise with the subtle dream's mean L2 size, within 5%."""
+  raw = data.load_dataset("fashion_mnist", real_data_dir)
+  s = data.make_splits(raw, num_labeled=100, val_size=100, seed=0)
+  model = models.make_model(study_configs.get_config("tiny").model, 10)
+  variables = models.init_variables(model, jax.random.key(0), s.image_shape)
+  cfg = dream_configs.with_steps(dream_configs.get_preset("subtle"), 5)
+  res = dream.dream_dataset(model, variables, s.labeled_images, s.labeled_labels,
+                            dream.from_config(cfg, model), jax.random.key(1))
+  target = float(np.mean(res.l2))
+  std = augment.match_noise_std(s.labeled_images, target, jax.random.key(2))
+  # Fresh draws, on other images of the same data: the size holds.
+  got, _ = augment.noise_distances(s.pool_images[:500], std, jax.random.key(3))
+  assert abs(got - target) / target < 0.05
+  assert std > target / np.sqrt(np.prod(s.image_shape))  # clipping eats part of the noise
+
+
+def test_the_length_chooser_reads_no_test_label(real_data_dir):
+  cfg = study_configs.get_config("tiny")
+  raw = data.load_dataset("fashion_mnist", real_data_dir)
+  kwargs = dict(lengths=(10, 20, 40), arms=("baseline", "classical_online"), log=lambda m: None)
+  real = choose.choose_length(cfg, raw, 100, **kwargs)
+  rng = np.random.default_rng(0)
+  scrambled = dataclasses.replace(raw, test_labels=rng.permutation(raw.test_labels),
+                                  test_images=raw.test_images[::-1].copy())
+  again = choose.choose_length(cfg, scrambled, 100, **kwargs)
+  assert again["val_accuracy"] == real["val_accuracy"] and again["steps"] == real["steps"]
+  assert real["steps"] in (10, 20, 40) and set(real["val_accuracy"]) == set(kwargs["arms"])
+  assert len(choose.without_test(raw).test_labels) == 0
+
+
+def test_the_chooser_picks_the_shortest_length_after_which_doubling_stops_gaining(monkeypatch):
+  curve = {10: 0.50, 20: 0.60, 40: 0.602, 80: 0.603}
+
+  class FakeRes:
+    def __init__(self, steps):
+      self.state = dataclasses.make_dataclass("S", ["variables"])(steps)
+
+  monkeypatch.setattr(choose.train, "fit", lambda model, tcfg, *a, **k: FakeRes(tcfg.steps))
+  monkeypatch.setattr(choose.evaluate, "accuracy",
+                      lambda model, steps, *a, **k: np.full(2, curve[steps]))
+  cfg = study_configs.get_config("tiny")
+  raw = data.RawDataset("fake", np.zeros((400, 28, 28, 1), np.uint8), np.arange(400) % 10,
+                        np.zeros((10, 28, 28, 1), np.uint8), np.arange(10) % 10, 10,
+                        tuple(str(c) for c in range(10)))
+  out = choose.choose_length(cfg, raw, 100, lengths=(10, 20, 40, 80), arms=("baseline",),
+                             log=lambda m: None)
+  assert out["steps"] == 20 and not out["still_gaining"]
+  out = choose.choose_length(cfg, raw, 100, lengths=(10, 20), arms=("baseline",),
+                             log=lambda m: None)
+  assert out["steps"] == 20 and out["still_gaining"]
+
+
+def test_a_placebo_through_every_rule_of_a_tiny_study(tmp_path, real_data_dir):
+  """The report runs each rule on its placebos and prints the result."""
+  cfg = study_configs.get_config("tiny")
+  cfg.arms = ("baseline", "classical", "noise", "classical_online", "noise_matched_online",
+              "dream_strong", "dream_online", "dream_sweep")
+  cfg.exchange.arms = ("classical",)
+  runner.run_study(cfg, str(tmp_path), log=lambda m: None)
+  records = read_jsonl(str(tmp_path / "results.jsonl"))
+  placebos = report.placebos_by_budget(cfg, records)
+  c1 = [p for p in placebos if p["claim"] == "C1"]
+  assert {p["placebo"] for p in c1} == {"dream=classical", "dream=noise"}
+  assert all(p["verdict"] != claims.SUPPORTED for p in c1), c1
+  matched = next(r for r in records if r["arm"] == "noise_matched_online")
+  info = matched["transform_info"]
+  assert abs(info["noise_mean_l2"] - info["dream_mean_l2"]) / info["dream_mean_l2"] < 0.05
+  text = (tmp_path / "REPORT.md").read_text()
+  assert "## Placebo checks" in text and "Protocol version 2, digest" in text
+  assert os.path.exists(tmp_path / "protocol.json")
