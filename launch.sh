@@ -5,12 +5,18 @@
 #   ./launch.sh test [ARGS]     the whole test suite (pytest ARGS)
 #   ./launch.sh NAME [FLAGS]    experiments/NAME.py with absl FLAGS
 #
+# Jobs run in the folder launch.sh was called from: relative paths in FLAGS
+# (--workdir, --config FILE, augmented-set files) are that folder's, as they
+# are for `dreamjax NAME`. The set-up itself works in the repository.
+#
 # Environment: DREAMJAX_VENV (default .venv), PYTHON (default python3),
 # DREAMJAX_DATA_DIR (a folder with the four Fashion-MNIST IDX files),
 # DREAMJAX_CONSTRAINTS (default constraints.txt: the tested versions of every
 # dependency; set it empty to take the newest versions pyproject.toml allows).
 set -euo pipefail
+CALLER_DIR=$PWD
 cd "$(dirname "$0")"
+ROOT=$PWD
 
 PYTHON=${PYTHON:-python3}
 VENV=${DREAMJAX_VENV:-.venv}
@@ -84,19 +90,22 @@ setup_data() {
 
 setup_venv
 setup_data
+PY=$(cd "$VENV" && pwd)/bin/python
 
 job=${1:-main}
 [ $# -gt 0 ] && shift
 case "$job" in
   test)
-    exec "$VENV/bin/python" -m pytest -q "$@"
+    exec "$PY" -m pytest -q "$@"
     ;;
   main)
-    exec "$VENV/bin/python" experiments/study.py "$@"
+    cd "$CALLER_DIR"
+    exec "$PY" "$ROOT/experiments/study.py" "$@"
     ;;
   *)
     if [ -f "experiments/$job.py" ]; then
-      exec "$VENV/bin/python" "experiments/$job.py" "$@"
+      cd "$CALLER_DIR"
+      exec "$PY" "$ROOT/experiments/$job.py" "$@"
     fi
     say "unknown job '$job': use 'test', nothing (the main job), or one of:"
     ls experiments/*.py | sed 's|experiments/||; s|\.py$||' | sed 's/^/[launch]   /' >&2

@@ -1,6 +1,7 @@
 """Shared plumbing for the absl entry points in ``experiments/``."""
 
 import faulthandler
+import os
 import signal
 import sys
 import threading
@@ -110,6 +111,17 @@ def _adopt_command_flags() -> None:
       flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
+def _log_workdir() -> None:
+  """Names the folder the command writes, as an absolute path, before anything else.
+
+  A relative ``--workdir`` is the caller's working directory's, as for any
+  command line tool; the absolute path says which folder that was. In a
+  multi-host job every process names its own.
+  """
+  if "workdir" in flags.FLAGS and flags.FLAGS.workdir:
+    logging.info("workdir: %s", os.path.abspath(flags.FLAGS.workdir))
+
+
 def _terminate(signum, frame):  # pylint: disable=unused-argument
   raise Terminated()
 
@@ -137,6 +149,7 @@ def run(main: Callable[[list[str]], None]) -> None:
     _use_compilation_cache()
     try:
       _check_configs_loaded()
+      _log_workdir()
       from dreamjax import sharding  # pylint: disable=g-import-not-at-top
       sharding.initialize(_DISTRIBUTED.value)
       if not sharding.is_primary():
@@ -171,7 +184,6 @@ def _use_compilation_cache() -> None:
   the user configured (``JAX_COMPILATION_CACHE_DIR``) wins;
   ``DREAMJAX_XLA_CACHE=0`` turns it off.
   """
-  import os  # pylint: disable=g-import-not-at-top
   if os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.environ.get("DREAMJAX_XLA_CACHE") == "0":
     return
   import jax  # pylint: disable=g-import-not-at-top

@@ -165,6 +165,7 @@ def compare() -> Callable[[list[str]], None]:
     from dreamjax.study import compare as compare_lib  # pylint: disable=g-import-not-at-top
     if not a.value or not b.value:
       raise ConfigError("pass both --a and --b: the study folders to compare.")
+    logging.info("writes to: %s", os.path.abspath(out.value or b.value))
     paths = compare_lib.write(a.value, b.value, out.value or b.value, name_a.value, name_b.value)
     print(f"comparison: {paths['markdown']}")
 

@@ -188,3 +188,25 @@ def finished_run(tmp_path_factory, name: str, make_cmd, timeout: float) -> str:
                        timeout=timeout)
   assert out.returncode == 0, out.stderr[-4000:]
   return workdir
+
+
+# --- the small study: one finished tiny study that every module may read ----------
+
+SMALL_STUDY_ARMS = "--config.arms=('baseline','classical')"
+
+
+def small_study_cmd(workdir, *extra) -> list[str]:
+  """The small study's command (baseline + classical on the tiny preset), more flags after."""
+  return [sys.executable, _script("study.py"), "--config", "dreamjax/configs/study.py:tiny",
+          f"--workdir={workdir}", SMALL_STUDY_ARMS, *extra]
+
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory, real_data_dir):
+  """The workdir of a finished small study, run once per test session.
+
+  Shared by every module that needs a finished study to read or copy: a test
+  that changes a workdir copies this one first.
+  """
+  del real_data_dir  # the study reads it
+  return finished_run(tmp_path_factory, "small", small_study_cmd, timeout=600)

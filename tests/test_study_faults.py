@@ -1,7 +1,8 @@
 """Faults a long, unattended study meets: each ends in one clear line or a clean resume.
 
-One small study (baseline + classical on the tiny preset) is run once; each
-test copies its workdir and damages the copy.
+One small study (baseline + classical on the tiny preset, conftest's
+``small_study``) is run once per session; each test copies its workdir and
+damages the copy.
 """
 
 import errno
@@ -13,19 +14,14 @@ import sys
 
 import pytest
 
-from conftest import REPO, finished_run
+from conftest import REPO, small_study_cmd
 from dreamjax import fileio, lock
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError, DiskFullError
 from dreamjax.study import recheck, records, report, runner
 
 SCRIPT = os.path.join(REPO, "experiments", "study.py")
-ARMS = "--config.arms=('baseline','classical')"
-
-
-def _cmd(workdir, *extra):
-  return [sys.executable, SCRIPT, "--config", "dreamjax/configs/study.py:tiny",
-          f"--workdir={workdir}", ARMS, *extra]
+_cmd = small_study_cmd  # the conftest's small_study fixture ran it to the end
 
 
 def _config():
@@ -37,11 +33,6 @@ def _config():
 def _cells(workdir):
   return {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, "results.jsonl"),
                                                    repair=False)}
-
-
-@pytest.fixture(scope="module")
-def small_study(tmp_path_factory, real_data_dir):
-  return finished_run(tmp_path_factory, "small", _cmd, timeout=600)
 
 
 def _copy(small_study, tmp_path):
