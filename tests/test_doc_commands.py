@@ -622,7 +622,7 @@ def test_cheap_doc_command_runs(form, request, tmp_path, real_data_dir):
     for record in open(os.path.join(study, "results.jsonl")):
       record = json.loads(record)
       if "history" in record:
-        folder = cells_lib.Cell(record["cell"], record["arm"], 0).folder
+        folder = cells_lib.folder_of(record["cell"])
         assert os.path.join(study, folder, "tensorboard") in out.stdout, folder
 
 
@@ -635,7 +635,7 @@ def test_tensorboard_reads_every_cells_curves(small_study):
   for record in records:
     if "history" not in record:
       continue  # the C3 alignment trains nothing
-    folder = cells_lib.Cell(record["cell"], record["arm"], 0).folder
+    folder = cells_lib.folder_of(record["cell"])
     events = event_accumulator.EventAccumulator(
         os.path.join(small_study, folder, "tensorboard"),
         size_guidance={event_accumulator.SCALARS: 0})

@@ -399,8 +399,7 @@ def _generated_in(workdir, arm, copies, real_data_dir):
   ctx = context.Context(config=cfg, workdir=str(workdir), mesh=sharding.default(None),
                         budget=100, seeds=(0,), splits=(s,), model=None, oracle=None,
                         log=log.append, copies=copies)
-  main = copies == int(cfg.copies)
-  cell = cells.Cell(f"N100/{arm}" + ("" if main else f"/M{copies}"), arm, 100, copies, main)
+  cell = cells.Cell.of(100, arm, copies, int(cfg.copies))
   return cells.generated_sets(ctx, cell)[0], log
 
 

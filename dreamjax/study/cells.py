@@ -71,7 +71,12 @@ class Cell:
 
   @property
   def folder(self) -> str:
-    return self.key.replace("@", "_at_").replace("/M", "_M")
+    return folder_of(self.key)
+
+
+def folder_of(key: str) -> str:
+  """The workdir folder of the job whose key (results.jsonl's ``cell``) is ``key``."""
+  return key.replace("@", "_at_").replace("/M", "_M")
 
 
 def generated_sets(ctx: Context, cell: Cell) -> dict[int, Generated]:
