@@ -59,3 +59,27 @@ def test_real_splits_close_and_noise_far():
   assert real < 0.1 * far
   with pytest.raises(ConfigError, match="fid_layer"):
     frechet.features(model, variables, x1, layer="nope")
+
+
+def test_kernel_distance_is_unbiased_for_set_size_where_frechet_is_not():
+  """Two samples of one distribution: KID is about zero at any size; the Fréchet
+  distance of a small set is inflated (the bias the study's real sets showed)."""
+  rng = np.random.default_rng(3)
+  ref = rng.normal(size=(4000, 16))
+  small, large = rng.normal(size=(100, 16)), rng.normal(size=(3000, 16))
+  kid_small = frechet.kernel_inception_distance(small, ref)
+  kid_large = frechet.kernel_inception_distance(large, ref)
+  assert abs(kid_small) < 0.05 and abs(kid_large) < 0.01
+  assert frechet.frechet_distance(small, ref) > 5 * frechet.frechet_distance(large, ref)
+  shifted = frechet.kernel_inception_distance(rng.normal(size=(500, 16)) + 1.0, ref)
+  assert shifted > 10 * max(abs(kid_small), abs(kid_large))
+
+
+def test_kernel_distance_matches_a_direct_sum():
+  rng = np.random.default_rng(4)
+  a, b = rng.normal(size=(7, 3)), rng.normal(size=(5, 3)) + 0.5
+  k = lambda x, y: (np.dot(x, y) / 3 + 1) ** 3
+  want = (sum(k(a[i], a[j]) for i in range(7) for j in range(7) if i != j) / 42
+          + sum(k(b[i], b[j]) for i in range(5) for j in range(5) if i != j) / 20
+          - 2 * sum(k(x, y) for x in a for y in b) / 35)
+  assert frechet.kernel_inception_distance(a, b) == pytest.approx(want, rel=1e-9)

@@ -12,7 +12,7 @@ from dreamjax import augment, data, dream, models
 from dreamjax.configs import dream as dream_configs
 from dreamjax.configs import study as study_configs
 from dreamjax.fileio import read_jsonl
-from dreamjax.study import choose, claims, report, rules_v1, runner
+from dreamjax.study import choose, claims, report, report_text, rules_v1, runner
 from dreamjax.study.evidence import Cells
 
 BASE = [0.80, 0.82, 0.81]
@@ -205,3 +205,18 @@ def test_a_placebo_through_every_rule_of_a_tiny_study(tmp_path, real_data_dir):
   text = (tmp_path / "REPORT.md").read_text()
   assert "## Placebo checks" in text and "Protocol version 2, digest" in text
   assert os.path.exists(tmp_path / "protocol.json")
+
+
+def test_the_deep_dream_claims_are_read_under_the_deep_dreamer_too():
+  cells = {"baseline": _cell(BASE, frechet=1.3, lp=0.95),
+           "classical": _cell(_shift(0.003), frechet=44.0, lp=0.90),
+           "noise": _cell(_shift(0.0), frechet=20.0, lp=0.93),
+           "dream_strong": _cell(_shift(0.0), frechet=160.0, lp=0.55),
+           "deep_dream_strong": _cell(_shift(0.03), frechet=300.0, lp=0.40)}
+  out = claims.dreamer_verdicts(cells, 0.01, budget=1000)
+  assert [(d, v.claim) for d, v in out] == [("deep dreamer", "C1")]  # C2's arm did not run
+  assert out[0][1].verdict == claims.NOT_SUPPORTED and "deep_dream_strong" in out[0][1].numbers
+  own = {v.claim: v for v in claims.all_verdicts(cells, None, budget=1000)}
+  assert own["C1"].verdict == claims.SUPPORTED
+  md = "\n".join(report_text._dreamers({1000: out}, {1000: list(own.values())}))
+  assert "C1 at N = 1000 (deep dreamer: not supported; own classifier: supported)" in md

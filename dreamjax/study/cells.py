@@ -263,7 +263,7 @@ def _quality(ctx: Context, generated: dict[int, Generated]) -> dict[str, Any]:
   reference values.
   """
   o = ctx.oracle
-  lp, fd = [], []
+  lp, fd, kid = [], [], []
   for seed, s in zip(ctx.seeds, ctx.splits):
     if generated:
       x, y = generated[seed].images, generated[seed].labels
@@ -271,12 +271,15 @@ def _quality(ctx: Context, generated: dict[int, Generated]) -> dict[str, Any]:
       x, y = s.labeled_images, s.labeled_labels
     if len(y) >= 2:
       lp.append(evaluate.accuracy_one(o.model, o.variables, x, y, mesh=ctx.mesh))
-      fd.append(frechet.frechet_distance(
-          frechet.features(o.model, o.variables, x, layer=ctx.config.oracle.feature_layer,
-                           mesh=ctx.mesh), o.test_features))
+      feats = frechet.features(o.model, o.variables, x, layer=ctx.config.oracle.feature_layer,
+                               mesh=ctx.mesh)
+      fd.append(frechet.frechet_distance(feats, o.test_features))
+      kid.append(frechet.kernel_inception_distance(feats, o.test_features))
   return {"label_preservation": float(np.mean(lp)) if lp else None,
           "label_preservation_per_seed": lp,
           "frechet": float(np.mean(fd)) if fd else None, "frechet_per_seed": fd,
+          # KID's expectation does not depend on the set's size, where Fréchet's does.
+          "kid": float(np.mean(kid)) if kid else None, "kid_per_seed": kid,
           "source": "generated" if generated else "real labeled set"}
 
 

@@ -104,9 +104,10 @@ RULES = {
 # C5's rivals are read from the registry by what the arms are, so a newly registered
 # dream, attack or generator arm is one of them.
 _READS = {
-    "C1": ("baseline", "dream_strong", "classical", "noise", "dream_sweep", "classical_online"),
+    "C1": ("baseline", "dream_strong", "classical", "noise", "dream_sweep", "classical_online",
+           "deep_dream_strong", "deep_dream_sweep"),
     "C2": ("dream_online", "noise_matched_online", "baseline", "noise_online", "dream_subtle",
-           "noise", "pgd_train", "classical_online"),
+           "noise", "pgd_train", "classical_online", "deep_dream_online"),
     "C3": ("dream_subtle", "dream_strong", "dream_logit", "pgd"),
     "C4": ("vae_small", "gan_small", "baseline", "classical_online"),
     "C6": ("vae_pool", "gan_pool", "baseline", "noise", "self_training", "vae_small",
@@ -129,6 +130,16 @@ PLACEBOS = {
     "C5": ((dict(classical="baseline"), "no augmentation at all"),),
     "C6": ((dict(vae="noise", gan="noise"), "stored noise copies: no pool information"),),
     "C7": ((dict(ae="baseline", pretext="baseline"), "no pretraining at all"),),
+}
+
+# The Deep Dream claims read again under another dreamer, when its arms ran: the same
+# rules, its arms in the dream's roles. The deep dreamer is a deeper network trained
+# once per study on the unlabeled pool, the closest offline proxy for the answer's
+# "a network trained on far more, and other, data". (C3 compares a dream with an
+# attack on the same classifier, and the pool dreamer classifies no labels.)
+DREAMERS = {
+    "deep dreamer": {"C1": dict(dream="deep_dream_strong", sweep="deep_dream_sweep"),
+                     "C2": dict(dream="deep_dream_online")},
 }
 
 # Config fields that do not define the protocol: how many seeds and which, where the data
@@ -172,6 +183,7 @@ def protocol(config, version: int | None = None) -> dict[str, Any]:
   else:
     rules = {"rules": RULES, "reads": {c: reads(c) for c in CLAIMS},
              "placebos": {c: [p for p, _ in ps] for c, ps in PLACEBOS.items()},
+             "dreamers": DREAMERS,
              "thresholds": {"frechet_ratio": FRECHET_RATIO, "same_direction": SAME_DIRECTION}}
   blob = json.dumps({"version": version, "claims": CLAIMS, **rules, "config": cfg},
                     sort_keys=True, default=str)
@@ -474,6 +486,24 @@ def all_verdicts(records_by_arm: dict[str, dict[str, Any]], alignment: dict[str,
     if v.verdict.startswith("inconclusive"):
       v.power = " | ".join(cells.notes)
     out.append(v)
+  return out
+
+
+def dreamer_verdicts(records_by_arm: dict[str, dict[str, Any]], margin: float = 0.01, *,
+                     budget: int = 0, quality_gate: float = 0.0,
+                     alpha: float = 0.05) -> list[tuple[str, Verdict]]:
+  """``(dreamer, verdict)`` for each claim of :data:`DREAMERS` whose dream arm ran."""
+  out = []
+  for dreamer, by_claim in DREAMERS.items():
+    for cid, roles in by_claim.items():
+      if roles["dream"] not in records_by_arm:
+        continue
+      cells = Cells(records_by_arm, quality_gate=quality_gate, alpha=alpha)
+      v = RULE_FNS[cid](cells, margin, **roles)
+      v.budget = budget
+      if v.verdict.startswith("inconclusive"):
+        v.power = " | ".join(cells.notes)
+      out.append((dreamer, v))
   return out
 
 

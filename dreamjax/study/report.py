@@ -37,6 +37,16 @@ def _alignment(record):
           "random": record.get("random")}
 
 
+def dreamers_by_budget(config, records) -> dict[int, list]:
+  """Budget -> ``(dreamer, verdict)`` of the Deep Dream claims under another dreamer."""
+  if int(config.get("protocol_version", 1)) == 1:
+    return {}
+  return {budget: claims.dreamer_verdicts(
+      {a: c for a, c in cells.items() if a != "alignment"}, margin=config.verdict_margin,
+      budget=budget, quality_gate=config.quality_gate, alpha=config.alpha)
+          for budget, cells in budget_cells(config, records).items()}
+
+
 def placebos_by_budget(config, records) -> list[dict]:
   """Each rule of the study's protocol run on its placebos, at every budget (version 1
   had none)."""
@@ -85,6 +95,7 @@ def write_report(config, workdir: str, train_images=None) -> dict[str, str]:
   oracle = next((r for r in records if r["cell"] == "oracle"), None)
   verdicts = verdicts_by_budget(config, records)
   placebos = placebos_by_budget(config, records)
+  dreamers = dreamers_by_budget(config, records)
   protocol = claims.protocol(config)
   exchange = tables.exchange(records, primary, config.exchange.label_factors)
   quality = tables.generator_quality(cells, config.quality_gate)
@@ -96,12 +107,15 @@ def write_report(config, workdir: str, train_images=None) -> dict[str, str]:
       train_images = None
   figs = _figures(workdir, config, records, cells, exchange, quality, train_images)
   md = report_text.markdown(config, workdir, records, cells, oracle, verdicts, exchange,
-                            quality, figs, rerun=rerun, placebos=placebos, protocol=protocol)
+                            quality, figs, rerun=rerun, placebos=placebos, protocol=protocol,
+                            dreamers=dreamers)
   report = os.path.join(workdir, "REPORT.md")
   fileio.write_text(report, md)
   fileio.write_json(os.path.join(workdir, "claims.json"),
                     [v.to_dict() for vs in verdicts.values() for v in vs])
-  fileio.write_json(os.path.join(workdir, "protocol.json"), {**protocol, "placebos": placebos})
+  fileio.write_json(os.path.join(workdir, "protocol.json"), {
+      **protocol, "placebos": placebos,
+      "dreamers": [{"dreamer": d, **v.to_dict()} for vs in dreamers.values() for d, v in vs]})
   return {"report": report, "summary": os.path.join(workdir, "summary.csv"), **figs}
 
 

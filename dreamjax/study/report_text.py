@@ -285,10 +285,12 @@ def _quality(quality, gate) -> list[str]:
         f"Quality gate: the oracle must label at least {gate * 100:.0f}% of a generator's samples"
         " with the label they were generated (or pseudo-labeled) with. CAS: a classifier trained"
         " only on the samples, tested on real test images (Ravuri & Vinyals 2019).", "",
-        "| generator | label preservation | Fréchet | CAS | gate |", "|---|---|---|---|---|"]
+        "| generator | label preservation | Fréchet | KID | CAS | gate |",
+        "|---|---|---|---|---|---|"]
   for q in quality:
     md.append(f"| {q['arm']} | {_f(q['label_preservation'], 100)}% | {_f(q['frechet'], 1, 1)} |"
-              f" {_f(q['cas'], 100)}% | {'passes' if q['passes'] else '**under-trained**'} |")
+              f" {_f(q.get('kid'), 1, 3)} | {_f(q['cas'], 100)}% |"
+              f" {'passes' if q['passes'] else '**under-trained**'} |")
   return md + [""]
 
 
@@ -297,8 +299,8 @@ def _arms(rows, cells) -> list[str]:
                 if k.startswith("robust_accuracy_eps")}, key=float)
   md = ["## Arms", "", "| cell | test acc % | Δ vs baseline (pp) | "
         + " | ".join(f"robust ε={e} %" for e in eps)
-        + " | label preservation | Fréchet | cost (M image-steps) | status |",
-        "|---|---|---|" + "---|" * len(eps) + "---|---|---|---|"]
+        + " | label preservation | Fréchet | KID | cost (M image-steps) | status |",
+        "|---|---|---|" + "---|" * len(eps) + "---|---|---|---|---|"]
   for r in rows:
     acc = (f"{_f(r.get('test_accuracy_mean'), 100)} ± {_f(r.get('test_accuracy_ci95'), 100)}"
            if r.get("test_accuracy_mean") is not None else "")
@@ -310,12 +312,16 @@ def _arms(rows, cells) -> list[str]:
     lp = _f(r.get("label_preservation"), 100)
     status = r["status"] if r["status"] == "ok" else f"FAILED: {r['error'][:120]}"
     md.append(f"| {r['cell']} | {acc} | {diff} | {rob} | {lp + '%' if lp else ''} |"
-              f" {_f(r.get('frechet'), 1, 2)} | {_f(r.get('cost_image_steps'), 1e-6, 2)} |"
+              f" {_f(r.get('frechet'), 1, 2)} | {_f(r.get('kid'), 1, 3)} |"
+              f" {_f(r.get('cost_image_steps'), 1e-6, 2)} |"
               f" {status} |")
   return md + ["", "Label preservation: share of an arm's generated images that the oracle"
                " assigns the label the arm gave them (for arms without generated images: the"
                " real labeled set). Fréchet: distance between oracle features of those images"
-               " and of real test images. Cost: images through a gradient step per seed"
+               " and of real test images; it grows as a set shrinks, so a set of 100 images"
+               " reads further than one of 5000 from the same distribution. KID: the kernel"
+               " distance in the same features, whose expectation does not depend on the set's"
+               " size (Bińkowski et al. 2018). Cost: images through a gradient step per seed"
                " (generation or pretraining + classifier training).", ""]
 
 
@@ -341,12 +347,36 @@ def _placebos(placebos) -> list[str]:
   return md + [""]
 
 
+def _dreamers(dreamers, verdicts) -> list[str]:
+  """The Deep Dream claims under each dreamer, side by side, and where they differ."""
+  rows = [(b, d, v) for b, vs in (dreamers or {}).items() for d, v in vs]
+  if not rows:
+    return []
+  small = {(v.budget, v.claim): v for vs in verdicts.values() for v in vs}
+  md = ["## The Deep Dream claims under another dreamer", "",
+        "The same rules with the other dreamer's arms in the dream's roles (the small"
+        " dreamer is each seed's own baseline classifier).", "",
+        "| claim | N | dreamer | verdict | the seeds' own classifier | numbers |",
+        "|---|---|---|---|---|---|"]
+  differ = []
+  for b, d, v in rows:
+    own = small.get((b, v.claim))
+    md.append(f"| {v.claim} | {b} | {d} | **{v.verdict}** | {own.verdict if own else ''} |"
+              f" {v.numbers} |")
+    if own and own.verdict != v.verdict:
+      differ.append(f"{v.claim} at N = {b} ({d}: {v.verdict}; own classifier: {own.verdict})")
+  md += ["", "Where the dreamers differ: " + ("; ".join(differ) if differ else "nowhere") + ".",
+         ""]
+  return md
+
+
 def markdown(config, workdir, records, cells, oracle, verdicts, exchange, quality, figs,
-             rerun=(), placebos=(), protocol=None) -> str:
+             rerun=(), placebos=(), protocol=None, dreamers=None) -> str:
   primary = int(config.primary_budget)
   md = _header(config, workdir, records, cells, oracle, primary)
   md += _protocol(protocol)
   md += _claims(verdicts, primary, config.verdict_margin, exchange)
+  md += _dreamers(dreamers, verdicts)
   md += _placebos(placebos)
   md += _exchange(exchange, primary)
   md += _quality(quality, config.quality_gate)

@@ -55,8 +55,8 @@ def summary_rows(records) -> list[dict[str, Any]]:
       for eps, v in (r.get("robust_accuracy") or {}).items():
         row[f"robust_accuracy_eps{eps}"] = mean(v)
       row["cas"] = mean(r.get("cas"))
-      for k in ("label_preservation", "frechet", "train_seconds", "strength", "num_generated",
-                "source"):
+      for k in ("label_preservation", "frechet", "kid", "train_seconds", "strength",
+                "num_generated", "source"):
         row[k] = r.get(k)
       row["gen_seconds"] = records_lib.generation_seconds(r) if "gen_seconds" in r else None
       cost = r.get("cost") or {}
@@ -118,6 +118,7 @@ def generator_quality(cells: dict[str, dict], gate: float) -> list[dict[str, Any
       continue
     lp = r.get("label_preservation")
     out.append({"arm": arm, "label_preservation": lp, "frechet": r.get("frechet"),
+                "kid": r.get("kid"),
                 "cas": mean(r.get("cas")), "passes": lp is not None and lp >= gate,
                 "history": r.get("generator_history") or []})
   return out
