@@ -669,8 +669,9 @@ def _install_stamp_is_current(venv: str) -> bool:
 
 
 def test_launch_sh_runs_a_job_in_the_callers_folder(tmp_path, real_data_dir):
-  """``/path/to/launch.sh study --workdir runs/x`` writes ./runs/x, as ``dreamjax study``
-  would, and names it as an absolute path in its first log line."""
+  """``/path/to/launch.sh study --workdir runs/x`` means ./runs/x, as ``dreamjax study``
+  would, and names it as an absolute path in its first log line (a dry run creates
+  nothing, there or in the repository)."""
   del real_data_dir  # launch.sh checks it is there
   if not _install_stamp_is_current(sys.prefix):
     pytest.skip("this environment was installed from another pyproject.toml or"
@@ -685,5 +686,5 @@ def test_launch_sh_runs_a_job_in_the_callers_folder(tmp_path, real_data_dir):
                        capture_output=True, text=True, cwd=caller, env=env, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert first_log_line(out.stderr) == f"workdir: {os.path.join(caller, 'runs', 'x')}"
-  assert os.path.isdir(os.path.join(caller, "runs", "x"))
+  assert not os.path.exists(os.path.join(caller, "runs", "x"))  # a dry run writes nothing
   assert os.path.exists(os.path.join(REPO, "runs", "x")) == in_repo
