@@ -263,6 +263,11 @@ def _matched_dream(s) -> list[tuple[str, str]]:
   return [] if int(s.num_images) >= 2 else [("num_images", "a whole number >= 2")]
 
 
+def _pool_generator_settings(s) -> list[tuple[str, str]]:
+  return _positive_steps(s) or (
+      [] if isinstance(s.balanced, bool) else [("balanced", "True or False")])
+
+
 def _sweep_variants(arm: Arm, s) -> list[str]:
   return [f"{arm.name}@{float(x):g}" for x in s.strengths]
 
@@ -283,9 +288,12 @@ def _generator(family: str, data: str, steps: int, doc: str) -> Arm:
     return Arm(name, "generator", "generator", doc, source=Generator(family, data),
                settings={"steps": steps}, generate=f"{_GEN}:small_generator",
                generate_seeds=f"{_GEN}:small_generators", check=_positive_steps)
+  # balanced: the pseudo-labeled samples kept are the most confident of each class, at
+  # most M·N/classes per class, so the classes the labeler finds easy cannot crowd out
+  # the rest (False: every sample above the threshold, in the order drawn).
   return Arm(name, "generator", "generator", doc, source=Generator(family, data),
-             settings={"steps": steps}, generate=f"{_GEN}:pool_generator",
-             check=_positive_steps, needs_baseline=True)
+             settings={"steps": steps, "balanced": True}, generate=f"{_GEN}:pool_generator",
+             check=_pool_generator_settings, needs_baseline=True)
 
 
 register(Arm("baseline", "reference", "reference", "the N labeled images alone"))

@@ -187,7 +187,14 @@ def measures_robustness(config, cell: Cell) -> bool:
                         or claims.measures_robustness(cell.arm))
 
 
-def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
+def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -> dict[str, Any]:
+  """Trains and measures one cell; returns its results.jsonl record.
+
+  ``train_labels``: every label of the official training split, pool images'
+  included. They measure the pseudo-labels of an arm whose images are real pool
+  images (:func:`pseudo_label_accuracy`) after its set is made; the arm's
+  functions receive only ``ctx``, which holds no pool label.
+  """
   cfg = ctx.config
   arm = arms_lib.get(cell.arm)
   t_cell = time.perf_counter()
@@ -222,6 +229,11 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
   first = generated[ctx.seeds[0]].info if generated else {}
   record["generation"] = {k: _mean_info([g.info for g in generated.values()], k)
                           for k in first if isinstance(first.get(k), (int, float))}
+  if first.get("kept_per_class") is not None:  # one list per seed: how balanced each set is
+    record["generation"]["kept_per_class"] = [g.info.get("kept_per_class")
+                                              for g in generated.values()]
+  if generated and isinstance(arm.source, arms_lib.Pool) and train_labels is not None:
+    record["pseudo_label_accuracy"] = pseudo_label_accuracy(generated, train_labels)
   if first.get("history"):
     record["generator_history"] = first["history"]  # seed 0's (or the shared) generator
   record["timing"] = {"gen_seconds": gen_seconds + pre_seconds, "train_seconds": res.seconds,
@@ -235,6 +247,23 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
   record["cost"] = {"gen_image_steps": int(gen_steps) + int(pre_steps),
                     "train_image_steps": int(ctx.train_cfg.steps) * int(cfg.train.batch_size)}
   return record
+
+
+def pseudo_label_accuracy(generated: dict[int, Generated], train_labels: np.ndarray
+                          ) -> list[float | None]:
+  """Per seed: the share of a set's real training images (``source_index >= 0``) whose
+  label is their withheld true label; None for a seed with none.
+
+  A measurement only, made after the set exists. Generated samples have no true
+  label; the oracle's agreement with their pseudo-labels is their label
+  preservation.
+  """
+  out = []
+  for g in generated.values():
+    real = np.asarray(g.source_index) >= 0
+    truth = np.asarray(train_labels)[np.asarray(g.source_index)[real]]
+    out.append(float(np.mean(np.asarray(g.labels)[real] == truth)) if real.any() else None)
+  return out
 
 
 def robustness(ctx: Context, variables_K, budget: int) -> dict[str, list[float]]:
