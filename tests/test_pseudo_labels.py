@@ -131,3 +131,18 @@ def test_self_training_reads_no_pool_label_and_its_accuracy_is_measured_after():
   assert cells.pseudo_label_accuracy({0: bad}, garbage.train_labels) == [0.0]
   no_real = dataclasses.replace(g, source_index=np.full_like(g.source_index, -1))
   assert cells.pseudo_label_accuracy({0: no_real}, raw.train_labels) == [None]
+
+
+def test_fixmatch_gets_pool_images_and_nothing_else():
+  """The unlabeled term is made of the pool's images only: a context whose pool (and
+  validation and test) labels are garbage gives the same term."""
+  raw = _raw()
+  ctx, bad_ctx = _context(raw), _context(_raw(pool_labels=255), garbage_labels=True)
+  u, bad = generate.fixmatch(ctx, "fixmatch"), generate.fixmatch(bad_ctx, "fixmatch")
+  assert {f.name for f in dataclasses.fields(train.Unlabeled)} == {
+      "images", "batch_size", "loss", "counts", "info"}
+  np.testing.assert_array_equal(u.images[0], ctx.pool_images(0))
+  np.testing.assert_array_equal(u.images, bad.images)
+  np.testing.assert_array_equal(u.counts, bad.counts)
+  assert u.loss is bad.loss and u.info == bad.info  # one loss object per setting
+  assert u.batch_size == 3 * ctx.train_cfg.batch_size and u.images.dtype == np.float32

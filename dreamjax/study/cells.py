@@ -202,13 +202,14 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
   gen_seconds = float(sum(g.seconds for g in generated.values()))
   transform = arm.fn("transform")(ctx, cell.arm) if arm.transform else None
   transform_info = getattr(transform, "info", None)  # what a transform measured of itself
+  unlabeled = arm.fn("unlabeled")(ctx, cell.arm) if arm.unlabeled else None
   init_fn, pre_seconds, pre_steps = (arm.fn("init")(ctx, cell.arm) if arm.init
                                      else (None, 0.0, 0))
   if cell.arm == "baseline" and ctx.baseline is not None:
     res = ctx.baseline
   else:
     res = ctx.fit(cell.folder, *ctx.training_sets(generated), transform=transform,
-                  init_fn=init_fn)
+                  init_fn=init_fn, unlabeled=unlabeled)
   acc = evaluate.accuracy(ctx.model, res.state.variables, ctx.test.test_images,
                           ctx.test.test_labels, mesh=ctx.mesh)
   record = {"cell": cell.key, "arm": cell.arm, "base_arm": arm.name, "budget": cell.budget,
@@ -219,6 +220,8 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
     record["robust_accuracy"] = robustness(ctx, res.state.variables, cell.budget)
   if transform_info:
     record["transform_info"] = transform_info
+  if unlabeled is not None:
+    record["unlabeled_info"] = dict(unlabeled.info)
   if arms_lib.variant_value(cell.arm) is not None:
     record["strength"] = arms_lib.variant_value(cell.arm)
   record.update(_quality(ctx, generated))
@@ -246,6 +249,13 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
   gen_steps = np.mean([g.info.get("image_steps", 0) for g in generated.values()] or [0])
   record["cost"] = {"gen_image_steps": int(gen_steps) + int(pre_steps),
                     "train_image_steps": int(ctx.train_cfg.steps) * int(cfg.train.batch_size)}
+  if unlabeled is not None:
+    # Each unlabeled image drawn goes through the gradient step (its strong copy) and
+    # a forward pass (its weak copy, counted apart: no gradient flows through it).
+    u_steps = int(ctx.train_cfg.steps) * int(unlabeled.batch_size)
+    record["cost"]["unlabeled_image_steps"] = u_steps
+    record["cost"]["unlabeled_forward_images"] = u_steps
+    record["cost"]["train_image_steps"] += u_steps
   return record
 
 

@@ -200,6 +200,45 @@ def self_training(ctx, arm, seed, s, key) -> Generated:
   return Generated(pool[idx], label[idx], pool_index[idx], time.perf_counter() - t0, info)
 
 
+def fixmatch(ctx, arm):
+  """FixMatch's unlabeled term (Sohn et al. 2020): each seed's own pool, images only.
+
+  Every train step draws ``mu·B`` of the seed's pool images beside its labeled
+  batch; :func:`dreamjax.semi.fixmatch_loss` pseudo-labels their weak copies
+  (a flip-free shift) with the model in training and trains their strong
+  copies (:func:`dreamjax.augment.strong_fn`) towards the labels whose
+  confidence reaches ``threshold``. The pool's labels are not in the context.
+  """
+  from dreamjax import augment, semi, train  # pylint: disable=g-import-not-at-top
+  settings = arms_lib.settings(ctx.config, arm)
+  pools = [ctx.pool_images(seed) for seed in ctx.seeds]
+  n = max(len(p) for p in pools)
+  images = np.zeros((len(pools), n, *ctx.image_shape), np.float32)
+  for i, p in enumerate(pools):
+    images[i, :len(p)] = p
+  loss = semi.fixmatch_loss(_weak(), augment.strong_fn(augment.strong_config()),
+                            float(settings.threshold), float(settings.lambda_u))
+  batch = int(settings.mu) * int(ctx.train_cfg.batch_size)
+  return train.Unlabeled(images, batch, loss, counts=np.asarray([len(p) for p in pools]),
+                         info={"mu": int(settings.mu), "threshold": float(settings.threshold),
+                               "lambda_u": float(settings.lambda_u), "batch_size": batch,
+                               "pool_images": int(n)})
+
+
+def fixmatch_weak(ctx, arm):
+  """FixMatch's weak augmentation of every labeled image of a batch, as the paper's
+  labeled loss takes it."""
+  from dreamjax import augment  # pylint: disable=g-import-not-at-top
+  return augment.online_transform(_weak(), 1.0)
+
+
+def _weak():
+  """FixMatch's weak augmentation: the classical transform's shift alone (no flip, which
+  the classical transform leaves off for Fashion-MNIST)."""
+  from dreamjax import augment  # pylint: disable=g-import-not-at-top
+  return augment.shift_fn(int(augment.classical_config().translate))
+
+
 # --- generators -----------------------------------------------------------------
 
 def small_generator(ctx, arm, seed, s, key) -> Generated:
