@@ -14,6 +14,7 @@ from typing import Any, Callable
 import dm_pix as pix
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
@@ -85,6 +86,77 @@ def _classical_fn(translate: int, angle: float, flip: bool, brightness: float,
     return jax.vmap(one)(u, images_NHWC)
 
   return fn
+
+
+def shift_fn(translate: int) -> ImageFn:
+  """A random shift of up to ``translate`` pixels with black borders, nothing else: the
+  classical transform's shift alone (FixMatch's weak augmentation, without its flip)."""
+  _check("translate", translate, int(translate) == translate and translate >= 0,
+         "an integer >= 0")
+  return _classical_fn(int(translate), 0.0, False, 0.0, 0.0)
+
+
+def strong_config():
+  """FixMatch's strong augmentation: the classical transforms at larger strengths, then
+  Gaussian pixel noise, then a cutout square (a strength of 0 turns that part off)."""
+  c = ml_collections.ConfigDict()
+  c.translate = 4           # max shift in pixels (the classical transform's: 2)
+  c.rotate_degrees = 30.0   # max rotation either way (classical: 10)
+  c.brightness = 0.3        # max additive brightness change (classical: 0.1)
+  c.contrast = 0.5          # contrast factor drawn from [1 - c, 1 + c] (classical: 0.2)
+  c.noise_std = 0.1         # Gaussian pixel noise, the noise arms' σ
+  c.cutout = 10             # side in pixels of a square set to cutout_fill (DeVries &
+  c.cutout_fill = 0.5       # Taylor 2017); grey, as FixMatch's, so it occludes on black too
+  return c
+
+
+def strong_fn(cfg) -> ImageFn:
+  """FixMatch's strong augmentation (``cfg``: :func:`strong_config`): a classical transform
+  at ``cfg``'s strengths (no flip), Gaussian noise, and a cutout square centred anywhere
+  in the image (so sometimes partly outside it). Pixels stay in [0, 1]."""
+  validate_classical(_as_classical(cfg), prefix="strong")
+  _check("strong.noise_std", cfg.noise_std, cfg.noise_std >= 0, ">= 0")
+  _check("strong.cutout", cfg.cutout, int(cfg.cutout) == cfg.cutout and cfg.cutout >= 0,
+         "an integer >= 0")
+  _check("strong.cutout_fill", cfg.cutout_fill, 0 <= cfg.cutout_fill <= 1, "in [0, 1]")
+  return _strong_fn(int(cfg.translate), math.radians(cfg.rotate_degrees), float(cfg.brightness),
+                    float(cfg.contrast), float(cfg.noise_std), int(cfg.cutout),
+                    float(cfg.cutout_fill))
+
+
+def _as_classical(cfg):
+  """The classical-transform part of a :func:`strong_config`."""
+  return ml_collections.ConfigDict({
+      "translate": cfg.translate, "rotate_degrees": cfg.rotate_degrees, "flip": False,
+      "brightness": cfg.brightness, "contrast": cfg.contrast})
+
+
+@functools.lru_cache(maxsize=32)
+def _strong_fn(translate: int, angle: float, brightness: float, contrast: float, std: float,
+               cutout: int, fill: float) -> ImageFn:
+  classical = _classical_fn(translate, angle, False, brightness, contrast)
+
+  def fn(key, images_NHWC):
+    k_classical, k_noise, k_cut = jax.random.split(key, 3)
+    x = classical(k_classical, images_NHWC)
+    if std:
+      x = _noise_fn(std)(k_noise, x)
+    if cutout:
+      x = _cutout(k_cut, x, cutout, fill)
+    return x
+
+  return fn
+
+
+def _cutout(key, images_NHWC, size: int, fill: float):
+  """A ``size``-pixel square of each image set to ``fill``, its centre uniform in the image."""
+  n, h, w = images_NHWC.shape[:3]
+  centre = jax.random.uniform(key, (n, 2)) * jnp.asarray([h, w], jnp.float32)
+  top, left = [jnp.floor(centre[:, i] - size / 2)[:, None, None] for i in (0, 1)]
+  rows = jnp.arange(h, dtype=jnp.float32)[None, :, None]
+  cols = jnp.arange(w, dtype=jnp.float32)[None, None, :]
+  inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+  return jnp.where(inside[..., None], jnp.asarray(fill, images_NHWC.dtype), images_NHWC)
 
 
 def noise_fn(cfg) -> ImageFn:

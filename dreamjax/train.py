@@ -40,6 +40,37 @@ from dreamjax.seeds import fold_in_each, map_seeds, pad_to_common, seed_keys, st
 # each batch (classical augmentation, noise, adversarial examples, ...).
 BatchTransform = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
+# (forward, params, images, key) -> (loss, metrics): a loss term of a batch of unlabeled
+# images, added to the labeled loss inside the jitted step (semi-supervised arms).
+# ``forward(params, images) -> logits`` runs the model in training mode on them; the
+# BatchNorm statistics of that pass are not kept (the labeled batch's are).
+UnlabeledLoss = Callable[[Callable[[Any, jax.Array], jax.Array], Any, jax.Array, jax.Array],
+                         tuple[jax.Array, dict[str, jax.Array]]]
+
+# Folded into a step's key for the unlabeled batch, so the labeled batch and its
+# transform draw exactly the keys they draw without one.
+UNLABELED_KEY = 0x756E6C62
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Unlabeled:
+  """Unlabeled images and the loss term a batch of them adds to every train step.
+
+  Attributes:
+    images: float32 ``[N, H, W, C]`` shared by the seeds, or ``[K, N, H, W, C]``
+      one set per seed. Images only: the term never sees a label.
+    batch_size: unlabeled images drawn per step, beside the labeled batch.
+    loss: the :data:`UnlabeledLoss`; one object per setting, so equal settings
+      reuse one compiled step.
+    counts: ``[K]`` valid rows per seed when per-seed sets were padded to N.
+    info: what the term's maker records of it (settings, pool sizes).
+  """
+  images: Any
+  batch_size: int
+  loss: UnlabeledLoss
+  counts: Any = None
+  info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
 
 class TrainState(train_state.TrainState):
   batch_stats: Any = None
@@ -98,7 +129,9 @@ def create_state(model, tx, variables) -> TrainState:
 
 def make_train_step(model, batch_size: int, mesh: Mesh | None = None, *,
                     batch_transform: BatchTransform | None = None,
-                    label_smoothing: float = 0.0):
+                    label_smoothing: float = 0.0,
+                    unlabeled_loss: UnlabeledLoss | None = None,
+                    unlabeled_batch_size: int = 0):
   """Returns ``train_step(state, images, labels, count, key) -> (state, metrics)``.
 
   The whole training set lives on the devices (replicated); the step samples
@@ -106,6 +139,11 @@ def make_train_step(model, batch_size: int, mesh: Mesh | None = None, *,
   sizes share one shape), split over ``mesh`` (:func:`sharding.sample_batch`;
   default: every device), and applies ``batch_transform`` to them before the
   gradient.
+
+  With ``unlabeled_loss`` the step is ``train_step(state, images, labels, count,
+  u_images, u_count, key)``: it also draws ``unlabeled_batch_size`` rows below
+  ``u_count`` of ``u_images`` and adds ``unlabeled_loss`` of them to the labeled
+  loss. The labeled batch, its transform and its loss are computed as without it.
   """
   mesh = sharding.default(mesh)
 
@@ -122,18 +160,49 @@ def make_train_step(model, batch_size: int, mesh: Mesh | None = None, *,
     loss = optax.softmax_cross_entropy(logits, targets).mean()
     return loss, (logits, new_stats)
 
-  def train_step(state, images, labels, count, key):
+  def labeled_batch(state, images, labels, count, key):
     k_idx, k_aug = jax.random.split(key)
     x, y = sharding.sample_batch(mesh, k_idx, batch_size, count, images, labels)
     if batch_transform is not None:
       x, y = sharding.constrain_rows(mesh, batch_transform(state, x, y, k_aug))
+    return x, y
+
+  def train_step(state, images, labels, count, key):
+    x, y = labeled_batch(state, images, labels, count, key)
     (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state, x, y)
     state = state.apply_gradients(grads=grads, batch_stats=new_stats)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
     return state, metrics
 
-  return train_step
+  if unlabeled_loss is None:
+    return train_step
+
+  def forward(state, params, images):
+    variables = {"params": params}
+    if state.batch_stats:
+      variables["batch_stats"] = state.batch_stats
+      return model.apply(variables, images, train=True, mutable=["batch_stats"])[0]
+    return model.apply(variables, images, train=True)
+
+  def semi_step(state, images, labels, count, u_images, u_count, key):
+    x, y = labeled_batch(state, images, labels, count, key)
+    k_u, k_loss = jax.random.split(jax.random.fold_in(key, UNLABELED_KEY))
+    (u,) = sharding.sample_batch(mesh, k_u, unlabeled_batch_size, u_count, u_images)
+
+    def total(params):
+      loss, (logits, new_stats) = loss_fn(params, state, x, y)
+      u_loss, u_metrics = unlabeled_loss(functools.partial(forward, state), params, u, k_loss)
+      return loss + u_loss, (logits, new_stats, loss, u_metrics)
+
+    (loss, (logits, new_stats, labeled, u_metrics)), grads = jax.value_and_grad(
+        total, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=new_stats)
+    metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
+               "labeled_loss": labeled, **u_metrics}
+    return state, metrics
+
+  return semi_step
 
 
 @dataclasses.dataclass
@@ -152,6 +221,7 @@ def config_fingerprint(*parts: Any) -> str:
 def fit(model, tcfg, images, labels, *, seeds, mesh: Mesh | None = None, counts=None,
         image_shape=None, init_fn: Callable[[jax.Array], Any] | None = None,
         batch_transform: BatchTransform | None = None,
+        unlabeled: Unlabeled | None = None,
         val: tuple[np.ndarray, np.ndarray] | None = None,
         checkpoint_dir: str | None = None, fingerprint: str = "",
         metrics_dir: str | None = None, desc: str = "train",
@@ -170,6 +240,8 @@ def fit(model, tcfg, images, labels, *, seeds, mesh: Mesh | None = None, counts=
     init_fn: ``key -> variables`` to start from (e.g. pretrained layers);
       default: the model's own initialiser.
     batch_transform: applied to every batch inside the jitted step.
+    unlabeled: unlabeled images and the loss term a batch of them adds to every
+      step (:class:`Unlabeled`); the labeled batches are the ones drawn without it.
     val: (images, labels) evaluated every ``tcfg.eval_every`` steps.
     checkpoint_dir: if set, the state is saved every ``tcfg.checkpoint_every``
       steps and a run with the same ``fingerprint`` resumes from it.
@@ -195,6 +267,7 @@ def fit(model, tcfg, images, labels, *, seeds, mesh: Mesh | None = None, counts=
     raise ConfigError(f"{desc}: a seed has an empty training set (counts={counts.tolist()}).")
   image_shape = image_shape or tuple(images.shape[-3:])
   log = progress or logging.info
+  u_data, u_batch, u_per_seed = _unlabeled_data(unlabeled, k, mesh, desc)
 
   tx = make_optimizer(tcfg)
   roots = seed_keys(seeds)
@@ -205,15 +278,20 @@ def fit(model, tcfg, images, labels, *, seeds, mesh: Mesh | None = None, counts=
   else:
     state = jax.jit(jax.vmap(lambda key: create_state(model, tx, init_fn(key))))(init_keys)
 
-  fingerprint = config_fingerprint(fingerprint, seeds, tcfg.to_dict() if hasattr(tcfg, "to_dict") else tcfg)
+  parts = (fingerprint, seeds, tcfg.to_dict() if hasattr(tcfg, "to_dict") else tcfg)
+  if unlabeled is not None:  # without one, the fingerprints of every run so far
+    parts += (u_batch, unlabeled.info)
+  fingerprint = config_fingerprint(*parts)
   state, start_step, history, seconds_before = _resume(checkpoint_dir, fingerprint, state,
                                                        desc, log)
   # After the restore, which returns host arrays whatever ``like``'s placement.
   state, data, step_roots = sharding.replicate(mesh, (
-      state, (jnp.asarray(images), jnp.asarray(labels, jnp.int32), jnp.asarray(counts)),
-      step_roots))
+      state, (jnp.asarray(images), jnp.asarray(labels, jnp.int32), jnp.asarray(counts))
+      + u_data, step_roots))
   program = _SeedPrograms(model, int(tcfg.batch_size), batch_transform,
-                          float(tcfg.label_smoothing), per_seed, mesh, k)
+                          float(tcfg.label_smoothing), per_seed, mesh, k,
+                          unlabeled=None if unlabeled is None else (
+                              unlabeled.loss, u_batch, u_per_seed))
   state, data, step_key = program.split(state, data, step_roots)
 
   def save(state, step, history):
@@ -229,7 +307,7 @@ def fit(model, tcfg, images, labels, *, seeds, mesh: Mesh | None = None, counts=
   hooks = loop.Hooks(evaluate=validation if val is not None else None,
                      eval_every=int(tcfg.eval_every), save=save if checkpoint_dir else None,
                      save_every=int(tcfg.checkpoint_every), writer=writer,
-                     images_per_step=int(tcfg.batch_size) * k, seeds=seeds,
+                     images_per_step=(int(tcfg.batch_size) + u_batch) * k, seeds=seeds,
                      divergence_hint=f"learning_rate={tcfg.learning_rate}, batch_size="
                                      f"{tcfg.batch_size}. Lower train.learning_rate or check"
                                      " the input data.")
@@ -243,6 +321,26 @@ def fit(model, tcfg, images, labels, *, seeds, mesh: Mesh | None = None, counts=
   return FitResult(state=program.join(state), history=history,
                    seconds=seconds_before + time.perf_counter() - t0,
                    steps_run=int(tcfg.steps) - start_step)
+
+
+def _unlabeled_data(unlabeled: Unlabeled | None, k: int, mesh: Mesh, desc: str):
+  """(data appended to the step's arguments, batch size, per-seed images?) of ``unlabeled``."""
+  if unlabeled is None:
+    return (), 0, False
+  u_batch = int(unlabeled.batch_size)
+  if u_batch < 1:
+    raise ConfigError(f"{desc}: the unlabeled batch size is {u_batch}; it must be >= 1.")
+  sharding.check_divisible(mesh, u_batch, what=f"{desc}: the unlabeled batch size")
+  images = np.asarray(unlabeled.images, np.float32)
+  per_seed = images.ndim == 5
+  if per_seed:
+    chex.assert_axis_dimension(images, 0, k)
+  n = images.shape[-4]
+  counts = (np.full((k,), n, np.int32) if unlabeled.counts is None
+            else np.asarray(unlabeled.counts, np.int32))
+  if np.any(counts < 1):
+    raise ConfigError(f"{desc}: a seed has no unlabeled images (counts={counts.tolist()}).")
+  return (jnp.asarray(images), jnp.asarray(counts)), u_batch, per_seed
 
 
 def _resume(checkpoint_dir, fingerprint, state, desc, log):
@@ -290,31 +388,42 @@ class _SeedPrograms:
   stacked over seeds (:meth:`join`).
   """
 
-  def __init__(self, model, batch_size, batch_transform, label_smoothing, per_seed, mesh, k):
+  def __init__(self, model, batch_size, batch_transform, label_smoothing, per_seed, mesh, k,
+               unlabeled=None):
+    """``unlabeled``: None, or (loss, batch size, per-seed images?) of an :class:`Unlabeled`."""
     self.together = seeds_lib.how("classifier_step") != "in_turn"
     self.k = k
+    u_per_seed = unlabeled is not None and unlabeled[2]
+    if unlabeled is not None:  # the images' seed axis as the step maps it
+      unlabeled = (unlabeled[0], unlabeled[1], 0 if u_per_seed else None)
     if self.together:
       self._step = _compiled_step(model, batch_size, batch_transform, label_smoothing,
-                                  0 if per_seed else None, mesh)
+                                  0 if per_seed else None, mesh, unlabeled)
     else:
       self._step = _compiled_step(model, batch_size, batch_transform, label_smoothing,
-                                  "one", mesh)
+                                  "one", mesh, unlabeled)
     self._per_seed = per_seed
+    self._u_per_seed = u_per_seed
     self._mesh = mesh
 
   def split(self, state, data, step_roots):
     """(state, data, step_key) in the form :meth:`step` takes."""
     if self.together:
       return state, data, lambda s: fold_in_each(step_roots, s)
-    images, labels, counts = data
+    images, labels, counts, *u = data
     states = tuple(unstack(state, i) for i in range(self.k))
     per = tuple((images[i] if self._per_seed else images, labels[i] if self._per_seed else labels,
                  counts[i]) for i in range(self.k))
+    if u:  # the unlabeled images and counts, after the labeled ones
+      u_images, u_counts = u
+      per = tuple(p + (u_images[i] if self._u_per_seed else u_images, u_counts[i])
+                  for i, p in enumerate(per))
     roots = tuple(unstack(step_roots, i) for i in range(self.k))
     return states, (per,), lambda s: tuple(_fold_one(r, s) for r in roots)
 
   def step(self, state, *args):
-    """``(state, images, labels, counts, keys)`` together, or ``(states, per_seed, keys)``."""
+    """``(state, images, labels, counts[, u_images, u_counts], keys)`` together, or
+    ``(states, per_seed, keys)``."""
     if self.together:
       return self._step(state, *args)
     data, keys = args
@@ -331,12 +440,22 @@ _fold_one = jax.jit(jax.random.fold_in)
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_step(model, batch_size, batch_transform, label_smoothing, data_axis, mesh):
+def _compiled_step(model, batch_size, batch_transform, label_smoothing, data_axis, mesh,
+                   unlabeled=None):
   """The jitted step over ``mesh``, shared by every fit with the same settings:
-  seed-mapped (``data_axis`` 0 or None) or for one seed (``data_axis="one"``)."""
-  step = make_train_step(model, batch_size, mesh, batch_transform=batch_transform,
-                         label_smoothing=label_smoothing)
+  seed-mapped (``data_axis`` 0 or None) or for one seed (``data_axis="one"``).
+  ``unlabeled``: None, or (loss, batch size, seed axis of the unlabeled images)."""
+  if unlabeled is None:
+    step = make_train_step(model, batch_size, mesh, batch_transform=batch_transform,
+                           label_smoothing=label_smoothing)
+    in_axes = (0, data_axis, data_axis, 0, 0)
+  else:
+    loss, u_batch, u_axis = unlabeled
+    step = make_train_step(model, batch_size, mesh, batch_transform=batch_transform,
+                           label_smoothing=label_smoothing, unlabeled_loss=loss,
+                           unlabeled_batch_size=u_batch)
+    in_axes = (0, data_axis, data_axis, 0, u_axis, 0, 0)
   if data_axis != "one":
-    step = map_seeds(step, in_axes=(0, data_axis, data_axis, 0, 0), workload="classifier_step")
+    step = map_seeds(step, in_axes=in_axes, workload="classifier_step")
   rep = sharding.replicated(mesh)
   return jax.jit(step, in_shardings=rep, out_shardings=rep, donate_argnums=0)

@@ -123,9 +123,12 @@ def test_a_config_recorded_before_arm_settings_reads_as_todays():
     recorded = json.load(f)["config"]
   assert "dream_presets" in recorded and "arm_settings" not in recorded
   today = study_configs.get_config("conclusions")
-  # What protocol version 2 added: its version, the first seed, C2's matched-noise arm.
+  # What protocol version 2 added: its version, the first seed, C2's matched-noise arm;
+  # and issue #30: FixMatch, and class-balanced pool generators (they kept the first
+  # samples above the threshold).
   today.protocol_version = 1
-  today.arms = tuple(a for a in today.arms if a != "noise_matched_online")
+  today.arms = tuple(a for a in today.arms if a not in ("noise_matched_online", "fixmatch"))
+  today.arm_settings.vae_pool.balanced = today.arm_settings.gan_pool.balanced = False
   today = json.loads(today.to_json())
   assert records.upgrade_config(recorded) == today
 

@@ -30,6 +30,8 @@ def _only(**strengths):
     lambda: augment.classical_fn(_only(flip=True, translate=3, rotate_degrees=30.0,
                                        brightness=0.5, contrast=0.5)),
     lambda: augment.noise_fn(augment.noise_config()),
+    lambda: augment.shift_fn(2),                            # FixMatch's weak augmentation
+    lambda: augment.strong_fn(augment.strong_config()),     # and its strong one
 ])
 def test_transforms_keep_shape_and_range_and_are_deterministic_per_key(make):
   chex.clear_trace_counter()
@@ -176,3 +178,19 @@ def test_online_arms_compile_once_and_transform_anew_every_step(arm):
   for a in outs:
     assert not np.allclose(a[:n], x[:n])
     np.testing.assert_array_equal(a[n:], x[n:])  # the rest of the batch is left as drawn
+
+
+def test_strong_augmentation_cuts_out_a_grey_square():
+  """With only the cutout on, each image keeps its pixels but for one square (clipped at
+  the border) of the fill value."""
+  cfg = augment.strong_config()
+  cfg.translate, cfg.rotate_degrees, cfg.brightness, cfg.contrast, cfg.noise_std = 0, 0.0, 0.0, 0.0, 0.0
+  x, _ = _images(16)
+  out = np.asarray(augment.strong_fn(cfg)(jax.random.key(2), x))
+  changed = out != x
+  np.testing.assert_array_equal(out[changed], cfg.cutout_fill)
+  for mask in changed[..., 0]:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    assert len(rows) <= cfg.cutout and len(cols) <= cfg.cutout
+  sizes = (out == cfg.cutout_fill).reshape(16, -1).sum(1)
+  assert sizes.max() == cfg.cutout ** 2  # a square wholly inside the image somewhere

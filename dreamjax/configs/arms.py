@@ -110,7 +110,9 @@ class Arm:
   image_steps)``: the classifier's starting weights. ``generate_seeds(ctx, arm,
   seeds, splits, keys) -> {seed: Generated}``: the same sets as ``generate`` seed
   by seed, made together. Each is a callable or ``"module:function"``; ``arm`` is
-  this entry. ``variants(arm, settings)`` expands one entry into several cells
+  this entry. ``unlabeled(ctx, arm) -> train.Unlabeled``: unlabeled images and the
+  loss term a batch of them adds to every train step (semi-supervised arms).
+  ``variants(arm, settings)`` expands one entry into several cells
   (``dream_sweep@0.2``, ...). ``settings`` are the defaults a config may override;
   ``check(settings)`` returns what is wrong with them (``[(field, must be), ...]``).
   """
@@ -124,6 +126,7 @@ class Arm:
   transform: Callable[..., Any] | str | None = None
   init: Callable[..., Any] | str | None = None
   generate_seeds: Callable[..., Any] | str | None = None
+  unlabeled: Callable[..., Any] | str | None = None
   variants: Callable[..., list[str]] | None = None
   check: Callable[[Any], list[tuple[str, str]]] | None = None
   needs_baseline: bool = False     # uses the seed's baseline classifier
@@ -141,7 +144,8 @@ class Arm:
     return self.generate is not None
 
   def fn(self, role: str) -> Callable[..., Any] | None:
-    """The callable of ``role`` (generate, transform, init, generate_seeds), resolved."""
+    """The callable of ``role`` (generate, transform, init, generate_seeds, unlabeled),
+    resolved."""
     ref = getattr(self, role)
     if ref is None or callable(ref):
       return ref
@@ -263,6 +267,19 @@ def _matched_dream(s) -> list[tuple[str, str]]:
   return [] if int(s.num_images) >= 2 else [("num_images", "a whole number >= 2")]
 
 
+def _pool_generator_settings(s) -> list[tuple[str, str]]:
+  return _positive_steps(s) or (
+      [] if isinstance(s.balanced, bool) else [("balanced", "True or False")])
+
+
+def _fixmatch_settings(s) -> list[tuple[str, str]]:
+  if not (int(s.mu) == s.mu and s.mu >= 1):
+    return [("mu", "a whole number >= 1 (unlabeled images per labeled one in a step)")]
+  if not 0 <= s.threshold <= 1:
+    return [("threshold", "in [0, 1]")]
+  return [] if s.lambda_u >= 0 else [("lambda_u", ">= 0")]
+
+
 def _sweep_variants(arm: Arm, s) -> list[str]:
   return [f"{arm.name}@{float(x):g}" for x in s.strengths]
 
@@ -283,9 +300,12 @@ def _generator(family: str, data: str, steps: int, doc: str) -> Arm:
     return Arm(name, "generator", "generator", doc, source=Generator(family, data),
                settings={"steps": steps}, generate=f"{_GEN}:small_generator",
                generate_seeds=f"{_GEN}:small_generators", check=_positive_steps)
+  # balanced: the pseudo-labeled samples kept are the most confident of each class, at
+  # most M·N/classes per class, so the classes the labeler finds easy cannot crowd out
+  # the rest (False: every sample above the threshold, in the order drawn).
   return Arm(name, "generator", "generator", doc, source=Generator(family, data),
-             settings={"steps": steps}, generate=f"{_GEN}:pool_generator",
-             check=_positive_steps, needs_baseline=True)
+             settings={"steps": steps, "balanced": True}, generate=f"{_GEN}:pool_generator",
+             check=_pool_generator_settings, needs_baseline=True)
 
 
 register(Arm("baseline", "reference", "reference", "the N labeled images alone"))
@@ -334,6 +354,16 @@ register(Arm("self_training", "semi", "semi", "pool images pseudo-labeled by the
              " it is confident, plus online classical augmentation", source=Pool(),
              generate=f"{_GEN}:self_training", transform=f"{_GEN}:classical_online",
              needs_baseline=True))
+# mu: 3 unlabeled images per labeled one, where the paper takes 7: each unlabeled image
+# costs a weak forward pass, a strong augmentation and a gradient pass, so a step's cost
+# grows with mu, and 7 would make the cell several times dearer again on a CPU
+# (docs/methods.md, FixMatch).
+register(Arm("fixmatch", "semi", "semi", "FixMatch (Sohn et al. 2020): every step adds mu·B"
+             " pool images, each strong augmentation trained towards the current model's"
+             " confident label of a weak one", source=Pool(),
+             settings={"mu": 3, "threshold": 0.95, "lambda_u": 1.0},
+             transform=f"{_GEN}:fixmatch_weak", unlabeled=f"{_GEN}:fixmatch",
+             check=_fixmatch_settings))
 register(Arm("ae_pretrain", "transfer", "transfer", "classifier trunk pretrained as an"
              " autoencoder on the pool", source=Pretrained("ae"), settings={"steps": 2000},
              init=f"{_GEN}:pretrained_init", check=_positive_steps))

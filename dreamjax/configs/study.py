@@ -163,6 +163,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.pool_subset = 2000
     c.pseudo_label_threshold = 0.0  # tiny models are never confident: keep every sample
     c.self_training.threshold = 0.0
+    c.arm_settings.fixmatch.threshold = 0.0  # so the unlabeled term of its tiny cell is not empty
     c.self_training.max_images = 200
     c.quality_gate = 0.0
     c.generator_cache = False

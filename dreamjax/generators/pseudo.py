@@ -37,6 +37,24 @@ def pseudo_label(model, variables, images, *, threshold: float, batch_size: int 
   return images[keep], probs.argmax(-1)[keep].astype(np.int32), float(keep.mean())
 
 
+def balanced_selection(probs: np.ndarray, *, per_class: int, threshold: float) -> np.ndarray:
+  """Rows to keep of class probabilities ``probs [N, classes]``, class-balanced.
+
+  Each row's pseudo-label is its arg-max class and its confidence its top
+  probability. Of the rows whose confidence reaches ``threshold``, the
+  ``per_class`` most confident of each pseudo-label are kept (ties: the earlier
+  row), so a class the labeler finds easy cannot crowd out the others; a class
+  with fewer such rows keeps them all. Returns their positions, sorted.
+  """
+  probs = np.asarray(probs)
+  confidence, label = probs.max(-1), probs.argmax(-1)
+  chosen = [np.zeros((0,), np.int64)]
+  for c in range(probs.shape[-1]):
+    of_class = np.flatnonzero((label == c) & (confidence >= threshold))
+    chosen.append(of_class[np.argsort(-confidence[of_class], kind="stable")][:int(per_class)])
+  return np.sort(np.concatenate(chosen))
+
+
 def probabilities(model, variables, images, *, batch_size: int = 1000,
                   mesh: Mesh | None = None) -> np.ndarray:
   """Softmax class probabilities ``[N, classes]`` of ONE model, chunked over ``mesh``."""

@@ -187,7 +187,14 @@ def measures_robustness(config, cell: Cell) -> bool:
                         or claims.measures_robustness(cell.arm))
 
 
-def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
+def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -> dict[str, Any]:
+  """Trains and measures one cell; returns its results.jsonl record.
+
+  ``train_labels``: every label of the official training split, pool images'
+  included. They measure the pseudo-labels of an arm whose images are real pool
+  images (:func:`pseudo_label_accuracy`) after its set is made; the arm's
+  functions receive only ``ctx``, which holds no pool label.
+  """
   cfg = ctx.config
   arm = arms_lib.get(cell.arm)
   t_cell = time.perf_counter()
@@ -195,13 +202,14 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
   gen_seconds = float(sum(g.seconds for g in generated.values()))
   transform = arm.fn("transform")(ctx, cell.arm) if arm.transform else None
   transform_info = getattr(transform, "info", None)  # what a transform measured of itself
+  unlabeled = arm.fn("unlabeled")(ctx, cell.arm) if arm.unlabeled else None
   init_fn, pre_seconds, pre_steps = (arm.fn("init")(ctx, cell.arm) if arm.init
                                      else (None, 0.0, 0))
   if cell.arm == "baseline" and ctx.baseline is not None:
     res = ctx.baseline
   else:
     res = ctx.fit(cell.folder, *ctx.training_sets(generated), transform=transform,
-                  init_fn=init_fn)
+                  init_fn=init_fn, unlabeled=unlabeled)
   acc = evaluate.accuracy(ctx.model, res.state.variables, ctx.test.test_images,
                           ctx.test.test_labels, mesh=ctx.mesh)
   record = {"cell": cell.key, "arm": cell.arm, "base_arm": arm.name, "budget": cell.budget,
@@ -212,6 +220,8 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
     record["robust_accuracy"] = robustness(ctx, res.state.variables, cell.budget)
   if transform_info:
     record["transform_info"] = transform_info
+  if unlabeled is not None:
+    record["unlabeled_info"] = dict(unlabeled.info)
   if arms_lib.variant_value(cell.arm) is not None:
     record["strength"] = arms_lib.variant_value(cell.arm)
   record.update(_quality(ctx, generated))
@@ -222,6 +232,11 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
   first = generated[ctx.seeds[0]].info if generated else {}
   record["generation"] = {k: _mean_info([g.info for g in generated.values()], k)
                           for k in first if isinstance(first.get(k), (int, float))}
+  if first.get("kept_per_class") is not None:  # one list per seed: how balanced each set is
+    record["generation"]["kept_per_class"] = [g.info.get("kept_per_class")
+                                              for g in generated.values()]
+  if generated and isinstance(arm.source, arms_lib.Pool) and train_labels is not None:
+    record["pseudo_label_accuracy"] = pseudo_label_accuracy(generated, train_labels)
   if first.get("history"):
     record["generator_history"] = first["history"]  # seed 0's (or the shared) generator
   record["timing"] = {"gen_seconds": gen_seconds + pre_seconds, "train_seconds": res.seconds,
@@ -234,7 +249,31 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
   gen_steps = np.mean([g.info.get("image_steps", 0) for g in generated.values()] or [0])
   record["cost"] = {"gen_image_steps": int(gen_steps) + int(pre_steps),
                     "train_image_steps": int(ctx.train_cfg.steps) * int(cfg.train.batch_size)}
+  if unlabeled is not None:
+    # Each unlabeled image drawn goes through the gradient step (its strong copy) and
+    # a forward pass (its weak copy, counted apart: no gradient flows through it).
+    u_steps = int(ctx.train_cfg.steps) * int(unlabeled.batch_size)
+    record["cost"]["unlabeled_image_steps"] = u_steps
+    record["cost"]["unlabeled_forward_images"] = u_steps
+    record["cost"]["train_image_steps"] += u_steps
   return record
+
+
+def pseudo_label_accuracy(generated: dict[int, Generated], train_labels: np.ndarray
+                          ) -> list[float | None]:
+  """Per seed: the share of a set's real training images (``source_index >= 0``) whose
+  label is their withheld true label; None for a seed with none.
+
+  A measurement only, made after the set exists. Generated samples have no true
+  label; the oracle's agreement with their pseudo-labels is their label
+  preservation.
+  """
+  out = []
+  for g in generated.values():
+    real = np.asarray(g.source_index) >= 0
+    truth = np.asarray(train_labels)[np.asarray(g.source_index)[real]]
+    out.append(float(np.mean(np.asarray(g.labels)[real] == truth)) if real.any() else None)
+  return out
 
 
 def robustness(ctx: Context, variables_K, budget: int) -> dict[str, list[float]]:

@@ -87,17 +87,19 @@ class Context:
       raise RuntimeError("the baseline is not trained yet; arms that need it run after it.")
     return self.model, unstack(self.baseline.state.variables, self.seeds.index(seed))
 
-  def fit(self, folder: str, images, labels, counts, *, transform=None, init_fn=None):
+  def fit(self, folder: str, images, labels, counts, *, transform=None, init_fn=None,
+          unlabeled=None):
     """Trains the budget's classifier on one cell's training sets, every seed at once.
 
     ``folder`` (the cell's, under the workdir) keeps its checkpoint and
-    TensorBoard events and names the run in its fingerprint.
+    TensorBoard events and names the run in its fingerprint. ``unlabeled``: a
+    :class:`dreamjax.train.Unlabeled` term of every step (semi-supervised arms).
     """
     arm = folder.split("/", 1)[1].replace("_at_", "@")
     folder = self.path(folder)
     return train.fit(self.model, self.train_cfg, images, labels, counts=counts,
                      seeds=self.seeds, mesh=self.mesh, image_shape=self.image_shape,
-                     init_fn=init_fn, batch_transform=transform,
+                     init_fn=init_fn, batch_transform=transform, unlabeled=unlabeled,
                      val=(self.test.val_images, self.test.val_labels),
                      checkpoint_dir=os.path.join(folder, "checkpoint"),
                      metrics_dir=os.path.join(folder, metrics.LOGDIR),

@@ -189,19 +189,54 @@ def self_training(ctx, arm, seed, s, key) -> Generated:
   probs = generators.probabilities(model, variables, pool, mesh=ctx.mesh)
   confidence, label = probs.max(-1), probs.argmax(-1).astype(np.int32)
   per_class = max(int(st.max_images) // ctx.num_classes, 1)
-  chosen = []
-  for c in range(ctx.num_classes):
-    of_class = np.flatnonzero((label == c) & (confidence >= st.threshold))
-    chosen.append(of_class[np.argsort(-confidence[of_class], kind="stable")][:per_class])
-  idx = np.sort(np.concatenate(chosen))
+  idx = generators.balanced_selection(probs, per_class=per_class, threshold=st.threshold)
   if not len(idx):
     raise ConfigError(f"{arm}: no pool image reached self_training.threshold={st.threshold};"
                       " lower it.")
   pool_index = ctx.splits[ctx.seeds.index(seed)].pool_index
   info = {"threshold": float(st.threshold), "kept": int(len(idx)),
           "confident_fraction": float(np.mean(confidence >= st.threshold)),
-          "image_steps": 0}
+          "kept_per_class": _per_class(label[idx], ctx.num_classes), "image_steps": 0}
   return Generated(pool[idx], label[idx], pool_index[idx], time.perf_counter() - t0, info)
+
+
+def fixmatch(ctx, arm):
+  """FixMatch's unlabeled term (Sohn et al. 2020): each seed's own pool, images only.
+
+  Every train step draws ``mu·B`` of the seed's pool images beside its labeled
+  batch; :func:`dreamjax.semi.fixmatch_loss` pseudo-labels their weak copies
+  (a flip-free shift) with the model in training and trains their strong
+  copies (:func:`dreamjax.augment.strong_fn`) towards the labels whose
+  confidence reaches ``threshold``. The pool's labels are not in the context.
+  """
+  from dreamjax import augment, semi, train  # pylint: disable=g-import-not-at-top
+  settings = arms_lib.settings(ctx.config, arm)
+  pools = [ctx.pool_images(seed) for seed in ctx.seeds]
+  n = max(len(p) for p in pools)
+  images = np.zeros((len(pools), n, *ctx.image_shape), np.float32)
+  for i, p in enumerate(pools):
+    images[i, :len(p)] = p
+  loss = semi.fixmatch_loss(_weak(), augment.strong_fn(augment.strong_config()),
+                            float(settings.threshold), float(settings.lambda_u))
+  batch = int(settings.mu) * int(ctx.train_cfg.batch_size)
+  return train.Unlabeled(images, batch, loss, counts=np.asarray([len(p) for p in pools]),
+                         info={"mu": int(settings.mu), "threshold": float(settings.threshold),
+                               "lambda_u": float(settings.lambda_u), "batch_size": batch,
+                               "pool_images": int(n)})
+
+
+def fixmatch_weak(ctx, arm):
+  """FixMatch's weak augmentation of every labeled image of a batch, as the paper's
+  labeled loss takes it."""
+  from dreamjax import augment  # pylint: disable=g-import-not-at-top
+  return augment.online_transform(_weak(), 1.0)
+
+
+def _weak():
+  """FixMatch's weak augmentation: the classical transform's shift alone (no flip, which
+  the classical transform leaves off for Fashion-MNIST)."""
+  from dreamjax import augment  # pylint: disable=g-import-not-at-top
+  return augment.shift_fn(int(augment.classical_config().translate))
 
 
 # --- generators -----------------------------------------------------------------
@@ -245,22 +280,74 @@ def small_generators(ctx, arm, seeds, splits, keys) -> dict[int, Generated]:
   return out
 
 
+# Sampling rounds of a pool generator arm before it keeps what it has.
+POOL_ROUNDS = 8
+
+
 def pool_generator(ctx, arm, seed, s, key) -> Generated:
   """Unconditional VAE/GAN trained on the unlabeled pool, pseudo-labeled.
 
   Labels come from the seed's baseline classifier, keeping samples whose
-  confidence reaches ``pseudo_label_threshold``; sampling repeats (up to 8
-  rounds) until M·N images are kept.
+  confidence reaches ``pseudo_label_threshold``. With the arm's ``balanced``
+  setting (the default) the kept samples are the most confident of each class,
+  at most M·N / classes per class (:func:`dreamjax.generators.balanced_selection`),
+  and sampling repeats (up to ``POOL_ROUNDS`` rounds of M·N samples) until every
+  class is filled; a class the generator rarely makes may stay short. Without
+  it, the first M·N samples above the threshold are kept, whatever their class.
   """
-  from dreamjax import generators  # pylint: disable=g-import-not-at-top
   kind = arms_lib.get(arm).source.family
   gcfg, params, train_seconds, history = artefacts.pool_generator(ctx, arm)
   model, variables = ctx.baseline_model(seed)
   want = len(s.labeled_labels) * ctx.copies
   threshold = ctx.config.pseudo_label_threshold
   t0 = time.perf_counter()
+  if arms_lib.settings(ctx.config, arm).get("balanced", True):
+    x, y, info = _balanced_samples(ctx, kind, gcfg, params, model, variables, want, threshold,
+                                   key)
+  else:
+    x, y, info = _first_samples(ctx, kind, gcfg, params, model, variables, want, threshold,
+                                key)
+  if len(y) == 0:
+    raise ConfigError(f"{arm}: no generated image reached pseudo_label_threshold={threshold};"
+                      " lower the threshold.")
+  info.update({"pseudo_label_threshold": threshold,
+               "kept_per_class": _per_class(y, ctx.num_classes),
+               "generator_train_seconds": train_seconds, "history": history,
+               "image_steps": int(gcfg.steps) * _generator_batch(gcfg)})
+  return Generated(x, y, np.full(len(y), -1, np.int64), time.perf_counter() - t0 + train_seconds,
+                   info)
+
+
+def _balanced_samples(ctx, kind, gcfg, params, model, variables, want, threshold, key):
+  """(images, pseudo-labels, info): the most confident samples of each class, at most
+  ``want / classes`` each, over as many rounds as it takes to fill every class."""
+  from dreamjax import generators  # pylint: disable=g-import-not-at-top
+  per_class = max(want // ctx.num_classes, 1)
+  kept_x = np.zeros((0, *ctx.image_shape), np.float32)
+  kept_p = np.zeros((0, ctx.num_classes), np.float32)
+  drawn = confident = 0
+  for r in range(POOL_ROUNDS):
+    x = generators.SAMPLE[kind](gcfg, params, jax.random.fold_in(key, r), num=want,
+                                mesh=ctx.mesh)
+    p = generators.probabilities(model, variables, x, mesh=ctx.mesh)
+    drawn += len(x)
+    confident += int(np.sum(p.max(-1) >= threshold))
+    # The top of each class over every round so far: the top of the kept and the new.
+    x, p = np.concatenate([kept_x, x]), np.concatenate([kept_p, p])
+    idx = generators.balanced_selection(p, per_class=per_class, threshold=threshold)
+    kept_x, kept_p = x[idx], p[idx]
+    if np.all(np.bincount(kept_p.argmax(-1), minlength=ctx.num_classes) >= per_class):
+      break
+  info = {"balanced": True, "per_class_target": per_class, "rounds": r + 1,
+          "kept_fraction": confident / max(drawn, 1)}
+  return kept_x, kept_p.argmax(-1).astype(np.int32), info
+
+
+def _first_samples(ctx, kind, gcfg, params, model, variables, want, threshold, key):
+  """(images, pseudo-labels, info): the first ``want`` samples above the threshold."""
+  from dreamjax import generators  # pylint: disable=g-import-not-at-top
   kept_x, kept_y, drawn = [], [], 0
-  for r in range(8):
+  for r in range(POOL_ROUNDS):
     x = generators.SAMPLE[kind](gcfg, params, jax.random.fold_in(key, r), num=want,
                                 mesh=ctx.mesh)
     xk, yk, _ = generators.pseudo_label(model, variables, x, threshold=threshold, mesh=ctx.mesh)
@@ -271,15 +358,13 @@ def pool_generator(ctx, arm, seed, s, key) -> Generated:
       break
   x = np.concatenate(kept_x)[:want]
   y = np.concatenate(kept_y)[:want].astype(np.int32)
-  if len(y) == 0:
-    raise ConfigError(f"{arm}: no generated image reached pseudo_label_threshold={threshold};"
-                      " lower the threshold.")
-  info = {"pseudo_label_threshold": threshold,
-          "kept_fraction": sum(len(v) for v in kept_y) / max(drawn, 1),
-          "generator_train_seconds": train_seconds, "history": history,
-          "image_steps": int(gcfg.steps) * _generator_batch(gcfg)}
-  return Generated(x, y, np.full(len(y), -1, np.int64), time.perf_counter() - t0 + train_seconds,
-                   info)
+  return x, y, {"balanced": False, "rounds": r + 1,
+                "kept_fraction": sum(len(v) for v in kept_y) / max(drawn, 1)}
+
+
+def _per_class(labels, num_classes: int) -> list[int]:
+  """How many of ``labels`` each class has."""
+  return np.bincount(np.asarray(labels, np.int64), minlength=num_classes).tolist()
 
 
 def _generator_batch(gcfg) -> int:

@@ -57,6 +57,11 @@ ONLINE_PIXEL_OPS = 0.1
 # rotation pretext trains the trunk alone. Rounded from the recorded cell times of a
 # published study.
 MODEL_STEP = {"vae": 2.0, "gan": 3.0, "ae": 4.0, "pretext": 2.0}
+# Extra cost, in plain training steps, of each batch-sized share of a semi-supervised
+# step's unlabeled batch (FixMatch's mu): its weak copy's forward pass, its strong
+# augmentation (a rotation is dear on a CPU), its strong copy's forward and gradient
+# passes. Rounded from timed steps of the study's classifier (docs/methods.md, FixMatch).
+UNLABELED_SHARE = 2.5
 # Gradient passes per image of the C3 alignment: two dream directions and two attack
 # directions, the PGD one of ``ALIGNMENT_PGD_STEPS`` steps, untargeted and targeted.
 ALIGNMENT_PGD_STEPS = 10
@@ -121,6 +126,8 @@ def generator_work(config, name: str) -> float:
 def transform_factor(config, name: str) -> float:
   """Cost of one of the arm's training steps over a plain one."""
   arm = arms_lib.get(name)
+  if arm.unlabeled is not None:  # mu·B unlabeled images beside each labeled batch
+    return 1.0 + UNLABELED_SHARE * float(arms_lib.settings(config, name).get("mu", 1))
   if arm.transform is None:
     return 1.0
   if isinstance(arm.source, arms_lib.Attack):

@@ -80,7 +80,7 @@ def _recheck(config, raw, done, key, cell, where, log) -> dict[str, Any]:
   mesh = sharding.make_mesh()
   oracle = context_lib.oracle(config, raw, where, mesh, log)
   record = jsonable(runner.run_job(cell, runner.context_getter(
-      config, raw, where, mesh, oracle, {}, cell, log)))
+      config, raw, where, mesh, oracle, {}, cell, log), raw.train_labels))
   fileio.append_jsonl(os.path.join(where, runner.RESULTS), record)
   diffs = [(f"{key}{p}", x, y) for p, x, y in record_differences(done[key], record)]
   if "oracle" in done:

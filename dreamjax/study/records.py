@@ -95,14 +95,24 @@ def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
   return _with_new_arms({**cfg, "arm_settings": settings})
 
 
+# Settings added to arms after workdirs were made, with the value that computes what
+# those workdirs computed: the pool generators kept the first samples above the
+# threshold before they kept the most confident of each class.
+ADDED_SETTINGS = {"balanced": False}
+
+
 def _with_new_arms(cfg: dict[str, Any]) -> dict[str, Any]:
   """Arms registered after a workdir was made read as having their default settings
-  there (none of its cells ran them)."""
+  there (none of its cells ran them); a setting added to an arm it ran reads as
+  :data:`ADDED_SETTINGS` says."""
   if "arm_settings" not in cfg:
     return cfg
   from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
   defaults = json.loads(arms_lib.settings_config().to_json())
-  return {**cfg, "arm_settings": {**defaults, **cfg["arm_settings"]}}
+  recorded = {arm: {**{f: v for f, v in ADDED_SETTINGS.items()
+                       if f in defaults.get(arm, {}) and f not in given}, **given}
+              for arm, given in cfg["arm_settings"].items()}
+  return {**cfg, "arm_settings": {**defaults, **recorded}}
 
 # Fields a config may widen to extend a finished study in place: every cell it
 # already holds was computed exactly as the wider config would compute it.

@@ -205,11 +205,14 @@ def job_order(config, cells: list[Cell], with_alignment: bool) -> list[Cell]:
   return jobs + [c for c in cells if not c.main]
 
 
-def run_job(cell: Cell, get_context: Callable[[], Any]) -> dict[str, Any]:
+def run_job(cell: Cell, get_context: Callable[[], Any],
+            train_labels: Any = None) -> dict[str, Any]:
   """One job's results.jsonl record; a failure of the cell (not of the job) is recorded.
 
   ``get_context`` builds or fetches the budget's context inside the guard, so a
   baseline that fails to train fails the cells that need it, not the study.
+  ``train_labels`` (the raw training split's) measure pool pseudo-labels
+  (:func:`dreamjax.study.cells.run_cell`); no arm receives them.
   """
   counter = metrics.CompileCounter()
   try:
@@ -218,7 +221,7 @@ def run_job(cell: Cell, get_context: Callable[[], Any]) -> dict[str, Any]:
       if cell.job == ALIGNMENT:
         record = alignment_cell(ctx)
       else:
-        record = run_cell(dataclasses.replace(ctx, copies=cell.copies), cell)
+        record = run_cell(dataclasses.replace(ctx, copies=cell.copies), cell, train_labels)
     record.setdefault("timing", {})["xla"] = counter.to_dict()
   except (KeyboardInterrupt, DistributedError, DiskFullError):
     raise  # the job, not this cell: a rerun resumes here
@@ -265,7 +268,7 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, c
         continue
       bar.start(cell.key)
       record = run_job(cell, context_getter(config, raw, workdir, mesh, oracle, contexts,
-                                            cell, log))
+                                            cell, log), raw.train_labels)
       if record["status"] != "ok":
         log(f"{cell.key} FAILED: {record['error']}")
       fileio.append_jsonl(os.path.join(workdir, RESULTS), jsonable(record))
