@@ -90,8 +90,8 @@ RULES = {
           " (Holm over the two) beats the baseline AND beats stored noise copies (extra images"
           " that carry no new information; paired CI above zero); not supported if both have"
           " CIs below +margin against the baseline and pass the quality gate; else"
-          " inconclusive. self_training, the same pool without a generator, is reported as the"
-          " yardstick, and pool − small differences beside it.",
+          " inconclusive. self_training and fixmatch, the same pool without a generator, are"
+          " reported as the yardstick, and pool − small differences beside it.",
     "C7": "supported if the better of ae_pretrain / pretext_transfer beats the baseline"
           " (paired CI above zero), is at least as accurate as the best of vae_pool / gan_pool"
           " (paired CI above −margin) and costs no more (image-steps of generation or"
@@ -110,10 +110,10 @@ _READS = {
            "noise", "pgd_train", "classical_online", "deep_dream_online"),
     "C3": ("dream_subtle", "dream_strong", "dream_logit", "pgd"),
     "C4": ("vae_small", "gan_small", "baseline", "classical_online"),
-    "C6": ("vae_pool", "gan_pool", "baseline", "noise", "self_training", "vae_small",
-           "gan_small"),
+    "C6": ("vae_pool", "gan_pool", "baseline", "noise", "self_training", "fixmatch",
+           "vae_small", "gan_small"),
     "C7": ("ae_pretrain", "pretext_transfer", "vae_pool", "gan_pool", "baseline",
-           "self_training"),
+           "self_training", "fixmatch"),
 }
 # Claims that read robust accuracy: the cells of the arms they read measure it.
 READS_ROBUSTNESS = ("C2",)
@@ -427,8 +427,8 @@ def c6(cells: Cells, margin: float, vae: str = "vae_pool", gan: str = "gan_pool"
   numbers = "; ".join(f"Δacc({a} − baseline) {_pp(d[a])} (p_Holm {adjusted[a].p_adjusted:.3f});"
                       f" Δacc({a} − {null}) {_pp(over_null[a])}" for a in pools)
   numbers += _quality_text(cells, *pools)
-  for a, b in (("self_training", "baseline"), ("vae_pool", "vae_small"),
-               ("gan_pool", "gan_small")):
+  for a, b in (("self_training", "baseline"), ("fixmatch", "baseline"),
+               ("vae_pool", "vae_small"), ("gan_pool", "gan_small")):
     if cells.ok(a) and cells.ok(b) and a not in pools + (null,):
       numbers += f"; Δacc({a} − {b}) {_pp(cells.diff(a, b))}"
   return _verdict("C6", arms, numbers, verdict)
@@ -461,8 +461,9 @@ def c7(cells: Cells, margin: float, ae: str = "ae_pretrain",
              f" {_cost(cells, best_g) / 1e6:.2f}M image-steps per seed (generation/pretraining"
              f" + training; {seconds(best_t):.0f}s vs {seconds(best_g):.0f}s on the machine that"
              " ran them)")
-  if cells.ok("self_training") and best_t != "self_training":
-    numbers += f"; Δacc(self_training − {best_t}) {_pp(cells.diff('self_training', best_t))}"
+  for yardstick in ("self_training", "fixmatch"):  # what the pool gives without a generator
+    if cells.ok(yardstick) and best_t != yardstick:
+      numbers += f"; Δacc({yardstick} − {best_t}) {_pp(cells.diff(yardstick, best_t))}"
   return _verdict("C7", arms, numbers, verdict)
 
 
