@@ -79,11 +79,12 @@ def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
   study-wide tables keyed by arm name (``dream_presets``, ``generator_steps``,
   ``dream_sweep_strengths``) read as the arms' ``arm_settings``: ``dream_online``
   dreamed with ``dream_subtle``'s preset, and an empty sweep list meant the dream
-  configs' default sweep.
+  configs' default sweep. Arms registered since, and the ``pool_dreamer`` block,
+  read as today's defaults.
   """
   cfg = {**ADDED_FIELDS, **cfg}
   if "arm_settings" in cfg or "dream_presets" not in cfg:
-    return cfg
+    return _with_arms_added_since(cfg)
   from dreamjax.configs import dream as dream_configs  # pylint: disable=g-import-not-at-top
   presets = cfg.pop("dream_presets")
   steps = cfg.pop("generator_steps", {})
@@ -92,7 +93,20 @@ def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
   settings["dream_online"] = {"preset": presets["dream_subtle"]}
   settings["dream_sweep"] = {"strengths": strengths}
   settings.update({arm: {"steps": n} for arm, n in steps.items()})
-  return {**cfg, "arm_settings": settings}
+  return _with_arms_added_since({**cfg, "arm_settings": settings})
+
+
+def _with_arms_added_since(cfg: dict[str, Any]) -> dict[str, Any]:
+  """Arms registered after a workdir was made computed nothing in it: their settings,
+  and the deep dreamer's block they share, read as today's defaults, so a config that
+  adds those arms only widens the study (``arms`` is :data:`EXTENSIBLE`)."""
+  from dreamjax.configs import arms, dreamer  # pylint: disable=g-import-not-at-top
+  if "arm_settings" not in cfg:
+    return cfg
+  defaults = json.loads(arms.settings_config().to_json())
+  added = {name: s for name, s in defaults.items() if name not in cfg["arm_settings"]}
+  cfg = {**cfg, "arm_settings": {**cfg["arm_settings"], **added}}
+  return {"pool_dreamer": json.loads(dreamer.get_config().to_json()), **cfg}
 
 # Fields a config may widen to extend a finished study in place: every cell it
 # already holds was computed exactly as the wider config would compute it.
