@@ -77,7 +77,10 @@ def test_a_dream_through_the_deep_dreamer_costs_more_and_its_pretraining_is_char
   cfg, jobs = _jobs("quick")
   costs = progress.job_costs(cfg, jobs)
   factor = progress.dreamer_factor(cfg, "deep_dream_subtle")
-  assert factor > 5 and progress.dreamer_factor(cfg, "dream_subtle") == 1.0
+  assert factor == progress.DREAMER_STEP > 1 and progress.dreamer_factor(cfg, "dream_subtle") == 1
+  wider = study_configs.get_config("quick")
+  wider.pool_dreamer.model.conv_features = (32, 64, 128, 128)
+  assert progress.dreamer_factor(wider, "deep_dream_subtle") > 2 * factor
   assert progress.dream_steps(cfg, "deep_dream_subtle") == factor * progress.dream_steps(
       cfg, "dream_subtle")
   assert progress.transform_factor(cfg, "deep_dream_online") > progress.transform_factor(

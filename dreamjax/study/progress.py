@@ -11,8 +11,8 @@ read from its arm (:func:`arm_kind`) and the config:
   made dearer by an online transform (a PGD attack or a dream of part of every
   batch costs its steps again for that part);
 * generation: one image-step per dream or attack step of each image made
-  (more through the deep pool dreamer, by its conv work over the classifier's,
-  whose pretraining is charged to the first job that dreams with it),
+  (``DREAMER_STEP`` through the deep pool dreamer, whose pretraining is
+  charged to the first job that dreams with it),
   a tenth of one per classical copy, ``MODEL_STEP`` per image of each
   generator or pretraining step (the arm's ``steps`` setting; per seed for the
   ``*_small`` generators, once per study for the pool generators and
@@ -59,6 +59,10 @@ ONLINE_PIXEL_OPS = 0.1
 # rotation pretext trains the trunk alone. Rounded from the recorded cell times of a
 # published study.
 MODEL_STEP = {"vae": 2.0, "gan": 3.0, "ae": 4.0, "pretext": 2.0}
+# Image-steps of one image through a step of the default pool dreamer (a dream step or a
+# pretraining step), rounded from a study's recorded cell times: XLA:CPU runs its wider
+# convolutions at a higher rate than the classifier's, so their work's ratio over-prices it.
+DREAMER_STEP = 1.5
 # Gradient passes per image of the C3 alignment: two dream directions and two attack
 # directions, the PGD one of ``ALIGNMENT_PGD_STEPS`` steps, untargeted and targeted.
 ALIGNMENT_PGD_STEPS = 10
@@ -113,7 +117,7 @@ def dream_steps(config, name: str) -> float:
 
 
 def conv_work(model_cfg, hw: tuple[int, int] = (28, 28)) -> float:
-  """Multiply-adds of a CNN's conv and first dense layer on one image (a cost ratio only:
+  """Multiply-adds of a CNN's conv and first dense layer on one image (for a ratio only:
   the image size hardly changes the ratio of two networks that pool alike)."""
   h, w = hw
   channels, total = 1, 0.0
@@ -128,12 +132,15 @@ def conv_work(model_cfg, hw: tuple[int, int] = (28, 28)) -> float:
 
 def dreamer_factor(config, name: str) -> float:
   """Cost of an image-step through the arm's dreaming network over the classifier's:
-  1 for the seed's own classifier, the conv work's ratio for the pool dreamer (its
-  config's model also prices a user's checkpoint)."""
+  1 for the seed's own classifier; for the pool dreamer ``DREAMER_STEP``, scaled by
+  the conv work of its network over the default one's (its config's network also
+  prices a user's checkpoint)."""
+  from dreamjax.configs import dreamer as dreamer_configs  # pylint: disable=g-import-not-at-top
   arm = arms_lib.get(name)
   if arm.source != arms_lib.Classifier("pool_dreamer") or "pool_dreamer" not in config:
     return 1.0
-  return max(conv_work(config.pool_dreamer.model) / conv_work(config.model), 1.0)
+  default = dreamer_configs.get_config().model
+  return DREAMER_STEP * conv_work(config.pool_dreamer.model) / conv_work(default)
 
 
 def dreamer_work(config, name: str) -> float:
