@@ -137,15 +137,22 @@ def _generator_step_flops(config, arm: str, kind: str, conditional: bool
 
 
 def _dream_flops_per_image(config, arm, model, units, count) -> float:
-  """FLOPs to dream one image with ``arm``'s settings: every octave's steps."""
+  """FLOPs to dream one image with ``arm``'s settings: every octave's steps (through the
+  pool dreamer for the arms whose source it is, by XLA's count in both modes)."""
   from dreamjax import dream  # pylint: disable=g-import-not-at-top
+  from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
   from dreamjax.dream import engine  # pylint: disable=g-import-not-at-top
   from dreamjax.study import generate  # pylint: disable=g-import-not-at-top
+  v = units["variables"]
+  if arms_lib.get(arm).source == arms_lib.Classifier("pool_dreamer"):
+    from dreamjax import dreamer  # pylint: disable=g-import-not-at-top
+    model, count = dreamer.model_of(config.pool_dreamer), "xla"
+    v = _one_model_variables(model)
   spec = dream.from_config(generate.dream_config(config, arm), model)
   if count == "model":  # the whole network's input gradient per step: an upper estimate
     return spec.total_steps * units["input_grad_image"]
   chunk = int(config.dream_chunk)
-  v, total = units["variables"], 0.0
+  total = 0.0
   for hw in dream.octave_shapes(IMAGE_SHAPE[:2], spec.octaves, spec.octave_scale):
     x = jax.ShapeDtypeStruct((chunk, *hw, IMAGE_SHAPE[2]), jnp.float32)
     step = lambda v, x, s, y, m, key, i: engine.ascent_step(  # noqa: E731

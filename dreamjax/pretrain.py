@@ -1,4 +1,4 @@
-"""Representation learning on the unlabeled pool, for claim C7.
+"""Representation learning on the unlabeled pool, for claim C7 and the deep dreamer.
 
 Two ways to give the classifier better first layers than a random init:
 
@@ -14,6 +14,11 @@ entries of a :class:`dreamjax.models.CNN` built from the same model config.
 :func:`init_fn` turns them into ``key -> variables`` for ``train.fit``: a fresh
 classifier whose conv layers are the pretrained ones and whose dense layers
 are new, then fine-tuned on the label budget.
+
+The deep dreamer (:mod:`dreamjax.dreamer`) is pretrained here too, as a whole
+network of any model config: by the rotation pretext
+(``train_rotation(..., whole=True)``) or contrastively (:func:`train_contrastive`,
+SimCLR). Every trainer here takes images alone, never labels.
 """
 
 import os
@@ -202,12 +207,15 @@ def _pretext_train_config(cfg) -> ml_collections.ConfigDict:
 
 def train_rotation(cfg, pool_images, key: jax.Array, model_cfg, image_shape, *,
                    progress=None, return_history: bool = False,
-                   mesh: jax.sharding.Mesh | None = None, metrics_dir: str | None = None):
-  """Trains the classifier (4-way head) to predict rotations of pool images.
+                   mesh: jax.sharding.Mesh | None = None, metrics_dir: str | None = None,
+                   whole: bool = False):
+  """Trains a CNN of ``model_cfg`` (4-way head) to predict rotations of pool images.
 
-  Returns the trunk variables (and the history when ``return_history``).
-  Trains with :func:`dreamjax.train.fit` over ``mesh`` (default: every
-  device); ``cfg.batch_size`` must be a multiple of its size.
+  Returns the trunk variables, or with ``whole`` every variable of the network
+  (the deep dreamer dreams through all of it), and the history when
+  ``return_history``. Only images are taken: the targets are the rotations
+  drawn inside the step. Trains with :func:`dreamjax.train.fit` over ``mesh``
+  (default: every device); ``cfg.batch_size`` must be a multiple of its size.
   """
   _validate(cfg, pool_images, image_shape)
   if image_shape[0] != image_shape[1]:
@@ -222,10 +230,93 @@ def train_rotation(cfg, pool_images, key: jax.Array, model_cfg, image_shape, *,
                      image_shape=tuple(image_shape), batch_transform=rotation_transform,
                      desc="rotation pretext", progress=progress, mesh=mesh,
                      metrics_dir=metrics_dir)
-  trunk = trunk_of(train.unstack(result.state.variables, 0))
+  variables = train.unstack(result.state.variables, 0)
+  trunk = variables if whole else trunk_of(variables)
   history = [{"step": r["step"], "loss": r["loss"][0], "accuracy": r["accuracy"][0]}
              for r in result.history]
   return (trunk, history) if return_history else trunk
+
+
+# ---------------------------------------------------------------- contrastive
+
+def nt_xent(z: jax.Array, temperature: float) -> tuple[jax.Array, jax.Array]:
+  """SimCLR's loss of ``z`` [2B, D], rows ``i`` and ``i + B`` two views of one image.
+
+  Returns (loss, accuracy): the mean cross-entropy of picking each row's
+  partner among the other 2B - 1 rows by cosine similarity / ``temperature``,
+  and how often the most similar row is the partner.
+  """
+  z = z / (jnp.linalg.norm(z, axis=-1, keepdims=True) + 1e-8)
+  n = z.shape[0]
+  sim = (z @ z.T) / temperature - 1e9 * jnp.eye(n, dtype=z.dtype)  # never oneself
+  partner = (jnp.arange(n) + n // 2) % n
+  loss = optax.softmax_cross_entropy_with_integer_labels(sim, partner).mean()
+  return loss, jnp.mean(jnp.argmax(sim, -1) == partner)
+
+
+def make_contrastive_step(model, tx, batch_size: int, augment_fn, temperature: float,
+                          mesh: jax.sharding.Mesh | None = None) -> Callable:
+  """``step(state, images, _, key) -> (state, metrics)``: two classical views of each
+  image of a sampled batch pulled together, every other image pushed away."""
+  mesh = sharding.default(mesh)
+
+  def loss_fn(params, batch_stats, views):
+    variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+    z, updates = model.apply(variables, views, train=True, mutable=["batch_stats"])
+    loss, accuracy = nt_xent(z, temperature)
+    return loss, (accuracy, updates.get("batch_stats", batch_stats))
+
+  def step(state, images, labels, key):
+    del labels  # The pool has none.
+    k_batch, k_a, k_b = jax.random.split(key, 3)
+    x, = sharding.sample_batch(mesh, k_batch, batch_size, images.shape[0], images)
+    views = sharding.constrain_rows(mesh, jnp.concatenate([augment_fn(k_a, x),
+                                                           augment_fn(k_b, x)]))
+    (loss, (accuracy, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], state["batch_stats"], views)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
+            "batch_stats": new_stats}, {"loss": loss, "accuracy": accuracy}
+
+  return step
+
+
+def train_contrastive(cfg, pool_images, key: jax.Array, model_cfg, image_shape, *,
+                      progress=None, return_history: bool = False,
+                      mesh: jax.sharding.Mesh | None = None, metrics_dir: str | None = None):
+  """Trains a CNN of ``model_cfg`` with SimCLR's objective on pool images (Chen et al. 2020).
+
+  The CNN's dense layers are the projection head and its output (of
+  ``cfg.projection_dim``) is what the loss compares; the views are
+  :func:`dreamjax.augment.classical_fn` of ``cfg.augment``, at temperature
+  ``cfg.temperature``. Images only, as :func:`train_rotation`. Returns every
+  variable of the network (and the history when ``return_history``).
+  """
+  from dreamjax import augment  # pylint: disable=g-import-not-at-top
+  _validate(cfg, pool_images, image_shape)
+  if not cfg.temperature > 0:
+    raise ConfigError(f"temperature={cfg.temperature} is invalid: must be > 0.")
+  augment.validate_classical(cfg.augment, image_shape, prefix="augment")
+  mesh = sharding.default(mesh)
+  sharding.check_divisible(mesh, int(cfg.batch_size))
+  model = models.make_model(model_cfg, int(cfg.projection_dim))
+  k_init, k_train = jax.random.split(key)
+  variables = models.init_variables(model, k_init, tuple(image_shape))
+  tx = train.make_optimizer(_pretext_train_config(cfg))
+  state = {"params": variables["params"], "opt_state": tx.init(variables["params"]),
+           "batch_stats": variables.get("batch_stats", {})}
+  step = common.compile_step(make_contrastive_step(
+      model, tx, int(cfg.batch_size), augment.classical_fn(cfg.augment),
+      float(cfg.temperature), mesh), mesh)
+  state, history = common.run_steps(step, state, np.asarray(pool_images, np.float32), None,
+                                    k_train, steps=int(cfg.steps), log_every=int(cfg.log_every),
+                                    desc="contrastive", progress=progress, mesh=mesh,
+                                    metrics_dir=metrics_dir)
+  variables = {"params": state["params"]}
+  if state["batch_stats"]:
+    variables["batch_stats"] = state["batch_stats"]
+  variables = jax.device_get(variables)
+  return (variables, history) if return_history else variables
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -137,12 +137,18 @@ def test_bad_settings_are_refused(field, value, name):
 
 
 def _study_online_transforms(model):
-  """The three online arms' transforms, built as the study builds them."""
+  """The four online arms' transforms, built as the study builds them (the deep dreamer
+  a fresh one of the tiny study's config: what matters here is that it is fixed)."""
+  from dreamjax import dreamer  # pylint: disable=g-import-not-at-top
   from dreamjax.configs import study as study_configs  # pylint: disable=g-import-not-at-top
   from dreamjax.dream import online  # pylint: disable=g-import-not-at-top
   from dreamjax.study import generate  # pylint: disable=g-import-not-at-top
   cfg = study_configs.get_config("tiny")
+  deep = dreamer.model_of(cfg.pool_dreamer)
   return {
+      "deep_dream_online": online.batch_transform(
+          deep, generate.dream_config(cfg, "deep_dream_online"), fraction=cfg.online_fraction,
+          variables=models.init_variables(deep, jax.random.key(7), (28, 28, 1))),
       "classical_online": augment.online_transform(
           augment.classical_fn(augment.classical_config()), cfg.online_fraction),
       "noise_online": augment.online_transform(augment.noise_fn(augment.noise_config()),
@@ -151,10 +157,12 @@ def _study_online_transforms(model):
                                              fraction=cfg.online_fraction)}
 
 
-@pytest.mark.parametrize("arm", ["classical_online", "noise_online", "dream_online"])
+@pytest.mark.parametrize("arm", ["classical_online", "noise_online", "dream_online",
+                                 "deep_dream_online"])
 def test_online_arms_compile_once_and_transform_anew_every_step(arm):
   """Inside the jitted step an online transform is traced once, and each step changes
-  its part of the batch anew (a new draw, or a dream of the model as it is now)."""
+  its part of the batch anew (a new draw, a dream of the model as it is now, or a
+  fresh jitter of the fixed deep dreamer's dream)."""
   chex.clear_trace_counter()
   model = models.make_model(common.model_config("tiny"), 10)
   transform = _study_online_transforms(model)[arm]
@@ -165,10 +173,13 @@ def test_online_arms_compile_once_and_transform_anew_every_step(arm):
       transform, n=1)))
   seen = jax.jit(transform)  # the same function on its own, to look at what a step sees
   state, xs, ys = on_mesh((state, jnp.asarray(x), jnp.asarray(y)))
-  outs = []
+  outs, initial = [], state
   for i in range(3):
     out, labels = seen(state, xs, ys, jax.random.key(i))
     outs.append(np.asarray(out))
+    if arm == "deep_dream_online" and i:  # through the fixed dreamer, not the classifier
+      np.testing.assert_array_equal(np.asarray(seen(initial, xs, ys, jax.random.key(i))[0]),
+                                    outs[-1])
     np.testing.assert_array_equal(np.asarray(labels), y)  # labels are kept
     state, metrics = step(state, xs, ys, 16, jax.random.key(i))
   chex.assert_tree_all_finite(metrics)

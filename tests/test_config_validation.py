@@ -21,7 +21,9 @@ STUDY_FIELDS = ["num_seeds", "copies", "primary_budget", "eval.robust_eps", "eva
                 "eval.robust_num_test", "eval.frechet_num_test", "attack.eps", "attack.pgd_steps",
                 "attack.train_steps", "attack.train_fraction", "pseudo_label_threshold",
                 "verdict_margin", "dream_chunk", "arm_settings.vae_pool.steps",
-                "arm_settings.pretext_transfer.steps"]
+                "arm_settings.pretext_transfer.steps", "pool_dreamer.steps",
+                "pool_dreamer.batch_size", "pool_dreamer.learning_rate",
+                "pool_dreamer.temperature", "pool_dreamer.projection_dim"]
 
 
 def _set(cfg, field, value):
@@ -87,6 +89,8 @@ def test_dream_settings_named(field, value, match):
     (("dream_subtle", "preset", "sublte"), "arm_settings.dream_subtle.preset"),
     (("dream_sweep", "strengths", (0.1, -1.0)), "arm_settings.dream_sweep.strengths"),
     (("gan_small", "steps", 0), "arm_settings.gan_small.steps"),
+    (("deep_dream_strong", "preset", "deeper"), "arm_settings.deep_dream_strong.preset"),
+    (("deep_dream_sweep", "layers", ()), "arm_settings.deep_dream_sweep.layers"),
 ])
 def test_arm_settings_are_checked_by_their_arm(override, named):
   cfg = study_configs.get_config("tiny")

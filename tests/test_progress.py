@@ -73,6 +73,29 @@ def test_pool_generator_cell_costs_more_than_baseline(preset):
   assert progress.transform_factor(cfg, "pgd_train") > progress.transform_factor(cfg, "baseline")
 
 
+def test_a_dream_through_the_deep_dreamer_costs_more_and_its_pretraining_is_charged_once():
+  cfg, jobs = _jobs("quick")
+  costs = progress.job_costs(cfg, jobs)
+  factor = progress.dreamer_factor(cfg, "deep_dream_subtle")
+  assert factor == progress.DREAMER_STEP > 1 and progress.dreamer_factor(cfg, "dream_subtle") == 1
+  wider = study_configs.get_config("quick")
+  wider.pool_dreamer.model.conv_features = (32, 64, 128, 128)
+  assert progress.dreamer_factor(wider, "deep_dream_subtle") > 2 * factor
+  assert progress.dream_steps(cfg, "deep_dream_subtle") == factor * progress.dream_steps(
+      cfg, "dream_subtle")
+  assert progress.transform_factor(cfg, "deep_dream_online") > progress.transform_factor(
+      cfg, "dream_online")
+  pretraining = progress.dreamer_work(cfg, "deep_dream_subtle")
+  assert pretraining > 0
+  # With a user's dreamer nothing is pretrained: only the first job that dreams
+  # through it (deep_dream_subtle, registered first) was charged for it.
+  cfg.pool_dreamer.checkpoint = "/a/users/dreamer.msgpack"
+  assert progress.dreamer_work(cfg, "deep_dream_subtle") == 0.0
+  without = progress.job_costs(cfg, jobs)
+  changed = {k: costs[k] - without[k] for k in costs if costs[k] != without[k]}
+  assert changed == {"N1000/deep_dream_subtle": pytest.approx(pretraining)}
+
+
 def test_longer_budget_training_costs_more():
   cfg, jobs = _jobs("conclusions")
   costs = progress.job_costs(cfg, jobs)

@@ -68,7 +68,7 @@ def test_tiny_study_writes_every_output(finished_study):
   for f in ("summary.csv", "REPORT.md", "claims.json", "figures/forest.png",
             "figures/exchange.png", "figures/robustness.png", "figures/generators.png",
             "figures/sweep.png", "figures/frechet.png", "figures/curves.png",
-            "figures/samples.png"):
+            "figures/samples.png", "figures/dreamers.png"):
     assert os.path.getsize(os.path.join(finished_study, f)) > 0, f
   report = open(os.path.join(finished_study, "REPORT.md")).read()
   for claim in ("C1", "C2", "C3", "C4", "C5", "C6", "C7"):
@@ -391,6 +391,48 @@ def test_pool_models_train_once_for_every_budget(tmp_path, real_data_dir):
   with pytest.raises(ConfigError, match="pool_budget"):
     cfg.pool_budget = 10 ** 6
     runner.run_study(cfg, str(tmp_path / "too_large"), log=log.append)
+
+
+def test_the_deep_dreamer_is_pretrained_once_and_every_deep_arm_dreams_through_it(
+    tmp_path, real_data_dir):
+  """Two budgets, two seeds, four deep arms: the pool dreamer pretrains once (one
+  finished pretraining in the log, one file at the workdir's top), every cell is ok,
+  the stored dreams keep their sources' labels, and dreamers.png shows them beside
+  the small classifier's."""
+  cfg = study_configs.get_config("tiny")
+  cfg.budgets = (100, 200)
+  cfg.arms = ("baseline", "dream_subtle", "deep_dream_subtle", "deep_dream_strong",
+              "deep_dream_online", "deep_dream_sweep")
+  cfg.arm_settings.deep_dream_sweep.strengths = (0.1, 1.0)
+  cfg.exchange.arms = ("deep_dream_subtle",)
+  cfg.exchange.label_factors = ()
+  log = []
+  runner.run_study(cfg, str(tmp_path), log=log.append)
+  finished = [m for m in log if re.match(r"rotation pretext: step (\d+)/\1\b", m)]
+  assert len(finished) == 1, finished
+  assert os.path.exists(tmp_path / "artefacts" / "pool_dreamer.msgpack")
+  cells = {r["cell"]: r for r in read_jsonl(str(tmp_path / "results.jsonl"))}
+  deep = [k for k in cells if "/deep_dream" in k]
+  assert sorted(deep) == sorted(["N100/deep_dream_subtle", "N100/deep_dream_strong",
+                                 "N100/deep_dream_online", "N200/deep_dream_subtle",
+                                 "N200/deep_dream_strong", "N200/deep_dream_online",
+                                 "N100/deep_dream_sweep@0.1", "N100/deep_dream_sweep@1",
+                                 "N100/deep_dream_subtle/M2"])
+  assert {cells[k]["status"] for k in deep} == {"ok"}, {k: cells[k].get("error") for k in deep}
+  steps = int(cfg.pool_dreamer.steps) * int(cfg.pool_dreamer.batch_size)
+  for k in deep:
+    if "online" not in k:
+      assert cells[k]["generation"]["dreamer_pretrain_image_steps"] == steps, k
+  sweep = [cells[f"N100/deep_dream_sweep@{s}"]["generation"]["mean_linf"] for s in ("0.1", "1")]
+  assert sweep[0] < sweep[1]
+  from dreamjax import data  # pylint: disable=g-import-not-at-top
+  raw = data.load_dataset("fashion_mnist", real_data_dir)
+  for arm in ("deep_dream_subtle", "deep_dream_strong"):
+    g = data.augfile.load(str(tmp_path / "N100" / arm / "generated_seed1.npz"), num_classes=10,
+                          image_shape=(28, 28, 1))
+    np.testing.assert_array_equal(g.labels, raw.train_labels[g.source_index])
+  assert os.path.getsize(tmp_path / "figures" / "dreamers.png") > 0
+  assert "dreamers.png" in (tmp_path / "REPORT.md").read_text()
 
 
 def _generated_in(workdir, arm, copies, real_data_dir):

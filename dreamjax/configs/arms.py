@@ -60,8 +60,11 @@ class Transform:
 
 @dataclasses.dataclass(frozen=True)
 class Classifier:
-  """The seed's classifier: its trained baseline (``baseline``) or, inside the train
-  step, the model being trained (``current``)."""
+  """The network an arm dreams or attacks through: the seed's trained baseline
+  (``baseline``); inside the train step, the model being trained (``current``); or
+  ``pool_dreamer``, the deep network pretrained once per study on the unlabeled
+  pool without its labels, or a user's own (dreamjax.dreamer, the study config's
+  ``pool_dreamer`` block), the same for every seed and cell."""
   which: str = "baseline"
 
 
@@ -337,6 +340,36 @@ register(Arm("dream_sweep", "dream", "stored", "dreams of increasing strength",
              source=Classifier("baseline"), settings={"strengths": (0.05, 0.2, 0.8, 3.2)},
              generate=f"{_GEN}:dream", check=_strengths, variants=_sweep_variants,
              needs_baseline=True, per_copy=True))
+
+# Deep Dream through a network deeper than the classifier and trained on far more (and
+# other) data than its N labels, as Deep Dream through Inception was: the pool dreamer.
+# Its one config is the study's pool_dreamer block, since all four arms share it.
+_POOL_DREAMER = Classifier("pool_dreamer")
+
+
+def _deep_dream(name: str, preset: str, doc: str) -> Arm:
+  return Arm(name, "dream", "stored", doc, source=_POOL_DREAMER, settings={"preset": preset},
+             generate=f"{_GEN}:dream", check=_dream_preset, per_copy=True)
+
+
+def _deep_sweep_check(s) -> list[tuple[str, str]]:
+  ok = len(s.layers) >= 1 and all(isinstance(x, str) and x for x in s.layers)
+  return _strengths(s) + ([] if ok else [("layers", "a non-empty list of layer names")])
+
+
+register(_deep_dream("deep_dream_subtle", "deep_subtle", "a subtle dream of every image"
+                     " through the deep pool dreamer"))
+register(_deep_dream("deep_dream_strong", "deep_strong", "three octaves of Deep Dream through"
+                     " the deep pool dreamer: the classic look"))
+register(Arm("deep_dream_online", "dream", "online", "a subtle dream of half of every batch"
+             " through the deep pool dreamer, inside the train step", source=_POOL_DREAMER,
+             settings={"preset": "deep_subtle"}, transform=f"{_GEN}:dream_online",
+             check=_dream_preset))
+register(Arm("deep_dream_sweep", "dream", "stored", "dreams of increasing strength through the"
+             " deep pool dreamer", source=_POOL_DREAMER,
+             settings={"strengths": (0.05, 0.2, 0.8, 3.2), "layers": ("conv3",)},
+             generate=f"{_GEN}:dream", check=_deep_sweep_check, variants=_sweep_variants,
+             per_copy=True))
 register(Arm("fgsm", "adversarial", "stored", "one offline FGSM copy per image",
              source=Attack("fgsm"), generate=f"{_GEN}:adversarial", needs_baseline=True,
              per_copy=True))

@@ -9,6 +9,10 @@ Presets (``get_preset(name)`` for the dream block alone, or
   bn      like strong, plus DeepInversion's BatchNorm-statistics prior (and
           small TV / L2 priors); needs a classifier with ``model.use_bn``
   tiny    (experiment only) seconds-long run for tests
+  deep_subtle, deep_strong
+          subtle and strong for the study's deep dreamer (dreamjax/dreamer.py,
+          four conv layers): a deeper layer, the same strengths; the small
+          classifier has no such layer
 
 Strength. A dream's *strength* is ``octaves × steps × step_size``: with the
 ``mean_abs`` normalisation every step moves the pixels by ``step_size`` on
@@ -22,7 +26,7 @@ import ml_collections
 
 from dreamjax.configs import common
 
-PRESETS = ("subtle", "strong", "logit", "bn")
+PRESETS = ("subtle", "strong", "logit", "bn", "deep_subtle", "deep_strong")
 DEFAULT_SWEEP = (0.05, 0.15, 0.5, 1.5, 4.0)
 SWEEP_STEPS = 20  # steps of every sweep point; only step_size changes
 
@@ -68,6 +72,13 @@ def get_preset(name: str) -> ml_collections.ConfigDict:
     c.steps, c.step_size, c.jitter = 20, 0.01, 2        # strength 0.6, as strong
     c.octaves, c.octave_scale = 3, 1.4
     c.bn_weight, c.tv_weight, c.l2_weight = 1.0, 0.05, 0.01
+  elif name == "deep_subtle":
+    c.layers = ("conv2",)
+    c.steps, c.step_size, c.jitter = 10, 0.005, 1       # strength 0.05, as subtle
+  elif name == "deep_strong":
+    c.layers = ("conv3",)
+    c.steps, c.step_size, c.jitter = 20, 0.01, 2        # strength 0.6, as strong
+    c.octaves, c.octave_scale = 3, 1.4
   else:
     raise ValueError(f"unknown dream preset {name!r}; choose one of {', '.join(PRESETS)}")
   return c
@@ -89,10 +100,11 @@ def with_steps(c, steps: int) -> ml_collections.ConfigDict:
   return c
 
 
-def sweep_presets(strengths=DEFAULT_SWEEP, steps: int = SWEEP_STEPS
+def sweep_presets(strengths=DEFAULT_SWEEP, steps: int = SWEEP_STEPS, layers=("conv1",)
                   ) -> list[tuple[float, ml_collections.ConfigDict]]:
-  """Dream blocks from subtle to extreme: single-scale ``l2`` dreams on conv1,
-  ``steps`` steps each, ``step_size = strength / steps``."""
+  """Dream blocks from subtle to extreme: single-scale ``l2`` dreams on ``layers``
+  (conv1, the small classifier's last conv), ``steps`` steps each,
+  ``step_size = strength / steps``."""
   if int(steps) != steps or steps < 1:
     raise ValueError(f"sweep steps={steps} must be an integer >= 1")
   out = []
@@ -100,6 +112,7 @@ def sweep_presets(strengths=DEFAULT_SWEEP, steps: int = SWEEP_STEPS
     if s <= 0:
       raise ValueError(f"sweep strength {s} must be > 0")
     c = dream_config()
+    c.layers = tuple(layers)
     c.steps, c.step_size, c.jitter = int(steps), float(s) / steps, 1
     out.append((float(s), c))
   return out

@@ -14,6 +14,7 @@ import ml_collections
 
 from dreamjax.configs import common
 from dreamjax.configs import arms as arms_registry
+from dreamjax.configs import dreamer as dreamer_configs
 
 # Arms whose images are stored, read at several copies per image M for the exchange rate.
 EXCHANGE_ARMS = ("classical", "dream_subtle", "dream_bn", "pgd", "vae_pool", "gan_pool")
@@ -93,6 +94,10 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
                                   # step_size rescaled so each keeps its strength; 0 = the
                                   # presets' own (20 for strong/logit/bn and the sweep)
   c.dream_chunk = 250             # images per jitted dream call
+  # The deep dreamer every deep_dream_* arm dreams through: its network, its pretraining
+  # on the shared pool (once per study, cached like the pool generators) or a user's
+  # checkpoint. One block, not arm settings, because the arms share one network.
+  c.pool_dreamer = dreamer_configs.get_config()
   c.attack = ml_collections.ConfigDict()
   c.attack.eps = 0.1              # offline fgsm/pgd sets and pgd_train, L∞
   c.attack.pgd_steps = 10         # offline pgd set
@@ -157,6 +162,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.attack.pgd_steps = 3
     c.attack.train_steps = 2
     c.generator_preset = "tiny"
+    c.pool_dreamer = dreamer_configs.get_config("tiny")
     for arm in ("vae_small", "gan_small", "vae_pool", "gan_pool", "ae_pretrain",
                 "pretext_transfer"):
       c.arm_settings[arm].steps = 30

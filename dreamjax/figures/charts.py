@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dreamjax.figures.images import save_figure  # noqa: E402
+from dreamjax.figures.images import save_figure, save_grid  # noqa: E402
 from dreamjax import stats  # noqa: E402
 
 
@@ -235,6 +235,37 @@ def curves(cells, path, sort_key):
   ax.set_ylabel("validation accuracy (%), mean over seeds")
   ax.legend(fontsize=6, ncol=2)
   save_figure(fig, path)
+  return True
+
+
+def dreamers(workdir, cells, train_images, path, arms, per_arm=8):
+  """The same source images dreamed by each of ``arms`` (one column each, seed 0's
+  stored sets, first copy), beside their real sources: the deep dreamer's dreams next
+  to the small classifier's. False unless two of the arms have sets to show."""
+  sets = []
+  for a in arms:
+    f = os.path.join(workdir, cells.get(a, {}).get("cell", "").replace("@", "_at_"),
+                     "generated_seed0.npz")
+    if cells.get(a, {}).get("status") != "ok" or not os.path.exists(f):
+      continue
+    with np.load(f, allow_pickle=False) as z:
+      sets.append((a, z["images"], z["source_index"]))
+  if len(sets) < 2:
+    return False
+  sources = [int(i) for i in dict.fromkeys(sets[0][2].tolist()) if i >= 0]
+  sources = [i for i in sources if all(i in set(src.tolist()) for _, _, src in sets)][:per_arm]
+  if not sources:
+    return False
+  columns = []
+  if train_images is not None:
+    real = np.asarray(train_images[sources], np.float32)
+    columns.append(("source", real / 255.0 if real.max() > 1.0 else real))
+  for a, images, src in sets:
+    first = {}
+    for row, i in enumerate(src.tolist()):
+      first.setdefault(int(i), row)  # copy 0 of each source (sets are copy-major)
+    columns.append((a, images[[first[i] for i in sources]]))
+  save_grid(path, columns)
   return True
 
 

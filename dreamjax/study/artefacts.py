@@ -132,3 +132,25 @@ def pretrained(ctx, arm: str):
     make = lambda: pretrain.train_rotation(gcfg, pool, k, ctx.config.model,
                                            ctx.image_shape, mesh=ctx.mesh, return_history=True)
   return _load_or_make(ctx, arm, make)
+
+
+def pool_dreamer(ctx):
+  """(model, variables, pretraining seconds, pretraining image-steps) of the deep dreamer.
+
+  The user's network where ``pool_dreamer.checkpoint`` names one (checked against
+  the data's image shape); else a CNN of ``pool_dreamer.model`` pretrained on the
+  shared pool's images, once per study, kept as the pool generators are
+  (``artefacts/pool_dreamer.msgpack``, and the user cache).
+  """
+  from dreamjax import dreamer  # pylint: disable=g-import-not-at-top
+  cfg = ctx.config.pool_dreamer
+  if cfg.checkpoint:
+    stamp = ("user dreamer", cfg.checkpoint, os.stat(cfg.checkpoint).st_mtime_ns
+             if os.path.exists(cfg.checkpoint) else 0, tuple(ctx.image_shape))
+    if stamp not in _MEMO:
+      _MEMO[stamp] = dreamer.load(cfg.checkpoint, ctx.image_shape)[:2]
+    return (*_MEMO[stamp], 0.0, 0)
+  variables, seconds, _ = _load_or_make(ctx, "pool_dreamer", lambda: dreamer.pretrain(
+      cfg, ctx.pool_for_shared_models(), arm_key(0, "pool_dreamer"), ctx.image_shape,
+      progress=ctx.log, mesh=ctx.mesh), cache_key=_cache_key(ctx, "pool_dreamer", cfg))
+  return dreamer.model_of(cfg), variables, seconds, dreamer.image_steps(cfg)

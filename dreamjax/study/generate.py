@@ -64,7 +64,9 @@ def dream_config(config, arm: str):
   strength = arms_lib.variant_value(arm)
   if strength is not None:
     strengths = tuple(float(x) for x in settings.strengths)
-    for s, cfg in dream_configs.sweep_presets(strengths, steps or dream_configs.SWEEP_STEPS):
+    layers = tuple(settings.get("layers", ("conv1",)))  # a sweep may name its layers
+    for s, cfg in dream_configs.sweep_presets(strengths, steps or dream_configs.SWEEP_STEPS,
+                                              layers):
       if abs(s - strength) < 1e-9:
         return cfg
     raise ConfigError(f"no dream sweep preset of strength {strength}.")
@@ -72,9 +74,18 @@ def dream_config(config, arm: str):
   return dream_configs.with_steps(cfg, steps) if steps else cfg
 
 
+def dreamer(ctx, arm, seed):
+  """(model, variables, info) of the network a dream arm dreams through (its source)."""
+  if arms_lib.get(arm).source == arms_lib.Classifier("pool_dreamer"):
+    model, variables, seconds, image_steps = artefacts.pool_dreamer(ctx)
+    return model, variables, {"dreamer_pretrain_seconds": seconds,
+                              "dreamer_pretrain_image_steps": image_steps}
+  return (*ctx.baseline_model(seed), {})
+
+
 def dream(ctx, arm, seed, s, key) -> Generated:
   from dreamjax import dream as dream_lib  # pylint: disable=g-import-not-at-top
-  model, variables = ctx.baseline_model(seed)
+  model, variables, dreamer_info = dreamer(ctx, arm, seed)
   x, y, idx = _copies(s, ctx.copies)
   spec = dream_lib.from_config(dream_config(ctx.config, arm), model)
   res = dream_lib.dream_dataset(model, variables, x, y, spec, key,
@@ -83,7 +94,7 @@ def dream(ctx, arm, seed, s, key) -> Generated:
   info = {"mean_l2": float(np.mean(res.l2)), "mean_linf": float(np.mean(res.linf)),
           "objective_gain": float(np.mean(res.objective_gain)),
           "image_steps_per_s": float(res.image_steps_per_s),
-          "image_steps": spec.total_steps * len(y)}
+          "image_steps": spec.total_steps * len(y), **dreamer_info}
   return Generated(res.images, y, idx, res.seconds, info)
 
 
@@ -162,8 +173,13 @@ def noise_matched_online(ctx, arm):
 
 
 def dream_online(ctx, arm):
-  """A dream (the arm's preset) of part of every batch, from the current model."""
+  """A dream (the arm's preset) of part of every batch, from the current model or,
+  with the pool dreamer as its source, through that fixed network."""
   from dreamjax.dream import online  # pylint: disable=g-import-not-at-top
+  if arms_lib.get(arm).source == arms_lib.Classifier("pool_dreamer"):
+    model, variables, _ = dreamer(ctx, arm, None)
+    return online.batch_transform(model, dream_config(ctx.config, arm),
+                                  fraction=ctx.config.online_fraction, variables=variables)
   return online.batch_transform(ctx.model, dream_config(ctx.config, arm),
                                 fraction=ctx.config.online_fraction)
 

@@ -10,7 +10,9 @@ read from its arm (:func:`arm_kind`) and the config:
 * training: the budget's steps (:func:`dreamjax.study.context.train_config`),
   made dearer by an online transform (a PGD attack or a dream of part of every
   batch costs its steps again for that part);
-* generation: one image-step per dream or attack step of each image made,
+* generation: one image-step per dream or attack step of each image made
+  (``DREAMER_STEP`` through the deep pool dreamer, whose pretraining is
+  charged to the first job that dreams with it),
   a tenth of one per classical copy, ``MODEL_STEP`` per image of each
   generator or pretraining step (the arm's ``steps`` setting; per seed for the
   ``*_small`` generators, once per study for the pool generators and
@@ -62,6 +64,10 @@ MODEL_STEP = {"vae": 2.0, "gan": 3.0, "ae": 4.0, "pretext": 2.0}
 # augmentation (a rotation is dear on a CPU), its strong copy's forward and gradient
 # passes. Rounded from timed steps of the study's classifier (docs/methods.md, FixMatch).
 UNLABELED_SHARE = 2.5
+# Image-steps of one image through a step of the default pool dreamer (a dream step or a
+# pretraining step), rounded from a study's recorded cell times: XLA:CPU runs its wider
+# convolutions at a higher rate than the classifier's, so their work's ratio over-prices it.
+DREAMER_STEP = 1.5
 # Gradient passes per image of the C3 alignment: two dream directions and two attack
 # directions, the PGD one of ``ALIGNMENT_PGD_STEPS`` steps, untargeted and targeted.
 ALIGNMENT_PGD_STEPS = 10
@@ -107,11 +113,48 @@ def arm_kind(name: str) -> str:
   return "pseudo_label" if arm.needs_baseline else "offline"
 
 
-def dream_steps(config, name: str) -> int:
-  """Gradient steps per image of a dream arm (all its octaves)."""
+def dream_steps(config, name: str) -> float:
+  """Gradient steps per image of a dream arm (all its octaves), in the classifier's
+  image-steps: a step through the deep pool dreamer costs :func:`dreamer_factor` of them."""
   from dreamjax.study import generate  # pylint: disable=g-import-not-at-top
   cfg = generate.dream_config(config, name)
-  return int(cfg.octaves) * int(cfg.steps)
+  return int(cfg.octaves) * int(cfg.steps) * dreamer_factor(config, name)
+
+
+def conv_work(model_cfg, hw: tuple[int, int] = (28, 28)) -> float:
+  """Multiply-adds of a CNN's conv and first dense layer on one image (for a ratio only:
+  the image size hardly changes the ratio of two networks that pool alike)."""
+  h, w = hw
+  channels, total = 1, 0.0
+  for features, pool in zip(model_cfg.conv_features, model_cfg.pool):
+    total += h * w * 9 * channels * int(features)
+    channels = int(features)
+    if pool:
+      h, w = -(-h // 2), -(-w // 2)
+  dense = tuple(model_cfg.dense_features)
+  return total + h * w * channels * (int(dense[0]) if dense else 1)
+
+
+def dreamer_factor(config, name: str) -> float:
+  """Cost of an image-step through the arm's dreaming network over the classifier's:
+  1 for the seed's own classifier; for the pool dreamer ``DREAMER_STEP``, scaled by
+  the conv work of its network over the default one's (its config's network also
+  prices a user's checkpoint)."""
+  from dreamjax.configs import dreamer as dreamer_configs  # pylint: disable=g-import-not-at-top
+  arm = arms_lib.get(name)
+  if arm.source != arms_lib.Classifier("pool_dreamer") or "pool_dreamer" not in config:
+    return 1.0
+  default = dreamer_configs.get_config().model
+  return DREAMER_STEP * conv_work(config.pool_dreamer.model) / conv_work(default)
+
+
+def dreamer_work(config, name: str) -> float:
+  """Image-steps of pretraining the pool dreamer (0 with a user's checkpoint)."""
+  d = config.pool_dreamer
+  if d.checkpoint:
+    return 0.0
+  views = 2 if d.objective == "contrastive" else 1
+  return int(d.steps) * int(d.batch_size) * views * dreamer_factor(config, name)
 
 
 def generator_work(config, name: str) -> float:
@@ -164,6 +207,9 @@ def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes()) -> dict[str, 
     if kind in ("pool_generator", "pretrained") and arm.name not in shared_done:
       shared_done.add(arm.name)
       gen += generator_work(config, arm.name)
+    if dreamer_factor(config, arm.name) > 1 and "pool_dreamer" not in shared_done:
+      shared_done.add("pool_dreamer")  # pretrained once, in the first cell that dreams with it
+      gen += dreamer_work(config, arm.name)
     if kind == "small_generator":
       gen += k * generator_work(config, arm.name)
     if kind in ("small_generator", "pool_generator"):

@@ -79,7 +79,8 @@ def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
   study-wide tables keyed by arm name (``dream_presets``, ``generator_steps``,
   ``dream_sweep_strengths``) read as the arms' ``arm_settings``: ``dream_online``
   dreamed with ``dream_subtle``'s preset, and an empty sweep list meant the dream
-  configs' default sweep.
+  configs' default sweep. Arms registered since, and the ``pool_dreamer`` block,
+  read as today's defaults.
   """
   cfg = {**ADDED_FIELDS, **cfg}
   if "arm_settings" in cfg or "dream_presets" not in cfg:
@@ -102,17 +103,19 @@ ADDED_SETTINGS = {"balanced": False}
 
 
 def _with_new_arms(cfg: dict[str, Any]) -> dict[str, Any]:
-  """Arms registered after a workdir was made read as having their default settings
-  there (none of its cells ran them); a setting added to an arm it ran reads as
-  :data:`ADDED_SETTINGS` says."""
+  """Arms registered after a workdir was made computed nothing in it: their settings,
+  and the deep dreamer's block they share, read as today's defaults, so a config that
+  adds those arms only widens the study (``arms`` is :data:`EXTENSIBLE`); a setting
+  added to an arm it ran reads as :data:`ADDED_SETTINGS` says."""
+  from dreamjax.configs import arms, dreamer  # pylint: disable=g-import-not-at-top
   if "arm_settings" not in cfg:
     return cfg
-  from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
-  defaults = json.loads(arms_lib.settings_config().to_json())
+  defaults = json.loads(arms.settings_config().to_json())
   recorded = {arm: {**{f: v for f, v in ADDED_SETTINGS.items()
                        if f in defaults.get(arm, {}) and f not in given}, **given}
               for arm, given in cfg["arm_settings"].items()}
-  return {**cfg, "arm_settings": {**defaults, **recorded}}
+  cfg = {**cfg, "arm_settings": {**defaults, **recorded}}
+  return {"pool_dreamer": json.loads(dreamer.get_config().to_json()), **cfg}
 
 # Fields a config may widen to extend a finished study in place: every cell it
 # already holds was computed exactly as the wider config would compute it.

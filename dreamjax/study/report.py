@@ -9,6 +9,8 @@ from dreamjax.configs import arms as arms_lib
 from dreamjax.study import claims, report_text, tables
 
 FIGURES = "figures"
+# dreamers.png: the small classifier's dreams beside the deep pool dreamer's, same sources.
+DREAMER_ARMS = ("dream_subtle", "dream_strong", "deep_dream_subtle", "deep_dream_strong")
 _sort_key = arms_lib.sort_key
 
 def budget_cells(config, records) -> dict[int, dict[str, dict]]:
@@ -76,6 +78,7 @@ def _figures(workdir, config, records, cells, exchange, quality, train_images) -
       ("frechet", lambda p: charts.frechet(plain, p)),
       ("curves", lambda p: charts.curves(plain, p, _sort_key)),
       ("samples", lambda p: charts.samples(workdir, plain, train_images, p, _sort_key)),
+      ("dreamers", lambda p: charts.dreamers(workdir, plain, train_images, p, DREAMER_ARMS)),
   )
   figs = {}
   for name, fn in makers:

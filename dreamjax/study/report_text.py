@@ -127,7 +127,8 @@ TITLES = {"forest": "Accuracy change vs baseline, paired by seed",
           "robustness": "Robust accuracy against PGD radius ε",
           "generators": "Generator training curves",
           "sweep": "Accuracy vs dream strength", "frechet": "Fréchet distance vs accuracy change",
-          "curves": "Validation curves (convergence)", "samples": "Samples per arm"}
+          "curves": "Validation curves (convergence)", "samples": "Samples per arm",
+          "dreamers": "The same images dreamed by the small classifier and the deep pool dreamer"}
 
 
 

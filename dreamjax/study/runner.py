@@ -18,7 +18,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from dreamjax import fileio, lock, metrics, models, sharding, train
+from dreamjax import dreamer, fileio, lock, metrics, models, sharding, train
 from dreamjax.errors import ConfigError, DiskFullError, DistributedError, DreamjaxError
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study import claims
@@ -39,6 +39,7 @@ def validate_config(config) -> None:
     raise ConfigError("arms must include 'baseline': every other arm is compared with it"
                       " (and dreams, attacks and pseudo-labels use its models).")
   arms_lib.validate(config)
+  dreamer.check_study(config)
   checks = [
       ("num_seeds", config.num_seeds, config.num_seeds >= 2, ">= 2 (confidence intervals)"),
       ("first_seed", config.get("first_seed", 0), int(config.get("first_seed", 0)) >= 0, ">= 0"),
@@ -177,6 +178,7 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
   validate_config(config)
   mesh = sharding.make_mesh()
   raw = context_lib.load_data(config)
+  dreamer.check_study(config, raw.image_shape)  # a user's dreamer must fit this data
   cells = plan(config, raw.num_classes)
   with_alignment = has_alignment(config)
   contexts = {"pool": context_lib.shared_pool(config, raw)}  # a bad pool_budget fails here
