@@ -7,7 +7,9 @@ import pytest
 
 from dreamjax import generators
 from dreamjax.configs import generator as generator_config
+from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
+from dreamjax.fileio import read_jsonl
 from dreamjax.generators import common, diffusion
 from conftest import synthetic_images
 
@@ -160,3 +162,43 @@ def test_train_generator_command_takes_the_diffusion_model(tmp_path, real_data_d
   assert np.bincount(aug.labels).tolist() == [10] * 10  # the labeled set's balance
   assert (tmp_path / "samples.png").exists()
   assert generators.load(str(tmp_path / "checkpoint"))[0] == "diffusion"
+
+def test_both_arms_run_in_a_tiny_study(tmp_path, real_data_dir):
+  from dreamjax.study import runner  # pylint: disable=g-import-not-at-top
+  cfg = study_configs.get_config("tiny")
+  assert {"diffusion_small", "diffusion_pool"} <= set(cfg.arms)  # every arm, by default
+  cfg.arms = ("baseline", "diffusion_small", "diffusion_pool")
+  runner.run_study(cfg, str(tmp_path), log=lambda m: None)
+  cells = {r["cell"]: r for r in read_jsonl(str(tmp_path / "results.jsonl"))}
+  for arm in ("diffusion_small", "diffusion_pool"):
+    cell = cells[f"N100/{arm}"]
+    assert cell["status"] == "ok", cell.get("error")
+    assert cell["num_generated"] == 100
+    assert cell["label_preservation"] is not None and cell["frechet"] is not None
+    assert cell["cost"]["gen_image_steps"] == 30 * 16  # the tiny preset's steps × batch
+  assert (tmp_path / "artefacts" / "diffusion_pool.msgpack").exists()  # trained once, saved
+  assert (tmp_path / "figures" / "samples.png").stat().st_size > 0
+
+
+def test_a_workdir_made_before_the_diffusion_arms_extends_to_them():
+  """A study recorded before these arms existed takes a config that adds them, and its
+  cells' checkpoints (the baselines the new cells restore) keep their fingerprint."""
+  import json  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from dreamjax.study import records  # pylint: disable=g-import-not-at-top
+  config = study_configs.get_config("tiny")
+  mine = json.loads(config.to_json())
+  recorded = json.loads(config.to_json())
+  recorded["arms"] = [a for a in recorded["arms"] if not a.startswith("diffusion_")]
+  for arm in ("diffusion_small", "diffusion_pool"):
+    del recorded["arm_settings"][arm]
+  theirs = records.upgrade_config(recorded, mine)
+  # pylint: disable=protected-access
+  diff = sorted(records._diff_keys(theirs, mine))
+  assert diff == ["arms"] and records._extends(theirs, mine, diff)
+  assert (records.cell_fingerprint(ml_collections.ConfigDict(recorded))
+          == records.cell_fingerprint(config))
+  # Once recorded, their settings count as any arm's: another step count is another config.
+  config.arm_settings.diffusion_pool.steps = 31
+  assert records._diff_keys(mine, json.loads(config.to_json())) == [
+      "arm_settings.diffusion_pool.steps"]

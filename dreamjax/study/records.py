@@ -42,7 +42,7 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
   try:
     with open(path) as f:
       record = json.load(f)
-    theirs = upgrade_config(record["config"])
+    theirs = upgrade_config(record["config"], mine)
   except (OSError, ValueError, KeyError) as e:
     raise ConfigError(f"{path} is unreadable ({e}); use a fresh --workdir.") from None
   if theirs != mine:
@@ -71,19 +71,39 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
 # workdirs computed: a workdir without the field reads as having this value.
 ADDED_FIELDS = {"train_steps_by_budget": {}}
 
+# Arms registered after workdirs were made with per-arm settings. None of their cells
+# ran in such a workdir, so a recorded config without their settings reads as having
+# the settings asked for now; and a cell's fingerprint leaves their settings out, so
+# the checkpoints of a workdir made before them (its baselines) still resume when a
+# config adds them. Once recorded, their settings are checked as any arm's are.
+ADDED_ARMS = ("diffusion_small", "diffusion_pool")
 
-def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
+
+def upgrade_config(cfg: dict[str, Any], today: dict[str, Any] | None = None) -> dict[str, Any]:
   """A recorded config in today's form, computing what it computed.
 
-  Fields added since read as :data:`ADDED_FIELDS`. Arm settings that were
+  Fields added since read as :data:`ADDED_FIELDS`, and the settings of arms
+  registered since (:data:`ADDED_ARMS`) as ``today``'s config has them (none of
+  their cells ran, so any settings compute what it computed), or as their
+  defaults without ``today``. Arm settings that were
   study-wide tables keyed by arm name (``dream_presets``, ``generator_steps``,
   ``dream_sweep_strengths``) read as the arms' ``arm_settings``: ``dream_online``
   dreamed with ``dream_subtle``'s preset, and an empty sweep list meant the dream
   configs' default sweep.
   """
   cfg = {**ADDED_FIELDS, **cfg}
-  if "arm_settings" in cfg or "dream_presets" not in cfg:
-    return cfg
+  if "arm_settings" not in cfg and "dream_presets" in cfg:
+    cfg = _settings_from_tables(cfg)
+  if "arm_settings" in cfg:
+    from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
+    now = (today or {}).get("arm_settings") or {}
+    added = {arm: now.get(arm, json.loads(json.dumps(dict(arms_lib.get(arm).settings))))
+             for arm in ADDED_ARMS if arm not in cfg["arm_settings"]}
+    cfg = {**cfg, "arm_settings": {**cfg["arm_settings"], **added}}
+  return cfg
+
+
+def _settings_from_tables(cfg: dict[str, Any]) -> dict[str, Any]:
   from dreamjax.configs import dream as dream_configs  # pylint: disable=g-import-not-at-top
   presets = cfg.pop("dream_presets")
   steps = cfg.pop("generator_steps", {})
@@ -101,13 +121,16 @@ EXTENSIBLE = ("budgets", "arms", "exchange.copies", "exchange.label_factors", "e
 
 
 def cell_fingerprint(config) -> str:
-  """The config as a cell's checkpoints depend on it: without the :data:`EXTENSIBLE` fields.
+  """The config as a cell's checkpoints depend on it: without the :data:`EXTENSIBLE` fields
+  (nor the settings of :data:`ADDED_ARMS`).
 
   A study extended in place (more budgets, arms or exchange-rate values) must
   restore the checkpoints it already holds (the baselines its new cells build
   on), so what only widens the study is not part of their fingerprint.
   """
   cfg = json.loads(config.to_json())
+  for arm in ADDED_ARMS:
+    cfg.get("arm_settings", {}).pop(arm, None)
   for dotted in EXTENSIBLE:
     *parents, last = dotted.split(".")
     node = cfg
