@@ -95,11 +95,12 @@ def _generator_step_flops(config, arm: str, kind: str, conditional: bool
                           ) -> tuple[float, int, int]:
   """(XLA FLOPs of one step, steps, batch) of a study generator or pretraining run."""
   from dreamjax import models, pretrain, sharding  # pylint: disable=g-import-not-at-top
-  from dreamjax.generators import gan, vae  # pylint: disable=g-import-not-at-top
+  from dreamjax.generators import diffusion, gan, vae  # pylint: disable=g-import-not-at-top
   from dreamjax.study import artefacts  # pylint: disable=g-import-not-at-top
   from dreamjax.configs import generator as gen_configs  # pylint: disable=g-import-not-at-top
   g = artefacts.generator_config(config, arm)
-  bs = gen_configs.generator_batch_size(g)[1] if kind in ("vae", "gan") else int(g.batch_size)
+  bs = (gen_configs.generator_batch_size(g)[1] if kind in ("vae", "gan", "diffusion")
+        else int(g.batch_size))
   mesh, key = sharding.make_mesh(), jax.random.key(0)
   classes = NUM_CLASSES if conditional else 0
   labels = _ints(DATA_ROWS) if conditional else None
@@ -115,6 +116,14 @@ def _generator_step_flops(config, arm: str, kind: str, conditional: bool
     state = {"generator": p["generator"], "discriminator": p["discriminator"],
              "opt_g": _shape(tx.init, p["generator"]), "opt_d": _shape(tx.init, p["discriminator"])}
     step = gan.make_train_step(gen, disc, tx, bs, int(g.latent_dim), float(g.real_label), mesh)
+  elif kind == "diffusion":
+    module, tx = diffusion.make_module(g, IMAGE_SHAPE, classes), diffusion.make_optimizer(g)
+    v = _shape(lambda: diffusion.init_params(g, IMAGE_SHAPE, classes, key)["diffusion"])
+    ema = float(g.diffusion_ema_decay)
+    state = {"variables": v, "opt_state": _shape(tx.init, v), "step": _ints()}
+    if ema:
+      state["ema"] = v
+    step = diffusion.make_train_step(module, tx, bs, float(g.diffusion_label_dropout), ema, mesh)
   elif kind == "ae":
     import optax  # pylint: disable=g-import-not-at-top
     model = models.make_model(config.model, NUM_CLASSES)

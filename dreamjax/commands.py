@@ -128,11 +128,13 @@ def attack() -> Callable[[list[str]], None]:
 
 
 def train_generator() -> Callable[[list[str]], None]:
-  """A VAE or GAN (or a pretrained trunk): samples, losses, augmented set, results.json."""
+  """A VAE, GAN or diffusion model (or a pretrained trunk): samples, losses, augmented set,
+  results.json."""
   from dreamjax.runs import generator  # pylint: disable=g-import-not-at-top
   config = _config("generator", "Config file (path[:preset]); presets default, tiny.")
   workdir = flags.DEFINE_string("workdir", "runs/generator", "Where results and checkpoints go.")
-  model = flags.DEFINE_string("model", None, "Shortcut for --config.model (vae|gan|ae|pretext).")
+  model = flags.DEFINE_string("model", None,
+                              "Shortcut for --config.model (vae|gan|diffusion|ae|pretext).")
   source = flags.DEFINE_string("source", None, "Shortcut for --config.source (labeled|pool).")
 
   def main(argv):

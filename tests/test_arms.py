@@ -62,7 +62,7 @@ def test_claims_declare_the_arms_they_read():
   assert set(claims.rivals()) == {"dream_subtle", "dream_strong", "dream_logit", "dream_bn",
                                   "dream_online", "deep_dream_subtle", "deep_dream_strong",
                                   "deep_dream_online", "fgsm", "pgd", "vae_small", "gan_small",
-                                  "vae_pool", "gan_pool"}
+                                  "vae_pool", "gan_pool", "diffusion_small", "diffusion_pool"}
   assert claims.claims_of("dream_sweep@0.2") == ("C1",)  # C1's dose–response
   assert "C2" in claims.claims_of("noise_online") and "C5" in claims.claims_of("vae_pool")
   robust = {a for a in arms.names() if claims.measures_robustness(a)}

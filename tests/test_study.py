@@ -122,7 +122,7 @@ def test_arms_of_a_new_generator_kind_and_with_settings_need_only_their_entries(
   monkeypatch.setattr(arms_lib, "REGISTRY", dict(arms_lib.REGISTRY))
   seen = {}
 
-  def diffusion_pool(ctx, arm, seed, s, key):
+  def mixture_pool(ctx, arm, seed, s, key):
     settings = arms_lib.settings(ctx.config, arm)
     seen[seed] = (arms_lib.get(arm).source, int(settings.steps))
     model, variables = ctx.baseline_model(seed)
@@ -134,30 +134,30 @@ def test_arms_of_a_new_generator_kind_and_with_settings_need_only_their_entries(
                               0.0, {"image_steps": int(settings.steps)})
 
   arms_lib.register(arms_lib.Arm(
-      "diffusion_pool", "generator", "generator", "a denoiser's samples from the pool",
-      source=arms_lib.Generator("diffusion", "pool"), settings={"steps": 7},
-      generate=diffusion_pool, needs_baseline=True))
+      "mixture_pool", "generator", "generator", "a mixture model's samples from the pool",
+      source=arms_lib.Generator("mixture", "pool"), settings={"steps": 7},
+      generate=mixture_pool, needs_baseline=True))
   arms_lib.register(arms_lib.Arm(
       "dream_gentle", "dream", "stored", "a dream of its own preset",
       source=arms_lib.Classifier("baseline"), settings={"preset": "strong"},
       generate="dreamjax.study.generate:dream", needs_baseline=True, per_copy=True))
   cfg = study_configs.get_config("tiny")
-  cfg.arms = ("baseline", "classical_online", "dream_subtle", "diffusion_pool", "dream_gentle")
-  cfg.arm_settings.diffusion_pool.steps = 11   # overrides by name
+  cfg.arms = ("baseline", "classical_online", "dream_subtle", "mixture_pool", "dream_gentle")
+  cfg.arm_settings.mixture_pool.steps = 11   # overrides by name
   cfg.arm_settings.dream_gentle.preset = "subtle"
   runner.run_study(cfg, str(tmp_path), log=lambda m: None)
   cells = {r["cell"]: r for r in read_jsonl(str(tmp_path / "results.jsonl"))}
   assert {cells[f"N100/{a}"]["status"] for a in cfg.arms} == {"ok"}
-  assert seen == {s: (arms_lib.Generator("diffusion", "pool"), 11) for s in (0, 1)}
-  assert cells["N100/diffusion_pool"]["cost"]["gen_image_steps"] == 11
-  assert "cas" in cells["N100/diffusion_pool"]  # a generator's cell measures CAS
+  assert seen == {s: (arms_lib.Generator("mixture", "pool"), 11) for s in (0, 1)}
+  assert cells["N100/mixture_pool"]["cost"]["gen_image_steps"] == 11
+  assert "cas" in cells["N100/mixture_pool"]  # a generator's cell measures CAS
   # The subtle preset's step size, not the strong one's: its images move as little.
   gentle, subtle = cells["N100/dream_gentle"], cells["N100/dream_subtle"]
   assert gentle["generation"]["mean_linf"] == pytest.approx(subtle["generation"]["mean_linf"],
                                                             rel=0.5)
   verdicts = json.load(open(tmp_path / "claims.json"))
   c5 = next(v for v in verdicts if v["claim"] == "C5")
-  assert "diffusion_pool" in c5["arms"] and "dream_gentle" in c5["arms"]
+  assert "mixture_pool" in c5["arms"] and "dream_gentle" in c5["arms"]
 
 
 # Enough arms to cover each kind of cell (offline set, dream, on-the-fly attack,
@@ -466,10 +466,10 @@ def test_exchange_cells_reuse_the_copies_a_smaller_m_made(tmp_path, real_data_di
   assert len(reused.info["per_copy"]) == len(at_once.info["per_copy"]) == 2
 
 
-@pytest.mark.parametrize("arm", ["vae_small", "gan_small"])
+@pytest.mark.parametrize("arm", ["vae_small", "gan_small", "diffusion_small"])
 def test_small_generators_of_all_seeds_in_one_program_equal_seed_by_seed(arm, real_data_dir):
-  """vae_small/gan_small train every seed's generator in one program (faster on CPU);
-  each seed's samples and loss history are exactly what training it alone gives."""
+  """vae_small/gan_small/diffusion_small train every seed's generator in one program (faster
+  on CPU); each seed's samples and loss history are exactly what training it alone gives."""
   from dreamjax import data, sharding  # pylint: disable=g-import-not-at-top
   from dreamjax.study import context  # pylint: disable=g-import-not-at-top
   cfg = study_configs.get_config("tiny")

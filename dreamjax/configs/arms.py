@@ -33,7 +33,7 @@ GROUPS = {
     "classical": "#22aa77",    # label-preserving transforms and noise
     "dream": "#3366cc",        # Deep Dream variants
     "adversarial": "#cc6633",  # FGSM / PGD, offline and in training
-    "generator": "#aa33aa",    # VAEs and GANs
+    "generator": "#aa33aa",    # VAEs, GANs and diffusion models
     "semi": "#999933",         # semi-supervised learning from the pool
     "transfer": "#888888",     # pretrained first layers
 }
@@ -383,6 +383,10 @@ register(_generator("vae", "labeled", 8000, "conditional VAE trained on the N la
 register(_generator("gan", "labeled", 3000, "conditional GAN trained on the N labeled images"))
 register(_generator("vae", "pool", 12000, "VAE trained on the unlabeled pool, pseudo-labeled"))
 register(_generator("gan", "pool", 16000, "GAN trained on the unlabeled pool, pseudo-labeled"))
+register(_generator("diffusion", "labeled", 2000, "class-conditional flow-matching diffusion"
+                   " model trained on the N labeled images, sampled with guidance"))
+register(_generator("diffusion", "pool", 4000, "flow-matching diffusion model trained on the"
+                   " unlabeled pool, pseudo-labeled"))
 register(Arm("self_training", "semi", "semi", "pool images pseudo-labeled by the baseline where"
              " it is confident, plus online classical augmentation", source=Pool(),
              generate=f"{_GEN}:self_training", transform=f"{_GEN}:classical_online",

@@ -15,15 +15,16 @@ import ml_collections
 
 from dreamjax.configs import common
 
-MODELS = ("vae", "gan", "ae", "pretext")
+MODELS = ("vae", "gan", "diffusion", "ae", "pretext")
 SOURCES = ("labeled", "pool")
 
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c = common.data_config()
-  c.model = "vae"              # vae | gan | ae (autoencoder pretraining) | pretext (rotation)
+  c.model = "vae"              # vae | gan | diffusion | ae (autoencoder pretraining)
+                               # | pretext (rotation)
   c.source = "pool"            # labeled: the label budget | pool: unlabeled, labels never read
-  c.conditional = False        # vae/gan: condition on the class (needs source=labeled)
+  c.conditional = False        # vae/gan/diffusion: condition on the class (needs source=labeled)
   c.num_classes = 0            # conditional: label range; 0 = the dataset's classes
   c.latent_dim = 16            # vae/gan: size of the latent code z
   c.widths = (16, 32)          # vae/gan: channels of each stride-2 conv stage of the
@@ -32,7 +33,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
                                # convs) | nearest (×2 + conv, then a full-resolution conv)
   c.steps = 8000               # optimizer steps (each GAN step updates D once, then G once)
   c.batch_size = 64            # ae/pretext batch (and vae/gan's when generator_batch_size=0)
-  c.generator_batch_size = 32  # vae/gan batch; 0 = batch_size
+  c.generator_batch_size = 32  # vae/gan (and diffusion's when diffusion_batch_size=0) batch;
+                               # 0 = batch_size
   c.learning_rate = 1e-3       # Adam step size of the ae and pretext models
   c.vae_learning_rate = 3e-3   # vae: Adam step size
   c.kl_weight = 1.0            # vae: weight of the KL term (1 = the ELBO itself)
@@ -46,6 +48,15 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.diffaug = ""               # gan: DiffAugment policy, e.g. "translation,cutout" ('' = none)
   c.ema_decay = 0.0            # gan: sample from an EMA of G's weights (0 = no EMA)
   c.r1_gamma = 0.0             # gan: R1 penalty weight on D at real images (0 = none)
+  # diffusion: flow matching with a small U-Net (dreamjax/generators/diffusion.py).
+  c.diffusion_widths = (32, 64)     # U-Net channels at each resolution (×2 stride between)
+  c.diffusion_patch = 2             # pixels per side folded into channels first (1 or 2)
+  c.diffusion_batch_size = 0        # 0 = generator_batch_size
+  c.diffusion_learning_rate = 1e-3  # Adam step size (gradients clipped to norm 1)
+  c.diffusion_ema_decay = 0.999     # sample from a weight average (0 = the last weights)
+  c.diffusion_label_dropout = 0.1   # conditional: share of labels dropped to the null class
+  c.diffusion_sample_steps = 20     # Euler steps from noise to image
+  c.diffusion_guidance = 2.0        # conditional: classifier-free guidance weight (1 = none)
   c.log_every = 100            # history row, progress line and NaN check interval
   c.sample_batch = 500         # images per jitted sampling call (one compile for any count)
   # Augmented-dataset file (vae/gan): M generated images per real labeled image.
@@ -75,6 +86,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.steps = 30
     c.batch_size = 16
     c.generator_batch_size = 0
+    c.diffusion_widths = (8, 16)
+    c.diffusion_sample_steps = 4
     c.log_every = 10
     c.sample_batch = 50
     c.fid_num = 100
@@ -87,9 +100,13 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   return c
 
 
-def generator_batch_size(cfg) -> tuple[str, int]:
-  """(field name, value) of the VAE/GAN batch: ``generator_batch_size``, or
-  ``batch_size`` where that is 0 or absent (configs saved before it existed)."""
+def generator_batch_size(cfg, model: str | None = None) -> tuple[str, int]:
+  """(field name, value) of the VAE/GAN/diffusion batch: ``diffusion_batch_size``
+  for a diffusion model (``model``, default ``cfg.model``) where it is set, else
+  ``generator_batch_size``, or ``batch_size`` where that is 0 or absent
+  (configs saved before it existed)."""
+  if (model or cfg.get("model")) == "diffusion" and int(cfg.get("diffusion_batch_size", 0)):
+    return "diffusion_batch_size", int(cfg.diffusion_batch_size)
   if int(cfg.get("generator_batch_size", 0)):
     return "generator_batch_size", int(cfg.generator_batch_size)
   return "batch_size", int(cfg.batch_size)

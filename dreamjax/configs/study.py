@@ -163,8 +163,8 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.attack.train_steps = 2
     c.generator_preset = "tiny"
     c.pool_dreamer = dreamer_configs.get_config("tiny")
-    for arm in ("vae_small", "gan_small", "vae_pool", "gan_pool", "ae_pretrain",
-                "pretext_transfer"):
+    for arm in ("vae_small", "gan_small", "vae_pool", "gan_pool", "diffusion_small",
+                "diffusion_pool", "ae_pretrain", "pretext_transfer"):
       c.arm_settings[arm].steps = 30
     c.pool_subset = 2000
     c.pseudo_label_threshold = 0.0  # tiny models are never confident: keep every sample

@@ -1,4 +1,4 @@
-"""Train a generator (vae | gan) or a pretrained trunk (ae | pretext) and
+"""Train a generator (vae | gan | diffusion) or a pretrained trunk (ae | pretext) and
 write its checkpoint, figures, augmented-dataset file and results.json."""
 
 import json
@@ -27,8 +27,9 @@ def validate_config(config) -> None:
     raise ConfigError(f"model={config.model!r} is unknown; choose one of {', '.join(MODELS)}.")
   if config.source not in SOURCES:
     raise ConfigError(f"source={config.source!r} is unknown; choose one of {', '.join(SOURCES)}.")
-  if config.conditional and config.model not in ("vae", "gan"):
-    raise ConfigError(f"conditional=True only applies to model=vae|gan, not {config.model}.")
+  if config.conditional and config.model not in generators.TRAIN:
+    raise ConfigError(f"conditional=True only applies to model=vae|gan|diffusion, not"
+                      f" {config.model}.")
   if config.conditional and config.source != "labeled":
     raise ConfigError("conditional=True needs labels, but source=pool has none by design;"
                       " use source=labeled or conditional=False.")
@@ -108,7 +109,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   ckpt = os.path.join(workdir, "checkpoint")
   out: dict[str, Any] = {"model": config.model, "source": config.source,
                          "num_train_images": int(len(images))}
-  if config.model in ("vae", "gan"):
+  if config.model in generators.TRAIN:
     params, history = generators.TRAIN[config.model](
         config, images, labels, k_train, mesh=mesh,
         metrics_dir=os.path.join(workdir, metrics.LOGDIR))

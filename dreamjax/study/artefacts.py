@@ -100,7 +100,11 @@ def _cache_key(ctx, kind: str, gcfg) -> str | None:
     return None
   from dreamjax import provenance  # pylint: disable=g-import-not-at-top
   pool = ctx.pool_for_shared_models()
-  parts = {"kind": kind, "generator": gcfg.to_dict(), "data": ctx.splits[0].data_digest,
+  # The diffusion fields shape no other family's weights; leaving them out of the
+  # others' keys keeps the VAEs and GANs cached before those fields existed.
+  fields = {k: v for k, v in gcfg.to_dict().items()
+            if kind == "diffusion" or not k.startswith("diffusion_")}
+  parts = {"kind": kind, "generator": fields, "data": ctx.splits[0].data_digest,
            "pool": hashlib.sha256(np.ascontiguousarray(pool).tobytes()).hexdigest(),
            "versions": provenance.versions()}
   return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]

@@ -7,6 +7,7 @@ dream, attack or pseudo-label read. Arms receive the finished :class:`Context`.
 """
 
 import dataclasses
+import json
 import os
 from typing import Any, Callable
 
@@ -103,7 +104,8 @@ class Context:
                      val=(self.test.val_images, self.test.val_labels),
                      checkpoint_dir=os.path.join(folder, "checkpoint"),
                      metrics_dir=os.path.join(folder, metrics.LOGDIR),
-                     fingerprint=records.cell_fingerprint(self.config) + arm, desc=f"N{self.budget}/{arm}",
+                     fingerprint=records.cell_fingerprint(self.config) + arm + _settings_of(
+                         self.config, arm), desc=f"N{self.budget}/{arm}",
                      progress=self.log)
 
   def training_sets(self, generated: dict[int, Any]):
@@ -116,6 +118,16 @@ class Context:
         y = np.concatenate([y, generated[seed].labels])
       sets.append((x, y))
     return pad_to_common(sets)
+
+
+def _settings_of(config, arm: str) -> str:
+  """The settings of the arm a training run belongs to (``vae_small/cas``: vae_small's),
+  as its checkpoints depend on them."""
+  from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
+  name = arm.split("/")[0]
+  if arms_lib.base_name(name) not in arms_lib.REGISTRY:
+    return ""
+  return json.dumps(arms_lib.settings(config, name).to_dict(), sort_keys=True, default=str)
 
 
 def train_config(config, budget: int):

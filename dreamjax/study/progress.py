@@ -16,8 +16,9 @@ read from its arm (:func:`arm_kind`) and the config:
   a tenth of one per classical copy, ``MODEL_STEP`` per image of each
   generator or pretraining step (the arm's ``steps`` setting; per seed for the
   ``*_small`` generators, once per study for the pool generators and
-  pretrained trunks: charged to the first job of their arm), a forward pass
-  per pool image for pseudo-labels;
+  pretrained trunks: charged to the first job of their arm), the sampling of
+  each generated image (:func:`sample_work`), a forward pass per pool image
+  for pseudo-labels;
 * evaluation: the test set's forward pass, the PGD robustness of the arms
   measured for it, the oracle's pass over the measured set, and for a main
   generator cell a second training (its classification accuracy score).
@@ -58,7 +59,10 @@ ONLINE_PIXEL_OPS = 0.1
 # generator and its discriminator twice, an autoencoder decodes at full resolution, the
 # rotation pretext trains the trunk alone. Rounded from the recorded cell times of a
 # published study.
-MODEL_STEP = {"vae": 2.0, "gan": 3.0, "ae": 4.0, "pretext": 2.0}
+MODEL_STEP = {"vae": 2.0, "gan": 3.0, "ae": 4.0, "pretext": 2.0,
+              # A U-Net's forward and backward pass: timed against the classifier's
+              # training step on one machine, as no study has recorded it yet.
+              "diffusion": 14.0}
 # Extra cost, in plain training steps, of each batch-sized share of a semi-supervised
 # step's unlabeled batch (FixMatch's mu): its weak copy's forward pass, its strong
 # augmentation (a rotation is dear on a CPU), its strong copy's forward and gradient
@@ -162,8 +166,24 @@ def generator_work(config, name: str) -> float:
   from dreamjax.configs import generator as gen_configs  # pylint: disable=g-import-not-at-top
   from dreamjax.study import artefacts  # pylint: disable=g-import-not-at-top
   g = artefacts.generator_config(config, name)
-  batch = gen_configs.generator_batch_size(g)[1] if g.model in ("vae", "gan") else g.batch_size
+  batch = (gen_configs.generator_batch_size(g)[1] if g.model in ("vae", "gan", "diffusion")
+           else g.batch_size)
   return int(g.steps) * int(batch) * MODEL_STEP.get(g.model, 2.0)
+
+
+def sample_work(config, name: str) -> float:
+  """Image-steps of drawing one sample of arm ``name``'s generator and labelling it.
+
+  A decoder pass for the VAE and the GAN; a diffusion model runs its network
+  once per sampler step, twice where guidance mixes in the unconditional one.
+  """
+  from dreamjax.study import artefacts  # pylint: disable=g-import-not-at-top
+  g = artefacts.generator_config(config, name)
+  if g.model != "diffusion":
+    return 2 * FORWARD
+  guided = g.conditional and float(g.diffusion_guidance) != 1.0
+  passes = int(g.diffusion_sample_steps) * (2 if guided else 1)
+  return passes * MODEL_STEP["diffusion"] * FORWARD + FORWARD
 
 
 def transform_factor(config, name: str) -> float:
@@ -213,7 +233,7 @@ def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes()) -> dict[str, 
     if kind == "small_generator":
       gen += k * generator_work(config, arm.name)
     if kind in ("small_generator", "pool_generator"):
-      gen += k * made * 2 * FORWARD  # sampling (and pseudo-labels)
+      gen += k * made * sample_work(config, arm.name)  # sampling (and pseudo-labels)
     elif kind == "dream":
       gen += k * new * dream_steps(config, cell.arm)
     elif kind == "attack":

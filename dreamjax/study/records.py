@@ -42,7 +42,7 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
   try:
     with open(path) as f:
       record = json.load(f)
-    theirs = upgrade_config(record["config"])
+    theirs = upgrade_config(record["config"], mine)
   except (OSError, ValueError, KeyError) as e:
     raise ConfigError(f"{path} is unreadable ({e}); use a fresh --workdir.") from None
   if theirs != mine:
@@ -72,19 +72,24 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
 ADDED_FIELDS = {"train_steps_by_budget": {}, "first_seed": 0, "protocol_version": 1}
 
 
-def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
+def upgrade_config(cfg: dict[str, Any], today: dict[str, Any] | None = None) -> dict[str, Any]:
   """A recorded config in today's form, computing what it computed.
 
   Fields added since read as :data:`ADDED_FIELDS`. Arm settings that were
   study-wide tables keyed by arm name (``dream_presets``, ``generator_steps``,
   ``dream_sweep_strengths``) read as the arms' ``arm_settings``: ``dream_online``
   dreamed with ``dream_subtle``'s preset, and an empty sweep list meant the dream
-  configs' default sweep. Arms registered since, and the ``pool_dreamer`` block,
-  read as today's defaults.
+  configs' default sweep. The settings of arms registered since, and the
+  ``pool_dreamer`` block, read as ``today``'s config has them (none of their cells
+  ran, so any settings compute what it computed; the defaults without ``today``).
   """
   cfg = {**ADDED_FIELDS, **cfg}
-  if "arm_settings" in cfg or "dream_presets" not in cfg:
-    return _with_new_arms(cfg)
+  if "arm_settings" not in cfg and "dream_presets" in cfg:
+    cfg = _settings_from_tables(cfg)
+  return _with_new_arms(cfg, today)
+
+
+def _settings_from_tables(cfg: dict[str, Any]) -> dict[str, Any]:
   from dreamjax.configs import dream as dream_configs  # pylint: disable=g-import-not-at-top
   presets = cfg.pop("dream_presets")
   steps = cfg.pop("generator_steps", {})
@@ -93,7 +98,7 @@ def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
   settings["dream_online"] = {"preset": presets["dream_subtle"]}
   settings["dream_sweep"] = {"strengths": strengths}
   settings.update({arm: {"steps": n} for arm, n in steps.items()})
-  return _with_new_arms({**cfg, "arm_settings": settings})
+  return {**cfg, "arm_settings": settings}
 
 
 # Settings added to arms after workdirs were made, with the value that computes what
@@ -102,20 +107,23 @@ def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
 ADDED_SETTINGS = {"balanced": False}
 
 
-def _with_new_arms(cfg: dict[str, Any]) -> dict[str, Any]:
+def _with_new_arms(cfg: dict[str, Any], today: dict[str, Any] | None = None) -> dict[str, Any]:
   """Arms registered after a workdir was made computed nothing in it: their settings,
-  and the deep dreamer's block they share, read as today's defaults, so a config that
-  adds those arms only widens the study (``arms`` is :data:`EXTENSIBLE`); a setting
-  added to an arm it ran reads as :data:`ADDED_SETTINGS` says."""
+  and the deep dreamer's block they share, read as ``today``'s config has them (as
+  the defaults without it), so a config that adds those arms only widens the study
+  (``arms`` is :data:`EXTENSIBLE`); a setting added to an arm it ran reads as
+  :data:`ADDED_SETTINGS` says."""
   from dreamjax.configs import arms, dreamer  # pylint: disable=g-import-not-at-top
   if "arm_settings" not in cfg:
     return cfg
   defaults = json.loads(arms.settings_config().to_json())
+  now = {**defaults, **((today or {}).get("arm_settings") or {})}
   recorded = {arm: {**{f: v for f, v in ADDED_SETTINGS.items()
                        if f in defaults.get(arm, {}) and f not in given}, **given}
               for arm, given in cfg["arm_settings"].items()}
-  cfg = {**cfg, "arm_settings": {**defaults, **recorded}}
-  return {"pool_dreamer": json.loads(dreamer.get_config().to_json()), **cfg}
+  cfg = {**cfg, "arm_settings": {**now, **recorded}}
+  dreamer_now = (today or {}).get("pool_dreamer") or json.loads(dreamer.get_config().to_json())
+  return {"pool_dreamer": dreamer_now, **cfg}
 
 # Fields a config may widen to extend a finished study in place: every cell it
 # already holds was computed exactly as the wider config would compute it.
@@ -124,13 +132,15 @@ EXTENSIBLE = ("budgets", "arms", "exchange.copies", "exchange.label_factors", "e
 
 
 def cell_fingerprint(config) -> str:
-  """The config as a cell's checkpoints depend on it: without the :data:`EXTENSIBLE` fields.
+  """The config as every cell's checkpoints depend on it: without the :data:`EXTENSIBLE`
+  fields, nor the arms' settings (a cell adds its own arm's, ``Context.fit``).
 
   A study extended in place (more budgets, arms or exchange-rate values) must
   restore the checkpoints it already holds (the baselines its new cells build
   on), so what only widens the study is not part of their fingerprint.
   """
   cfg = json.loads(config.to_json())
+  cfg.pop("arm_settings", None)
   for dotted in EXTENSIBLE:
     *parents, last = dotted.split(".")
     node = cfg
