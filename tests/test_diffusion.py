@@ -173,7 +173,10 @@ def test_both_arms_run_in_a_tiny_study(tmp_path, real_data_dir):
   for arm in ("diffusion_small", "diffusion_pool"):
     cell = cells[f"N100/{arm}"]
     assert cell["status"] == "ok", cell.get("error")
-    assert cell["num_generated"] == 100
+    # The pool arm keeps at most 10 pseudo-labels per class (class-balanced): a tiny
+    # baseline names few classes, so fewer than 100 may be kept.
+    assert (cell["num_generated"] == 100 if arm == "diffusion_small"
+            else 0 < cell["num_generated"] <= 100)
     assert cell["label_preservation"] is not None and cell["frechet"] is not None
     assert cell["cost"]["gen_image_steps"] == 30 * 16  # the tiny preset's steps × batch
   assert (tmp_path / "artefacts" / "diffusion_pool.msgpack").exists()  # trained once, saved
