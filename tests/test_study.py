@@ -306,6 +306,10 @@ def test_study_on_two_hosts_matches_one_host(tmp_path, finished_study):
     assert r["status"] == "ok", r
     # Only the float summation order differs (an all-reduce over 4 devices
     # against one device's sums), and 30 training steps carry it forward.
+    if r["arm"] == "alignment":  # C3's job: cosines of the baselines' directions
+      for k in ("logit", "layer_objective"):
+        np.testing.assert_allclose(r[k]["mean"], single[key][k]["mean"], atol=1e-2)
+      continue
     np.testing.assert_allclose(r["test_accuracy"], single[key]["test_accuracy"], atol=2e-3)
     if "frechet_per_seed" in r:
       np.testing.assert_allclose(r["frechet_per_seed"], single[key]["frechet_per_seed"],
