@@ -331,11 +331,11 @@ def _check_shared(folder: str) -> None:
   of them learn whether every process saw it, so they stop together.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_count() == 1:
+  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
+  if sharding.process_count() == 1:
     return
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
   token = int(multihost_utils.broadcast_one_to_all(
       np.asarray(np.random.default_rng().integers(1, 2**31 - 1), np.int32)))
   marker = os.path.join(folder, ".dreamjax-shared-check")

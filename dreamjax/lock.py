@@ -45,7 +45,7 @@ def workdir_lock(folder: str, what: str = "study") -> Iterator[None]:
       fd = _take_lock(folder, what)
     except ConfigError as e:
       error = e
-  if jax.process_count() > 1:
+  if sharding.process_count() > 1:
     import numpy as np  # pylint: disable=g-import-not-at-top
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     refused = int(multihost_utils.broadcast_one_to_all(np.asarray(error is not None, np.int32)))

@@ -152,8 +152,14 @@ def load_data(config) -> data_lib.RawDataset:
   return data_lib.load_dataset(config.dataset, config.data_dir or None)
 
 
-def oracle(config, raw: data_lib.RawDataset, workdir: str, mesh: Mesh, log) -> Oracle:
-  """Trains (or resumes) the reference classifier on every training label."""
+def oracle(config, raw: data_lib.RawDataset, workdir: str, mesh: Mesh, log,
+           record: dict[str, Any] | None = None, write_record: bool = True) -> Oracle:
+  """Trains (or resumes) the reference classifier on every training label.
+
+  Its results.jsonl record is ``record`` if given, else read from there, else
+  measured (and appended there with ``write_record``; a study's worker leaves
+  that to the driver, the one writer of results.jsonl).
+  """
   cfg = config.oracle
   model = models.make_model(cfg.model, raw.num_classes)
   s = data_lib.make_splits(raw, num_labeled=-1, val_size=config.val_size, seed=0)
@@ -163,12 +169,15 @@ def oracle(config, raw: data_lib.RawDataset, workdir: str, mesh: Mesh, log) -> O
                   metrics_dir=os.path.join(folder, metrics.LOGDIR),
                   fingerprint=cfg.to_json() + config.dataset, desc="oracle", progress=log)
   variables = unstack(res.state.variables, 0)
-  record = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, RESULTS))}.get("oracle")
+  if record is None:
+    record = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, RESULTS),
+                                                     repair=write_record)}.get("oracle")
   if record is None:
     acc = evaluate.accuracy(model, res.state.variables, s.test_images, s.test_labels, mesh=mesh)
     record = {"cell": "oracle", "arm": "oracle", "status": "ok", "test_accuracy": acc.tolist(),
               "history": res.history, "timing": {"train_seconds": res.seconds}}
-    fileio.append_jsonl(os.path.join(workdir, RESULTS), record)
+    if write_record:
+      fileio.append_jsonl(os.path.join(workdir, RESULTS), record)
     log(f"oracle test accuracy {acc[0]:.4f}")
   test = s.test_images[:config.eval.frechet_num_test]
   features = frechet.features(model, variables, test, layer=cfg.feature_layer, mesh=mesh)
