@@ -330,7 +330,6 @@ def _check_shared(folder: str) -> None:
   Process 0 writes a random token there; each process reads it back, and all
   of them learn whether every process saw it, so they stop together.
   """
-  import jax  # pylint: disable=g-import-not-at-top
   from dreamjax import sharding  # pylint: disable=g-import-not-at-top
   if sharding.process_count() == 1:
     return

@@ -37,7 +37,6 @@ def workdir_lock(folder: str, what: str = "study") -> Iterator[None]:
   Multi-host: process 0 takes the lock and the others learn whether it did,
   so they all stop or go on together. ``what`` names the job in messages.
   """
-  import jax  # pylint: disable=g-import-not-at-top
   from dreamjax import sharding  # pylint: disable=g-import-not-at-top
   fd, error = None, None
   if sharding.is_primary():

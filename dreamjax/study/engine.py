@@ -1,47 +1,107 @@
-"""The distributed engine that runs a study's tasks: local worker processes, or a cluster.
+"""The distributed engine that runs a study's tasks: Ray, on local workers or a cluster.
 
-An engine here is a thin adapter (start, submit, as completed, stop) over an
-existing engine; the tasks and their inputs are :mod:`dreamjax.study.tasks`.
+Ray was measured against Dask distributed on the study before it was chosen
+(docs/design.md, benchmarks/engines.py). This module is the thin adapter the
+runner uses (start, submit, as completed, cancel, close); the tasks and their
+inputs are :mod:`dreamjax.study.tasks`, and nothing here orders them: Ray runs a
+task once the results it takes as inputs exist.
+
+Locally, ``ray.init`` starts a cluster of this machine alone, with as many
+CPUs as workers asked for, and stops it at the end (a driver that is killed
+takes it down too). With an address (``--engine_address`` or ``RAY_ADDRESS``)
+the study joins a running cluster (``ray start`` on each node,
+docs/cluster.md) and uses all of it. Each task asks for one CPU, and, where
+the cluster has GPUs, ``1 / workers_per_gpu`` of one: that many workers share a
+device, each allowed that share of its memory (``XLA_PYTHON_CLIENT_MEM_FRACTION``).
 """
 
 import os
+import sys
 from typing import Any, Callable, Iterator
 
+from dreamjax.errors import ConfigError
 from dreamjax.study import tasks
 
+# The driver's settings that shape a worker's results or what it reads: given to every
+# worker of the study, on this machine or on a cluster's nodes.
 WORKER_ENV = ("DREAMJAX_DATA_DIR", "DREAMJAX_CACHE_DIR", "DREAMJAX_NO_XLA_FLAGS",
-              "JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-              "XLA_FLAGS", "XLA_PYTHON_CLIENT_MEM_FRACTION", "JAX_PLATFORMS")
+              "DREAMJAX_XLA_CACHE", "JAX_COMPILATION_CACHE_DIR",
+              "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "XLA_FLAGS",
+              "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE", "JAX_PLATFORMS")
+# Device memory left to the workers sharing a GPU, together: XLA's own default share.
+GPU_MEMORY = 0.75
 
 
-def worker_env() -> dict[str, str]:
-  """The driver's settings that shape a worker's results or where it reads, for workers
-  the driver does not start itself (a cluster's)."""
-  return {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+def worker_env(gpu_share: float | None = None) -> dict[str, str]:
+  """The environment every worker gets: :data:`WORKER_ENV` as the driver has it, and
+  with ``gpu_share`` of a GPU each, that share of its memory unless the user set one."""
+  env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+  if gpu_share:
+    env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{GPU_MEMORY * gpu_share:.3f}")
+  return env
+
+
+def address_from_env() -> str | None:
+  """The cluster a study joins when no flag names one: ``RAY_ADDRESS``, Ray's own variable."""
+  return os.environ.get("RAY_ADDRESS") or None
 
 
 class RayEngine:
-  """Ray: ``ray.init`` of a local cluster of ``workers`` CPUs, or of ``address``'s cluster."""
+  """Ray: a local cluster of ``workers`` CPUs, or the running cluster at ``address``."""
   name = "ray"
 
-  def __init__(self, workers: int, address: str | None = None, log: Callable = print):
-    import ray  # pylint: disable=g-import-not-at-top
+  def __init__(self, workers: int, address: str | None = None, log: Callable = print,
+               workers_per_gpu: int = 2):
+    try:
+      import ray  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise ConfigError("the study's workers run on Ray, which is not installed here:"
+                        " reinstall with ./launch.sh (or pip install -e .), or pass"
+                        " --workers=0 to run every job in this process.") from None
     self.ray = ray
-    kwargs = dict(include_dashboard=False, log_to_driver=True,
-                  runtime_env={"env_vars": worker_env()})
-    if address:
-      ray.init(address=address, **kwargs)
-    else:
-      ray.init(num_cpus=workers, **kwargs)
-    self.workers = int(ray.cluster_resources().get("CPU", workers))
-    self._remote = ray.remote(num_cpus=1, max_retries=3)(_ray_task)
-    self._spec = None
+    if workers_per_gpu < 1:
+      raise ConfigError(f"workers_per_gpu={workers_per_gpu} is invalid: must be >= 1.")
+    # Every worker's progress lines reach this log as they are; Ray would fold lines
+    # that look alike from several workers into one.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not _is_terminal(sys.stderr):  # a log file gets plain lines
+      os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    address = address or address_from_env()
+    kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
+    # A local cluster would otherwise count this process's CPUs, not the workers asked for.
+    local = {} if address else {"num_cpus": int(workers)}
+    try:
+      ray.init(address=address, **local, **kwargs)
+    except ConnectionError as e:
+      raise ConfigError(f"no Ray cluster at {address!r} ({e}). Start one (docs/cluster.md),"
+                        " or unset RAY_ADDRESS / drop --engine_address to run on this"
+                        " machine.") from None
+    resources = ray.cluster_resources()
+    gpus = float(resources.get("GPU", 0))
+    self.gpu_share = 1.0 / workers_per_gpu if gpus else 0.0
+    self.address = address
+    cpus = int(resources.get("CPU", workers))
+    self.workers = min(cpus, int(gpus * workers_per_gpu)) if gpus else cpus
+    self.nodes = len([n for n in ray.nodes() if n.get("Alive")])
+    # A task's worker gets its environment before it starts JAX: the memory fraction of
+    # its share of a GPU among it.
+    self._remote = ray.remote(_ray_task)
+    self._options = dict(num_cpus=1, num_gpus=self.gpu_share, max_retries=3,
+                         runtime_env={"env_vars": worker_env(self.gpu_share)})
+
+  def describe(self) -> dict[str, Any]:
+    out = {"nodes_in_cluster": self.nodes}
+    if self.address:
+      out["address"] = self.address
+    if self.gpu_share:
+      out["gpu_share"] = self.gpu_share
+    return out
 
   def share(self, value):
     return self.ray.put(value)
 
   def submit(self, key: str, *args):
-    return self._remote.options(name=key).remote(*args)
+    return self._remote.options(name=key, **self._options).remote(*args)
 
   def as_completed(self, futures: list[Any]) -> Iterator[Any]:
     pending = list(futures)
@@ -53,62 +113,25 @@ class RayEngine:
     for f in futures:
       try:
         self.ray.cancel(f, force=True)
-      except Exception:  # noqa: BLE001 - finished or already gone
+      except Exception:  # noqa: BLE001 - finished, or gone with its worker
         pass
 
   def close(self) -> None:
     self.ray.shutdown()
 
 
+def _is_terminal(stream) -> bool:
+  try:
+    return stream.isatty()
+  except (AttributeError, ValueError):
+    return False
+
+
 def _ray_task(spec, task, *inputs):
+  """A task in a Ray worker: :func:`dreamjax.study.tasks.run`, which also says its node."""
   import ray  # pylint: disable=g-import-not-at-top
   os.environ["DREAMJAX_NODE"] = ray.get_runtime_context().get_node_id()
   return tasks.run(spec, task, *inputs)
-
-
-class DaskEngine:
-  """Dask distributed: a ``LocalCluster`` of ``workers`` one-thread processes, or the
-  scheduler at ``address``."""
-  name = "dask"
-
-  def __init__(self, workers: int, address: str | None = None, log: Callable = print):
-    import distributed  # pylint: disable=g-import-not-at-top
-    self.distributed = distributed
-    self.cluster = None
-    if address:
-      self.client = distributed.Client(address)
-    else:
-      self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
-                                              processes=True, dashboard_address=None)
-      self.client = distributed.Client(self.cluster)
-    self.workers = len(self.client.scheduler_info()["workers"]) or workers
-
-  def share(self, value):
-    return self.client.scatter(value, broadcast=True)
-
-  def submit(self, key: str, *args):
-    return self.client.submit(_dask_task, *args, key=key, pure=False)
-
-  def as_completed(self, futures: list[Any]) -> Iterator[Any]:
-    for f in self.distributed.as_completed(futures):
-      yield f.result()
-
-  def cancel(self, futures: list[Any]) -> None:
-    self.client.cancel(futures, force=True)
-
-  def close(self) -> None:
-    self.client.close()
-    if self.cluster is not None:
-      self.cluster.close()
-
-
-def _dask_task(spec, task, *inputs):
-  import distributed  # pylint: disable=g-import-not-at-top
-  os.environ["DREAMJAX_NODE"] = distributed.get_worker().address
-  return tasks.run(spec, task, *inputs)
-
-
-ENGINES = {"ray": RayEngine, "dask": DaskEngine}
 
 
 def run_tasks(engine, spec: tasks.Spec, graph: list[tasks.Task], done: dict[str, Any],

@@ -12,6 +12,7 @@ The mesh is made here, once, and handed down through the per-budget
 :class:`dreamjax.study.context.Context`.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -176,18 +177,23 @@ def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log) -> dict[str
 
 def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool = False,
               log: Callable[[str], None] = print, workers: int = 0,
-              address: str | None = None, engine: str = "ray") -> dict[str, Any]:
+              address: str | None = None, engine=None,
+              engine_options: dict[str, Any] | None = None) -> dict[str, Any]:
   """Runs (or resumes) every cell, then writes the report. Returns a summary.
 
   ``workers=0`` and no ``address``: every job in this process, in turn. Else
   the jobs are tasks of a distributed engine (:mod:`dreamjax.study.tasks`), on
   ``workers`` local worker processes of one XLA:CPU thread each, or on the
-  cluster at ``address``; this process only writes the records.
+  cluster at ``address``; this process only writes the records. ``engine``:
+  the engine's adapter class (default :class:`dreamjax.study.engine.RayEngine`),
+  made with ``engine_options``.
   """
   validate_config(config)
   compute = None
   if workers or address:
-    compute = {"engine": engine, "xla_cpu_threads": tasks_lib.WORKER_THREADS}
+    from dreamjax.study import engine as engine_lib  # pylint: disable=g-import-not-at-top
+    engine = engine or engine_lib.RayEngine
+    compute = {"engine": engine.name, "xla_cpu_threads": tasks_lib.WORKER_THREADS}
     if not dry_run:
       _driver_on_cpu()
   mesh = sharding.make_mesh() if compute is None or dry_run else None
@@ -205,8 +211,9 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
     records.check_compute(workdir, compute or {"engine": "", "xla_cpu_threads":
                                                _xla.cpu_threads()})
     if compute is not None:
+      tasks_lib.wait_for_workers(workdir, log)
       return _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log,
-                        compute, workers, address)
+                        compute, engine(workers, address, log, **(engine_options or {})))
     return _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, contexts)
 
 
@@ -335,8 +342,8 @@ def _driver_on_cpu() -> None:
 
 
 def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, compute,
-               workers, address):
-  """:func:`_run` with every job a task of the engine; this process writes the records."""
+               engine):
+  """:func:`_run` with every job a task of ``engine``; this process writes the records."""
   from dreamjax import provenance  # pylint: disable=g-import-not-at-top
   from dreamjax.study import engine as engine_lib  # pylint: disable=g-import-not-at-top
   results = os.path.join(workdir, RESULTS)
@@ -346,8 +353,7 @@ def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, c
   jobs = job_order(config, cells, with_alignment)
   todo = [c for c in jobs if c.key not in done]
   graph = tasks_lib.graph(config, jobs, done)
-  engine = engine_lib.ENGINES[compute["engine"]](workers, address, log)
-  compute = {**compute, "workers": engine.workers, **({"address": address} if address else {})}
+  compute = {**compute, "workers": engine.workers, **engine.describe()}
   log(f"study: {len(jobs)} cells, {len(jobs) - len(todo)} already done, workdir {workdir};"
       f" {len(graph)} tasks on {engine.workers} {compute['engine']} workers"
       f" ({compute['xla_cpu_threads']} XLA:CPU thread each)")
@@ -377,6 +383,7 @@ def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, c
       return
     if record["status"] != "ok":
       log(f"{key} FAILED: {record['error']}")
+    record.setdefault("timing", {})["worker"] = result["worker"]  # where it ran
     fileio.append_jsonl(results, record)
     bar.end(key, record)
     ran += 1
@@ -391,6 +398,8 @@ def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, c
   bar.close()
   session.close(ran, "finished", nodes=len(nodes))
   engine.close()
+  with contextlib.suppress(OSError):  # no task works here any more
+    os.remove(os.path.join(workdir, tasks_lib.WORKERS_LOCK))
   from dreamjax.study import report  # pylint: disable=g-import-not-at-top
   paths = report.write_report(config, workdir)
   log(f"study finished in {(time.perf_counter() - t0) / 60:.1f} min; report: {paths['report']}")

@@ -18,12 +18,14 @@ a budget's cells share (data, splits, the oracle, the baselines) once, from
 the workdir, and keeps it for its next tasks.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import os
 import sys
 import time
 import traceback
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from dreamjax import _xla
 from dreamjax.configs import arms as arms_lib
@@ -152,6 +154,61 @@ def run(spec: Spec, task: Task, *inputs) -> dict[str, Any]:
     from dreamjax import cli  # pylint: disable=g-import-not-at-top
     cli.use_compilation_cache()  # programs compiled by any worker (or run) on this machine
   _xla.fix_cpu_threads(spec.threads)  # before this process's first JAX computation
+  with working_in(spec.workdir):
+    return _run(spec, task, inputs)
+
+
+WORKERS_LOCK = ".dreamjax-workers.lock"
+
+
+@contextlib.contextmanager
+def working_in(workdir: str) -> Iterator[None]:
+  """Holds a shared lock on the workdir's workers' lock file while a task works there.
+
+  A killed driver's workers may go on for a few seconds; :func:`wait_for_workers`
+  lets a new driver wait for them before its own start. Where the filesystem
+  has no ``flock`` the task runs without it.
+  """
+  fd = os.open(os.path.join(workdir, WORKERS_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:
+      pass
+    yield
+  finally:
+    os.close(fd)
+
+
+def wait_for_workers(workdir: str, log, seconds: float = 120.0) -> None:
+  """Waits until no task of an earlier run on ``workdir`` still works there (a driver
+  killed a moment ago leaves its local workers a few seconds)."""
+  path = os.path.join(workdir, WORKERS_LOCK)
+  if not os.path.exists(path):
+    return
+  fd = os.open(path, os.O_RDWR)
+  try:
+    deadline, said = time.monotonic() + seconds, False
+    while True:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+      except BlockingIOError:
+        if time.monotonic() > deadline:
+          raise ConfigError(f"workers of an earlier run still work in {workdir} after"
+                            f" {seconds:.0f} s (they hold {path}). Stop them (ray stop on"
+                            " their nodes), then rerun.") from None
+        if not said:
+          log("waiting for the workers of the previous run on this workdir to stop")
+          said = True
+        time.sleep(0.5)
+      except OSError:  # no flock on this filesystem
+        break
+  finally:
+    os.close(fd)
+
+
+def _run(spec: Spec, task: Task, inputs) -> dict[str, Any]:
   state = _state(spec)
   t0 = time.perf_counter()
   by_key = {k: _record_of(x) for k, x in zip(task.inputs, inputs)}
