@@ -210,6 +210,8 @@ def wait_for_workers(workdir: str, log, seconds: float = 120.0) -> None:
 
 def _run(spec: Spec, task: Task, inputs) -> dict[str, Any]:
   state = _state(spec)
+  where = worker_info()
+  state["log"](f"{task.key}: started (pid {where['pid']} on {where['host']})")
   t0 = time.perf_counter()
   by_key = {k: _record_of(x) for k, x in zip(task.inputs, inputs)}
   failed = [k for k in task.needs if (by_key[k] or {}).get("status") == "failed"]
