@@ -270,3 +270,41 @@ def test_a_workdir_is_computed_one_way(tmp_path, monkeypatch):
   with pytest.raises(ConfigError, match=r"in one process.*rerun with --workers=0"):
     records_lib.check_compute(workdir, {"engine": "ray", "xla_cpu_threads": 1})
   assert runner.auto_workers(str(tmp_path / "fresh")) == 3
+
+
+def test_workers_sharing_a_gpu_get_their_share_of_its_memory(monkeypatch):
+  """On a GPU node, each worker asks Ray for 1 / workers_per_gpu of a GPU and gets that
+  share of XLA's default memory fraction, unless the user chose one."""
+  from dreamjax.study import engine  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+  monkeypatch.setenv("DREAMJAX_DATA_DIR", "/data/fmnist")
+  env = engine.worker_env(gpu_share=0.5)
+  assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.375"
+  assert env["DREAMJAX_DATA_DIR"] == "/data/fmnist"
+  assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in engine.worker_env()  # no GPU: nothing
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.2")
+  assert engine.worker_env(gpu_share=0.5)["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.2"
+
+
+def test_a_gpu_node_runs_workers_per_gpu_workers_each_with_its_share(tmp_path, real_data_dir):
+  """A node that says it has one GPU (Ray's local cluster utility; the jobs still
+  compute on the CPU here): two workers share it, each told its GPU and half of XLA's
+  default memory fraction."""
+  del real_data_dir
+  from ray.cluster_utils import Cluster  # pylint: disable=g-import-not-at-top
+  cluster = Cluster(initialize_head=True, head_node_args={
+      "num_cpus": 3, "num_gpus": 1, "include_dashboard": False})
+  try:
+    address = cluster.address
+    workdir = str(tmp_path / "w")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_PYTHON_CLIENT_MEM_FRACTION"}
+    out = subprocess.run(_cmd(workdir, f"--engine_address={address}", "--workers_per_gpu=2",
+                              arms=("baseline",)),
+                         capture_output=True, text=True, cwd=REPO, timeout=900, env=env)
+  finally:
+    cluster.shutdown()
+  assert out.returncode == 0, out.stderr[-4000:]
+  (session,) = records_lib.read_sessions(workdir)
+  assert session["compute"]["workers"] == 2 and session["compute"]["gpu_share"] == 0.5
+  ran = [r["timing"]["worker"] for r in _results(workdir) if r["cell"] != "oracle"]
+  assert ran and all(w["gpus"] == "0" and w["gpu_memory_fraction"] == "0.375" for w in ran)

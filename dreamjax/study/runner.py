@@ -383,7 +383,9 @@ def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, c
       return
     if record["status"] != "ok":
       log(f"{key} FAILED: {record['error']}")
-    record.setdefault("timing", {})["worker"] = result["worker"]  # where it ran
+    timing = record.setdefault("timing", {})
+    timing["worker"] = result["worker"]  # where it ran
+    timing.setdefault("task_seconds", result["seconds"])  # the whole task, in its worker
     fileio.append_jsonl(results, record)
     bar.end(key, record)
     ran += 1

@@ -138,9 +138,14 @@ _STATE: dict[str, Any] = {}  # this worker's data, mesh, oracle and budget conte
 def worker_info(threads: int | None = None) -> dict[str, Any]:
   """Where a task ran: host, process, the engine's node (set by the engine), XLA threads."""
   import socket  # pylint: disable=g-import-not-at-top
-  return {"host": socket.gethostname(), "pid": os.getpid(),
-          "node": os.environ.get("DREAMJAX_NODE", ""),
-          "xla_cpu_threads": _xla.cpu_threads() if threads is None else threads}
+  out = {"host": socket.gethostname(), "pid": os.getpid(),
+         "node": os.environ.get("DREAMJAX_NODE", ""),
+         "xla_cpu_threads": _xla.cpu_threads() if threads is None else threads}
+  for key, var in (("gpus", "CUDA_VISIBLE_DEVICES"),
+                   ("gpu_memory_fraction", "XLA_PYTHON_CLIENT_MEM_FRACTION")):
+    if os.environ.get(var):  # set by the engine for a worker given a share of a GPU
+      out[key] = os.environ[var]
+  return out
 
 
 def run(spec: Spec, task: Task, *inputs) -> dict[str, Any]:
