@@ -375,12 +375,18 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def child_study(engine, workers, workdir, arms):
+def child_study(engine, workers, workdir, arms, preset="tiny", overrides="{}"):
   import dreamjax  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   from dreamjax.configs import study as study_configs  # pylint: disable=g-import-not-at-top
   from dreamjax.study import runner  # pylint: disable=g-import-not-at-top
-  cfg = study_configs.get_config("tiny")
+  cfg = study_configs.get_config(preset)
   cfg.arms = tuple(arms.split(","))
+  for dotted, value in json.loads(overrides).items():
+    *parents, last = dotted.split(".")
+    node = cfg
+    for part in parents:
+      node = node[part]
+    node[last] = tuple(value) if isinstance(value, list) else value
   peak = [0.0]
   stop = threading.Event()
 
@@ -395,7 +401,17 @@ def child_study(engine, workers, workdir, arms):
   runner.run_study(cfg, workdir, workers=int(workers), engine=factory, log=lambda m: None)
   wall = time.perf_counter() - t0
   stop.set()
-  return {"wall_s": wall, "peak_rss_mb": peak[0]}
+  from dreamjax.study import progress  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(workdir, "results.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  cells = [r for r in records if r["cell"] != "oracle"]
+  cell_s = {r["cell"]: progress.record_seconds(r) for r in cells}
+  return {"wall_s": wall, "peak_rss_mb": peak[0], "cells": len(cells),
+          "cells_per_min": len(cells) / (wall / 60), "failed": sum(
+              r["status"] != "ok" for r in records),
+          "oracle_train_s": next(((r.get("timing") or {}).get("train_seconds")
+                                  for r in records if r["cell"] == "oracle"), None),
+          "cell_seconds": cell_s, "load_average": os.getloadavg()}
 
 
 CHILDREN = {"startup": child_startup, "overhead": child_overhead, "memory": child_memory,
@@ -427,6 +443,9 @@ def main():
   p.add_argument("--workers", default="1,2", help="comma list of local worker counts")
   p.add_argument("--only", default=",".join(ALL))
   p.add_argument("--study_arms", default="baseline,classical,vae_pool,dream_subtle")
+  p.add_argument("--study_preset", default="tiny", help="study config preset of the study runs")
+  p.add_argument("--study_set", default="{}",
+                 help='JSON of config overrides, e.g. {"train.steps": 400, "num_seeds": 3}')
   p.add_argument("--study_workers", default="0,1,2",
                  help="worker counts of the study runs (0: one process, engine unused)")
   p.add_argument("--json_out", default="")
@@ -434,7 +453,7 @@ def main():
   args = p.parse_args()
   if args._child:  # pylint: disable=protected-access
     name, *rest = args._child  # pylint: disable=protected-access
-    rest = [int(a) if a.isdigit() else a for a in rest]
+    rest = [int(a) if a.isdigit() else a for a in rest]  # worker counts
     print(json.dumps(CHILDREN[name](*rest)))
     return
   only = args.only.split(",")
@@ -465,7 +484,7 @@ def main():
         with tempfile.TemporaryDirectory() as d:
           key = f"{engine}/{w}"
           study[key] = run_child("study", engine if w else "ray", w, os.path.join(d, "w"),
-                                 args.study_arms)
+                                 args.study_arms, args.study_preset, args.study_set)
           print(f"study {key}: {study[key]}", flush=True)
   if args.json_out:
     with open(args.json_out, "w") as f:

@@ -154,21 +154,26 @@ def test_a_worker_killed_mid_cell_reruns_it_and_the_study_ends_with_the_same_num
   assert cell["timing"]["worker"]["pid"] != killed[0]  # rerun by another worker process
 
 
-def test_the_driver_killed_leaves_a_workdir_that_resumes_to_the_same_numbers(
+def test_the_driver_stopped_or_killed_leaves_a_workdir_that_resumes_to_the_same_numbers(
     two_workers, tmp_path):
-  """SIGKILL of the driver mid-study takes its workers down (they stop writing at once or
-  within seconds); the same command, run at once, waits for them, resumes, and ends with
-  the numbers of an uninterrupted run."""
+  """SIGTERM of the driver stops its workers and records the run as stopped; SIGKILL
+  takes them down too (they stop writing at once or within seconds). Each time the same
+  command, run at once, resumes (waiting for any worker still there) and ends with the
+  numbers of an uninterrupted run."""
   workdir = str(tmp_path / "w")
-  proc = subprocess.Popen(_cmd(workdir, "--workers=2"), cwd=REPO, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-  lines = []
-  watchdog = threading.Timer(900, proc.kill)
-  watchdog.start()
-  _watch(proc, r"\] N100/baseline done", lambda m: proc.kill(), lines)
-  proc.wait()
-  watchdog.cancel()
-  assert proc.returncode == -signal.SIGKILL, "".join(lines)[-3000:]
+  for sig, after in ((signal.SIGTERM, r"\] N100/baseline done"), (signal.SIGKILL, r"\] \S+ done")):
+    proc = subprocess.Popen(_cmd(workdir, "--workers=2"), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    watchdog = threading.Timer(900, proc.kill)
+    watchdog.start()
+    _watch(proc, after, lambda m, p=proc, s=sig: p.send_signal(s), lines)
+    proc.wait()
+    watchdog.cancel()
+    assert proc.returncode == {signal.SIGTERM: 143, signal.SIGKILL: -9}[sig], (
+        "".join(lines)[-3000:])
+    if sig == signal.SIGTERM:
+      assert "rerun the same command to resume" in "".join(lines)
   before = {r["cell"] for r in _results(workdir)}
   assert "N100/baseline" in before and len(before) < len(_results(two_workers))
   out = subprocess.run(_cmd(workdir, "--workers=2"), capture_output=True, text=True,
@@ -176,7 +181,8 @@ def test_the_driver_killed_leaves_a_workdir_that_resumes_to_the_same_numbers(
   assert out.returncode == 0, out.stderr[-4000:]
   assert f"{len(before) - 1} already done" in out.stderr  # the oracle is no job
   assert _comparable(_results(workdir)) == _comparable(_results(two_workers))
-  assert [s["status"] for s in records_lib.read_sessions(workdir)] == ["finished"]
+  assert [s["status"] for s in records_lib.read_sessions(workdir)] == [
+      "stopped (Terminated)", "finished"]  # SIGKILL: no line
 
 
 def test_a_second_driver_on_a_busy_workdir_is_refused_before_it_starts_workers(tmp_path):

@@ -16,7 +16,9 @@ device, each allowed that share of its memory (``XLA_PYTHON_CLIENT_MEM_FRACTION`
 """
 
 import os
+import signal
 import sys
+import threading
 from typing import Any, Callable, Iterator
 
 from dreamjax.errors import ConfigError
@@ -70,12 +72,17 @@ class RayEngine:
     kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
     # A local cluster would otherwise count this process's CPUs, not the workers asked for.
     local = {} if address else {"num_cpus": int(workers)}
+    handlers = _signal_handlers()
     try:
       ray.init(address=address, **local, **kwargs)
     except ConnectionError as e:
       raise ConfigError(f"no Ray cluster at {address!r} ({e}). Start one (docs/cluster.md),"
                         " or unset RAY_ADDRESS / drop --engine_address to run on this"
                         " machine.") from None
+    finally:
+      # Ray's core installs a handler that aborts the process on SIGTERM; the study's own
+      # (cli.run) stops the workers and records the run as stopped instead.
+      _restore(handlers)
     resources = ray.cluster_resources()
     gpus = float(resources.get("GPU", 0))
     self.gpu_share = 1.0 / workers_per_gpu if gpus else 0.0
@@ -106,8 +113,10 @@ class RayEngine:
   def as_completed(self, futures: list[Any]) -> Iterator[Any]:
     pending = list(futures)
     while pending:
-      ready, pending = self.ray.wait(pending, num_returns=1)
-      yield self.ray.get(ready[0])
+      # In short waits, so that Ctrl-C and SIGTERM reach this process's handlers at once.
+      ready, pending = self.ray.wait(pending, num_returns=1, timeout=1.0)
+      if ready:
+        yield self.ray.get(ready[0])
 
   def cancel(self, futures: list[Any]) -> None:
     for f in futures:
@@ -118,6 +127,18 @@ class RayEngine:
 
   def close(self) -> None:
     self.ray.shutdown()
+
+
+def _signal_handlers() -> dict[int, Any]:
+  if threading.current_thread() is not threading.main_thread():
+    return {}
+  return {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+  for sig, handler in handlers.items():
+    if handler is not None:
+      signal.signal(sig, handler)
 
 
 def _is_terminal(stream) -> bool:

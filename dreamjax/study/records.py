@@ -206,6 +206,15 @@ def _diff_keys(a, b, prefix=""):
   return out
 
 
+def read_compute(workdir: str) -> dict[str, Any] | None:
+  """How the workdir's cells are computed (:func:`check_compute`), None if it does not say."""
+  try:
+    with open(os.path.join(workdir, CONFIG_FILE)) as f:
+      return json.load(f).get("compute")
+  except (OSError, ValueError):
+    return None
+
+
 def check_compute(workdir: str, compute: dict[str, Any]) -> None:
   """Refuses to compute a workdir's cells with XLA:CPU thread settings other than it records.
 

@@ -14,7 +14,6 @@ The mesh is made here, once, and handed down through the per-budget
 
 import contextlib
 import dataclasses
-import json
 import os
 import time
 import traceback
@@ -317,13 +316,8 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, c
 def auto_workers(workdir: str) -> int:
   """The default ``workers``: how the workdir's cells were computed (0: in one process), or
   for a fresh workdir one worker per CPU."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if os.path.exists(path):
-    try:
-      with open(path) as f:
-        compute = json.load(f).get("compute")
-    except (OSError, ValueError):
-      compute = None  # check_workdir says what is wrong with it
+  if os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+    compute = records.read_compute(workdir)
     computed = (os.path.exists(os.path.join(workdir, "oracle"))
                 or os.path.exists(os.path.join(workdir, RESULTS)))
     if compute is not None and not compute.get("engine"):
