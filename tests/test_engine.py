@@ -314,3 +314,15 @@ def test_a_gpu_node_runs_workers_per_gpu_workers_each_with_its_share(tmp_path, r
   assert session["compute"]["workers"] == 2 and session["compute"]["gpu_share"] == 0.5
   ran = [r["timing"]["worker"] for r in _results(workdir) if r["cell"] != "oracle"]
   assert ran and all(w["gpus"] == "0" and w["gpu_memory_fraction"] == "0.375" for w in ran)
+
+
+def test_recheck_of_a_workers_cell_computes_with_their_thread_count(two_workers, tmp_path):
+  """--recheck recomputes a cell in its own process, with the XLA thread count the
+  workdir's workers had, so a cell computed by workers rechecks identical."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "w")
+  shutil.copytree(two_workers, workdir)
+  out = subprocess.run(_cmd(workdir, "--recheck=N100/classical"), capture_output=True,
+                       text=True, cwd=REPO, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "identical to its record" in out.stdout
