@@ -121,9 +121,17 @@ def schedule(graph: list[tasks.Task], cost: dict[str, float], workers: int,
         heapq.heappush(ready, (max(finish[d] for d in deps[u]), order[u], u))
   makespan = max(finish.values())
   critical: dict[str, float] = {}
+  before: dict[str, str] = {}
   for t in graph:  # submission order has every input first
-    critical[t.key] = max([critical[d] for d in deps[t.key]], default=startup) + cost[t.key] / speed
+    first = max(deps[t.key], key=lambda d: critical[d], default=None)
+    before[t.key] = first
+    critical[t.key] = (critical[first] if first else startup) + cost[t.key] / speed
+  path, key = [], max(critical, key=critical.get)
+  while key:
+    path.append(key)
+    key = before[key]
   return {"makespan_s": makespan, "critical_path_s": max(critical.values()),
+          "critical_path": [(k, cost[k] / speed) for k in reversed(path)],
           "busy_fraction": busy / (makespan * workers)}
 
 
@@ -142,7 +150,7 @@ def main():
   out = {"folder": args.folder, "cells": cells, "tasks": len(graph),
          "work_s": sum(cost.values()) / args.worker_speed, "cores_per_node": args.cores,
          "worker_speed": args.worker_speed, "startup_s": args.startup_s, "nodes": {}}
-  print(f"{args.folder}: {cells} cells, {len(graph)} tasks, {out['work_s'] / 60:.1f} worker-min"
+  print(f"{args.folder}: {cells} jobs (cells, alignments), {len(graph)} tasks, {out['work_s'] / 60:.1f} worker-min"
         f" of work; {args.cores} one-thread workers per node")
   print(f"{'nodes':>6} {'workers':>8} {'wall':>10} {'cells/min':>10} {'busy':>6}")
   for n in (int(x) for x in args.nodes.split(",")):
@@ -151,7 +159,8 @@ def main():
     out["nodes"][n] = s
     print(f"{n:>6} {n * args.cores:>8} {s['makespan_s'] / 60:>8.1f} m {s['cells_per_min']:>10.2f}"
           f" {s['busy_fraction']:>6.0%}")
-  print(f"critical path (unlimited workers): {s['critical_path_s'] / 60:.1f} min")
+  print(f"critical path (unlimited workers): {s['critical_path_s'] / 60:.1f} min: " + " → ".join(
+      f"{k} {v / 60:.1f}" for k, v in s["critical_path"]))
   print(json.dumps(out))
 
 
