@@ -1,8 +1,11 @@
 """Config of the study (``dreamjax study``): the protocol of docs/protocol.md.
 
 Presets (``--config dreamjax/configs/study.py:PRESET``):
-  quick        default of ./launch.sh: N = 1000, 5 seeds, every arm, the
-               exchange-rate sweep at M ∈ {1, 2, 4}; the first-command run
+  first        default of ./launch.sh and ``dreamjax study``: the claims about Deep Dream
+               (C1-C3) at N = 1000, 5 seeds, with the arms their rules decide on and
+               the placebos they are checked against; its report names the claims it
+               leaves to ``quick`` and ``conclusions``, which extend its workdir in place
+  quick        N = 1000, 5 seeds, every arm, the exchange-rate sweep at M ∈ {1, 2, 4}
   conclusions  N ∈ {100, 1000, 5000}, 5 seeds, every arm, M ∈ {1, 2, 4, 8}:
                the run whose report docs/results.md publishes
   n100         N = 100 alone at 20 seeds, no exchange-rate cells: the verdicts five seeds
@@ -17,10 +20,19 @@ from dreamjax.configs import arms as arms_registry
 from dreamjax.configs import dreamer as dreamer_configs
 
 # Arms whose images are stored, read at several copies per image M for the exchange rate.
+CLAIMS = ("C1", "C2", "C3", "C4", "C5", "C6", "C7")
 EXCHANGE_ARMS = ("classical", "dream_subtle", "dream_bn", "pgd", "vae_pool", "gan_pool")
+# The first answer: the arms that decide C1 (strong dreams, both references, the
+# dose-response sweeps), C2 (the online dream against noise of its size) and C3 (its
+# alignment job reads the baselines), under the small and the deep dreamer, and the
+# online classical arm that is C2's placebo. Arms reported beside a rule but deciding
+# none (noise_online, pgd_train, dream_subtle, ...) are left to the fuller presets.
+FIRST_ARMS = ("baseline", "classical", "noise", "classical_online", "dream_strong",
+              "dream_sweep", "dream_online", "noise_matched_online", "deep_dream_strong",
+              "deep_dream_sweep", "deep_dream_online")
 
 
-def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
+def get_config(preset: str = "first") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   data = common.data_config()
   c.dataset = data.dataset        # 'fashion_mnist' | 'idx:/folder' | 'tfds:NAME'
@@ -34,6 +46,8 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
                                   # rules of studies made before version 2
   c.copies = 1                    # M generated images per real labeled image
   c.arms = arms_registry.names()  # which arms run (all registered, by default)
+  c.claims = CLAIMS               # the claims the study decides; the report names the rest
+                                  # and the presets that decide them
   c.verdict_margin = 0.01         # smallest accuracy change called a real gain/loss
   c.alpha = 0.05                  # family-wise error of a claim's comparisons (Holm)
   c.online_fraction = 0.5         # online arms: share of each batch replaced by a fresh
@@ -118,7 +132,12 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.self_training.threshold = 0.9  # keep pool images the baseline labels this confidently
   c.self_training.max_images = 10000  # at most this many, the most confident, class-balanced
 
-  if preset == "quick":
+  if preset == "first":
+    c.arms = FIRST_ARMS
+    c.claims = ("C1", "C2", "C3")
+    c.exchange.copies = ()
+    c.exchange.label_factors = ()
+  elif preset == "quick":
     pass
   elif preset == "conclusions":
     # quick, widened: a finished quick workdir extends to it in place (its
@@ -176,8 +195,8 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.pool_budget = 0
     c.eval.robust_eps = (0.03, 0.1)
   else:
-    raise ValueError(f"unknown study preset {preset!r}; choose quick, conclusions, n100 or"
-                     " tiny")
+    raise ValueError(f"unknown study preset {preset!r}; choose first, quick, conclusions,"
+                     " n100 or tiny")
   if "pool_subset" not in c:
     c.pool_subset = 0             # >0: generators/pretraining see only this many pool images
   return c
