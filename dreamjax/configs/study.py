@@ -20,6 +20,9 @@ from dreamjax.configs import arms as arms_registry
 from dreamjax.configs import dreamer as dreamer_configs
 
 # Arms whose images are stored, read at several copies per image M for the exchange rate.
+# Training steps at a label budget as the length chooser picked them on the validation
+# split (dreamjax/study/choose.py; its runs are in docs/results/length_choice/).
+CHOSEN_STEPS = {1000: 600}
 CLAIMS = ("C1", "C2", "C3", "C4", "C5", "C6", "C7")
 EXCHANGE_ARMS = ("classical", "dream_subtle", "dream_bn", "pgd", "vae_pool", "gan_pool")
 # The first answer: the arms that decide C1 (strong dreams, both references, the
@@ -66,13 +69,13 @@ def get_config(preset: str = "first") -> ml_collections.ConfigDict:
   c.model.dense_features = (64,)
   c.model.use_bn = True           # BatchNorm is needed by the dream_bn prior
   c.train = common.train_config()
-  c.train.steps = 1200            # same budget for every arm and budget, long enough that
-                                  # the augmentation arms stop gaining, not only the baseline
-                                  # (docs/results.md, training length)
+  c.train.steps = 1200            # a budget's length where the chooser has not set one:
+                                  # version 1's, set on test data before the chooser existed
   c.train.batch_size = 64
-  # A longer length at some budgets, e.g. {"N5000": 2400}: every arm of that budget
-  # trains this many steps (its own schedule), so arms stay comparable within a budget.
-  c.train_steps_by_budget = ml_collections.ConfigDict()
+  # Each budget's own length, as `dreamjax study --choose_length` chose it on the validation
+  # split (docs/results/length_choice/): every arm of that budget trains this many steps (its
+  # own schedule), so arms stay comparable within a budget.
+  c.train_steps_by_budget = ml_collections.ConfigDict({"N1000": CHOSEN_STEPS[1000]})
   c.train.warmup_steps = 50
   c.train.log_every = 50
   c.train.eval_every = 50         # validation curve points
@@ -144,9 +147,10 @@ def get_config(preset: str = "first") -> ml_collections.ConfigDict:
     # N = 1000 cells are the same computation), and only the new cells run.
     c.budgets = (100, 1000, 5000)
     c.exchange.copies = (2, 4, 8)
-    # At N = 5000 online classical augmentation was still gaining at 1,200 steps
-    # while the baseline was flat (docs/results.md, training length).
-    c.train_steps_by_budget = ml_collections.ConfigDict({"N5000": 2400})
+    # N = 5000: version 1's length (online classical augmentation was still gaining at
+    # 1,200 steps while the baseline was flat) until the chooser sets one.
+    c.train_steps_by_budget = ml_collections.ConfigDict({"N1000": CHOSEN_STEPS[1000],
+                                                         "N5000": 2400})
   elif preset == "n100":
     # With 100 labels the seed-to-seed spread is wide: the published run's power
     # notes asked for 9 (C1), 13 (C2's robustness gain) and 45 or more seeds (C5).
