@@ -28,10 +28,10 @@ def _config(name: str, help_text: str):
 
 
 def study() -> Callable[[list[str]], None]:
-  """Every claim of the seed answer, with CIs and verdicts (presets quick, conclusions, n100, tiny)."""
+  """Every claim of the seed answer, with CIs and verdicts (presets first, quick, conclusions, n100, tiny)."""
   from dreamjax.study import report, runner  # pylint: disable=g-import-not-at-top
-  config = _config("study", "Study config (path[:preset]); presets quick, conclusions, n100, tiny.")
-  workdir = flags.DEFINE_string("workdir", "runs/study_quick", "Results, checkpoints, report.")
+  config = _config("study", "Study config (path[:preset]); presets first, quick, conclusions, n100, tiny.")
+  workdir = flags.DEFINE_string("workdir", "runs/study", "Results, checkpoints, report.")
   dry_run = flags.DEFINE_bool("dry_run", False, "Validate config and data, print the plan, stop.")
   retry = flags.DEFINE_bool("retry_failed", False, "Run failed cells again instead of keeping them.")
   report_only = flags.DEFINE_bool("report_only", False, "Rewrite the report from results.jsonl.")

@@ -142,10 +142,12 @@ def train_config(config, budget: int):
 
 
 def steps_text(config) -> str:
-  """"1200 training steps" with any budget's own length: "(N5000: 2400)"."""
-  own = dict(config.get("train_steps_by_budget") or {})
-  extra = ", ".join(f"{k}: {int(v)}" for k, v in sorted(own.items(), key=lambda kv: int(kv[0][1:])))
-  return f"{int(config.train.steps)} training steps" + (f" ({extra})" if extra else "")
+  """The training length of the study's budgets: "600 training steps" where they share
+  one, else each budget's ("training steps N100: 1200, N1000: 600")."""
+  steps = {int(b): int(train_config(config, int(b)).steps) for b in config.budgets}
+  if len(set(steps.values())) == 1:
+    return f"{next(iter(steps.values()))} training steps"
+  return "training steps " + ", ".join(f"N{b}: {n}" for b, n in sorted(steps.items()))
 
 
 def load_data(config) -> data_lib.RawDataset:

@@ -69,7 +69,8 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
 
 # Config fields added after workdirs were made, with the value that computes what those
 # workdirs computed: a workdir without the field reads as having this value.
-ADDED_FIELDS = {"train_steps_by_budget": {}, "first_seed": 0, "protocol_version": 1}
+ADDED_FIELDS = {"train_steps_by_budget": {}, "first_seed": 0, "protocol_version": 1,
+                "claims": ["C1", "C2", "C3", "C4", "C5", "C6", "C7"]}
 
 
 def upgrade_config(cfg: dict[str, Any], today: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -127,8 +128,8 @@ def _with_new_arms(cfg: dict[str, Any], today: dict[str, Any] | None = None) -> 
 
 # Fields a config may widen to extend a finished study in place: every cell it
 # already holds was computed exactly as the wider config would compute it.
-EXTENSIBLE = ("budgets", "arms", "exchange.copies", "exchange.label_factors", "exchange.arms",
-              "train_steps_by_budget")
+EXTENSIBLE = ("budgets", "arms", "claims", "exchange.copies", "exchange.label_factors",
+              "exchange.arms", "train_steps_by_budget")
 
 
 def cell_fingerprint(config) -> str:

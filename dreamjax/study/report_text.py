@@ -10,6 +10,7 @@ import numpy as np
 from dreamjax import provenance, stats
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study import claims, rules_v1, tables
+from dreamjax.study import fuller as fuller_lib
 from dreamjax.study import context as context_lib
 from dreamjax.study import records as records_lib
 
@@ -215,6 +216,9 @@ def _claims(verdicts: dict[int, list[claims.Verdict]], primary: int, margin: flo
   by_claim = {b: {v.claim: v for v in vs} for b, vs in verdicts.items()}
   for cid, text in claims.CLAIMS.items():
     v = by_claim.get(primary, {}).get(cid)
+    if not any(cid in by_claim.get(b, {}) for b in budgets):  # not asked of this study
+      md.append(f"| **{cid}** {text} | left to a fuller preset (below) |" + " |" * len(budgets))
+      continue
     cols = " | ".join(f"**{by_claim[b][cid].verdict}**" if cid in by_claim.get(b, {}) else ""
                       for b in budgets)
     md.append(f"| **{cid}** {text} | {v.numbers if v else ''} | {cols} |")
@@ -372,11 +376,12 @@ def _dreamers(dreamers, verdicts) -> list[str]:
 
 
 def markdown(config, workdir, records, cells, oracle, verdicts, exchange, quality, figs,
-             rerun=(), placebos=(), protocol=None, dreamers=None) -> str:
+             rerun=(), placebos=(), protocol=None, dreamers=None, fuller=()) -> str:
   primary = int(config.primary_budget)
   md = _header(config, workdir, records, cells, oracle, primary)
   md += _protocol(protocol)
   md += _claims(verdicts, primary, config.verdict_margin, exchange)
+  md += fuller_lib.lines(fuller)
   md += _dreamers(dreamers, verdicts)
   md += _placebos(placebos)
   md += _exchange(exchange, primary)

@@ -40,6 +40,9 @@ def validate_config(config) -> None:
                       " (and dreams, attacks and pseudo-labels use its models).")
   arms_lib.validate(config)
   dreamer.check_study(config)
+  claims_asked = tuple(config.get("claims", claims.CLAIMS))
+  if not claims_asked or any(c not in claims.CLAIMS for c in claims_asked):
+    raise ConfigError(f"claims={claims_asked}: name one or more of {tuple(claims.CLAIMS)}.")
   checks = [
       ("num_seeds", config.num_seeds, config.num_seeds >= 2, ">= 2 (confidence intervals)"),
       ("first_seed", config.get("first_seed", 0), int(config.get("first_seed", 0)) >= 0, ">= 0"),
