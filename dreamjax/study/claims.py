@@ -154,7 +154,7 @@ def rivals() -> tuple[str, ...]:
   method C2 reads)."""
   return tuple(a.name for a in arms_lib.REGISTRY.values()
                if a.group in ("dream", "adversarial", "generator") and not a.variants
-               and a.kind in ("stored", "online", "generator"))
+               and a.kind in ("stored", "online", "generator", "bank"))
 
 
 def reads(cid: str) -> tuple[str, ...]:
