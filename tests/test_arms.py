@@ -71,6 +71,11 @@ def test_claims_declare_the_arms_they_read():
                                   "diffusion_pool_online"}
   assert claims.claims_of("dream_sweep@0.2") == ("C1",)  # C1's dose–response
   assert "C2" in claims.claims_of("noise_online") and "C5" in claims.claims_of("vae_pool")
+  # C4 and C6 read every arm of a generator on the labeled set / the pool, by its source.
+  for arm in ("vae_small", "diffusion_small", "gan_small_online", "diffusion_small_online"):
+    assert {"C4", "C5"} <= set(claims.claims_of(arm)), arm
+  for arm in ("gan_pool", "diffusion_pool", "vae_pool_online", "diffusion_pool_online"):
+    assert {"C5", "C6"} <= set(claims.claims_of(arm)) and "C4" not in claims.claims_of(arm)
   robust = {a for a in arms.names() if claims.measures_robustness(a)}
   assert robust == {"baseline", "classical_online", "noise", "noise_online", "dream_subtle",
                     "dream_online", "pgd_train", "noise_matched_online", "deep_dream_online"}
