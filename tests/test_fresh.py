@@ -169,3 +169,12 @@ def test_the_fresh_arms_run_in_a_tiny_study(tmp_path, real_data_dir):
     assert (tmp_path / "artefacts" / f"{twin}.msgpack").exists()
   assert (tmp_path / "N100" / "diffusion_small_online" / "bank_seed1.npz").exists()
   assert (tmp_path / "N100" / "gan_small_online" / "generator_seed0.msgpack").exists()
+
+
+def test_the_length_chooser_refuses_a_fresh_sample_arm():
+  """Its generator is trained and kept by a study's cell; the chooser has no workdir."""
+  from dreamjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from dreamjax.study import choose  # pylint: disable=g-import-not-at-top
+  cfg = study_configs.get_config("tiny")
+  with pytest.raises(ConfigError, match="'vae_small_online' needs more than the labeled set"):
+    choose.choose_length(cfg, None, 100, lengths=(10, 20), arms=("baseline", "vae_small_online"))
