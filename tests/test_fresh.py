@@ -73,6 +73,32 @@ def test_fresh_samples_are_new_in_every_step_of_one_traced_step(tmp_path, real_d
   assert not _rows_of(seen[0][1]) & _rows_of(seen[1][1])
 
 
+def test_seeds_with_generators_of_their_own_train_alike_in_turn_and_in_one_program(
+    tmp_path, real_data_dir, monkeypatch):
+  """Accelerators run the seeds as one vmapped program, the CPU one after the other; each
+  seed reads its own generator's weights either way."""
+  from dreamjax import seeds  # pylint: disable=g-import-not-at-top
+  ctx = _context(tmp_path, real_data_dir)
+  transform = fresh.small_online(ctx, "gan_small_online")
+  tcfg = ctx.train_cfg.copy_and_resolve_references()
+  tcfg.steps, tcfg.warmup_steps, tcfg.log_every, tcfg.eval_every = 4, 1, 4, 0
+  tcfg.checkpoint_every = 0
+  images, labels, counts = ctx.training_sets({})
+  fit = lambda t, seed_list, x, y, c: train.fit(ctx.model, tcfg, x, y, counts=c,
+                                                 seeds=seed_list, batch_transform=t,
+                                                 progress=lambda m: None)
+  in_turn = fit(transform, ctx.seeds, images, labels, counts)
+  monkeypatch.setitem(seeds.PROGRAMS["cpu"], "classifier_step", "vmap")
+  together = fit(transform, ctx.seeds, images, labels, counts)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4),
+               together.state.params, in_turn.state.params)
+  # Seed 1 alone, with its own generator only, trains as it does beside seed 0.
+  one = train.SeedTransform(transform.fn, train.stack([train.unstack(transform.data, 1)]))
+  alone = fit(one, (1,), images[1:], labels[1:], counts[1:])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4),
+               train.unstack(together.state.params, 1), train.unstack(alone.state.params, 0))
+
+
 def test_a_fresh_arm_samples_its_stored_twins_generator_and_keeps_it(tmp_path, real_data_dir,
                                                                      monkeypatch):
   ctx = _context(tmp_path, real_data_dir)
