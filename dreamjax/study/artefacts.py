@@ -32,7 +32,8 @@ def arm_key(seed: int, arm: str) -> jax.Array:
 
 
 def generator_config(config, arm: str):
-  """The generator config of a generator or pretraining arm, from its registry entry."""
+  """The generator config of a generator or pretraining arm, from its registry entry
+  (a fresh-sample arm's: its stored twin's, :func:`dreamjax.configs.arms.generator_arm`)."""
   source = arms_lib.get(arm).source
   g = gen_configs.get_config(config.generator_preset)
   if isinstance(source, arms_lib.Generator):
@@ -42,7 +43,8 @@ def generator_config(config, arm: str):
   else:
     raise ConfigError(f"arm {arm!r} trains no generator or trunk (its source is {source}).")
   g.source = "labeled" if g.conditional else "pool"
-  g.steps = int(arms_lib.settings(config, arm).steps)
+  # A fresh-sample arm's generator is its stored twin's, trained with the twin's settings.
+  g.steps = int(arms_lib.settings(config, arms_lib.generator_arm(arm) or arm).steps)
   g.update(config.generator_overrides.to_dict())
   return g
 

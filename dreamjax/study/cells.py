@@ -201,7 +201,11 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
   generated = generated_sets(ctx, cell) if arm.generate else {}
   gen_seconds = float(sum(g.seconds for g in generated.values()))
   transform = arm.fn("transform")(ctx, cell.arm) if arm.transform else None
-  transform_info = getattr(transform, "info", None)  # what a transform measured of itself
+  transform_info = dict(getattr(transform, "info", None) or {})  # what it measured of itself
+  transform_history = transform_info.pop("history", None)  # a fresh-sample arm's generator's
+  # What a fresh-sample arm puts in batches, drawn apart for the quality measures; a
+  # stored-image arm's measured set is its generated set.
+  measured = generated or getattr(transform, "samples", None) or {}
   unlabeled = arm.fn("unlabeled")(ctx, cell.arm) if arm.unlabeled else None
   init_fn, pre_seconds, pre_steps = (arm.fn("init")(ctx, cell.arm) if arm.init
                                      else (None, 0.0, 0))
@@ -224,9 +228,9 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
     record["unlabeled_info"] = dict(unlabeled.info)
   if arms_lib.variant_value(cell.arm) is not None:
     record["strength"] = arms_lib.variant_value(cell.arm)
-  record.update(_quality(ctx, generated))
-  if cell.main and arm.group == "generator" and generated:
-    record["cas"] = _classification_accuracy_score(ctx, cell, generated)
+  record.update(_quality(ctx, measured))
+  if cell.main and arm.group == "generator" and measured:
+    record["cas"] = _classification_accuracy_score(ctx, cell, measured)
   record["num_generated"] = int(sum(len(g.labels) for g in generated.values())
                                 // max(len(generated), 1))
   first = generated[ctx.seeds[0]].info if generated else {}
@@ -237,8 +241,10 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
                                               for g in generated.values()]
   if generated and isinstance(arm.source, arms_lib.Pool) and train_labels is not None:
     record["pseudo_label_accuracy"] = pseudo_label_accuracy(generated, train_labels)
-  if first.get("history"):
-    record["generator_history"] = first["history"]  # seed 0's (or the shared) generator
+  if first.get("history") or transform_history:
+    # seed 0's (or the shared) generator
+    record["generator_history"] = first.get("history") or transform_history
+  gen_seconds += float(transform_info.get("gen_seconds", 0.0))
   record["timing"] = {"gen_seconds": gen_seconds + pre_seconds, "train_seconds": res.seconds,
                       "eval_seconds": time.perf_counter() - t_eval,
                       "cell_seconds": time.perf_counter() - t_cell}
@@ -247,8 +253,19 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
   # Cost as counted work, the same on every machine and every rerun (the
   # seconds above are not): images through a gradient step, per seed.
   gen_steps = np.mean([g.info.get("image_steps", 0) for g in generated.values()] or [0])
-  record["cost"] = {"gen_image_steps": int(gen_steps) + int(pre_steps),
-                    "train_image_steps": int(ctx.train_cfg.steps) * int(cfg.train.batch_size)}
+  steps = int(ctx.train_cfg.steps)
+  record["cost"] = {"gen_image_steps": int(gen_steps) + int(pre_steps)
+                    + int(transform_info.get("gen_image_steps", 0)),
+                    "train_image_steps": steps * int(cfg.train.batch_size)}
+  # A fresh-sample arm's generator passes (a bank's before training, the decoders' in every
+  # step) and its labeler's forward passes in the step, per seed: counted apart, as no
+  # gradient flows through them.
+  sampled = (int(transform_info.get("sampled_images", 0))
+             + steps * int(transform_info.get("sampled_per_step", 0)))
+  if sampled:
+    record["cost"]["sampled_images"] = sampled
+  if transform_info.get("labeler_per_step"):
+    record["cost"]["labeler_forward_images"] = steps * int(transform_info["labeler_per_step"])
   if unlabeled is not None:
     # Each unlabeled image drawn goes through the gradient step (its strong copy) and
     # a forward pass (its weak copy, counted apart: no gradient flows through it).

@@ -51,7 +51,9 @@ def choose_length(config, raw, budget: int, *, lengths: Sequence[int] = LENGTHS,
     raise ConfigError(f"choose_length: lengths={lengths} must be two or more step counts >= 1.")
   for arm in arms:
     entry = arms_lib.get(arm)
-    if entry.stores_images or entry.init or entry.needs_baseline:
+    # A fresh-sample arm's generator is trained (and kept) by a study's cell, not here.
+    if (entry.stores_images or entry.init or entry.needs_baseline
+        or isinstance(entry.source, arms_lib.Generator)):
       raise ConfigError(f"choose_length: arm {arm!r} needs more than the labeled set and its"
                         " batches; choose the baseline and online arms.")
   t0 = time.perf_counter()

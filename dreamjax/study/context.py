@@ -122,12 +122,17 @@ class Context:
 
 def _settings_of(config, arm: str) -> str:
   """The settings of the arm a training run belongs to (``vae_small/cas``: vae_small's),
-  as its checkpoints depend on them."""
+  as its checkpoints depend on them; a fresh-sample arm's include its stored twin's,
+  whose generator it samples."""
   from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
   name = arm.split("/")[0]
   if arms_lib.base_name(name) not in arms_lib.REGISTRY:
     return ""
-  return json.dumps(arms_lib.settings(config, name).to_dict(), sort_keys=True, default=str)
+  settings = arms_lib.settings(config, name).to_dict()
+  twin = arms_lib.generator_arm(name)
+  if twin is not None and twin != arms_lib.base_name(name):
+    settings = {**settings, twin: arms_lib.settings(config, twin).to_dict()}
+  return json.dumps(settings, sort_keys=True, default=str)
 
 
 def train_config(config, budget: int):

@@ -270,19 +270,11 @@ def small_generators(ctx, arm, seeds, splits, keys) -> dict[int, Generated]:
   (:func:`dreamjax.generators.common.train_seeds`).
   """
   from dreamjax import generators  # pylint: disable=g-import-not-at-top
-  from dreamjax.generators import common  # pylint: disable=g-import-not-at-top
   kind = arms_lib.get(arm).source.family
   gcfg = artefacts.generator_config(ctx.config, arm)
   t0 = time.perf_counter()
   k_train, k_sample = zip(*(jax.random.split(key) for key in keys))
-  if len(seeds) == 1:
-    trained = [generators.TRAIN[kind](gcfg, splits[0].labeled_images, splits[0].labeled_labels,
-                                      k_train[0], progress=ctx.log, mesh=ctx.mesh)]
-  else:
-    trained = common.train_seeds(generators.PREPARE[kind], kind, gcfg,
-                                 np.stack([s.labeled_images for s in splits]),
-                                 np.stack([s.labeled_labels for s in splits]), list(k_train),
-                                 mesh=ctx.mesh, progress=ctx.log)
+  trained = train_small(ctx, kind, gcfg, splits, k_train)
   train_seconds = (time.perf_counter() - t0) / len(seeds)
   out = {}
   for seed, s, (params, history), key in zip(seeds, splits, trained, k_sample):
@@ -294,6 +286,20 @@ def small_generators(ctx, arm, seeds, splits, keys) -> dict[int, Generated]:
     out[seed] = Generated(x, want.astype(np.int32), np.full(len(want), -1, np.int64),
                           train_seconds + time.perf_counter() - t1, info)
   return out
+
+
+def train_small(ctx, kind: str, gcfg, splits, keys) -> list[tuple[Any, list]]:
+  """``[(params, history)]``: a class-conditional ``kind`` generator on each split's
+  labeled set, from its trainer key in ``keys``; several seeds as one program."""
+  from dreamjax import generators  # pylint: disable=g-import-not-at-top
+  from dreamjax.generators import common  # pylint: disable=g-import-not-at-top
+  if len(splits) == 1:
+    return [generators.TRAIN[kind](gcfg, splits[0].labeled_images, splits[0].labeled_labels,
+                                   keys[0], progress=ctx.log, mesh=ctx.mesh)]
+  return common.train_seeds(generators.PREPARE[kind], kind, gcfg,
+                            np.stack([s.labeled_images for s in splits]),
+                            np.stack([s.labeled_labels for s in splits]), list(keys),
+                            mesh=ctx.mesh, progress=ctx.log)
 
 
 # Sampling rounds of a pool generator arm before it keeps what it has.
@@ -334,15 +340,17 @@ def pool_generator(ctx, arm, seed, s, key) -> Generated:
                    info)
 
 
-def _balanced_samples(ctx, kind, gcfg, params, model, variables, want, threshold, key):
+def _balanced_samples(ctx, kind, gcfg, params, model, variables, want, threshold, key,
+                      rounds: int = POOL_ROUNDS):
   """(images, pseudo-labels, info): the most confident samples of each class, at most
-  ``want / classes`` each, over as many rounds as it takes to fill every class."""
+  ``want / classes`` each, over as many rounds of ``want`` samples as it takes to fill
+  every class (at most ``rounds``)."""
   from dreamjax import generators  # pylint: disable=g-import-not-at-top
   per_class = max(want // ctx.num_classes, 1)
   kept_x = np.zeros((0, *ctx.image_shape), np.float32)
   kept_p = np.zeros((0, ctx.num_classes), np.float32)
   drawn = confident = 0
-  for r in range(POOL_ROUNDS):
+  for r in range(rounds):
     x = generators.SAMPLE[kind](gcfg, params, jax.random.fold_in(key, r), num=want,
                                 mesh=ctx.mesh)
     p = generators.probabilities(model, variables, x, mesh=ctx.mesh)

@@ -16,9 +16,11 @@ read from its arm (:func:`arm_kind`) and the config:
   a tenth of one per classical copy, ``MODEL_STEP`` per image of each
   generator or pretraining step (the arm's ``steps`` setting; per seed for the
   ``*_small`` generators, once per study for the pool generators and
-  pretrained trunks: charged to the first job of their arm), the sampling of
-  each generated image (:func:`sample_work`), a forward pass per pool image
-  for pseudo-labels;
+  pretrained trunks: charged to the first job of their arm, or of the
+  fresh-sample arm that samples the same generator), the sampling of each
+  generated image (:func:`sample_work`; a fresh-sample arm's bank before
+  training, its decoder's samples in every step), a forward pass per pool
+  image for pseudo-labels;
 * evaluation: the test set's forward pass, the PGD robustness of the arms
   measured for it, the oracle's pass over the measured set, and for a main
   generator cell a second training (its classification accuracy score).
@@ -99,13 +101,19 @@ def arm_kind(name: str) -> str:
   ``plain`` (the baseline, and online arms: only training), ``pretrained`` (a
   trunk pretrained once on the pool), ``pool_generator`` (a generator arm
   that pseudo-labels with the baseline: its generator trains once, on the
-  shared pool), ``small_generator`` (one generator per seed), ``dream``,
+  shared pool), ``small_generator`` (one generator per seed), their
+  fresh-sample forms ``online_pool_generator``, ``online_small_generator``,
+  ``bank_pool_generator`` and ``bank_small_generator``, ``dream``,
   ``attack``, ``pseudo_label`` (labels pool images with the baseline) or
   ``offline`` (copies made by pixel operations).
   """
   arm = arms_lib.get(name)
   if arm.init:
     return "pretrained"
+  if isinstance(arm.source, arms_lib.Generator) and not arm.stores_images:
+    # Fresh samples of a generator: drawn in the step (online) or from a bank.
+    form = "bank" if arm.kind == "bank" else "online"
+    return f"{form}_{'pool' if arm.source.data == 'pool' else 'small'}_generator"
   if not arm.stores_images:
     return "plain"
   if isinstance(arm.source, arms_lib.Generator):
@@ -193,6 +201,14 @@ def transform_factor(config, name: str) -> float:
     return 1.0 + UNLABELED_SHARE * float(arms_lib.settings(config, name).get("mu", 1))
   if arm.transform is None:
     return 1.0
+  if isinstance(arm.source, arms_lib.Generator):
+    if arm.kind == "bank":  # a gather of bank rows
+      return 1.0 + ONLINE_PIXEL_OPS
+    # The decoder's samples of the replaced share (a pool arm draws ``candidates`` per
+    # replaced image, each labeled by the baseline).
+    per_image = sample_work(config, name) * float(
+        arms_lib.settings(config, name).get("candidates", 1))
+    return 1.0 + float(config.online_fraction) * per_image
   if isinstance(arm.source, arms_lib.Attack):
     return 1.0 + float(config.attack.train_fraction) * int(config.attack.train_steps)
   if isinstance(arm.source, arms_lib.Classifier):
@@ -224,14 +240,24 @@ def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes()) -> dict[str, 
     if arm.per_copy:  # the copies a smaller M of the arm made are reused
       new = n * (int(cell.copies) - max([m for m in copy_counts if m < cell.copies], default=0))
     gen = 0.0
-    if kind in ("pool_generator", "pretrained") and arm.name not in shared_done:
-      shared_done.add(arm.name)
+    # A fresh-sample arm samples its stored twin's generator: one shared model for both.
+    trains = arms_lib.generator_arm(arm.name) or arm.name
+    shared = kind in ("pool_generator", "online_pool_generator", "bank_pool_generator",
+                      "pretrained")
+    if shared and trains not in shared_done:
+      shared_done.add(trains)
       gen += generator_work(config, arm.name)
     if dreamer_factor(config, arm.name) > 1 and "pool_dreamer" not in shared_done:
       shared_done.add("pool_dreamer")  # pretrained once, in the first cell that dreams with it
       gen += dreamer_work(config, arm.name)
-    if kind == "small_generator":
+    if kind in ("small_generator", "online_small_generator", "bank_small_generator"):
       gen += k * generator_work(config, arm.name)
+    if kind.startswith("bank_"):  # the bank, before training
+      made_bank = n * int(arms_lib.settings(config, arm.name).bank_multiple)
+      gen += k * made_bank * sample_work(config, arm.name)
+    elif kind.startswith("online_"):  # the measured set, drawn as the step draws
+      gen += k * n * int(cell.copies) * sample_work(config, arm.name) * float(
+          arms_lib.settings(config, arm.name).get("candidates", 1))
     if kind in ("small_generator", "pool_generator"):
       gen += k * made * sample_work(config, arm.name)  # sampling (and pseudo-labels)
     elif kind == "dream":
@@ -250,7 +276,7 @@ def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes()) -> dict[str, 
     if robust:
       evaluation += (k * len(e.robust_eps) * int(e.robust_steps) * int(e.robust_restarts)
                      * min(int(e.robust_num_test), sizes.num_test))
-    if cell.main and arm.group == "generator" and arm.stores_images:
+    if cell.main and arm.group == "generator":
       evaluation += train  # the classification accuracy score trains on the samples alone
     out[key] = train * transform_factor(config, cell.arm) + gen + evaluation
   return out
