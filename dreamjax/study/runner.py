@@ -61,6 +61,10 @@ def validate_config(config) -> None:
       ("pool_budget", config.get("pool_budget", 0), int(config.get("pool_budget", 0)) >= 0,
        ">= 0 (0: the largest budget)"),
       ("quality_gate", config.quality_gate, 0 <= config.quality_gate <= 1, "in [0, 1]"),
+      ("pool_generators", config.get("pool_generators", 1),
+       _whole(config.get("pool_generators", 1)) and config.get("pool_generators", 1) >= 1,
+       "a whole number >= 1 (pool generators per pool generator arm, each from its own"
+       " seed; 3 or more put generator variance in those arms' intervals)"),
       ("self_training.threshold", config.self_training.threshold,
        0 <= config.self_training.threshold <= 1, "in [0, 1]"),
       ("self_training.max_images", config.self_training.max_images,
@@ -100,6 +104,10 @@ def validate_config(config) -> None:
   train.validate_train_config(config.oracle.train)
   models.make_model(config.model, 10)
   models.make_model(config.oracle.model, 10)
+
+
+def _whole(x) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool)
 
 
 def plan(config, num_classes: int = 10) -> list[Cell]:
