@@ -174,6 +174,11 @@ def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log) -> dict[str
            f" {context_lib.steps_text(config)} per arm",
            f"{len(cells)} cells (+ oracle{', + C3 alignment' if with_alignment else ''}):"]
   lines += [f"  {c.key:<28} ~{progress.format_duration(est.jobs[c.key])}" for c in cells]
+  pools = [a for a in config.arms if progress.arm_kind(a) == "pool_generator"]
+  if pools:
+    lines.append(f"pool generators: {progress.pool_generators_trained(config)} trained per arm"
+                 f" ({', '.join(pools)}; pool_generators={config.get('pool_generators', 1)},"
+                 f" {config.num_seeds} seeds), charged to each arm's first cell")
   lines += est.lines(config)
   log("\n".join(lines))
   return {"cells": [c.key for c in cells], "estimated_seconds": est.total,
