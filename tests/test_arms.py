@@ -136,9 +136,10 @@ def test_a_config_recorded_before_arm_settings_reads_as_todays():
   assert "dream_presets" in recorded and "arm_settings" not in recorded
   today = study_configs.get_config("conclusions")
   # What protocol version 2 added: its version; class-balanced pool generators (they
-  # kept the first samples above the threshold); arms registered since ran nowhere in
-  # it: a config that adds them extends it.
+  # kept the first samples above the threshold); several pool generators per arm (it
+  # had one); arms registered since ran nowhere in it: a config that adds them extends it.
   today.protocol_version = 1
+  today.pool_generators = 1
   today.arm_settings.vae_pool.balanced = today.arm_settings.gan_pool.balanced = False
   today = json.loads(today.to_json())
   assert set(recorded["arms"]) < set(today["arms"])

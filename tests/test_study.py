@@ -377,8 +377,9 @@ def data_split_indices(labels, budget, seed):
 
 
 def test_pool_models_train_once_for_every_budget(tmp_path, real_data_dir):
-  """Two budgets share the pool generator: trained once, on a pool that excludes the
-  larger budget's labeled images, saved once at the workdir's top."""
+  """Two budgets share the pool generators: each (two in the tiny preset, one per
+  seed) trained once, on a pool that excludes the larger budget's labeled images,
+  saved once at the workdir's top."""
   cfg = study_configs.get_config("tiny")
   cfg.budgets = (100, 200)
   cfg.arms = ("baseline", "vae_pool")
@@ -387,8 +388,9 @@ def test_pool_models_train_once_for_every_budget(tmp_path, real_data_dir):
   log = []
   runner.run_study(cfg, str(tmp_path), log=log.append)
   finished = [m for m in log if re.match(r"vae: step (\d+)/\1\b", m)]
-  assert len(finished) == 1, finished
+  assert len(finished) == cfg.pool_generators == 2, finished
   assert os.path.exists(tmp_path / "artefacts" / "vae_pool.msgpack")
+  assert os.path.exists(tmp_path / "artefacts" / "vae_pool_g1.msgpack")
   assert not list(tmp_path.glob("N*/artefacts"))
   cells = {r["cell"]: r for r in read_jsonl(str(tmp_path / "results.jsonl"))}
   assert cells["N100/vae_pool"]["status"] == cells["N200/vae_pool"]["status"] == "ok"

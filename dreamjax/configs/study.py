@@ -127,6 +127,10 @@ def get_config(preset: str = "first") -> ml_collections.ConfigDict:
                                   # often is "under-trained"; claims resting on it say so
   c.generator_cache = True        # reuse a pool generator trained on the same data and
                                   # config by an earlier study (DREAMJAX_CACHE_DIR)
+  c.pool_generators = 3           # G pool generators per pool generator arm, trained on the
+                                  # shared pool from different seeds; classifier seed number
+                                  # i uses generator i mod G, so those arms' intervals hold
+                                  # generator variance (1: one shared by every seed)
   c.pool_budget = 5000            # the pool generators and pretrained trunks train once per
                                   # study on seed 0's pool at this budget (or the largest
                                   # budget, if larger; 0: the largest): the images no budget
@@ -196,6 +200,7 @@ def get_config(preset: str = "first") -> ml_collections.ConfigDict:
     c.self_training.max_images = 200
     c.quality_gate = 0.0
     c.generator_cache = False
+    c.pool_generators = 2           # two seeds, two generators: each seed its own
     c.pool_budget = 0
     c.eval.robust_eps = (0.03, 0.1)
   else:

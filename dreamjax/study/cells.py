@@ -231,6 +231,9 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
   record.update(_quality(ctx, measured))
   if cell.main and arm.group == "generator" and measured:
     record["cas"] = _classification_accuracy_score(ctx, cell, measured)
+  per_generator = _per_generator(record, measured, ctx.seeds)
+  if per_generator:
+    record["pool_generators"] = per_generator
   record["num_generated"] = int(sum(len(g.labels) for g in generated.values())
                                 // max(len(generated), 1))
   first = generated[ctx.seeds[0]].info if generated else {}
@@ -274,6 +277,34 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
     record["cost"]["unlabeled_forward_images"] = u_steps
     record["cost"]["train_image_steps"] += u_steps
   return record
+
+
+def _per_generator(record: dict[str, Any], generated: dict[int, Generated],
+                   seeds) -> dict[str, Any] | None:
+  """Which pool generator each seed read (its set's ``info["pool_generator"]``) and each
+  generator's quality: the mean of the seeds it served. None for an arm whose sets
+  name no pool generator.
+
+  A generator's quality is measured on the sets made from it, each pseudo-labeled by
+  its own seed's baseline, so it mixes the generator with those labelers, as the
+  cell's mean does.
+  """
+  tags = [generated[s].info.get("pool_generator") for s in seeds] if generated else []
+  if not tags or not all(isinstance(t, dict) for t in tags):
+    return None
+  index = [int(t["index"]) for t in tags]
+  generators = []
+  for g in sorted(set(index)):
+    at = [i for i, x in enumerate(index) if x == g]
+    row: dict[str, Any] = {"index": g, "seeds": [int(seeds[i]) for i in at]}
+    for field, values in (("label_preservation", record.get("label_preservation_per_seed")),
+                          ("frechet", record.get("frechet_per_seed")),
+                          ("kid", record.get("kid_per_seed")), ("cas", record.get("cas"))):
+      whole = values is not None and len(values) == len(seeds)
+      row[field] = float(np.mean([values[i] for i in at])) if whole else None
+    row["train_seconds"] = generated[seeds[at[0]]].info.get("generator_train_seconds")
+    generators.append(row)
+  return {"of": int(tags[0]["of"]), "per_seed": index, "generators": generators}
 
 
 def pseudo_label_accuracy(generated: dict[int, Generated], train_labels: np.ndarray

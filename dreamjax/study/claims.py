@@ -221,6 +221,7 @@ def protocol(config, version: int | None = None) -> dict[str, Any]:
   placebos and arm-defining config (not its seeds)."""
   version = int(version if version is not None else config.get("protocol_version", 1))
   cfg = json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config)
+  cfg = records_lib.without_old_defaults(cfg)
   for field in NOT_PROTOCOL:
     cfg.pop(field, None)
   if version == 1:

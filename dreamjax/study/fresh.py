@@ -59,8 +59,13 @@ def _pool_generator_for(ctx, arm: str, seed: int):
   """(config, params, train seconds, history) of the pool generator seed ``seed``'s cell of
   arm ``arm`` samples: its stored twin's. Every pool-generator lookup of these arms goes
   through here."""
-  del seed  # one pool generator per study and family, shared by every seed
-  return artefacts.pool_generator(ctx, arms_lib.generator_arm(arm))
+  return artefacts.pool_generator(ctx, arms_lib.generator_arm(arm), seed)
+
+
+def _generator_tag(ctx, seed: int) -> dict[str, int]:
+  """Which of the G pool generators seed ``seed`` read, as the stored pool arms record it."""
+  return {"index": artefacts.pool_generator_index(ctx, seed),
+          "of": artefacts.pool_generators(ctx.config)}
 
 
 def _rows(ctx) -> int:
@@ -197,7 +202,7 @@ def pool_online(ctx, arm) -> train.SeedTransform:
       xs.append(np.asarray(x))
       found.append(np.asarray(f))
     x, found = np.concatenate(xs)[:len(want)], np.concatenate(found)[:len(want)]
-    samples[seed] = _measured(x[found], want[found])
+    samples[seed] = _measured(x[found], want[found], {"pool_generator": _generator_tag(ctx, seed)})
     filled.append(float(found.mean()))
     per_class.append(_per_class(want[found], ctx.num_classes))
   if not any(filled):
@@ -245,7 +250,10 @@ def small_bank(ctx, arm) -> train.SeedTransform:
           "drawn": len(labels), "generator_image_steps": _generator_image_steps(gcfg),
           "history": history if seed == ctx.seeds[0] else []})
     banks[seed], infos[seed] = bank
-  return _bank_transform(ctx, arm, banks, infos)
+  transform = _bank_transform(ctx, arm, banks, infos)
+  for seed, measured in transform.samples.items():
+    measured.info["pool_generator"] = _generator_tag(ctx, seed)
+  return transform
 
 
 def pool_bank(ctx, arm) -> train.SeedTransform:
@@ -281,7 +289,10 @@ def pool_bank(ctx, arm) -> train.SeedTransform:
           "generator_image_steps": _generator_image_steps(gcfg),
           "history": history if seed == ctx.seeds[0] else []})
     banks[seed], infos[seed] = bank
-  return _bank_transform(ctx, arm, banks, infos)
+  transform = _bank_transform(ctx, arm, banks, infos)
+  for seed, measured in transform.samples.items():
+    measured.info["pool_generator"] = _generator_tag(ctx, seed)
+  return transform
 
 
 def _load_bank(ctx, arm, seed):

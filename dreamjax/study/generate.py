@@ -307,18 +307,21 @@ POOL_ROUNDS = 8
 
 
 def pool_generator(ctx, arm, seed, s, key) -> Generated:
-  """Unconditional VAE/GAN trained on the unlabeled pool, pseudo-labeled.
+  """Unconditional generator trained on the unlabeled pool, pseudo-labeled.
 
-  Labels come from the seed's baseline classifier, keeping samples whose
-  confidence reaches ``pseudo_label_threshold``. With the arm's ``balanced``
-  setting (the default) the kept samples are the most confident of each class,
+  The generator is the seed's own among the arm's ``pool_generators``
+  (:func:`dreamjax.study.artefacts.pool_generator_index`, recorded in the set's
+  ``info["pool_generator"]``). Labels come from the seed's baseline classifier,
+  keeping samples whose confidence reaches ``pseudo_label_threshold``. With the
+  arm's ``balanced`` setting (the default) the kept samples are the most confident
+  of each class,
   at most M·N / classes per class (:func:`dreamjax.generators.balanced_selection`),
   and sampling repeats (up to ``POOL_ROUNDS`` rounds of M·N samples) until every
   class is filled; a class the generator rarely makes may stay short. Without
   it, the first M·N samples above the threshold are kept, whatever their class.
   """
   kind = arms_lib.get(arm).source.family
-  gcfg, params, train_seconds, history = artefacts.pool_generator(ctx, arm)
+  gcfg, params, train_seconds, history = artefacts.pool_generator(ctx, arm, seed)
   model, variables = ctx.baseline_model(seed)
   want = len(s.labeled_labels) * ctx.copies
   threshold = ctx.config.pseudo_label_threshold
@@ -334,6 +337,8 @@ def pool_generator(ctx, arm, seed, s, key) -> Generated:
                       " lower the threshold.")
   info.update({"pseudo_label_threshold": threshold,
                "kept_per_class": _per_class(y, ctx.num_classes),
+               "pool_generator": {"index": artefacts.pool_generator_index(ctx, seed),
+                                  "of": artefacts.pool_generators(ctx.config)},
                "generator_train_seconds": train_seconds, "history": history,
                "image_steps": int(gcfg.steps) * _generator_batch(gcfg)})
   return Generated(x, y, np.full(len(y), -1, np.int64), time.perf_counter() - t0 + train_seconds,

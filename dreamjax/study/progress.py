@@ -15,8 +15,8 @@ read from its arm (:func:`arm_kind`) and the config:
   charged to the first job that dreams with it),
   a tenth of one per classical copy, ``MODEL_STEP`` per image of each
   generator or pretraining step (the arm's ``steps`` setting; per seed for the
-  ``*_small`` generators, once per study for the pool generators and
-  pretrained trunks: charged to the first job of their arm, or of the
+  ``*_small`` generators, once per study for each pool generator the seeds read
+  (:func:`pool_generators_trained`) and each pretrained trunk: charged to the first job of their arm, or of the
   fresh-sample arm that samples the same generator), the sampling of each
   generated image (:func:`sample_work`; a fresh-sample arm's bank before
   training, its decoder's samples in every step), a forward pass per pool
@@ -179,6 +179,13 @@ def generator_work(config, name: str) -> float:
   return int(g.steps) * int(batch) * MODEL_STEP.get(g.model, 2.0)
 
 
+def pool_generators_trained(config) -> int:
+  """Pool generators a study trains per pool generator arm: G (``pool_generators``), or
+  the number of seeds where that is fewer (a generator no seed reads is never trained)."""
+  from dreamjax.study import artefacts  # pylint: disable=g-import-not-at-top
+  return min(artefacts.pool_generators(config), int(config.num_seeds))
+
+
 def sample_work(config, name: str) -> float:
   """Image-steps of drawing one sample of arm ``name``'s generator and labelling it.
 
@@ -219,8 +226,8 @@ def transform_factor(config, name: str) -> float:
 def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes()) -> dict[str, float]:
   """Each job's predicted image-steps, by key, for jobs (cells) in the order they run.
 
-  A model shared by the study (pool generator, pretrained trunk) is charged to
-  the first job of its arm.
+  A model shared by the study (an arm's pool generators, a pretrained trunk) is
+  charged to the first job of its arm.
   """
   k, batch = int(config.num_seeds), int(config.train.batch_size)
   copy_counts = sorted({int(config.copies), *(int(m) for m in config.exchange.copies)})
@@ -246,7 +253,8 @@ def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes()) -> dict[str, 
                       "pretrained")
     if shared and trains not in shared_done:
       shared_done.add(trains)
-      gen += generator_work(config, arm.name)
+      trained = pool_generators_trained(config) if kind != "pretrained" else 1
+      gen += trained * generator_work(config, arm.name)
     if dreamer_factor(config, arm.name) > 1 and "pool_dreamer" not in shared_done:
       shared_done.add("pool_dreamer")  # pretrained once, in the first cell that dreams with it
       gen += dreamer_work(config, arm.name)

@@ -68,9 +68,10 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
 
 
 # Config fields added after workdirs were made, with the value that computes what those
-# workdirs computed: a workdir without the field reads as having this value.
+# workdirs computed: a workdir without the field reads as having this value (one pool
+# generator per arm, shared by every seed, before generator variance was measured).
 ADDED_FIELDS = {"train_steps_by_budget": {}, "first_seed": 0, "protocol_version": 1,
-                "claims": ["C1", "C2", "C3", "C4", "C5", "C6", "C7"]}
+                "claims": ["C1", "C2", "C3", "C4", "C5", "C6", "C7"], "pool_generators": 1}
 
 
 def upgrade_config(cfg: dict[str, Any], today: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -132,6 +133,16 @@ EXTENSIBLE = ("budgets", "arms", "claims", "exchange.copies", "exchange.label_fa
               "exchange.arms", "train_steps_by_budget")
 
 
+# Fields added after checkpoints and protocol digests were recorded that a hash leaves
+# out at the value every earlier workdir had, so those keep their hashes.
+HASHED_FROM = {"pool_generators": 1}
+
+
+def without_old_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
+  """A config's dict without the :data:`HASHED_FROM` fields at their old value."""
+  return {k: v for k, v in cfg.items() if k not in HASHED_FROM or v != HASHED_FROM[k]}
+
+
 def cell_fingerprint(config) -> str:
   """The config as every cell's checkpoints depend on it: without the :data:`EXTENSIBLE`
   fields, nor the arms' settings (a cell adds its own arm's, ``Context.fit``).
@@ -140,7 +151,7 @@ def cell_fingerprint(config) -> str:
   restore the checkpoints it already holds (the baselines its new cells build
   on), so what only widens the study is not part of their fingerprint.
   """
-  cfg = json.loads(config.to_json())
+  cfg = without_old_defaults(json.loads(config.to_json()))
   cfg.pop("arm_settings", None)
   for dotted in EXTENSIBLE:
     *parents, last = dotted.split(".")
@@ -181,12 +192,19 @@ def _recorded_budgets(workdir: str) -> set[int]:
 def generation_seconds(record: dict[str, Any]) -> float:
   """Seconds of generation and pretraining behind a cell's seeds, shared work counted once.
 
-  A pool generator is trained once and read by every seed; each seed's part of
-  ``gen_seconds`` carries its training time (``generation.generator_train_seconds``),
-  so the recorded sum counts it once per seed. Image-steps (``cost``) are per
-  seed and need no such care.
+  A pool generator is trained once and read by every seed that uses it; each
+  seed's part of ``gen_seconds`` carries its generator's training time, so the
+  recorded sum counts a generator once per seed that read it. With several pool
+  generators (``pool_generators`` in the record) each is counted once; a record
+  made before them had one, whose time is ``generation.generator_train_seconds``.
+  Image-steps (``cost``) are per seed and need no such care.
   """
   gen = float(record.get("gen_seconds", (record.get("timing") or {}).get("gen_seconds", 0.0)))
+  per_generator = (record.get("pool_generators") or {}).get("generators")
+  if per_generator:
+    seconds = {g["index"]: float(g.get("train_seconds") or 0.0) for g in per_generator}
+    read = sum(seconds[i] for i in record["pool_generators"]["per_seed"])
+    return gen - read + sum(seconds.values())
   shared = float((record.get("generation") or {}).get("generator_train_seconds", 0.0))
   return gen - (len(record.get("seeds") or [0]) - 1) * shared
 

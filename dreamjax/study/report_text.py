@@ -207,8 +207,35 @@ def _exchange_row(exchange, primary, columns: int) -> list[str]:
           f" no verdict) | {worth} |" + " |" * columns]
 
 
+def generator_variance_text(variance: dict[str, tuple[int, int, int]]) -> list[str]:
+  """What the pool generator arms' intervals hold (:func:`tables.generator_variance`):
+  a sentence per number of generators; nothing for cells made before there were several."""
+  groups: dict[tuple[int, int, int], list[str]] = {}
+  for arm, key in variance.items():
+    groups.setdefault(key, []).append(f"`{arm}`")
+  md = []
+  for (used, of, seeds), arms in groups.items():
+    names = ", ".join(arms)
+    if used == 1:
+      md.append(f"The intervals of {names} leave out generator variance: one pool generator"
+                " per arm, shared by every seed (`pool_generators` = 1).")
+      continue
+    which = (f"{used} pool generators" if used == of else
+             f"{used} of its {of} pool generators (one per seed)")
+    text = (f"The intervals of {names} include generator variance: each arm's {seeds} seeds"
+            f" read {which}, trained on the shared pool from different seeds (seed number i"
+            f" of the study reads generator i mod {of}), so they vary with the generator as"
+            " well as with the labeled subset and initialisation.")
+    if seeds > used:
+      text += (" Seeds that read the same generator share its draw, so the intervals,"
+               " which treat seeds as independent, still understate that variance"
+               " somewhat.")
+    md.append(text)
+  return md + ([""] if md else [])
+
+
 def _claims(verdicts: dict[int, list[claims.Verdict]], primary: int, margin: float,
-            exchange=None) -> list[str]:
+            exchange=None, variance=None) -> list[str]:
   budgets = [primary] + [b for b in verdicts if b != primary]
   head = " | ".join(f"verdict N = {b}" for b in budgets)
   md = ["", "## Claims", "", f"| claim | numbers (N = {primary}) | {head} |",
@@ -226,6 +253,7 @@ def _claims(verdicts: dict[int, list[claims.Verdict]], primary: int, margin: flo
   md += ["", "Intervals are 95% Student-t intervals over seeds; accuracy differences are paired"
          f" by seed (pp = percentage points). Margin = {margin * 100:.0f} pp. A verdict follows"
          " from its intervals by the rule at the end of this report.", ""]
+  md += generator_variance_text(variance or {})
   md += by_budget(by_claim, budgets)
   notes = [(b, v) for b in budgets for v in verdicts[b] if v.power]
   if notes:
@@ -286,17 +314,29 @@ def _exchange(exchange, primary) -> list[str]:
 def _quality(quality, gate) -> list[str]:
   if not quality:
     return []
+  several = any(q.get("generators") for q in quality)
   md = ["## Generator quality", "",
         f"Quality gate: the oracle must label at least {gate * 100:.0f}% of a generator's samples"
         " with the label they were generated (or pseudo-labeled) with. CAS: a classifier trained"
-        " only on the samples, tested on real test images (Ravuri & Vinyals 2019).", "",
+        " only on the samples, tested on real test images (Ravuri & Vinyals 2019)."
+        + (" An arm with several pool generators has a row for each (the mean over the seeds"
+           " that read it) below its mean, and passes only if each of them passes."
+           if several else ""), "",
         "| generator | label preservation | Fréchet | KID | CAS | gate |",
         "|---|---|---|---|---|---|"]
   for q in quality:
-    md.append(f"| {q['arm']} | {_f(q['label_preservation'], 100)}% | {_f(q['frechet'], 1, 1)} |"
-              f" {_f(q.get('kid'), 1, 3)} | {_f(q['cas'], 100)}% |"
-              f" {'passes' if q['passes'] else '**under-trained**'} |")
+    gens = q.get("generators") or []
+    name = f"{q['arm']} (mean of {len(gens)})" if gens else q["arm"]
+    md.append(_quality_row(name, q))
+    md += [_quality_row(f"{q['arm']} generator {g['index']} (seeds"
+                        f" {', '.join(str(x) for x in g['seeds'])})", g) for g in gens]
   return md + [""]
+
+
+def _quality_row(name: str, q) -> str:
+  return (f"| {name} | {_f(q['label_preservation'], 100)}% | {_f(q['frechet'], 1, 1)} |"
+          f" {_f(q.get('kid'), 1, 3)} | {_f(q['cas'], 100)}% |"
+          f" {'passes' if q['passes'] else '**under-trained**'} |")
 
 
 def _arms(rows, cells) -> list[str]:
@@ -380,7 +420,8 @@ def markdown(config, workdir, records, cells, oracle, verdicts, exchange, qualit
   primary = int(config.primary_budget)
   md = _header(config, workdir, records, cells, oracle, primary)
   md += _protocol(protocol)
-  md += _claims(verdicts, primary, config.verdict_margin, exchange)
+  md += _claims(verdicts, primary, config.verdict_margin, exchange,
+                tables.generator_variance(cells))
   md += fuller_lib.lines(fuller)
   md += _dreamers(dreamers, verdicts)
   md += _placebos(placebos)

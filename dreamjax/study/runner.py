@@ -64,6 +64,10 @@ def validate_config(config) -> None:
       ("pool_budget", config.get("pool_budget", 0), int(config.get("pool_budget", 0)) >= 0,
        ">= 0 (0: the largest budget)"),
       ("quality_gate", config.quality_gate, 0 <= config.quality_gate <= 1, "in [0, 1]"),
+      ("pool_generators", config.get("pool_generators", 1),
+       _whole(config.get("pool_generators", 1)) and config.get("pool_generators", 1) >= 1,
+       "a whole number >= 1 (pool generators per pool generator arm, each from its own"
+       " seed; 3 or more put generator variance in those arms' intervals)"),
       ("self_training.threshold", config.self_training.threshold,
        0 <= config.self_training.threshold <= 1, "in [0, 1]"),
       ("self_training.max_images", config.self_training.max_images,
@@ -103,6 +107,10 @@ def validate_config(config) -> None:
   train.validate_train_config(config.oracle.train)
   models.make_model(config.model, 10)
   models.make_model(config.oracle.model, 10)
+
+
+def _whole(x) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool)
 
 
 def plan(config, num_classes: int = 10) -> list[Cell]:
@@ -169,6 +177,11 @@ def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log) -> dict[str
            f" {context_lib.steps_text(config)} per arm",
            f"{len(cells)} cells (+ oracle{', + C3 alignment' if with_alignment else ''}):"]
   lines += [f"  {c.key:<28} ~{progress.format_duration(est.jobs[c.key])}" for c in cells]
+  pools = [a for a in config.arms if progress.arm_kind(a) == "pool_generator"]
+  if pools:
+    lines.append(f"pool generators: {progress.pool_generators_trained(config)} trained per arm"
+                 f" ({', '.join(pools)}; pool_generators={config.get('pool_generators', 1)},"
+                 f" {config.num_seeds} seeds), charged to each arm's first cell")
   lines += est.lines(config)
   log("\n".join(lines))
   return {"cells": [c.key for c in cells], "estimated_seconds": est.total,
