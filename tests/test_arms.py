@@ -140,6 +140,7 @@ def test_a_config_recorded_before_arm_settings_reads_as_todays():
   # had one); arms registered since ran nowhere in it: a config that adds them extends it.
   today.protocol_version = 1
   today.pool_generators = 1
+  today.train_steps_by_budget = {"N5000": 2400}  # it trained N = 1000 before the chooser did
   today.arm_settings.vae_pool.balanced = today.arm_settings.gan_pool.balanced = False
   today = json.loads(today.to_json())
   assert set(recorded["arms"]) < set(today["arms"])
