@@ -47,7 +47,10 @@ RULE_CHANGES_V2 = (
     " copies too. C2 compares the dream with noise of the same mean L2 size, on robust as well"
     " as clean accuracy. C3 rests on the layer-objective dream, the one Deep Dream ascends;"
     " the class-logit dream aligns by construction and is a reference. Inconclusive verdicts"
-    " name their reason.")
+    " name their reason. The instrument changed with it: the oracle trains with online"
+    " classical augmentation for a length chosen on validation data, and every Fréchet"
+    " distance is measured on the same number of images of its set, where version 1"
+    " measured whole sets, whose distance grows as they shrink.")
 
 
 def convergence_notes(cells, steps: int, threshold_pp: float = CONVERGED_PP) -> list[str]:
