@@ -96,6 +96,19 @@ def shift_fn(translate: int) -> ImageFn:
   return _classical_fn(int(translate), 0.0, False, 0.0, 0.0)
 
 
+def shifted(images_NHWC, dy: int, dx: int) -> np.ndarray:
+  """``images`` moved ``dy`` pixels down and ``dx`` right (negative: up, left), the
+  uncovered border black, as the classical transform's shift fills it."""
+  x = np.asarray(images_NHWC)
+  out = np.zeros_like(x)
+  h, w = x.shape[1:3]
+  if abs(dy) >= h or abs(dx) >= w:
+    return out
+  src = x[:, max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+  out[:, max(dy, 0):h - max(-dy, 0), max(dx, 0):w - max(-dx, 0)] = src
+  return out
+
+
 def strong_config():
   """FixMatch's strong augmentation: the classical transforms at larger strengths, then
   Gaussian pixel noise, then a cutout square (a strength of 0 turns that part off)."""

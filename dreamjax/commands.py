@@ -42,6 +42,10 @@ def study() -> Callable[[list[str]], None]:
   choose_length = flags.DEFINE_bool("choose_length", False, "Choose each budget's training"
                                     " length on the validation split (no test label is read)"
                                     " and write it to WORKDIR/length_choice.json.")
+  choose_oracle = flags.DEFINE_bool("choose_oracle_length", False, "Choose the oracle's"
+                                    " training length on a validation split (no test label"
+                                    " is read) and write it to"
+                                    " WORKDIR/oracle_length_choice.json.")
 
   def main(argv):
     del argv
@@ -50,6 +54,10 @@ def study() -> Callable[[list[str]], None]:
     if choose_length.value:
       from dreamjax.study import choose  # pylint: disable=g-import-not-at-top
       print(choose.choose_lengths(config.value, workdir.value, log=logging.info))
+      return
+    if choose_oracle.value:
+      from dreamjax.study import choose  # pylint: disable=g-import-not-at-top
+      print(choose.choose_oracle(config.value, workdir.value, log=logging.info))
       return
     if recheck.value:
       from dreamjax.study import recheck as recheck_lib  # pylint: disable=g-import-not-at-top

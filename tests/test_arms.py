@@ -142,6 +142,12 @@ def test_a_config_recorded_before_arm_settings_reads_as_todays():
   today.pool_generators = 1
   today.train_steps_by_budget = {"N5000": 2400}  # it trained N = 1000 before the chooser did
   today.arm_settings.vae_pool.balanced = today.arm_settings.gan_pool.balanced = False
+  # The instrument of the first studies: an oracle of 800 steps without augmentation or
+  # shift measurements, and every Fréchet distance on a whole set.
+  today.oracle.train.steps = 800
+  today.oracle.train.eval_every = today.oracle.train.checkpoint_every = 400
+  today.oracle.augment, today.oracle.shift_pixels = "none", ()
+  today.eval.frechet_num_images = 0
   today = json.loads(today.to_json())
   assert set(recorded["arms"]) < set(today["arms"])
   today["arms"] = [a for a in today["arms"] if a in recorded["arms"]]

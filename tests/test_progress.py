@@ -209,6 +209,12 @@ def test_oracle_record_prices_the_first_estimate():
   p = _progress(cfg, jobs)
   p.use_oracle({"cell": "oracle", "timing": {"train_seconds": 8.0}})
   o = cfg.oracle.train
+  # The oracle's steps augment part of every batch: a plain step costs less.
+  assert cfg.oracle.augment == "classical"
+  assert p.rate == pytest.approx(8.0 / (o.steps * o.batch_size * (1 + progress.ONLINE_PIXEL_OPS)))
+  cfg.oracle.augment = "none"
+  p = _progress(cfg, jobs)
+  p.use_oracle({"cell": "oracle", "timing": {"train_seconds": 8.0}})
   assert p.rate == pytest.approx(8.0 / (o.steps * o.batch_size))
   left, note = p.left()
   assert note == " (uncalibrated)" and left == pytest.approx(sum(p.costs.values()) * p.rate)

@@ -62,9 +62,15 @@ def test_tiny_study_writes_every_output(finished_study):
   base = cells["N100/baseline"]
   assert len(base["test_accuracy"]) == 2 and len(base["robust_accuracy"]) == 2
   assert all(0 <= a <= 1 for a in base["test_accuracy"])
+  n = study_configs.get_config("tiny").eval.frechet_num_images
   for key, r in cells.items():
     if r["arm"] not in ("oracle", "alignment"):
       assert r["label_preservation"] is not None and r["frechet"] is not None, key
+      assert r["frechet_num_images"] == n and r["kid"] is not None, key
+  # The instrument: its shift invariance is recorded and printed.
+  shifts = cells["oracle"]["shift_invariance"]
+  assert [r["pixels"] for r in shifts] == [1, 2]
+  assert all(0 <= r["accuracy"] <= 1 and 0 <= r["agreement"] <= 1 for r in shifts)
   for f in ("summary.csv", "REPORT.md", "claims.json", "figures/forest.png",
             "figures/exchange.png", "figures/robustness.png", "figures/generators.png",
             "figures/sweep.png", "figures/frechet.png", "figures/curves.png",
@@ -73,6 +79,8 @@ def test_tiny_study_writes_every_output(finished_study):
   report = open(os.path.join(finished_study, "REPORT.md")).read()
   for claim in ("C1", "C2", "C3", "C4", "C5", "C6", "C7"):
     assert f"**{claim}**" in report
+  assert "## The instrument" in report
+  assert f"| 2 | {shifts[1]['accuracy'] * 100:.2f} |" in report
   claims = json.load(open(os.path.join(finished_study, "claims.json")))
   assert len(claims) == 7 and all(c["verdict"] for c in claims)
   # Every trained cell also left TensorBoard events with its history.

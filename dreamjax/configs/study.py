@@ -86,11 +86,16 @@ def get_config(preset: str = "first") -> ml_collections.ConfigDict:
   c.oracle = ml_collections.ConfigDict()
   c.oracle.model = common.model_config("small")
   c.oracle.train = common.train_config()
-  c.oracle.train.steps = 800
+  c.oracle.train.steps = 4000     # chosen on a validation split (--choose_oracle_length;
+                                  # docs/protocol.md, "The oracle's length")
   c.oracle.train.batch_size = 128
-  c.oracle.train.eval_every = 400
-  c.oracle.train.checkpoint_every = 400
+  c.oracle.train.eval_every = 500
+  c.oracle.train.checkpoint_every = 500
+  c.oracle.augment = "classical"  # the project's classical transform (augment.classical_config)
+  c.oracle.augment_fraction = 0.5  # online, on this share of every batch, as the online arms;
+                                  # "none": no augmentation (the oracle of the first studies)
   c.oracle.feature_layer = "dense0"  # Fréchet distance feature space
+  c.oracle.shift_pixels = (1, 2)  # its accuracy on test images shifted by these many pixels
 
   # Evaluation of every cell.
   c.eval = ml_collections.ConfigDict()
@@ -101,6 +106,10 @@ def get_config(preset: str = "first") -> ml_collections.ConfigDict:
   c.eval.robust_num_test = 1000   # test images attacked per cell
   c.eval.robust_all_arms = False  # False: only the arms a claim reads robustness of (C2)
   c.eval.frechet_num_test = 2000  # real test images the generated sets are compared with
+  c.eval.frechet_num_images = 100  # every set's Fréchet distance is computed on this many of
+                                  # its images (the smallest budget's labeled set), so sets of
+                                  # every size read alike; 0: all of a set (the first studies)
+  c.eval.frechet_draws = 10       # the mean over up to this many disjoint draws of that many
   c.eval.alignment_num = 128      # test images for the C3 gradient alignment
 
   # Each arm's own settings (dream preset, generator steps, sweep strengths, ...):
@@ -184,6 +193,7 @@ def get_config(preset: str = "first") -> ml_collections.ConfigDict:
     c.eval.robust_steps = 20
     c.eval.robust_num_test = 64
     c.eval.frechet_num_test = 200
+    c.eval.frechet_num_images = 20  # tiny pool generators' balanced sets may keep few images
     c.eval.alignment_num = 32
     c.dream_chunk = 50
     c.attack.pgd_steps = 3

@@ -344,12 +344,17 @@ def _classification_accuracy_score(ctx: Context, cell: Cell, generated) -> list[
 
 
 def _quality(ctx: Context, generated: dict[int, Generated]) -> dict[str, Any]:
-  """Label preservation and Fréchet distance under the oracle.
+  """Label preservation, Fréchet distance and KID under the oracle.
 
   For arms without generated images, the real labeled images give the
-  reference values.
+  reference values. Every set's Fréchet distance is measured on
+  ``eval.frechet_num_images`` of its images (:func:`dreamjax.frechet.matched_frechet`),
+  so the real labeled set and generated sets of any size read alike; a seed's set
+  with fewer images has none. KID, unbiased at any size, reads the whole set.
   """
   o = ctx.oracle
+  e = ctx.config.eval
+  n = int(e.get("frechet_num_images", 0))
   lp, fd, kid = [], [], []
   for seed, s in zip(ctx.seeds, ctx.splits):
     if generated:
@@ -360,14 +365,19 @@ def _quality(ctx: Context, generated: dict[int, Generated]) -> dict[str, Any]:
       lp.append(evaluate.accuracy_one(o.model, o.variables, x, y, mesh=ctx.mesh))
       feats = frechet.features(o.model, o.variables, x, layer=ctx.config.oracle.feature_layer,
                                mesh=ctx.mesh)
-      fd.append(frechet.frechet_distance(feats, o.test_features))
+      fd.append(frechet.matched_frechet(feats, o.test_features, n,
+                                        int(e.get("frechet_draws", 1))))
       kid.append(frechet.kernel_inception_distance(feats, o.test_features))
-  return {"label_preservation": float(np.mean(lp)) if lp else None,
-          "label_preservation_per_seed": lp,
-          "frechet": float(np.mean(fd)) if fd else None, "frechet_per_seed": fd,
-          # KID's expectation does not depend on the set's size, where Fréchet's does.
-          "kid": float(np.mean(kid)) if kid else None, "kid_per_seed": kid,
-          "source": "generated" if generated else "real labeled set"}
+  known = [f for f in fd if f is not None]
+  out = {"label_preservation": float(np.mean(lp)) if lp else None,
+         "label_preservation_per_seed": lp,
+         "frechet": float(np.mean(known)) if known else None, "frechet_per_seed": fd,
+         # KID's expectation does not depend on the set's size, where Fréchet's does.
+         "kid": float(np.mean(kid)) if kid else None, "kid_per_seed": kid,
+         "source": "generated" if generated else "real labeled set"}
+  if n:  # records of the first studies, which measured every image of a set, have none
+    out["frechet_num_images"] = n
+  return out
 
 
 def alignment_cell(ctx: Context) -> dict[str, Any]:

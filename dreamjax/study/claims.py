@@ -63,7 +63,8 @@ C6_REQUIRED = ("vae_pool", "gan_pool")
 RULES = {
     "C1": "with stored classical and noise copies as the label-preserving references:"
           " supported if dream_strong left the distribution further than every reference"
-          f" (Fréchet distance more than {FRECHET_RATIO:g}× the largest reference's, AND label"
+          f" (Fréchet distance, every set measured on the same number of its images"
+          f" (eval.frechet_num_images), more than {FRECHET_RATIO:g}× the largest reference's, AND label"
           " preservation below every reference's, paired CI below zero), AND it is a poor"
           " augmentation (paired Δacc dream_strong − baseline with CI below +margin), AND"
           " going further off the distribution does not help (over the dream_sweep cells,"

@@ -159,22 +159,63 @@ def load_data(config) -> data_lib.RawDataset:
   return data_lib.load_dataset(config.dataset, config.data_dir or None)
 
 
+def oracle_transform(cfg):
+  """The oracle's :data:`dreamjax.train.BatchTransform`: the project's classical transform
+  (:func:`dreamjax.augment.classical_config`) online on ``augment_fraction`` of every
+  batch, or None for ``augment="none"`` (and a config recorded before the field existed)."""
+  if cfg.get("augment", "none") == "none":
+    return None
+  from dreamjax import augment  # pylint: disable=g-import-not-at-top
+  return augment.online_transform(augment.classical_fn(augment.classical_config()),
+                                  float(cfg.augment_fraction))
+
+
+# Oracle fields added after workdirs were made that a recorded oracle without them did not
+# train with: left out of its checkpoint's fingerprint when they hold that oracle's value,
+# so such a workdir resumes its oracle. ``shift_pixels`` is measured after training: never in it.
+ORACLE_TRAINING_FIELDS_ADDED = {"augment": "none", "augment_fraction": None}
+
+
+def oracle_fingerprint(config) -> str:
+  """What the oracle's checkpoint depends on: its block, less what does not change its
+  training, and the dataset."""
+  cfg = json.loads(config.oracle.to_json())
+  cfg.pop("shift_pixels", None)
+  if cfg.get("augment", "none") == "none":
+    for field in ORACLE_TRAINING_FIELDS_ADDED:
+      cfg.pop(field, None)
+  return json.dumps(cfg) + config.dataset
+
+
 def oracle(config, raw: data_lib.RawDataset, workdir: str, mesh: Mesh, log) -> Oracle:
-  """Trains (or resumes) the reference classifier on every training label."""
+  """Trains (or resumes) the reference classifier on every training label.
+
+  Its record holds its test and validation accuracy and, for each distance of
+  ``oracle.shift_pixels``, its accuracy on shifted test images
+  (:func:`dreamjax.evaluate.shift_invariance`): measurements of the instrument,
+  never read by a rule.
+  """
   cfg = config.oracle
   model = models.make_model(cfg.model, raw.num_classes)
   s = data_lib.make_splits(raw, num_labeled=-1, val_size=config.val_size, seed=0)
   folder = os.path.join(workdir, "oracle")
   res = train.fit(model, cfg.train, s.labeled_images, s.labeled_labels, seeds=[0], mesh=mesh,
+                  batch_transform=oracle_transform(cfg),
                   val=(s.val_images, s.val_labels), checkpoint_dir=os.path.join(folder, "checkpoint"),
                   metrics_dir=os.path.join(folder, metrics.LOGDIR),
-                  fingerprint=cfg.to_json() + config.dataset, desc="oracle", progress=log)
+                  fingerprint=oracle_fingerprint(config), desc="oracle", progress=log)
   variables = unstack(res.state.variables, 0)
   record = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, RESULTS))}.get("oracle")
   if record is None:
     acc = evaluate.accuracy(model, res.state.variables, s.test_images, s.test_labels, mesh=mesh)
     record = {"cell": "oracle", "arm": "oracle", "status": "ok", "test_accuracy": acc.tolist(),
               "history": res.history, "timing": {"train_seconds": res.seconds}}
+    pixels = tuple(cfg.get("shift_pixels", ()))
+    if pixels:  # a config from before these measurements records what it recorded then
+      record["val_accuracy"] = evaluate.accuracy(model, res.state.variables, s.val_images,
+                                                 s.val_labels, mesh=mesh).tolist()
+      record["shift_invariance"] = evaluate.shift_invariance(
+          model, variables, s.test_images, s.test_labels, pixels, mesh=mesh)
     fileio.append_jsonl(os.path.join(workdir, RESULTS), record)
     log(f"oracle test accuracy {acc[0]:.4f}")
   test = s.test_images[:config.eval.frechet_num_test]

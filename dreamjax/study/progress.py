@@ -45,6 +45,7 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Sequence
 
+from dreamjax import evaluate
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study import claims
 from dreamjax.study import context as context_lib
@@ -290,11 +291,18 @@ def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes()) -> dict[str, 
   return out
 
 
+def oracle_factor(config) -> float:
+  """Cost of one of the oracle's training steps over a plain one (its online augmentation)."""
+  return 1.0 if config.oracle.get("augment", "none") == "none" else 1.0 + ONLINE_PIXEL_OPS
+
+
 def oracle_cost(config, sizes: Sizes = Sizes()) -> float:
-  """Image-steps of the oracle: its training, its test accuracy and its Fréchet features."""
+  """Image-steps of the oracle: its training, its test accuracy (on shifted test images
+  too) and its Fréchet features."""
   o = config.oracle.train
-  return (int(o.steps) * int(o.batch_size)
-          + (sizes.num_test + int(config.eval.frechet_num_test)) * FORWARD)
+  shifts = len(evaluate.DIRECTIONS) * len(tuple(config.oracle.get("shift_pixels", ())))
+  return (int(o.steps) * int(o.batch_size) * oracle_factor(config)
+          + ((1 + shifts) * sizes.num_test + int(config.eval.frechet_num_test)) * FORWARD)
 
 
 def seconds_per_image_step(config, seconds_per_train_step: float) -> float:
@@ -308,7 +316,7 @@ def oracle_rate(config, oracle_record: dict[str, Any] | None) -> float | None:
   o = config.oracle.train
   if not seconds or seconds <= 0:
     return None
-  return float(seconds) / (int(o.steps) * int(o.batch_size))
+  return float(seconds) / (int(o.steps) * int(o.batch_size) * oracle_factor(config))
 
 
 def record_seconds(record: dict[str, Any]) -> float | None:

@@ -73,11 +73,22 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
 ADDED_FIELDS = {"train_steps_by_budget": {}, "first_seed": 0, "protocol_version": 1,
                 "claims": ["C1", "C2", "C3", "C4", "C5", "C6", "C7"], "pool_generators": 1}
 
+# Fields added inside blocks, by dotted name, likewise: the oracle trained without
+# augmentation and measured no shifts, and every Fréchet distance read a whole set.
+ADDED_NESTED = {"oracle.augment": "none", "oracle.shift_pixels": [], "eval.frechet_num_images": 0}
+# Fields added with them that change nothing while those hold the values above (the share
+# of a batch augmented, the number of draws of a set): they read as today's config has them.
+ADDED_FOLLOWING = ("oracle.augment_fraction", "eval.frechet_draws")
+
+# Fields that change how the oracle measures, not how any cell trains: left out of the
+# cells' checkpoint fingerprint (the oracle's own is context.oracle_fingerprint).
+MEASURING_FIELDS = (*ADDED_NESTED, *ADDED_FOLLOWING)
+
 
 def upgrade_config(cfg: dict[str, Any], today: dict[str, Any] | None = None) -> dict[str, Any]:
   """A recorded config in today's form, computing what it computed.
 
-  Fields added since read as :data:`ADDED_FIELDS`. Arm settings that were
+  Fields added since read as :data:`ADDED_FIELDS` and :data:`ADDED_NESTED`. Arm settings that were
   study-wide tables keyed by arm name (``dream_presets``, ``generator_steps``,
   ``dream_sweep_strengths``) read as the arms' ``arm_settings``: ``dream_online``
   dreamed with ``dream_subtle``'s preset, and an empty sweep list meant the dream
@@ -85,10 +96,37 @@ def upgrade_config(cfg: dict[str, Any], today: dict[str, Any] | None = None) -> 
   ``pool_dreamer`` block, read as ``today``'s config has them (none of their cells
   ran, so any settings compute what it computed; the defaults without ``today``).
   """
+  cfg = _with_nested(cfg, today)
   cfg = {**ADDED_FIELDS, **cfg}
   if "arm_settings" not in cfg and "dream_presets" in cfg:
     cfg = _settings_from_tables(cfg)
   return _with_new_arms(cfg, today)
+
+
+def _with_nested(cfg: dict[str, Any], today: dict[str, Any] | None) -> dict[str, Any]:
+  """``cfg`` with the :data:`ADDED_NESTED` fields it lacks (and their
+  :data:`ADDED_FOLLOWING` ones, as ``today`` or today's defaults have them)."""
+  missing = [f for f in ADDED_NESTED if not _has(cfg, f)]
+  if not missing:
+    return cfg
+  if today is None:
+    from dreamjax.configs import study  # pylint: disable=g-import-not-at-top
+    today = json.loads(study.get_config().to_json())
+  cfg = json.loads(json.dumps(cfg))  # a copy: the blocks below are changed in place
+  for field in missing:
+    block, name = field.split(".")
+    if isinstance(cfg.get(block), dict):
+      cfg[block][name] = ADDED_NESTED[field]
+  for field in ADDED_FOLLOWING:
+    block, name = field.split(".")
+    if isinstance(cfg.get(block), dict) and name not in cfg[block] and _has(today, field):
+      cfg[block][name] = today[block][name]
+  return cfg
+
+
+def _has(cfg: dict[str, Any] | None, dotted: str) -> bool:
+  block, name = dotted.split(".")
+  return isinstance((cfg or {}).get(block), dict) and name in cfg[block]
 
 
 def _settings_from_tables(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +183,8 @@ def without_old_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def cell_fingerprint(config) -> str:
   """The config as every cell's checkpoints depend on it: without the :data:`EXTENSIBLE`
-  fields, nor the arms' settings (a cell adds its own arm's, ``Context.fit``).
+  fields, the arms' settings (a cell adds its own arm's, ``Context.fit``) or the
+  :data:`MEASURING_FIELDS` (added after workdirs were made; no cell trains on them).
 
   A study extended in place (more budgets, arms or exchange-rate values) must
   restore the checkpoints it already holds (the baselines its new cells build
@@ -153,7 +192,7 @@ def cell_fingerprint(config) -> str:
   """
   cfg = without_old_defaults(json.loads(config.to_json()))
   cfg.pop("arm_settings", None)
-  for dotted in EXTENSIBLE:
+  for dotted in EXTENSIBLE + MEASURING_FIELDS:
     *parents, last = dotted.split(".")
     node = cfg
     for part in parents:

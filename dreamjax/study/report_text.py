@@ -48,7 +48,10 @@ RULE_CHANGES_V2 = (
     " copies too. C2 compares the dream with noise of the same mean L2 size, on robust as well"
     " as clean accuracy. C3 rests on the layer-objective dream, the one Deep Dream ascends;"
     " the class-logit dream aligns by construction and is a reference. Inconclusive verdicts"
-    " name their reason.")
+    " name their reason. The instrument changed with it: the oracle trains with online"
+    " classical augmentation for a length chosen on validation data, and every Fréchet"
+    " distance is measured on the same number of images of its set, where version 1"
+    " measured whole sets, whose distance grows as they shrink.")
 
 
 def convergence_notes(cells, steps: int, threshold_pp: float = CONVERGED_PP) -> list[str]:
@@ -339,7 +342,52 @@ def _quality_row(name: str, q) -> str:
           f" {'passes' if q['passes'] else '**under-trained**'} |")
 
 
-def _arms(rows, cells) -> list[str]:
+def _frechet_text(config) -> str:
+  """How the report's Fréchet distances were measured: on a fixed number of images per set,
+  or (studies recorded before that) on whole sets."""
+  e = config.eval
+  n = int(e.get("frechet_num_images", 0))
+  if not n:
+    return ("it grows as a set shrinks, so a set of 100 images reads further than one of 5000"
+            " from the same distribution")
+  return (f"each set is measured on {n} of its images (the mean over up to"
+          f" {int(e.get('frechet_draws', 1))} disjoint draws of {n}, a fixed seed), against"
+          f" {int(e.frechet_num_test)} test images, because the distance grows as a set shrinks:"
+          " so the real labeled set and generated sets of any size read alike")
+
+
+def _instrument(config, oracle) -> list[str]:
+  """What the oracle is and how far its labels hold under small shifts (studies recorded
+  before these measurements have none of them, and no section)."""
+  if not tables.ok(oracle) or not oracle.get("shift_invariance"):
+    return []
+  o = config.oracle
+  aug = ("no augmentation" if o.get("augment", "none") == "none" else
+         f"the classical transform online on {float(o.augment_fraction) * 100:.0f}% of every batch")
+  acc = float(np.mean(oracle["test_accuracy"]))
+  val = oracle.get("val_accuracy")
+  md = ["## The instrument", "",
+        f"The oracle (every training label; it measures label preservation and defines the"
+        f" Fréchet/KID features, and never labels a training image): a CNN with conv widths"
+        f" {tuple(o.model.conv_features)} and dense {tuple(o.model.dense_features)}, trained"
+        f" {int(o.train.steps)} steps of {int(o.train.batch_size)} images with {aug} (its length"
+        f" chosen on a validation split, docs/protocol.md). Test accuracy {acc * 100:.2f}%"
+        + (f", validation {float(np.mean(val)) * 100:.2f}%." if val else "."), "",
+        "Its labels under small shifts of the test images (black borders; each distance in the"
+        " four directions):", "",
+        "| shift (pixels) | test accuracy % (mean) | worst direction % | same label as unshifted % |",
+        "|---|---|---|---|",
+        f"| 0 | {acc * 100:.2f} | | 100 |"]
+  for r in oracle["shift_invariance"]:
+    worst = min(r["accuracy_by_direction"].items(), key=lambda kv: kv[1])
+    md.append(f"| {r['pixels']} | {r['accuracy'] * 100:.2f} | {worst[1] * 100:.2f} ({worst[0]}) |"
+              f" {r['agreement'] * 100:.2f} |")
+  md += ["", f"Fréchet distances: {_frechet_text(config)}. KID, unbiased at any set size, is"
+         " computed on whole sets.", ""]
+  return md
+
+
+def _arms(rows, cells, config) -> list[str]:
   eps = sorted({k[len("robust_accuracy_eps"):] for r in rows for k in r
                 if k.startswith("robust_accuracy_eps")}, key=float)
   md = ["## Arms", "", "| cell | test acc % | Δ vs baseline (pp) | "
@@ -363,8 +411,7 @@ def _arms(rows, cells) -> list[str]:
   return md + ["", "Label preservation: share of an arm's generated images that the oracle"
                " assigns the label the arm gave them (for arms without generated images: the"
                " real labeled set). Fréchet: distance between oracle features of those images"
-               " and of real test images; it grows as a set shrinks, so a set of 100 images"
-               " reads further than one of 5000 from the same distribution. KID: the kernel"
+               f" and of real test images; {_frechet_text(config)}. KID: the kernel"
                " distance in the same features, whose expectation does not depend on the set's"
                " size (Bińkowski et al. 2018). Cost: images through a gradient step per seed"
                " (generation or pretraining + classifier training).", ""]
@@ -426,8 +473,9 @@ def markdown(config, workdir, records, cells, oracle, verdicts, exchange, qualit
   md += _dreamers(dreamers, verdicts)
   md += _placebos(placebos)
   md += _exchange(exchange, primary)
+  md += _instrument(config, oracle)
   md += _quality(quality, config.quality_gate)
-  md += _arms(tables.summary_rows(records), cells)
+  md += _arms(tables.summary_rows(records), cells, config)
   if figs:
     md += ["## Figures", ""]
     for name, rel in figs.items():

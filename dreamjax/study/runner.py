@@ -43,6 +43,7 @@ def validate_config(config) -> None:
   claims_asked = tuple(config.get("claims", claims.CLAIMS))
   if not claims_asked or any(c not in claims.CLAIMS for c in claims_asked):
     raise ConfigError(f"claims={claims_asked}: name one or more of {tuple(claims.CLAIMS)}.")
+  smallest = min((int(b) for b in config.budgets), default=0)
   checks = [
       ("num_seeds", config.num_seeds, config.num_seeds >= 2, ">= 2 (confidence intervals)"),
       ("first_seed", config.get("first_seed", 0), int(config.get("first_seed", 0)) >= 0, ">= 0"),
@@ -75,6 +76,22 @@ def validate_config(config) -> None:
       ("eval.robust_steps", config.eval.robust_steps, config.eval.robust_steps >= 1, ">= 1"),
       ("eval.robust_num_test", config.eval.robust_num_test, config.eval.robust_num_test >= 1, ">= 1"),
       ("eval.frechet_num_test", config.eval.frechet_num_test, config.eval.frechet_num_test >= 2, ">= 2"),
+      ("eval.frechet_num_images", config.eval.get("frechet_num_images", 0),
+       int(config.eval.get("frechet_num_images", 0)) == config.eval.get("frechet_num_images", 0)
+       and (config.eval.get("frechet_num_images", 0) == 0
+            or 2 <= config.eval.get("frechet_num_images", 0) <= smallest),
+       f"0 (every image of a set) or a whole number in [2, {smallest}] (the"
+       " smallest budget, whose real labeled set is the Fréchet reference)"),
+      ("eval.frechet_draws", config.eval.get("frechet_draws", 1),
+       int(config.eval.get("frechet_draws", 1)) == config.eval.get("frechet_draws", 1)
+       and config.eval.get("frechet_draws", 1) >= 1, "a whole number >= 1"),
+      ("oracle.augment", config.oracle.get("augment", "none"),
+       config.oracle.get("augment", "none") in ("none", "classical"), "none or classical"),
+      ("oracle.augment_fraction", config.oracle.get("augment_fraction", 0.0),
+       0 <= (config.oracle.get("augment_fraction") or 0.0) <= 1, "in [0, 1]"),
+      ("oracle.shift_pixels", tuple(config.oracle.get("shift_pixels", ())),
+       all(int(d) == d and d >= 1 for d in config.oracle.get("shift_pixels", ())),
+       "whole numbers of pixels >= 1"),
       ("attack.eps", config.attack.eps, config.attack.eps >= 0, ">= 0"),
       ("attack.pgd_steps", config.attack.pgd_steps, config.attack.pgd_steps >= 1, ">= 1"),
       ("attack.train_steps", config.attack.train_steps, config.attack.train_steps >= 1, ">= 1"),
