@@ -23,6 +23,7 @@ import numpy as np
 from absl import logging
 
 from dreamjax import loop, sharding
+from dreamjax import seeds as seeds_lib
 from dreamjax.errors import ConfigError
 from dreamjax.metrics import MetricWriter
 
@@ -240,7 +241,6 @@ def train_seeds(prepare: Callable, desc: str, cfg, images_K, labels_K, keys,
   K steps run as one program, as :func:`dreamjax.seeds.how` decides for the
   generator step. Returns ``[(params, history)]`` per seed.
   """
-  from dreamjax import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
   mesh = sharding.default(mesh)
   k = len(keys)
   prepared = [prepare(cfg, images_K[i], None if labels_K is None else labels_K[i], keys[i],
@@ -270,7 +270,6 @@ def train_seeds(prepare: Callable, desc: str, cfg, images_K, labels_K, keys,
 @functools.lru_cache(maxsize=16)
 def _seed_step(step: Callable, in_axes, mesh) -> Callable:
   """The K-seed program of one compiled step, shared by every call with the same step."""
-  from dreamjax import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
   rep = sharding.replicated(mesh)
   mapped = seeds_lib.map_seeds(step, in_axes=in_axes, workload="generator_step")
 

@@ -16,6 +16,7 @@ from jax.sharding import Mesh
 
 from dreamjax import data as data_lib
 from dreamjax import evaluate, fileio, frechet, metrics, models, train
+from dreamjax.configs import arms as arms_lib
 from dreamjax.errors import ConfigError
 from dreamjax.seeds import pad_to_common, unstack
 from dreamjax.study import records
@@ -123,7 +124,6 @@ class Context:
 def _settings_of(config, arm: str) -> str:
   """The settings of the arm a training run belongs to (``vae_small/cas``: vae_small's),
   as its checkpoints depend on them."""
-  from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
   name = arm.split("/")[0]
   if arms_lib.base_name(name) not in arms_lib.REGISTRY:
     return ""

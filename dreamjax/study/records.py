@@ -16,6 +16,8 @@ from typing import Any
 
 import dreamjax
 from dreamjax import fileio, provenance
+from dreamjax.configs import arms, dreamer
+from dreamjax.configs import dream as dream_configs
 from dreamjax.errors import ConfigError
 
 CONFIG_FILE = "study_config.json"
@@ -90,7 +92,6 @@ def upgrade_config(cfg: dict[str, Any], today: dict[str, Any] | None = None) -> 
 
 
 def _settings_from_tables(cfg: dict[str, Any]) -> dict[str, Any]:
-  from dreamjax.configs import dream as dream_configs  # pylint: disable=g-import-not-at-top
   presets = cfg.pop("dream_presets")
   steps = cfg.pop("generator_steps", {})
   strengths = list(cfg.pop("dream_sweep_strengths", None) or dream_configs.DEFAULT_SWEEP)
@@ -113,7 +114,6 @@ def _with_new_arms(cfg: dict[str, Any], today: dict[str, Any] | None = None) -> 
   the defaults without it), so a config that adds those arms only widens the study
   (``arms`` is :data:`EXTENSIBLE`); a setting added to an arm it ran reads as
   :data:`ADDED_SETTINGS` says."""
-  from dreamjax.configs import arms, dreamer  # pylint: disable=g-import-not-at-top
   if "arm_settings" not in cfg:
     return cfg
   defaults = json.loads(arms.settings_config().to_json())

@@ -5,6 +5,7 @@ import json
 import os
 from typing import Any
 
+import jax
 import numpy as np
 
 from dreamjax import provenance, stats
@@ -126,7 +127,6 @@ def _workdir_record(workdir: str) -> dict[str, Any]:
 
 
 def _machine() -> str:
-  import jax  # pylint: disable=g-import-not-at-top
   return f"{provenance.describe_machine(provenance.machine())}, JAX {jax.__version__}"
 
 
