@@ -297,6 +297,24 @@ def sample_in_chunks(chunk_fn: Callable, weights: Any, key: jax.Array, labels: n
                            chunk=chunk, key=key)
 
 
+def sample(params, weights: str, key: jax.Array, labels, num: int | None, chunk: int,
+           mesh: jax.sharding.Mesh | None, chunk_fn_of: Callable) -> np.ndarray:
+  """What sampling is alike for every generator: ``[M, H, W, C]`` images in [0, 1].
+
+  ``labels``/``num`` as :func:`sample_labels` takes them; ``chunk_fn_of(image_shape,
+  num_classes, mesh)`` gives the family's ``fn(weights, labels_chunk, key)``, run on
+  ``params[weights]`` in chunks of ``chunk`` rows over ``mesh`` (default: every
+  device) by :func:`sample_in_chunks`.
+  """
+  image_shape, num_classes = shape_of(params)
+  labels = sample_labels(num_classes, labels, num)
+  mesh = sharding.default(mesh)
+  chunk_fn = chunk_fn_of(image_shape, num_classes, mesh)  # a bad setting fails even for none
+  if not len(labels):
+    return np.zeros((0, *image_shape), np.float32)
+  return sample_in_chunks(chunk_fn, params[weights], key, labels, int(chunk), mesh)
+
+
 def sample_labels(num_classes: int, labels, num: int | None) -> np.ndarray:
   """The labels to sample: the requested ones, or ``num`` of them (class-balanced)."""
   if num_classes:
