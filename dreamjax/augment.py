@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from dreamjax import sharding
+from dreamjax import adversarial, sharding
 from dreamjax.configs.attack import attack_config, classical_config, noise_config  # noqa: F401
 from dreamjax.errors import ConfigError
 
@@ -274,7 +274,6 @@ def validate_config(config) -> None:
   elif choice == "noise":
     validate_noise(config.noise)
   elif choice in ("fgsm", "pgd"):
-    from dreamjax import adversarial  # pylint: disable=g-import-not-at-top
     a = config.attack
     adversarial.validate_attack(eps=a.eps, steps=a.steps, step_size=a.step_size or None,
                                 norm=a.norm, fraction=a.fraction)
@@ -291,7 +290,6 @@ def batch_transform(config, model) -> Any:
   if choice == "none":
     return None
   if choice in ("fgsm", "pgd"):
-    from dreamjax import adversarial  # pylint: disable=g-import-not-at-top
     a = config.attack
     return adversarial.adversarial_batch_transform(
         model, method=choice, eps=a.eps, steps=a.steps, fraction=a.fraction,

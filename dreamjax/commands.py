@@ -5,7 +5,9 @@
 the same command. Each function here defines the command's absl flags when it
 is called (so importing this module defines none) and returns its ``main``;
 the work itself is one function of :mod:`dreamjax.runs` or
-:mod:`dreamjax.study.runner`, which tests call directly.
+:mod:`dreamjax.study.runner`, which tests call directly. Each function imports
+its command's modules when it is called, not at the top: `dreamjax NAME --help`
+answers without loading JAX, and no command loads the modules of another.
 """
 
 import os

@@ -17,7 +17,11 @@ import time
 from typing import Any, Iterator
 
 from absl import logging
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
 
+from dreamjax import sharding
 from dreamjax.errors import ConfigError
 from dreamjax.fileio import translate_disk_full, workdir_error
 
@@ -37,8 +41,6 @@ def workdir_lock(folder: str, what: str = "study") -> Iterator[None]:
   Multi-host: process 0 takes the lock and the others learn whether it did,
   so they all stop or go on together. ``what`` names the job in messages.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
   fd, error = None, None
   if sharding.is_primary():
     try:
@@ -46,8 +48,6 @@ def workdir_lock(folder: str, what: str = "study") -> Iterator[None]:
     except ConfigError as e:
       error = e
   if jax.process_count() > 1:
-    import numpy as np  # pylint: disable=g-import-not-at-top
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     refused = int(multihost_utils.broadcast_one_to_all(np.asarray(error is not None, np.int32)))
     if refused and error is None:
       raise ConfigError(f"process 0 could not lock workdir {folder!r}: another {what} runs"

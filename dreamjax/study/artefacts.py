@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from dreamjax import checkpoint
+from dreamjax import checkpoint, dreamer, generators, pretrain, provenance
 from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import generator as gen_configs
 from dreamjax.errors import CheckpointError, ConfigError
@@ -111,7 +111,6 @@ def _cache_key(ctx, kind: str, gcfg, generator: int = 0) -> str | None:
   """
   if not ctx.config.generator_cache or not ctx.splits[0].data_digest:
     return None
-  from dreamjax import provenance  # pylint: disable=g-import-not-at-top
   pool = ctx.pool_for_shared_models()
   # The diffusion fields shape no other family's weights; leaving them out of the
   # others' keys keeps the VAEs and GANs cached before those fields existed.
@@ -153,7 +152,6 @@ def pool_generator(ctx, arm: str, seed: int):
   """(config, params, train seconds, history) of the pool generator classifier seed
   ``seed`` reads in arm ``arm`` (:func:`pool_generator_index`), trained the first time
   a cell asks for it."""
-  from dreamjax import generators  # pylint: disable=g-import-not-at-top
   kind = arms_lib.get(arm).source.family
   gcfg = generator_config(ctx.config, arm)
   g = pool_generator_index(ctx, seed)
@@ -173,7 +171,6 @@ def pool_generator(ctx, arm: str, seed: int):
 
 def pretrained(ctx, arm: str):
   """(trunk variables, seconds, history) of the autoencoder / rotation pretraining on the pool."""
-  from dreamjax import pretrain  # pylint: disable=g-import-not-at-top
   kind = arms_lib.get(arm).source.objective
   gcfg = generator_config(ctx.config, arm)
   k = arm_key(ctx.seeds[0], f"{arm}_pretrain")
@@ -196,7 +193,6 @@ def pool_dreamer(ctx):
   shared pool's images, once per study, kept as the pool generators are
   (``artefacts/pool_dreamer.msgpack``, and the user cache).
   """
-  from dreamjax import dreamer  # pylint: disable=g-import-not-at-top
   cfg = ctx.config.pool_dreamer
   if cfg.checkpoint:
     stamp = ("user dreamer", cfg.checkpoint, os.stat(cfg.checkpoint).st_mtime_ns

@@ -13,13 +13,15 @@ drawn, so no test label can reach a choice.
 """
 
 import dataclasses
+import json
+import os
 import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from dreamjax import data as data_lib
-from dreamjax import evaluate, models, sharding, train
+from dreamjax import evaluate, fileio, models, sharding, train
 from dreamjax.configs import arms as arms_lib
 from dreamjax.errors import ConfigError
 from dreamjax.seeds import pad_to_common
@@ -168,9 +170,6 @@ def choose_oracle_length(config, raw, *, lengths: Sequence[int] = ORACLE_LENGTHS
 def choose_oracle(config, workdir: str, log: Callable[[str], None] = print) -> str:
   """:func:`choose_oracle_length` of ``config``'s oracle; writes
   ``WORKDIR/oracle_length_choice.json`` and returns a summary line."""
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  from dreamjax import fileio  # pylint: disable=g-import-not-at-top
   fileio.check_writable(workdir)
   out = choose_oracle_length(config, context_lib.load_data(config), log=log)
   path = os.path.join(workdir, "oracle_length_choice.json")
@@ -185,9 +184,6 @@ def choose_oracle(config, workdir: str, log: Callable[[str], None] = print) -> s
 def choose_lengths(config, workdir: str, log: Callable[[str], None] = print) -> str:
   """:func:`choose_length` at every budget of ``config``; writes
   ``WORKDIR/length_choice.json`` and returns a summary line per budget."""
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  from dreamjax import fileio  # pylint: disable=g-import-not-at-top
   raw = context_lib.load_data(config)
   out = [choose_length(config, raw, int(b), log=log) for b in config.budgets]
   fileio.check_writable(workdir)

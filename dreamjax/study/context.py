@@ -15,7 +15,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from dreamjax import data as data_lib
-from dreamjax import evaluate, fileio, frechet, metrics, models, train
+from dreamjax import augment, evaluate, fileio, frechet, metrics, models, train
+from dreamjax.configs import arms as arms_lib
 from dreamjax.errors import ConfigError
 from dreamjax.seeds import pad_to_common, unstack
 from dreamjax.study import records
@@ -124,7 +125,6 @@ def _settings_of(config, arm: str) -> str:
   """The settings of the arm a training run belongs to (``vae_small/cas``: vae_small's),
   as its checkpoints depend on them; a fresh-sample arm's include its stored twin's,
   whose generator it samples."""
-  from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
   name = arm.split("/")[0]
   if arms_lib.base_name(name) not in arms_lib.REGISTRY:
     return ""
@@ -165,7 +165,6 @@ def oracle_transform(cfg):
   batch, or None for ``augment="none"`` (and a config recorded before the field existed)."""
   if cfg.get("augment", "none") == "none":
     return None
-  from dreamjax import augment  # pylint: disable=g-import-not-at-top
   return augment.online_transform(augment.classical_fn(augment.classical_config()),
                                   float(cfg.augment_fraction))
 

@@ -40,12 +40,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dreamjax import checkpoint, train
+from dreamjax import checkpoint, generators, train
 from dreamjax import data as data_lib
+from dreamjax.generators import fresh
 from dreamjax.configs import arms as arms_lib
 from dreamjax.errors import CheckpointError, ConfigError, DataError
-from dreamjax.seeds import stack, unstack
-from dreamjax.study import artefacts
+from dreamjax.seeds import pad_to_common, stack, unstack
+from dreamjax.study import artefacts, cells
 from dreamjax.study import generate as generate_lib
 
 # Sampling rounds of a pool bank before it keeps what it has. Each round draws the
@@ -74,7 +75,6 @@ def _rows(ctx) -> int:
 
 
 def _path(ctx, arm: str, name: str) -> str:
-  from dreamjax.study import cells  # pylint: disable=g-import-not-at-top
   return ctx.path(cells.folder_of(f"N{ctx.budget}/{arm}"), name)
 
 
@@ -129,8 +129,6 @@ def _per_class(labels, num_classes: int) -> list[int]:
 
 def small_online(ctx, arm) -> train.SeedTransform:
   """Fresh class-conditional samples in every batch, labeled as the images they replace."""
-  from dreamjax import generators  # pylint: disable=g-import-not-at-top
-  from dreamjax.generators import fresh  # pylint: disable=g-import-not-at-top
   kind = arms_lib.get(arm).source.family
   gcfg, params, seconds, history = _small_generators(ctx, arm)
   sample, _ = fresh.prior_sampler(kind, gcfg, params[ctx.seeds[0]])
@@ -159,7 +157,6 @@ def small_online(ctx, arm) -> train.SeedTransform:
 def pool_online(ctx, arm) -> train.SeedTransform:
   """Fresh unconditional samples in every batch, pseudo-labeled in the step by the seed's
   baseline: each replaced image takes a confident sample of its own class, else stays."""
-  from dreamjax.generators import fresh  # pylint: disable=g-import-not-at-top
   kind = arms_lib.get(arm).source.family
   candidates = int(arms_lib.settings(ctx.config, arm).candidates)
   threshold = float(ctx.config.pseudo_label_threshold)
@@ -228,7 +225,6 @@ def pool_online(ctx, arm) -> train.SeedTransform:
 def small_bank(ctx, arm) -> train.SeedTransform:
   """Part of every batch from a bank of the seed's class-conditional samples, drawn with
   the labeled set's labels (``bank_multiple`` of each), in shuffled order."""
-  from dreamjax import generators  # pylint: disable=g-import-not-at-top
   kind = arms_lib.get(arm).source.family
   multiple = int(arms_lib.settings(ctx.config, arm).bank_multiple)
   gcfg, params, seconds, history = None, None, {}, []
@@ -317,8 +313,6 @@ def _save_bank(ctx, arm, seed, images, labels, info):
 def _bank_transform(ctx, arm, banks, infos) -> train.SeedTransform:
   """The step's reader of the seeds' banks (padded to one length), their first M·N
   samples (the first the step uses) as the measured set, and their cost."""
-  from dreamjax.generators import fresh  # pylint: disable=g-import-not-at-top
-  from dreamjax.seeds import pad_to_common  # pylint: disable=g-import-not-at-top
   n = _rows(ctx)
   images, labels, counts = pad_to_common([banks[seed] for seed in ctx.seeds])
 

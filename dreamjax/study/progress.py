@@ -47,7 +47,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 from dreamjax import evaluate
 from dreamjax.configs import arms as arms_lib
-from dreamjax.study import claims
+from dreamjax.configs import dreamer as dreamer_configs
+from dreamjax.configs import generator as gen_configs
+from dreamjax.study import artefacts, claims, generate, records
 from dreamjax.study import context as context_lib
 from dreamjax.study.cells import ALIGNMENT
 
@@ -129,7 +131,6 @@ def arm_kind(name: str) -> str:
 def dream_steps(config, name: str) -> float:
   """Gradient steps per image of a dream arm (all its octaves), in the classifier's
   image-steps: a step through the deep pool dreamer costs :func:`dreamer_factor` of them."""
-  from dreamjax.study import generate  # pylint: disable=g-import-not-at-top
   cfg = generate.dream_config(config, name)
   return int(cfg.octaves) * int(cfg.steps) * dreamer_factor(config, name)
 
@@ -153,7 +154,6 @@ def dreamer_factor(config, name: str) -> float:
   1 for the seed's own classifier; for the pool dreamer ``DREAMER_STEP``, scaled by
   the conv work of its network over the default one's (its config's network also
   prices a user's checkpoint)."""
-  from dreamjax.configs import dreamer as dreamer_configs  # pylint: disable=g-import-not-at-top
   arm = arms_lib.get(name)
   if arm.source != arms_lib.Classifier("pool_dreamer") or "pool_dreamer" not in config:
     return 1.0
@@ -172,8 +172,6 @@ def dreamer_work(config, name: str) -> float:
 
 def generator_work(config, name: str) -> float:
   """Image-steps of training one generator or pretrained trunk of arm ``name``."""
-  from dreamjax.configs import generator as gen_configs  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import artefacts  # pylint: disable=g-import-not-at-top
   g = artefacts.generator_config(config, name)
   batch = (gen_configs.generator_batch_size(g)[1] if g.model in ("vae", "gan", "diffusion")
            else g.batch_size)
@@ -183,7 +181,6 @@ def generator_work(config, name: str) -> float:
 def pool_generators_trained(config) -> int:
   """Pool generators a study trains per pool generator arm: G (``pool_generators``), or
   the number of seeds where that is fewer (a generator no seed reads is never trained)."""
-  from dreamjax.study import artefacts  # pylint: disable=g-import-not-at-top
   return min(artefacts.pool_generators(config), int(config.num_seeds))
 
 
@@ -193,7 +190,6 @@ def sample_work(config, name: str) -> float:
   A decoder pass for the VAE and the GAN; a diffusion model runs its network
   once per sampler step, twice where guidance mixes in the unconditional one.
   """
-  from dreamjax.study import artefacts  # pylint: disable=g-import-not-at-top
   g = artefacts.generator_config(config, name)
   if g.model != "diffusion":
     return 2 * FORWARD
@@ -603,7 +599,6 @@ class StudyProgress:
 
 
 def _sessions_seconds(workdir: str) -> float:
-  from dreamjax.study import records  # pylint: disable=g-import-not-at-top
   return float(sum(s.get("seconds", 0.0) for s in records.read_sessions(workdir)))
 
 

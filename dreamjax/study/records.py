@@ -16,6 +16,9 @@ from typing import Any
 
 import dreamjax
 from dreamjax import fileio, provenance
+from dreamjax.configs import arms, dreamer
+from dreamjax.configs import dream as dream_configs
+from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
 
 CONFIG_FILE = "study_config.json"
@@ -110,8 +113,7 @@ def _with_nested(cfg: dict[str, Any], today: dict[str, Any] | None) -> dict[str,
   if not missing:
     return cfg
   if today is None:
-    from dreamjax.configs import study  # pylint: disable=g-import-not-at-top
-    today = json.loads(study.get_config().to_json())
+    today = json.loads(study_configs.get_config().to_json())
   cfg = json.loads(json.dumps(cfg))  # a copy: the blocks below are changed in place
   for field in missing:
     block, name = field.split(".")
@@ -130,7 +132,6 @@ def _has(cfg: dict[str, Any] | None, dotted: str) -> bool:
 
 
 def _settings_from_tables(cfg: dict[str, Any]) -> dict[str, Any]:
-  from dreamjax.configs import dream as dream_configs  # pylint: disable=g-import-not-at-top
   presets = cfg.pop("dream_presets")
   steps = cfg.pop("generator_steps", {})
   strengths = list(cfg.pop("dream_sweep_strengths", None) or dream_configs.DEFAULT_SWEEP)
@@ -153,7 +154,6 @@ def _with_new_arms(cfg: dict[str, Any], today: dict[str, Any] | None = None) -> 
   the defaults without it), so a config that adds those arms only widens the study
   (``arms`` is :data:`EXTENSIBLE`); a setting added to an arm it ran reads as
   :data:`ADDED_SETTINGS` says."""
-  from dreamjax.configs import arms, dreamer  # pylint: disable=g-import-not-at-top
   if "arm_settings" not in cfg:
     return cfg
   defaults = json.loads(arms.settings_config().to_json())

@@ -1,8 +1,10 @@
 """REPORT.md, claims.json, summary.csv and figures from a study's results.jsonl."""
 
 import os
+import shutil
 
 from dreamjax import fileio
+from dreamjax import data as data_lib
 from dreamjax.errors import ConfigError
 from dreamjax.figures import charts
 from dreamjax.configs import arms as arms_lib
@@ -112,7 +114,6 @@ def write_report(config, workdir: str, train_images=None) -> dict[str, str]:
   quality = tables.generator_quality(cells, config.quality_gate)
   if train_images is None:
     try:
-      from dreamjax import data as data_lib  # pylint: disable=g-import-not-at-top
       train_images = data_lib.load_dataset(config.dataset, config.data_dir or None).train_images
     except Exception:  # noqa: BLE001 - the sample grid then shows generated images alone
       train_images = None
@@ -139,7 +140,6 @@ PUBLISHED = ("REPORT.md", "claims.json", "protocol.json", "summary.csv", "study_
 
 def publish(workdir: str, dest: str) -> list[str]:
   """Copies a finished study's report, records and figures to ``dest``; returns the files."""
-  import shutil  # pylint: disable=g-import-not-at-top
   if not os.path.exists(os.path.join(workdir, "REPORT.md")):
     raise ConfigError(f"{workdir} has no REPORT.md to publish; run the study (or"
                       " --report_only) first.")

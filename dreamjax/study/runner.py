@@ -19,9 +19,10 @@ import traceback
 from typing import Any, Callable
 
 from dreamjax import dreamer, fileio, lock, metrics, models, sharding, train
+from dreamjax import data as data_lib
 from dreamjax.errors import ConfigError, DiskFullError, DistributedError, DreamjaxError
 from dreamjax.configs import arms as arms_lib
-from dreamjax.study import claims
+from dreamjax.study import claims, report
 from dreamjax.study import context as context_lib
 from dreamjax.study import progress, records
 from dreamjax.study.cells import ALIGNMENT, MORE_LABELS, Cell, alignment_cell, jsonable, run_cell
@@ -165,7 +166,6 @@ def exchange_budgets(n: int, factors, num_classes: int) -> list[int]:
 
 def estimate_seconds(config, raw, cells: list[Cell], mesh) -> progress.Estimate:
   """Wall time: a timed burst of the train step, scaled by each job's cost (progress.py)."""
-  from dreamjax import data as data_lib  # pylint: disable=g-import-not-at-top
   s = data_lib.make_splits(raw, num_labeled=config.budgets[0], val_size=config.val_size, seed=0)
   k = config.num_seeds
   images, labels, counts = train.pad_to_common([(s.labeled_images, s.labeled_labels)] * k)
@@ -182,7 +182,6 @@ def estimate_seconds(config, raw, cells: list[Cell], mesh) -> progress.Estimate:
 
 
 def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log) -> dict[str, Any]:
-  from dreamjax import data as data_lib  # pylint: disable=g-import-not-at-top
   for n in sorted({c.budget for c in cells}):  # a budget the data cannot give fails here
     for seed in context_lib.seeds_of(config):
       data_lib.make_splits(raw, num_labeled=n, val_size=config.val_size, seed=seed)
@@ -315,7 +314,6 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, c
     raise
   bar.close()
   session.close(ran, "finished")
-  from dreamjax.study import report  # pylint: disable=g-import-not-at-top
   paths = report.write_report(config, workdir)
   log(f"study finished in {(time.perf_counter() - t0) / 60:.1f} min; report: {paths['report']}")
   return {"report": paths["report"], "seconds": time.perf_counter() - t0}
