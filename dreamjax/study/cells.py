@@ -251,6 +251,8 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
   record["timing"] = {"gen_seconds": gen_seconds + pre_seconds, "train_seconds": res.seconds,
                       "eval_seconds": time.perf_counter() - t_eval,
                       "cell_seconds": time.perf_counter() - t_cell}
+  if per_generator:  # wall-clock, so under timing: a resumed study's other fields match
+    record["timing"]["pool_generator_seconds"] = _generator_seconds(measured, ctx.seeds)
   record["gen_seconds"] = record["timing"]["gen_seconds"]
   record["train_seconds"] = res.seconds
   # Cost as counted work, the same on every machine and every rerun (the
@@ -302,9 +304,19 @@ def _per_generator(record: dict[str, Any], generated: dict[int, Generated],
                           ("kid", record.get("kid_per_seed")), ("cas", record.get("cas"))):
       whole = values is not None and len(values) == len(seeds)
       row[field] = float(np.mean([values[i] for i in at])) if whole else None
-    row["train_seconds"] = generated[seeds[at[0]]].info.get("generator_train_seconds")
     generators.append(row)
   return {"of": int(tags[0]["of"]), "per_seed": index, "generators": generators}
+
+
+def _generator_seconds(generated: dict[int, Generated], seeds) -> dict[str, float]:
+  """Training seconds of each pool generator the seeds read, by its index (as a string,
+  a JSON key); 0 where a set does not say."""
+  out: dict[str, float] = {}
+  for s in seeds:
+    info = generated[s].info
+    out.setdefault(str(info["pool_generator"]["index"]),
+                   float(info.get("generator_train_seconds") or 0.0))
+  return out
 
 
 def pseudo_label_accuracy(generated: dict[int, Generated], train_labels: np.ndarray

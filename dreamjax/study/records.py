@@ -234,16 +234,16 @@ def generation_seconds(record: dict[str, Any]) -> float:
   A pool generator is trained once and read by every seed that uses it; each
   seed's part of ``gen_seconds`` carries its generator's training time, so the
   recorded sum counts a generator once per seed that read it. With several pool
-  generators (``pool_generators`` in the record) each is counted once; a record
-  made before them had one, whose time is ``generation.generator_train_seconds``.
+  generators (``pool_generators`` in the record, their seconds in
+  ``timing.pool_generator_seconds``) each is counted once; a record made before
+  them had one, whose time is ``generation.generator_train_seconds``.
   Image-steps (``cost``) are per seed and need no such care.
   """
   gen = float(record.get("gen_seconds", (record.get("timing") or {}).get("gen_seconds", 0.0)))
-  per_generator = (record.get("pool_generators") or {}).get("generators")
-  if per_generator:
-    seconds = {g["index"]: float(g.get("train_seconds") or 0.0) for g in per_generator}
-    read = sum(seconds[i] for i in record["pool_generators"]["per_seed"])
-    return gen - read + sum(seconds.values())
+  per_seed = (record.get("pool_generators") or {}).get("per_seed")
+  seconds = (record.get("timing") or {}).get("pool_generator_seconds")
+  if per_seed and seconds:
+    return gen - sum(seconds[str(i)] for i in per_seed) + sum(seconds.values())
   shared = float((record.get("generation") or {}).get("generator_train_seconds", 0.0))
   return gen - (len(record.get("seeds") or [0]) - 1) * shared
 
