@@ -203,6 +203,8 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
   transform = arm.fn("transform")(ctx, cell.arm) if arm.transform else None
   transform_info = dict(getattr(transform, "info", None) or {})  # what it measured of itself
   transform_history = transform_info.pop("history", None)  # a fresh-sample arm's generator's
+  # Wall-clock, so it goes under timing: a resumed study's other fields match.
+  transform_seconds = float(transform_info.pop("gen_seconds", 0.0))
   # What a fresh-sample arm puts in batches, drawn apart for the quality measures; a
   # stored-image arm's measured set is its generated set.
   measured = generated or getattr(transform, "samples", None) or {}
@@ -247,7 +249,7 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
   if first.get("history") or transform_history:
     # seed 0's (or the shared) generator
     record["generator_history"] = first.get("history") or transform_history
-  gen_seconds += float(transform_info.get("gen_seconds", 0.0))
+  gen_seconds += transform_seconds
   record["timing"] = {"gen_seconds": gen_seconds + pre_seconds, "train_seconds": res.seconds,
                       "eval_seconds": time.perf_counter() - t_eval,
                       "cell_seconds": time.perf_counter() - t_cell}
