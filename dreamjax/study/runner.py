@@ -22,7 +22,7 @@ from dreamjax import dreamer, fileio, lock, metrics, models, sharding, train
 from dreamjax import data as data_lib
 from dreamjax.errors import ConfigError, DiskFullError, DistributedError, DreamjaxError
 from dreamjax.configs import arms as arms_lib
-from dreamjax.study import claims, report
+from dreamjax.study import claims
 from dreamjax.study import context as context_lib
 from dreamjax.study import progress, records
 from dreamjax.study.cells import ALIGNMENT, MORE_LABELS, Cell, alignment_cell, jsonable, run_cell
@@ -314,6 +314,8 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, c
     raise
   bar.close()
   session.close(ran, "finished")
+  # Here, not at the top: the report reads this module's plan (the fuller presets' cells).
+  from dreamjax.study import report  # pylint: disable=g-import-not-at-top
   paths = report.write_report(config, workdir)
   log(f"study finished in {(time.perf_counter() - t0) / 60:.1f} min; report: {paths['report']}")
   return {"report": paths["report"], "seconds": time.perf_counter() - t0}
