@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dreamjax launcher: set up (virtualenv, package, dataset), then run a job.
 #
-#   ./launch.sh                 the main job (the quick study) on Fashion-MNIST
+#   ./launch.sh                 the main job (the first study: the Deep Dream claims) on Fashion-MNIST
 #   ./launch.sh test [ARGS]     the whole test suite (pytest ARGS)
 #   ./launch.sh NAME [FLAGS]    experiments/NAME.py with absl FLAGS
 #

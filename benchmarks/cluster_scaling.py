@@ -65,14 +65,17 @@ def job_seconds(folder: str) -> tuple[list[tasks.Task], dict[str, float]]:
     if seconds is None:  # a failed job, or one that recorded no time (older C3 alignments)
       untimed.append(task.key)
       seconds = 0.0
-    model = tasks.shared_model(task.cell.arm) if task.cell.job != "alignment" else ""
-    if model and model not in trained:  # this cell trained the shared model
-      trained.add(model)
-      gen = r.get("generation") or {}
-      shared = float(gen.get("generator_train_seconds") or gen.get("dreamer_pretrain_seconds")
-                     or (r.get("timing") or {}).get("gen_seconds", 0.0))
+    models = ([m.name for m in tasks.shared_models(config, task.cell.arm)]
+              if task.cell.job != "alignment" else [])
+    new = [m for m in models if m not in trained]
+    if new:  # in one process, this cell trained them
+      trained.update(new)
+      gen, timing = r.get("generation") or {}, r.get("timing") or {}
+      shared = float(timing.get("pool_generator_seconds") or gen.get("generator_train_seconds")
+                     or gen.get("dreamer_pretrain_seconds") or timing.get("gen_seconds", 0.0))
       shared = min(shared, seconds)
-      cost[tasks.ARTEFACT + model] = shared
+      for m in new:
+        cost[tasks.ARTEFACT + m] = shared / len(new)
       seconds -= shared
     cost[task.key] = seconds
   for task in graph:

@@ -1,7 +1,7 @@
 r"""Where a finished study's time went: compiling, generating, training, evaluating.
 
-  python benchmarks/profile_study.py runs/study_quick            # table on stdout
-  python benchmarks/profile_study.py runs/study_quick --json     # one JSON object
+  python benchmarks/profile_study.py runs/study            # table on stdout
+  python benchmarks/profile_study.py runs/study --json     # one JSON object
 
 Reads the study's results.jsonl (each cell records its generation, training
 and evaluation seconds, and the XLA programs it built and the seconds spent

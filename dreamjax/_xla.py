@@ -64,6 +64,8 @@ def fix_cpu_threads(n: int) -> None:
   computation; a second call with the same ``n`` does nothing.
   """
   global _THREADS
+  # Here, not at the top: `import dreamjax` runs this module first, before anything of
+  # dreamjax or JAX is loaded.
   from dreamjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   if _THREADS is not None:
     if _THREADS != n:

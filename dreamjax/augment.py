@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from dreamjax import sharding
+from dreamjax import adversarial, sharding
 from dreamjax.configs.attack import attack_config, classical_config, noise_config  # noqa: F401
 from dreamjax.errors import ConfigError
 
@@ -94,6 +94,19 @@ def shift_fn(translate: int) -> ImageFn:
   _check("translate", translate, int(translate) == translate and translate >= 0,
          "an integer >= 0")
   return _classical_fn(int(translate), 0.0, False, 0.0, 0.0)
+
+
+def shifted(images_NHWC, dy: int, dx: int) -> np.ndarray:
+  """``images`` moved ``dy`` pixels down and ``dx`` right (negative: up, left), the
+  uncovered border black, as the classical transform's shift fills it."""
+  x = np.asarray(images_NHWC)
+  out = np.zeros_like(x)
+  h, w = x.shape[1:3]
+  if abs(dy) >= h or abs(dx) >= w:
+    return out
+  src = x[:, max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+  out[:, max(dy, 0):h - max(-dy, 0), max(dx, 0):w - max(-dx, 0)] = src
+  return out
 
 
 def strong_config():
@@ -261,7 +274,6 @@ def validate_config(config) -> None:
   elif choice == "noise":
     validate_noise(config.noise)
   elif choice in ("fgsm", "pgd"):
-    from dreamjax import adversarial  # pylint: disable=g-import-not-at-top
     a = config.attack
     adversarial.validate_attack(eps=a.eps, steps=a.steps, step_size=a.step_size or None,
                                 norm=a.norm, fraction=a.fraction)
@@ -278,7 +290,6 @@ def batch_transform(config, model) -> Any:
   if choice == "none":
     return None
   if choice in ("fgsm", "pgd"):
-    from dreamjax import adversarial  # pylint: disable=g-import-not-at-top
     a = config.attack
     return adversarial.adversarial_batch_transform(
         model, method=choice, eps=a.eps, steps=a.steps, fraction=a.fraction,

@@ -34,7 +34,7 @@ from flax import serialization
 
 from dreamjax import sharding
 from dreamjax.errors import CheckpointError, is_disk_full
-from dreamjax.fileio import jsonable, translate_disk_full
+from dreamjax.fileio import atomic_path, jsonable, translate_disk_full
 
 _META = "dreamjax.json"
 _TREE = "tree"
@@ -295,7 +295,6 @@ def save_tree(path: str, tree: Any, meta: dict[str, Any] | None = None) -> None:
   holds a digest of the arrays and of ``meta`` that :func:`load_tree` checks.
   A full disk raises :class:`DiskFullError` and leaves no file.
   """
-  from dreamjax.fileio import atomic_path  # pylint: disable=g-import-not-at-top
   state = jax.device_get(serialization.to_state_dict(tree))
   meta_text = json.dumps(meta or {})
   payload = {"tree": state, "meta": meta_text, "sha256": _snapshot_digest(state, meta_text)}

@@ -150,6 +150,7 @@ def run(main: Callable[[list[str]], None]) -> None:
     try:
       _check_configs_loaded()
       _log_workdir()
+      # JAX loads once a command runs, not when its flags are parsed (commands.py).
       from dreamjax import sharding  # pylint: disable=g-import-not-at-top
       sharding.initialize(_DISTRIBUTED.value)
       if not sharding.is_primary():
@@ -186,6 +187,7 @@ def use_compilation_cache() -> None:
   """
   if os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.environ.get("DREAMJAX_XLA_CACHE") == "0":
     return
+  # As in run(): JAX loads once a command runs, not when its flags are parsed.
   import jax  # pylint: disable=g-import-not-at-top
   root = os.environ.get("DREAMJAX_CACHE_DIR") or os.path.join(
       os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dreamjax")

@@ -5,7 +5,9 @@
 the same command. Each function here defines the command's absl flags when it
 is called (so importing this module defines none) and returns its ``main``;
 the work itself is one function of :mod:`dreamjax.runs` or
-:mod:`dreamjax.study.runner`, which tests call directly.
+:mod:`dreamjax.study.runner`, which tests call directly. Each function imports
+its command's modules when it is called, not at the top: `dreamjax NAME --help`
+answers without loading JAX, and no command loads the modules of another.
 """
 
 import os
@@ -28,10 +30,10 @@ def _config(name: str, help_text: str):
 
 
 def study() -> Callable[[list[str]], None]:
-  """Every claim of the seed answer, with CIs and verdicts (presets quick, conclusions, n100, tiny)."""
+  """Every claim of the seed answer, with CIs and verdicts (presets first, quick, conclusions, n100, tiny)."""
   from dreamjax.study import report, runner  # pylint: disable=g-import-not-at-top
-  config = _config("study", "Study config (path[:preset]); presets quick, conclusions, n100, tiny.")
-  workdir = flags.DEFINE_string("workdir", "runs/study_quick", "Results, checkpoints, report.")
+  config = _config("study", "Study config (path[:preset]); presets first, quick, conclusions, n100, tiny.")
+  workdir = flags.DEFINE_string("workdir", "runs/study", "Results, checkpoints, report.")
   dry_run = flags.DEFINE_bool("dry_run", False, "Validate config and data, print the plan, stop.")
   retry = flags.DEFINE_bool("retry_failed", False, "Run failed cells again instead of keeping them.")
   report_only = flags.DEFINE_bool("report_only", False, "Rewrite the report from results.jsonl.")
@@ -55,6 +57,10 @@ def study() -> Callable[[list[str]], None]:
   choose_length = flags.DEFINE_bool("choose_length", False, "Choose each budget's training"
                                     " length on the validation split (no test label is read)"
                                     " and write it to WORKDIR/length_choice.json.")
+  choose_oracle = flags.DEFINE_bool("choose_oracle_length", False, "Choose the oracle's"
+                                    " training length on a validation split (no test label"
+                                    " is read) and write it to"
+                                    " WORKDIR/oracle_length_choice.json.")
 
   def main(argv):
     del argv
@@ -63,6 +69,10 @@ def study() -> Callable[[list[str]], None]:
     if choose_length.value:
       from dreamjax.study import choose  # pylint: disable=g-import-not-at-top
       print(choose.choose_lengths(config.value, workdir.value, log=logging.info))
+      return
+    if choose_oracle.value:
+      from dreamjax.study import choose  # pylint: disable=g-import-not-at-top
+      print(choose.choose_oracle(config.value, workdir.value, log=logging.info))
       return
     if recheck.value:
       from dreamjax.study import recheck as recheck_lib  # pylint: disable=g-import-not-at-top

@@ -26,6 +26,7 @@ import numpy as np
 
 from dreamjax import checkpoint, models
 from dreamjax import pretrain as pretrain_lib
+from dreamjax.configs import arms
 from dreamjax.configs import dreamer as dreamer_configs
 from dreamjax.errors import CheckpointError, ConfigError
 
@@ -139,7 +140,6 @@ def check_study(config, image_shape=None) -> None:
   A cell's error is recorded and the study goes on, so what the user can fix here
   is refused here, in one line, not once per cell.
   """
-  from dreamjax.configs import arms  # pylint: disable=g-import-not-at-top
   if not any(arms.get(a).source == arms.Classifier(KIND) for a in config.arms):
     return
   cfg = config.pool_dreamer

@@ -8,6 +8,7 @@ showing a traceback (see :mod:`dreamjax.cli`).
 
 import errno
 import os
+import re
 
 
 class DreamjaxError(Exception):
@@ -115,7 +116,6 @@ def is_disk_full(error: BaseException | None) -> bool:
 
 def disk_full_path(error: BaseException) -> str | None:
   """The file a disk-full ``error`` names, if it names one (best effort)."""
-  import re  # pylint: disable=g-import-not-at-top
   if isinstance(error, DiskFullError):
     return error.path
   if isinstance(error, OSError) and error.filename:

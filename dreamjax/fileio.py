@@ -21,7 +21,10 @@ import time
 from typing import Any, Iterator
 
 from absl import logging
+from jax.experimental import multihost_utils
+import numpy as np
 
+from dreamjax import sharding
 from dreamjax.errors import ConfigError, DiskFullError, is_disk_full
 
 
@@ -56,7 +59,6 @@ def atomic_path(path: str) -> Iterator[str]:
   # Keep the extension last: numpy and matplotlib pick formats by suffix.
   stem, ext = os.path.splitext(base)
   _written(path, "before")  # every process has made its checks before the file appears
-  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
   if not sharding.is_primary():
     with tempfile.TemporaryDirectory(prefix="dreamjax-secondary-") as scratch:
       with translate_disk_full(path):
@@ -88,7 +90,6 @@ def _written(path: str, when: str = "after") -> None:
   write a file that process 0 has already written. After: every process can
   read it.
   """
-  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
   sharding.sync(f"{when} writing {os.path.basename(path)}")
 
 
@@ -116,7 +117,6 @@ def append_jsonl(path: str, record: dict[str, Any]) -> None:
   if _last_byte(path) not in (None, b"\n"):
     read_jsonl(path, repair=True)
   _written(path, "before")
-  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
   if sharding.is_primary():
     with translate_disk_full(path):
       _append(path, line)
@@ -205,7 +205,6 @@ def read_jsonl(path: str, repair: bool = True) -> list[dict[str, Any]]:
 
 def _set_aside(path: str, raw: bytes, lines: list[bytes], bad: list[int], repair: bool) -> None:
   """Keeps a copy of ``path`` and rewrites it without the lines numbered ``bad``."""
-  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
   total = len(lines) - (lines[-1] == b"")  # a file ending in a newline splits into a last ""
   where = f"{path}: line{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} of {total}"
   if not repair:
@@ -330,11 +329,8 @@ def _check_shared(folder: str) -> None:
   Process 0 writes a random token there; each process reads it back, and all
   of them learn whether every process saw it, so they stop together.
   """
-  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
   if sharding.process_count() == 1:
     return
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   token = int(multihost_utils.broadcast_one_to_all(
       np.asarray(np.random.default_rng().integers(1, 2**31 - 1), np.int32)))
   marker = os.path.join(folder, ".dreamjax-shared-check")
@@ -361,7 +357,6 @@ def _check_shared(folder: str) -> None:
 
 def jsonable(x: Any) -> Any:
   """``json.dumps``' ``default=``: numpy scalars and arrays, ConfigDicts, tuples."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   if isinstance(x, np.generic):
     return x.item()
   if isinstance(x, np.ndarray):

@@ -42,6 +42,43 @@ def frechet_distance(features_a, features_b) -> float:
   return float(max(d2, 0.0))
 
 
+def draws(num_rows: int, num_images: int, max_draws: int = 1, seed: int = 0
+          ) -> list[np.ndarray]:
+  """Row indices of up to ``max_draws`` disjoint draws of ``num_images`` rows out of
+  ``num_rows``, without replacement, from a fixed ``seed``; none when fewer rows.
+
+  The same sizes always give the same draws, so a set's distance is a function of
+  the set alone.
+  """
+  if num_images < 2 or max_draws < 1:
+    raise ConfigError(f"draws: num_images={num_images} must be >= 2 and max_draws={max_draws}"
+                      " >= 1.")
+  count = min(int(max_draws), num_rows // num_images)
+  order = np.random.default_rng(seed).permutation(num_rows)
+  return [np.sort(order[i * num_images:(i + 1) * num_images]) for i in range(count)]
+
+
+def matched_frechet(features, reference, num_images: int, max_draws: int = 1,
+                    seed: int = 0) -> float | None:
+  """Fréchet distance from ``num_images`` rows of ``features`` to ``reference``.
+
+  The mean over :func:`draws` of that many rows (up to ``max_draws`` disjoint
+  ones). Fréchet distance grows as a set shrinks (its covariance and mean are
+  estimated from fewer images), so sets compared with one another are measured
+  on the same number of images; more draws from a large set lower the spread
+  of its value, not its expectation. None when the set has fewer than
+  ``num_images`` rows. ``num_images=0``: every row, one distance (what the first
+  studies recorded).
+  """
+  features = np.asarray(features)
+  if not num_images:
+    return frechet_distance(features, reference)
+  rows = draws(len(features), int(num_images), int(max_draws), seed)
+  if not rows:
+    return None
+  return float(np.mean([frechet_distance(features[r], reference) for r in rows]))
+
+
 def kernel_inception_distance(features_a, features_b, max_rows: int = 2000,
                               seed: int = 0) -> float:
   """Kernel distance (KID; Bińkowski et al. 2018) between two ``[N, D]`` feature sets.

@@ -17,7 +17,10 @@ import time
 from typing import Any, Iterator
 
 from absl import logging
+from jax.experimental import multihost_utils
+import numpy as np
 
+from dreamjax import sharding
 from dreamjax.errors import ConfigError
 from dreamjax.fileio import translate_disk_full, workdir_error
 
@@ -37,7 +40,6 @@ def workdir_lock(folder: str, what: str = "study") -> Iterator[None]:
   Multi-host: process 0 takes the lock and the others learn whether it did,
   so they all stop or go on together. ``what`` names the job in messages.
   """
-  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
   fd, error = None, None
   if sharding.is_primary():
     try:
@@ -45,8 +47,6 @@ def workdir_lock(folder: str, what: str = "study") -> Iterator[None]:
     except ConfigError as e:
       error = e
   if sharding.process_count() > 1:
-    import numpy as np  # pylint: disable=g-import-not-at-top
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     refused = int(multihost_utils.broadcast_one_to_all(np.asarray(error is not None, np.int32)))
     if refused and error is None:
       raise ConfigError(f"process 0 could not lock workdir {folder!r}: another {what} runs"

@@ -15,6 +15,7 @@ everything, so callers need no branch.
 import os
 from typing import Any, Mapping
 
+import jax
 import numpy as np
 
 from dreamjax import fileio, sharding
@@ -29,6 +30,7 @@ class MetricWriter:
     self.logdir = logdir
     self._writer = None
     if logdir and sharding.is_primary():
+      # tensorboardX and its protobuf load only where events are written (process 0).
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       os.makedirs(logdir, exist_ok=True)
       self._writer = SummaryWriter(logdir, flush_secs=30)
@@ -67,6 +69,7 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
 
   For tests and reports; it reads the files TensorBoard reads.
   """
+  # As in MetricWriter: tensorboardX loads only where events are read.
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
   out: dict[str, list[tuple[int, float]]] = {}
   for root, _, files in os.walk(logdir):
@@ -114,13 +117,11 @@ class CompileCounter:
       self.cache_hits += 1
 
   def __enter__(self):
-    import jax  # pylint: disable=g-import-not-at-top
     jax.monitoring.register_event_duration_secs_listener(self._duration)
     jax.monitoring.register_event_listener(self._event)
     return self
 
   def __exit__(self, *exc):
-    import jax  # pylint: disable=g-import-not-at-top
     jax.monitoring.unregister_event_duration_listener(self._duration)
     jax.monitoring.unregister_event_listener(self._event)
     return False

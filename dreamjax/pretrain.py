@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from dreamjax import checkpoint
+from dreamjax import augment, checkpoint
 from dreamjax import models
 from dreamjax import sharding
 from dreamjax import train
@@ -292,7 +292,6 @@ def train_contrastive(cfg, pool_images, key: jax.Array, model_cfg, image_shape, 
   ``cfg.temperature``. Images only, as :func:`train_rotation`. Returns every
   variable of the network (and the history when ``return_history``).
   """
-  from dreamjax import augment  # pylint: disable=g-import-not-at-top
   _validate(cfg, pool_images, image_shape)
   if not cfg.temperature > 0:
     raise ConfigError(f"temperature={cfg.temperature} is invalid: must be > 0.")

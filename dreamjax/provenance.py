@@ -14,6 +14,10 @@ import os
 import platform
 import shlex
 
+import jax
+
+import dreamjax
+from dreamjax import _xla
 from dreamjax.errors import ConfigError
 
 # The distributions whose versions can change a result, by their pip names.
@@ -31,7 +35,6 @@ def versions() -> dict[str, str]:
   (``DREAMJAX_NO_XLA_FLAGS``, an older jaxlib). Flags the user added for
   other reasons (a simulated device count, say) are not part of it.
   """
-  import dreamjax  # pylint: disable=g-import-not-at-top
   out = {"python": platform.python_version()}
   for name in PACKAGES:
     try:
@@ -44,7 +47,6 @@ def versions() -> dict[str, str]:
 
 
 def _dreamjax_xla_flags() -> str:
-  from dreamjax import _xla  # pylint: disable=g-import-not-at-top
   try:
     given = shlex.split(os.environ.get("XLA_FLAGS", ""))
   except ValueError:  # unbalanced quotes: XLA would split on spaces
@@ -92,7 +94,6 @@ def machine() -> dict:
   The load average tells a reader of a wall time whether the machine was
   shared with other work.
   """
-  import jax  # pylint: disable=g-import-not-at-top
   cpu = platform.processor() or platform.machine()
   try:
     with open("/proc/cpuinfo") as f:

@@ -30,6 +30,7 @@ import time
 from typing import Any, Callable, Sequence
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -115,6 +116,7 @@ def sync(name: str) -> None:
   global _barriers
   if process_count() == 1:
     return
+  # orbax takes seconds to import and only a job of several processes gets here.
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   _barriers += 1
   timeout = barrier_timeout_s()
@@ -142,7 +144,6 @@ def to_host(tree: Any) -> Any:
 
   def fetch(a):
     if isinstance(a, jax.Array) and not a.is_fully_addressable:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       return np.asarray(multihost_utils.process_allgather(a, tiled=True))
     return np.asarray(jax.device_get(a))
 

@@ -47,6 +47,32 @@ BatchTransform = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Arra
 UnlabeledLoss = Callable[[Callable[[Any, jax.Array], jax.Array], Any, jax.Array, jax.Array],
                          tuple[jax.Array, dict[str, jax.Array]]]
 
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SeedTransform:
+  """A batch transform that reads arrays of its own seed: a generator's weights, a
+  labeler's, a bank of samples.
+
+  ``fn(state, images, labels, key, data) -> (images, labels)`` runs inside the jitted
+  step as a :data:`BatchTransform` does, ``data`` being this seed's slice of
+  :attr:`data` (a pytree whose every leaf has the seeds on its leading axis, K
+  long). The arrays reach the step as its arguments, never as constants of its
+  program, so every seed runs one compiled step.
+
+  Attributes:
+    fn: the transform; one object per cell (equal objects reuse a compiled step).
+    data: the seeds' arrays, stacked.
+    info: what the transform's maker records of it (its settings, its cost).
+    samples: what the transform puts in batches, drawn apart from training for
+      measurement only (the study's quality measures read them), or None.
+  """
+  fn: Callable[..., tuple[jax.Array, jax.Array]]
+  data: Any
+  info: dict[str, Any] = dataclasses.field(default_factory=dict)
+  samples: Any = None
+
+
 # Folded into a step's key for the unlabeled batch, so the labeled batch and its
 # transform draw exactly the keys they draw without one.
 UNLABELED_KEY = 0x756E6C62
@@ -144,8 +170,13 @@ def make_train_step(model, batch_size: int, mesh: Mesh | None = None, *,
   u_images, u_count, key)``: it also draws ``unlabeled_batch_size`` rows below
   ``u_count`` of ``u_images`` and adds ``unlabeled_loss`` of them to the labeled
   loss. The labeled batch, its transform and its loss are computed as without it.
+
+  With a :class:`SeedTransform` the step takes that seed's ``data`` as one more
+  argument, before the key: ``train_step(state, images, labels, count[, u_images,
+  u_count], t_data, key)``.
   """
   mesh = sharding.default(mesh)
+  seed_transform = isinstance(batch_transform, SeedTransform)
 
   def loss_fn(params, state, images, labels):
     variables = {"params": params}
@@ -160,15 +191,18 @@ def make_train_step(model, batch_size: int, mesh: Mesh | None = None, *,
     loss = optax.softmax_cross_entropy(logits, targets).mean()
     return loss, (logits, new_stats)
 
-  def labeled_batch(state, images, labels, count, key):
+  def labeled_batch(state, images, labels, count, key, t_data=None):
     k_idx, k_aug = jax.random.split(key)
     x, y = sharding.sample_batch(mesh, k_idx, batch_size, count, images, labels)
-    if batch_transform is not None:
+    if seed_transform:
+      x, y = sharding.constrain_rows(mesh, batch_transform.fn(state, x, y, k_aug, t_data))
+    elif batch_transform is not None:
       x, y = sharding.constrain_rows(mesh, batch_transform(state, x, y, k_aug))
     return x, y
 
-  def train_step(state, images, labels, count, key):
-    x, y = labeled_batch(state, images, labels, count, key)
+  def train_step(state, images, labels, count, *args):
+    *t_data, key = args  # t_data: the seed transform's arrays, where it has them
+    x, y = labeled_batch(state, images, labels, count, key, *t_data)
     (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state, x, y)
     state = state.apply_gradients(grads=grads, batch_stats=new_stats)
@@ -185,8 +219,9 @@ def make_train_step(model, batch_size: int, mesh: Mesh | None = None, *,
       return model.apply(variables, images, train=True, mutable=["batch_stats"])[0]
     return model.apply(variables, images, train=True)
 
-  def semi_step(state, images, labels, count, u_images, u_count, key):
-    x, y = labeled_batch(state, images, labels, count, key)
+  def semi_step(state, images, labels, count, u_images, u_count, *args):
+    *t_data, key = args
+    x, y = labeled_batch(state, images, labels, count, key, *t_data)
     k_u, k_loss = jax.random.split(jax.random.fold_in(key, UNLABELED_KEY))
     (u,) = sharding.sample_batch(mesh, k_u, unlabeled_batch_size, u_count, u_images)
 
@@ -239,7 +274,8 @@ def fit(model, tcfg, images, labels, *, seeds, mesh: Mesh | None = None, counts=
     counts: ``[K]`` valid rows per seed when per-seed sets were padded to N.
     init_fn: ``key -> variables`` to start from (e.g. pretrained layers);
       default: the model's own initialiser.
-    batch_transform: applied to every batch inside the jitted step.
+    batch_transform: applied to every batch inside the jitted step; a
+      :class:`SeedTransform` also reads its seed's arrays there.
     unlabeled: unlabeled images and the loss term a batch of them adds to every
       step (:class:`Unlabeled`); the labeled batches are the ones drawn without it.
     val: (images, labels) evaluated every ``tcfg.eval_every`` steps.
@@ -268,6 +304,7 @@ def fit(model, tcfg, images, labels, *, seeds, mesh: Mesh | None = None, counts=
   image_shape = image_shape or tuple(images.shape[-3:])
   log = progress or logging.info
   u_data, u_batch, u_per_seed = _unlabeled_data(unlabeled, k, mesh, desc)
+  t_data = _transform_data(batch_transform, k)
 
   tx = make_optimizer(tcfg)
   roots = seed_keys(seeds)
@@ -287,7 +324,7 @@ def fit(model, tcfg, images, labels, *, seeds, mesh: Mesh | None = None, counts=
   # After the restore, which returns host arrays whatever ``like``'s placement.
   state, data, step_roots = sharding.replicate(mesh, (
       state, (jnp.asarray(images), jnp.asarray(labels, jnp.int32), jnp.asarray(counts))
-      + u_data, step_roots))
+      + u_data + t_data, step_roots))
   program = _SeedPrograms(model, int(tcfg.batch_size), batch_transform,
                           float(tcfg.label_smoothing), per_seed, mesh, k,
                           unlabeled=None if unlabeled is None else (
@@ -343,6 +380,15 @@ def _unlabeled_data(unlabeled: Unlabeled | None, k: int, mesh: Mesh, desc: str):
   return (jnp.asarray(images), jnp.asarray(counts)), u_batch, per_seed
 
 
+def _transform_data(batch_transform, k: int) -> tuple:
+  """(the seed transform's stacked arrays,) appended to the step's arguments, or ()."""
+  if not isinstance(batch_transform, SeedTransform):
+    return ()
+  for leaf in jax.tree.leaves(batch_transform.data):
+    chex.assert_axis_dimension(leaf, 0, k)
+  return (jax.tree.map(jnp.asarray, batch_transform.data),)
+
+
 def _resume(checkpoint_dir, fingerprint, state, desc, log):
   """(state, start step, history, seconds so far) from ``checkpoint_dir`` if it fits."""
   if not checkpoint_dir or not checkpoint.exists(checkpoint_dir):
@@ -393,6 +439,7 @@ class _SeedPrograms:
     """``unlabeled``: None, or (loss, batch size, per-seed images?) of an :class:`Unlabeled`."""
     self.together = seeds_lib.how("classifier_step") != "in_turn"
     self.k = k
+    self._t_data = isinstance(batch_transform, SeedTransform)
     u_per_seed = unlabeled is not None and unlabeled[2]
     if unlabeled is not None:  # the images' seed axis as the step maps it
       unlabeled = (unlabeled[0], unlabeled[1], 0 if u_per_seed else None)
@@ -410,20 +457,23 @@ class _SeedPrograms:
     """(state, data, step_key) in the form :meth:`step` takes."""
     if self.together:
       return state, data, lambda s: fold_in_each(step_roots, s)
-    images, labels, counts, *u = data
+    images, labels, counts, *rest = data
+    t = rest.pop() if self._t_data else None  # the seed transform's arrays come last
     states = tuple(unstack(state, i) for i in range(self.k))
     per = tuple((images[i] if self._per_seed else images, labels[i] if self._per_seed else labels,
                  counts[i]) for i in range(self.k))
-    if u:  # the unlabeled images and counts, after the labeled ones
-      u_images, u_counts = u
+    if rest:  # the unlabeled images and counts, after the labeled ones
+      u_images, u_counts = rest
       per = tuple(p + (u_images[i] if self._u_per_seed else u_images, u_counts[i])
                   for i, p in enumerate(per))
+    if t is not None:
+      per = tuple(p + (unstack(t, i),) for i, p in enumerate(per))
     roots = tuple(unstack(step_roots, i) for i in range(self.k))
     return states, (per,), lambda s: tuple(_fold_one(r, s) for r in roots)
 
   def step(self, state, *args):
-    """``(state, images, labels, counts[, u_images, u_counts], keys)`` together, or
-    ``(states, per_seed, keys)``."""
+    """``(state, images, labels, counts[, u_images, u_counts][, t_data], keys)`` together,
+    or ``(states, per_seed, keys)``."""
     if self.together:
       return self._step(state, *args)
     data, keys = args
@@ -444,17 +494,19 @@ def _compiled_step(model, batch_size, batch_transform, label_smoothing, data_axi
                    unlabeled=None):
   """The jitted step over ``mesh``, shared by every fit with the same settings:
   seed-mapped (``data_axis`` 0 or None) or for one seed (``data_axis="one"``).
-  ``unlabeled``: None, or (loss, batch size, seed axis of the unlabeled images)."""
+  ``unlabeled``: None, or (loss, batch size, seed axis of the unlabeled images). A
+  :class:`SeedTransform`'s arrays are one more argument, one slice per seed."""
+  t_axes = (0,) if isinstance(batch_transform, SeedTransform) else ()
   if unlabeled is None:
     step = make_train_step(model, batch_size, mesh, batch_transform=batch_transform,
                            label_smoothing=label_smoothing)
-    in_axes = (0, data_axis, data_axis, 0, 0)
+    in_axes = (0, data_axis, data_axis, 0, *t_axes, 0)
   else:
     loss, u_batch, u_axis = unlabeled
     step = make_train_step(model, batch_size, mesh, batch_transform=batch_transform,
                            label_smoothing=label_smoothing, unlabeled_loss=loss,
                            unlabeled_batch_size=u_batch)
-    in_axes = (0, data_axis, data_axis, 0, u_axis, 0, 0)
+    in_axes = (0, data_axis, data_axis, 0, u_axis, 0, *t_axes, 0)
   if data_axis != "one":
     step = map_seeds(step, in_axes=in_axes, workload="classifier_step")
   rep = sharding.replicated(mesh)

@@ -18,11 +18,14 @@ from dreamjax.study.cells import ALIGNMENT, Cell
 def test_every_arm_says_what_makes_its_images_as_a_typed_source():
   for a in arms.REGISTRY.values():
     assert a.kind in arms.KINDS and a.group in arms.GROUPS, a.name
-    if a.kind in ("stored", "generator", "online", "adversarial_training"):
+    if a.kind in ("stored", "generator", "online", "bank", "adversarial_training"):
       assert a.source is not None, a.name
     if isinstance(a.source, arms.Generator):
       assert a.source.family in generators.TRAIN and a.source.data in ("labeled", "pool")
-      assert "steps" in a.settings
+      # A fresh-sample arm's generator is its stored twin's, trained with the twin's steps.
+      twin = arms.get(arms.generator_arm(a.name))
+      assert twin.kind == "generator" and twin.source == a.source and "steps" in twin.settings
+      assert (twin.name == a.name) == (a.kind == "generator"), a.name
     for role in ("generate", "transform", "init", "generate_seeds"):
       if getattr(a, role) is not None:
         assert callable(a.fn(role)), (a.name, role)
@@ -62,9 +65,17 @@ def test_claims_declare_the_arms_they_read():
   assert set(claims.rivals()) == {"dream_subtle", "dream_strong", "dream_logit", "dream_bn",
                                   "dream_online", "deep_dream_subtle", "deep_dream_strong",
                                   "deep_dream_online", "fgsm", "pgd", "vae_small", "gan_small",
-                                  "vae_pool", "gan_pool", "diffusion_small", "diffusion_pool"}
+                                  "vae_pool", "gan_pool", "diffusion_small", "diffusion_pool",
+                                  "vae_small_online", "gan_small_online", "vae_pool_online",
+                                  "gan_pool_online", "diffusion_small_online",
+                                  "diffusion_pool_online"}
   assert claims.claims_of("dream_sweep@0.2") == ("C1",)  # C1's dose–response
   assert "C2" in claims.claims_of("noise_online") and "C5" in claims.claims_of("vae_pool")
+  # C4 and C6 read every arm of a generator on the labeled set / the pool, by its source.
+  for arm in ("vae_small", "diffusion_small", "gan_small_online", "diffusion_small_online"):
+    assert {"C4", "C5"} <= set(claims.claims_of(arm)), arm
+  for arm in ("gan_pool", "diffusion_pool", "vae_pool_online", "diffusion_pool_online"):
+    assert {"C5", "C6"} <= set(claims.claims_of(arm)) and "C4" not in claims.claims_of(arm)
   robust = {a for a in arms.names() if claims.measures_robustness(a)}
   assert robust == {"baseline", "classical_online", "noise", "noise_online", "dream_subtle",
                     "dream_online", "pgd_train", "noise_matched_online", "deep_dream_online"}
@@ -125,10 +136,18 @@ def test_a_config_recorded_before_arm_settings_reads_as_todays():
   assert "dream_presets" in recorded and "arm_settings" not in recorded
   today = study_configs.get_config("conclusions")
   # What protocol version 2 added: its version; class-balanced pool generators (they
-  # kept the first samples above the threshold); arms registered since ran nowhere in
-  # it: a config that adds them extends it.
+  # kept the first samples above the threshold); several pool generators per arm (it
+  # had one); arms registered since ran nowhere in it: a config that adds them extends it.
   today.protocol_version = 1
+  today.pool_generators = 1
+  today.train_steps_by_budget = {"N5000": 2400}  # it trained N = 1000 before the chooser did
   today.arm_settings.vae_pool.balanced = today.arm_settings.gan_pool.balanced = False
+  # The instrument of the first studies: an oracle of 800 steps without augmentation or
+  # shift measurements, and every Fréchet distance on a whole set.
+  today.oracle.train.steps = 800
+  today.oracle.train.eval_every = today.oracle.train.checkpoint_every = 400
+  today.oracle.augment, today.oracle.shift_pixels = "none", ()
+  today.eval.frechet_num_images = 0
   today = json.loads(today.to_json())
   assert set(recorded["arms"]) < set(today["arms"])
   today["arms"] = [a for a in today["arms"] if a in recorded["arms"]]

@@ -11,15 +11,27 @@ from dreamjax.errors import ConfigError
 from dreamjax.study import context, records, runner
 
 
+def _v1(preset):
+  """``preset`` at version 1's lengths (1,200 steps; 2,400 at N = 5000 in conclusions),
+  as the workdirs published before the length chooser were made."""
+  cfg = study_configs.get_config(preset)
+  cfg.train_steps_by_budget = {k: v for k, v in cfg.train_steps_by_budget.items()
+                               if k != "N1000"}
+  return cfg
+
+
 def test_train_config_per_budget():
   quick = study_configs.get_config("quick")
-  assert context.train_config(quick, 1000) is quick.train
-  assert context.steps_text(quick) == "1200 training steps"
+  assert context.train_config(quick, 1000).steps == study_configs.CHOSEN_STEPS[1000] == 600
+  assert context.steps_text(quick) == "600 training steps"
+  old = _v1("quick")
+  assert context.train_config(old, 1000) is old.train  # no length of its own: the default
+  assert context.steps_text(_v1("quick")) == "1200 training steps"
   conc = study_configs.get_config("conclusions")
   assert context.train_config(conc, 5000).steps == 2400
   assert context.train_config(conc, 5000).warmup_steps == conc.train.warmup_steps
   assert context.train_config(conc, 100).steps == 1200 and conc.train.steps == 1200
-  assert context.steps_text(conc) == "1200 training steps (N5000: 2400)"
+  assert context.steps_text(conc) == "training steps N100: 1200, N1000: 600, N5000: 2400"
   runner.validate_config(conc)
 
 
@@ -49,16 +61,19 @@ def _workdir(tmp_path, config, budgets):
 
 def test_a_length_extends_a_study_only_for_budgets_it_has_not_run(tmp_path):
   raw = types.SimpleNamespace(digest=None)
-  workdir = _workdir(tmp_path, study_configs.get_config("quick"), [1000, 1250])
+  workdir = _workdir(tmp_path, _v1("quick"), [1000, 1250])
   # A workdir made before the field existed reads as {}: its report can be rebuilt
   # (raw=None) and the same config runs on it.
-  records.check_workdir(study_configs.get_config("quick"), workdir, None)
-  records.check_workdir(study_configs.get_config("quick"), workdir, raw)
-  conc = study_configs.get_config("conclusions")
+  records.check_workdir(_v1("quick"), workdir, None)
+  records.check_workdir(_v1("quick"), workdir, raw)
+  # Today's presets train N = 1000 at the chosen length: not its cells' computation.
+  with pytest.raises(ConfigError, match="another config"):
+    records.check_workdir(study_configs.get_config("quick"), workdir, raw)
+  conc = _v1("conclusions")
   records.check_workdir(conc, workdir, raw)  # adds N100, N5000 and N5000's length
   assert "extended_from" in json.load(open(os.path.join(workdir, records.CONFIG_FILE)))
-  changed = study_configs.get_config("conclusions")
-  changed.train_steps_by_budget.N5000 = 4800  # a length its recorded cells did not use
+  changed = _v1("conclusions")
+  changed.train_steps_by_budget["N5000"] = 4800  # a length its recorded cells did not use
   with pytest.raises(ConfigError, match="another config"):
     records.check_workdir(changed, workdir, raw)
   for budget in ("N1000", "N1250"):  # budgets with finished cells keep their length

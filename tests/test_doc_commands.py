@@ -542,7 +542,7 @@ def test_reader_finds_the_commands_the_readme_shows():
   """The reader is not silently blind: the README's commands, fenced and inline, are found."""
   found = {shlex.join(c.argv) for c in all_doc_commands() if c.doc == "README.md"}
   assert {"./launch.sh", "./launch.sh test", "dreamjax study --dry_run",
-          "tensorboard --logdir runs/study_quick", "dreamjax study --recheck CELL",
+          "tensorboard --logdir runs/study", "dreamjax study --recheck CELL",
           "pip install ."} <= found  # the last an inline span over a line break
   assert not any(c.startswith("dreamjax/") or c.startswith("dreamjax error") for c in found)
 

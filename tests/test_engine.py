@@ -225,23 +225,28 @@ def test_cells_run_on_the_nodes_of_a_simulated_cluster(two_workers, tmp_path):
 
 def test_the_task_graph_takes_each_jobs_inputs():
   cfg = study_configs.get_config("tiny")
-  cfg.arms = ("baseline", "classical", "vae_pool", "dream_subtle", "deep_dream_subtle",
-              "ae_pretrain")
+  cfg.arms = ("baseline", "classical", "vae_pool", "vae_pool_online", "dream_subtle",
+              "deep_dream_subtle", "ae_pretrain")
+  assert cfg.pool_generators == cfg.num_seeds == 2  # each seed its own pool generator
   jobs = runner.job_order(cfg, runner.plan(cfg), runner.has_alignment(cfg))
   graph = {t.key: t for t in tasks.graph(cfg, jobs, {})}
+  pool = ("artefact/vae_pool", "artefact/vae_pool_g1")
   assert set(graph) == {c.key for c in jobs} | {
-      "oracle", "artefact/vae_pool", "artefact/pool_dreamer", "artefact/ae_pretrain"}
+      "oracle", *pool, "artefact/pool_dreamer", "artefact/ae_pretrain"}
   assert graph["N100/baseline"].needs == ("oracle",)
   assert graph["N200/baseline"].needs == ("oracle",)  # the exchange rate's own baseline
   assert graph["N100/classical"].needs == ("oracle",)
   assert graph["N100/dream_subtle"].needs == ("oracle", "N100/baseline")
   assert graph["N100/alignment"].needs == ("oracle", "N100/baseline")
-  assert graph["N100/vae_pool"].needs == ("oracle", "N100/baseline", "artefact/vae_pool")
+  assert graph["N100/vae_pool"].needs == ("oracle", "N100/baseline", *pool)
+  assert graph["N100/vae_pool_online"].needs[-2:] == pool  # its stored twin's generators
+  assert graph["artefact/vae_pool_g1"].model == tasks.SharedModel(
+      "vae_pool_g1", "pool_generator", "vae_pool", 1)
   assert graph["N100/deep_dream_subtle"].needs == ("oracle", "artefact/pool_dreamer")
   assert graph["N100/ae_pretrain"].needs == ("oracle", "artefact/ae_pretrain")
   assert graph["N100/classical/M2"].after == ("N100/classical",)
   assert graph["N100/vae_pool/M2"].after == ()  # vae_pool reuses no copies
-  assert graph["artefact/vae_pool"].inputs == ()
+  assert all(graph[k].inputs == () for k in pool)
   # Inputs in the order of the graph (an engine needs a task's inputs submitted first),
   # and a job done before is no task: its record is the input.
   order = list(graph)

@@ -58,10 +58,13 @@ def test_pool_generator_cell_costs_more_than_baseline(preset):
   assert set(costs) == {cell.key for cell in jobs}
   assert all(c > 0 for c in costs.values())
   budget = int(cfg.primary_budget)
-  baseline = costs[f"N{budget}/baseline"]
   for arm in ("vae_pool", "gan_pool"):
     assert progress.arm_kind(arm) == "pool_generator"
-    assert costs[f"N{budget}/{arm}"] > baseline
+    # Where it trains, its generators outweigh the baseline's robustness evaluation;
+    # elsewhere its sampling and classification accuracy score outweigh a stored copy.
+    first = next(cell for cell in jobs if cell.arm == arm)
+    assert costs[first.key] > costs[f"N{first.budget}/baseline"]
+    assert costs[f"N{budget}/{arm}"] > costs[f"N{budget}/classical"]
   # The pool generator trains once, in the arm's first cell; its cell at M = 2 reads it.
   first = next(cell.key for cell in jobs if cell.arm == "vae_pool")
   again = costs[f"N{budget}/vae_pool/M2"]
@@ -71,6 +74,35 @@ def test_pool_generator_cell_costs_more_than_baseline(preset):
   assert progress.arm_kind("ae_pretrain") == "pretrained"
   # An online attack trains dearer than the plain baseline.
   assert progress.transform_factor(cfg, "pgd_train") > progress.transform_factor(cfg, "baseline")
+
+
+def test_fresh_sample_arms_are_priced_by_what_they_draw_and_share_their_twins_generator():
+  cfg, jobs = _jobs("quick")
+  costs = progress.job_costs(cfg, jobs)
+  n, k = int(cfg.primary_budget), int(cfg.num_seeds)
+  kinds = {a: progress.arm_kind(a) for a in ("vae_small_online", "gan_pool_online",
+                                             "diffusion_small_online", "diffusion_pool_online")}
+  assert kinds == {"vae_small_online": "online_small_generator",
+                   "gan_pool_online": "online_pool_generator",
+                   "diffusion_small_online": "bank_small_generator",
+                   "diffusion_pool_online": "bank_pool_generator"}
+  # The decoder's samples in every step make a step dearer; a pool arm draws 4 per image.
+  small, pool = (progress.transform_factor(cfg, a) for a in ("vae_small_online",
+                                                             "vae_pool_online"))
+  assert 1 < small < pool and progress.transform_factor(cfg, "diffusion_small_online") < small
+  # A bank of 20·N diffusion samples costs more than the stored arm's N.
+  bank = costs[f"N{n}/diffusion_small_online"] - costs[f"N{n}/diffusion_small"]
+  assert bank > k * 18 * n * progress.sample_work(cfg, "diffusion_small")
+  # The pool generator trains once for the stored arm and its fresh form, whichever is first.
+  order = [cell.arm for cell in jobs]
+  assert order.index("gan_pool") < order.index("gan_pool_online")
+  solo = study_configs.get_config("quick")
+  solo.arms = ("baseline", "gan_pool_online")
+  alone = progress.job_costs(solo, runner.job_order(solo, runner.plan(solo), False))
+  charged = alone[f"N{n}/gan_pool_online"] - costs[f"N{n}/gan_pool_online"]
+  assert charged == pytest.approx(progress.pool_generators_trained(cfg)
+                                  * progress.generator_work(cfg, "gan_pool"))
+  assert progress.pool_generators_trained(cfg) == 3  # G generators, seeds cycling over them
 
 
 def test_a_dream_through_the_deep_dreamer_costs_more_and_its_pretraining_is_charged_once():
@@ -182,6 +214,12 @@ def test_oracle_record_prices_the_first_estimate():
   p = _progress(cfg, jobs)
   p.use_oracle({"cell": "oracle", "timing": {"train_seconds": 8.0}})
   o = cfg.oracle.train
+  # The oracle's steps augment part of every batch: a plain step costs less.
+  assert cfg.oracle.augment == "classical"
+  assert p.rate == pytest.approx(8.0 / (o.steps * o.batch_size * (1 + progress.ONLINE_PIXEL_OPS)))
+  cfg.oracle.augment = "none"
+  p = _progress(cfg, jobs)
+  p.use_oracle({"cell": "oracle", "timing": {"train_seconds": 8.0}})
   assert p.rate == pytest.approx(8.0 / (o.steps * o.batch_size))
   left, note = p.left()
   assert note == " (uncalibrated)" and left == pytest.approx(sum(p.costs.values()) * p.rate)
@@ -205,7 +243,8 @@ def test_line_on_a_log_is_one_plain_line_per_job_start_and_end():
   p.end(key, {"status": "ok"})
   assert lines[1] == "training step 10"
   assert re.fullmatch(rf"\[1/{total}\] {re.escape(key)} done in 1\.5 min \(predicted \S+ \S+\);"
-                      rf" 1/{total} cells done, 2\.0 min spent, ~\S+ \S+ left, finish ~\S+",
+                      rf" 1/{total} cells done, 2\.0 min spent, ~\S+ (s|min|h \d\d min) left,"
+                      r" finish ~\d\d:\d\d",
                       lines[2]), lines[2]
   assert not re.search(rf"\] {re.escape(key)}(,|$)", lines[2])
   p.start(jobs[1].key)

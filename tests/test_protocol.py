@@ -220,3 +220,26 @@ def test_the_deep_dream_claims_are_read_under_the_deep_dreamer_too():
   assert own["C1"].verdict == claims.SUPPORTED
   md = "\n".join(report_text._dreamers({1000: out}, {1000: list(own.values())}))
   assert "C1 at N = 1000 (deep dreamer: not supported; own classifier: supported)" in md
+
+
+def test_c4_and_c6_are_decided_on_every_arm_of_their_generators_that_ran():
+  """A fresh-sample (or diffusion) arm of a small-set generator that gains refutes C4 as
+  the stored VAE/GAN would; one of a pool generator that gains supports C6."""
+  flat = {a: _cell(_shift(0.0), lp=0.9) for a in ("vae_small", "gan_small")}
+  cells = {"baseline": _cell(BASE), "noise": _cell(_shift(0.0)), **flat,
+           "vae_pool": _cell(_shift(0.0), lp=0.9), "gan_pool": _cell(_shift(0.0), lp=0.9)}
+  assert claims.c4(Cells(cells), 0.01).verdict == claims.SUPPORTED
+  assert claims.c6(Cells(cells), 0.01).verdict == claims.NOT_SUPPORTED
+  gains = {**cells, "gan_small_online": _cell(_shift(0.03), lp=0.9),
+           "gan_pool_online": _cell(_shift(0.03), lp=0.9)}
+  c4, c6 = claims.c4(Cells(gains), 0.01), claims.c6(Cells(gains), 0.01)
+  assert c4.verdict == claims.NOT_SUPPORTED and "gan_small_online" in c4.arms
+  assert c6.verdict == claims.SUPPORTED and "gan_pool_online" in c6.arms
+  assert "Δacc(gan_pool_online − gan_small_online)" in c6.numbers  # same form, small set
+  # An arm that failed leaves the claim missing, as a required arm does.
+  failed = {**cells, "diffusion_small_online": {"status": "failed", "error": "boom"}}
+  assert claims.c4(Cells(failed), 0.01).verdict.startswith("missing")
+  # An under-trained fresh-sample generator cannot support "adds nothing".
+  weak = {**cells, "vae_small_online": _cell(_shift(0.0), lp=0.3)}
+  assert claims.c4(Cells(weak, quality_gate=0.6), 0.01).verdict == (
+      "inconclusive (under-trained generator: vae_small_online 30%)")

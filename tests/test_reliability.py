@@ -671,7 +671,7 @@ def test_workdir_that_is_a_file_is_called_a_file(tmp_path):
 
 
 def test_dry_run_check_creates_nothing(tmp_path):
-  workdir = tmp_path / "runs" / "study_quick"
+  workdir = tmp_path / "runs" / "study"
   fileio.check_writable(str(workdir), create=False)
   assert os.listdir(tmp_path) == []
   (tmp_path / "runs").mkdir()

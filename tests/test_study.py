@@ -63,9 +63,15 @@ def test_tiny_study_writes_every_output(finished_study):
   base = cells["N100/baseline"]
   assert len(base["test_accuracy"]) == 2 and len(base["robust_accuracy"]) == 2
   assert all(0 <= a <= 1 for a in base["test_accuracy"])
+  n = study_configs.get_config("tiny").eval.frechet_num_images
   for key, r in cells.items():
     if r["arm"] not in ("oracle", "alignment"):
       assert r["label_preservation"] is not None and r["frechet"] is not None, key
+      assert r["frechet_num_images"] == n and r["kid"] is not None, key
+  # The instrument: its shift invariance is recorded and printed.
+  shifts = cells["oracle"]["shift_invariance"]
+  assert [r["pixels"] for r in shifts] == [1, 2]
+  assert all(0 <= r["accuracy"] <= 1 and 0 <= r["agreement"] <= 1 for r in shifts)
   for f in ("summary.csv", "REPORT.md", "claims.json", "figures/forest.png",
             "figures/exchange.png", "figures/robustness.png", "figures/generators.png",
             "figures/sweep.png", "figures/frechet.png", "figures/curves.png",
@@ -74,6 +80,8 @@ def test_tiny_study_writes_every_output(finished_study):
   report = open(os.path.join(finished_study, "REPORT.md")).read()
   for claim in ("C1", "C2", "C3", "C4", "C5", "C6", "C7"):
     assert f"**{claim}**" in report
+  assert "## The instrument" in report
+  assert f"| 2 | {shifts[1]['accuracy'] * 100:.2f} |" in report
   claims = json.load(open(os.path.join(finished_study, "claims.json")))
   assert len(claims) == 7 and all(c["verdict"] for c in claims)
   # Every trained cell also left TensorBoard events with its history.
@@ -378,8 +386,9 @@ def data_split_indices(labels, budget, seed):
 
 
 def test_pool_models_train_once_for_every_budget(tmp_path, real_data_dir):
-  """Two budgets share the pool generator: trained once, on a pool that excludes the
-  larger budget's labeled images, saved once at the workdir's top."""
+  """Two budgets share the pool generators: each (two in the tiny preset, one per
+  seed) trained once, on a pool that excludes the larger budget's labeled images,
+  saved once at the workdir's top."""
   cfg = study_configs.get_config("tiny")
   cfg.budgets = (100, 200)
   cfg.arms = ("baseline", "vae_pool")
@@ -388,8 +397,9 @@ def test_pool_models_train_once_for_every_budget(tmp_path, real_data_dir):
   log = []
   runner.run_study(cfg, str(tmp_path), log=log.append)
   finished = [m for m in log if re.match(r"vae: step (\d+)/\1\b", m)]
-  assert len(finished) == 1, finished
+  assert len(finished) == cfg.pool_generators == 2, finished
   assert os.path.exists(tmp_path / "artefacts" / "vae_pool.msgpack")
+  assert os.path.exists(tmp_path / "artefacts" / "vae_pool_g1.msgpack")
   assert not list(tmp_path.glob("N*/artefacts"))
   cells = {r["cell"]: r for r in read_jsonl(str(tmp_path / "results.jsonl"))}
   assert cells["N100/vae_pool"]["status"] == cells["N200/vae_pool"]["status"] == "ok"

@@ -174,6 +174,16 @@ def test_report_flags_classical_gain_below_the_literature():
   assert len(report_text._sanity(oracle, base, 1000, None)) == 2  # no classical arm: no line
 
 
+def test_the_oracle_is_held_to_fashion_mnists_range_on_fashion_mnist_alone():
+  oracle = {"status": "ok", "test_accuracy": [0.91]}
+  base = _cell([0.80, 0.81, 0.82])
+  (fmnist, _) = report_text._sanity(oracle, base, 1000)
+  assert "inside the 87.6–92.5%" in fmnist and "Fashion-MNIST" in fmnist
+  (other, _) = report_text._sanity(oracle, base, 1000, dataset="tfds:cifar10")
+  assert "Fashion-MNIST" not in other and "Oracle 91.0%" in other
+  assert "no published accuracy range for tfds:cifar10" in other
+
+
 def test_convergence_notes_name_the_arms_still_rising():
   def cell(*vals, status="ok"):
     return {"status": status, "history": [{"step": 50 * (i + 1), "val_accuracy": [v, v]}

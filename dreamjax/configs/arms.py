@@ -45,6 +45,9 @@ KINDS = {
     "online": "a fresh change of part of every batch, inside the jitted train step",
     "adversarial_training": "adversarial images of part of every batch (a robustness method)",
     "generator": "samples of a generative model, stored with the cell",
+    "bank": "samples of a generative model drawn before training, many times the labeled set,"
+            " replacing part of every batch inside the jitted train step, each used once"
+            " before any repeats",
     "semi": "real unlabeled pool images with pseudo-labels",
     "transfer": "first layers pretrained on the unlabeled pool",
 }
@@ -180,6 +183,22 @@ def variant_value(arm: str) -> float | None:
   return float(arm.split("@")[1]) if "@" in arm else None
 
 
+def generator_arm(arm: str) -> str | None:
+  """The stored generator arm (kind ``generator``) whose generator ``arm`` samples: itself
+  for a stored one; for a fresh-sample arm, the stored arm of the same source, so the
+  two sample one generator trained alike (its settings, its key, its cache). None for an
+  arm without a generator source."""
+  entry = get(arm)
+  if not isinstance(entry.source, Generator):
+    return None
+  if entry.kind == "generator":
+    return entry.name
+  for other in REGISTRY.values():
+    if other.kind == "generator" and other.source == entry.source:
+      return other.name
+  raise ConfigError(f"arm {arm!r}: no stored generator arm has its source {entry.source}.")
+
+
 def get(arm: str) -> Arm:
   try:
     return REGISTRY[base_name(arm)]
@@ -281,6 +300,13 @@ def _fixmatch_settings(s) -> list[tuple[str, str]]:
   if not 0 <= s.threshold <= 1:
     return [("threshold", "in [0, 1]")]
   return [] if s.lambda_u >= 0 else [("lambda_u", ">= 0")]
+
+
+def _whole_at_least_one(field: str):
+  def check(s) -> list[tuple[str, str]]:
+    v = s[field]
+    return [] if int(v) == v and v >= 1 else [(field, "a whole number >= 1")]
+  return check
 
 
 def _sweep_variants(arm: Arm, s) -> list[str]:
@@ -387,6 +413,46 @@ register(_generator("diffusion", "labeled", 2000, "class-conditional flow-matchi
                    " model trained on the N labeled images, sampled with guidance"))
 register(_generator("diffusion", "pool", 4000, "flow-matching diffusion model trained on the"
                    " unlabeled pool, pseudo-labeled"))
+# Fresh samples in every batch: the same generators as the stored arms above (each
+# samples its stored twin's generator, trained with its settings and key), drawn anew
+# inside the train step for the share of every batch the online arms replace. The
+# VAE's and GAN's decoders run in the step; a diffusion model's sampler runs tens of
+# network passes per image, so its arms draw from a bank made before training.
+_FRESH = "dreamjax.study.fresh"
+register(Arm("vae_small_online", "generator", "online", "fresh samples of vae_small's"
+             " generator in half of every batch, drawn in the train step with the labels of"
+             " the images they replace", source=Generator("vae", "labeled"),
+             transform=f"{_FRESH}:small_online"))
+register(Arm("gan_small_online", "generator", "online", "fresh samples of gan_small's"
+             " generator in half of every batch, drawn in the train step with the labels of"
+             " the images they replace", source=Generator("gan", "labeled"),
+             transform=f"{_FRESH}:small_online"))
+# candidates: samples drawn per replaced image; the baseline labels them in the step and
+# each replaced image takes a confident one of its own class, else stays.
+register(Arm("vae_pool_online", "generator", "online", "fresh samples of vae_pool's"
+             " generator in half of every batch, pseudo-labeled in the train step by the"
+             " seed's baseline: each replaced image takes a confident sample of its class",
+             source=Generator("vae", "pool"), settings={"candidates": 4},
+             transform=f"{_FRESH}:pool_online", check=_whole_at_least_one("candidates"),
+             needs_baseline=True))
+register(Arm("gan_pool_online", "generator", "online", "fresh samples of gan_pool's"
+             " generator in half of every batch, pseudo-labeled in the train step by the"
+             " seed's baseline: each replaced image takes a confident sample of its class",
+             source=Generator("gan", "pool"), settings={"candidates": 4},
+             transform=f"{_FRESH}:pool_online", check=_whole_at_least_one("candidates"),
+             needs_baseline=True))
+# bank_multiple: the bank holds this many samples per labeled image.
+register(Arm("diffusion_small_online", "generator", "bank", "half of every batch from a bank"
+             " of 20·N samples of diffusion_small's model, drawn with the labeled set's"
+             " labels before training", source=Generator("diffusion", "labeled"),
+             settings={"bank_multiple": 20}, transform=f"{_FRESH}:small_bank",
+             check=_whole_at_least_one("bank_multiple")))
+register(Arm("diffusion_pool_online", "generator", "bank", "half of every batch from a bank"
+             " of 20·N samples of diffusion_pool's model, pseudo-labeled by the seed's"
+             " baseline as diffusion_pool's are (confident, class-balanced)",
+             source=Generator("diffusion", "pool"), settings={"bank_multiple": 20},
+             transform=f"{_FRESH}:pool_bank", check=_whole_at_least_one("bank_multiple"),
+             needs_baseline=True))
 register(Arm("self_training", "semi", "semi", "pool images pseudo-labeled by the baseline where"
              " it is confident, plus online classical augmentation", source=Pool(),
              generate=f"{_GEN}:self_training", transform=f"{_GEN}:classical_online",

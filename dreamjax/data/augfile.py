@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+import dreamjax
 from dreamjax.errors import DataError
 from dreamjax.fileio import atomic_path
 
@@ -75,7 +76,6 @@ def save(path: str, images, labels, source_index, metadata: dict[str, Any]) -> N
   labels = np.asarray(labels, np.int32)
   source_index = np.asarray(source_index, np.int64)
   validate(images, labels, source_index, name=path)
-  import dreamjax  # pylint: disable=g-import-not-at-top
   metadata = {"dreamjax_version": dreamjax.__version__, **metadata}
   text = json.dumps(metadata, sort_keys=True, default=lambda x: getattr(x, "tolist", str)())
   with atomic_path(path) as tmp:

@@ -195,6 +195,7 @@ def load_tfds_dataset(name: str, data_dir: str | None = None) -> RawDataset:
   Only reads: a dataset that is not prepared is an error saying how to
   prepare it, never a download in the middle of a run.
   """
+  # TFDS takes seconds to import and only a tfds: dataset needs it.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   try:

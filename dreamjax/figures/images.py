@@ -3,6 +3,7 @@
 Every file is written atomically (:func:`dreamjax.fileio.atomic_path`).
 """
 
+from PIL import Image
 import matplotlib
 
 matplotlib.use("Agg")
@@ -49,7 +50,6 @@ def image_grid(path: str, images_NHWC, columns: int, row_names=None) -> None:
 
 def save_strip(path: str, frames_NHWC: np.ndarray, upscale: int = 2) -> None:
   """Frames side by side, one pixel of white between them, as a PNG."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   x = to_uint8(frames_NHWC)
   n, h, w, c = x.shape
   strip = np.full((h, n * (w + 1) - 1, c), 255, np.uint8)
@@ -62,7 +62,6 @@ def save_strip(path: str, frames_NHWC: np.ndarray, upscale: int = 2) -> None:
 
 def save_gif(path: str, frames_NHWC: np.ndarray, ms_per_frame: int = 200,
              upscale: int = 4) -> None:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   x = to_uint8(frames_NHWC)
   imgs = [Image.fromarray(f).resize((f.shape[1] * upscale, f.shape[0] * upscale),
                                     Image.NEAREST) for f in x]

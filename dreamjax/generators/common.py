@@ -23,6 +23,7 @@ import numpy as np
 from absl import logging
 
 from dreamjax import loop, sharding
+from dreamjax import seeds as seeds_lib
 from dreamjax.errors import ConfigError
 from dreamjax.metrics import MetricWriter
 
@@ -240,7 +241,6 @@ def train_seeds(prepare: Callable, desc: str, cfg, images_K, labels_K, keys,
   K steps run as one program, as :func:`dreamjax.seeds.how` decides for the
   generator step. Returns ``[(params, history)]`` per seed.
   """
-  from dreamjax import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
   mesh = sharding.default(mesh)
   k = len(keys)
   prepared = [prepare(cfg, images_K[i], None if labels_K is None else labels_K[i], keys[i],
@@ -270,7 +270,6 @@ def train_seeds(prepare: Callable, desc: str, cfg, images_K, labels_K, keys,
 @functools.lru_cache(maxsize=16)
 def _seed_step(step: Callable, in_axes, mesh) -> Callable:
   """The K-seed program of one compiled step, shared by every call with the same step."""
-  from dreamjax import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
   rep = sharding.replicated(mesh)
   mapped = seeds_lib.map_seeds(step, in_axes=in_axes, workload="generator_step")
 
@@ -296,6 +295,24 @@ def sample_in_chunks(chunk_fn: Callable, weights: Any, key: jax.Array, labels: n
   """
   return sharding.map_rows(chunk_fn, weights, np.asarray(labels, np.int32), mesh=mesh,
                            chunk=chunk, key=key)
+
+
+def sample(params, weights: str, key: jax.Array, labels, num: int | None, chunk: int,
+           mesh: jax.sharding.Mesh | None, chunk_fn_of: Callable) -> np.ndarray:
+  """What sampling is alike for every generator: ``[M, H, W, C]`` images in [0, 1].
+
+  ``labels``/``num`` as :func:`sample_labels` takes them; ``chunk_fn_of(image_shape,
+  num_classes, mesh)`` gives the family's ``fn(weights, labels_chunk, key)``, run on
+  ``params[weights]`` in chunks of ``chunk`` rows over ``mesh`` (default: every
+  device) by :func:`sample_in_chunks`.
+  """
+  image_shape, num_classes = shape_of(params)
+  labels = sample_labels(num_classes, labels, num)
+  mesh = sharding.default(mesh)
+  chunk_fn = chunk_fn_of(image_shape, num_classes, mesh)  # a bad setting fails even for none
+  if not len(labels):
+    return np.zeros((0, *image_shape), np.float32)
+  return sample_in_chunks(chunk_fn, params[weights], key, labels, int(chunk), mesh)
 
 
 def sample_labels(num_classes: int, labels, num: int | None) -> np.ndarray:

@@ -307,12 +307,7 @@ def sample_diffusion(cfg, params, key: jax.Array, labels=None, num: int | None =
   images.
   """
   validate_settings(cfg, training=False)
-  image_shape, num_classes = common.shape_of(params)
-  labels = common.sample_labels(num_classes, labels, num)
-  module = make_module(cfg, image_shape, num_classes)
-  if not len(labels):
-    return np.zeros((0, *image_shape), np.float32)
-  mesh = sharding.default(mesh)
-  fn = functools.partial(_euler_sample, module, mesh, int(cfg.diffusion_sample_steps),
-                         float(cfg.diffusion_guidance))
-  return common.sample_in_chunks(fn, params["diffusion"], key, labels, int(cfg.sample_batch), mesh)
+  return common.sample(params, "diffusion", key, labels, num, cfg.sample_batch, mesh,
+                       lambda shape, k, mesh: functools.partial(
+                           _euler_sample, make_module(cfg, shape, k), mesh,
+                           int(cfg.diffusion_sample_steps), float(cfg.diffusion_guidance)))

@@ -287,11 +287,6 @@ def _generate(gen: Generator, latent_dim: int, mesh, variables, labels, key):
 def sample_gan(cfg, params, key: jax.Array, labels=None, num: int | None = None, *,
                mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
   """Generator outputs ``[M, H, W, C]`` in [0, 1] (same calling rules as ``sample_vae``)."""
-  image_shape, num_classes = common.shape_of(params)
-  labels = common.sample_labels(num_classes, labels, num)
-  gen, _ = make_modules(cfg, image_shape, num_classes)
-  if not len(labels):
-    return np.zeros((0, *image_shape), np.float32)
-  mesh = sharding.default(mesh)
-  return common.sample_in_chunks(functools.partial(_generate, gen, int(cfg.latent_dim), mesh),
-                                 params["generator"], key, labels, int(cfg.sample_batch), mesh)
+  return common.sample(params, "generator", key, labels, num, cfg.sample_batch, mesh,
+                       lambda shape, k, mesh: functools.partial(
+                           _generate, make_modules(cfg, shape, k)[0], int(cfg.latent_dim), mesh))

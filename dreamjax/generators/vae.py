@@ -184,12 +184,7 @@ def sample_vae(cfg, params, key: jax.Array, labels=None, num: int | None = None,
   ``mesh`` (default: every device) up to float rounding.
   """
   common.check_range("sample_temperature", cfg.get("sample_temperature", 1.0), 0.0, float("inf"))
-  image_shape, num_classes = common.shape_of(params)
-  labels = common.sample_labels(num_classes, labels, num)
-  module = make_module(cfg, image_shape, num_classes)
-  if not len(labels):
-    return np.zeros((0, *image_shape), np.float32)
-  mesh = sharding.default(mesh)
   temperature = float(cfg.get("sample_temperature", 1.0))
-  return common.sample_in_chunks(functools.partial(_decode_prior, module, mesh, temperature),
-                                 params["vae"], key, labels, int(cfg.sample_batch), mesh)
+  return common.sample(params, "vae", key, labels, num, cfg.sample_batch, mesh,
+                       lambda shape, k, mesh: functools.partial(
+                           _decode_prior, make_module(cfg, shape, k), mesh, temperature))

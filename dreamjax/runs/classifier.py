@@ -9,7 +9,7 @@ from absl import logging
 
 import dreamjax
 from dreamjax import data as data_lib
-from dreamjax import evaluate, metrics, models, provenance, train
+from dreamjax import augment, evaluate, metrics, models, pretrain, provenance, train
 from dreamjax.runs import common
 from dreamjax.errors import ConfigError
 from dreamjax.fileio import write_json
@@ -34,7 +34,6 @@ def validate_config(config) -> None:
     raise ConfigError(f"augment_file={config.augment_file!r} does not exist.")
   train.validate_train_config(config.train)
   if config.augment != "none":
-    from dreamjax import augment  # pylint: disable=g-import-not-at-top
     augment.validate_config(config)
 
 
@@ -48,11 +47,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   model = models.make_model(config.model, splits.num_classes)
   transform = None
   if config.augment != "none":
-    from dreamjax import augment  # pylint: disable=g-import-not-at-top
     transform = augment.batch_transform(config, model)
   init_fn = None
   if config.init_from:
-    from dreamjax import pretrain  # pylint: disable=g-import-not-at-top
     init_fn = pretrain.init_fn_from_checkpoint(config.init_from, model, splits.image_shape)
   seeds = [config.seed + i for i in range(config.num_seeds)]
   logging.info("training on %d images (%d labeled%s), %d seed(s), %d steps", len(labels),

@@ -7,6 +7,7 @@ from typing import Any, Callable, TypeVar
 
 import jax
 from jax.sharding import Mesh
+import ml_collections
 
 from dreamjax import checkpoint, models, sharding, train
 from dreamjax import data as data_lib
@@ -41,7 +42,6 @@ def start(config) -> tuple[Mesh, data_lib.Splits]:
 
 def load_classifier(workdir: str, num_classes: int, image_shape, *, seed_index: int = 0):
   """(model, one seed's variables) of an ``experiments/train_classifier.py`` run."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   try:
     with open(os.path.join(workdir, "results.json")) as f:
       run_config = ml_collections.ConfigDict(json.load(f)["config"])

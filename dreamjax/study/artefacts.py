@@ -5,6 +5,12 @@ pool budget, :func:`dreamjax.study.context.pool_budget`: the same for every
 label budget) the first time a cell asks for it, saved under
 ``WORKDIR/artefacts/`` and loaded from there by later cells, later budgets and
 reruns (and memoised for the rest of the process).
+
+A pool generator arm has ``config.pool_generators`` (G) generators, each
+trained from its own seed on the same pool; classifier seed number i of the
+study reads generator i mod G (:func:`pool_generator_index`), so the arm's
+intervals over seeds hold the generators' variance as well as the seeds'.
+The pretrained trunks and the deep dreamer stay one per study.
 """
 
 import hashlib
@@ -18,7 +24,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from dreamjax import checkpoint
+from dreamjax import checkpoint, dreamer, generators, pretrain, provenance
 from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import generator as gen_configs
 from dreamjax.errors import CheckpointError, ConfigError
@@ -32,7 +38,8 @@ def arm_key(seed: int, arm: str) -> jax.Array:
 
 
 def generator_config(config, arm: str):
-  """The generator config of a generator or pretraining arm, from its registry entry."""
+  """The generator config of a generator or pretraining arm, from its registry entry
+  (a fresh-sample arm's: its stored twin's, :func:`dreamjax.configs.arms.generator_arm`)."""
   source = arms_lib.get(arm).source
   g = gen_configs.get_config(config.generator_preset)
   if isinstance(source, arms_lib.Generator):
@@ -42,7 +49,8 @@ def generator_config(config, arm: str):
   else:
     raise ConfigError(f"arm {arm!r} trains no generator or trunk (its source is {source}).")
   g.source = "labeled" if g.conditional else "pool"
-  g.steps = int(arms_lib.settings(config, arm).steps)
+  # A fresh-sample arm's generator is its stored twin's, trained with the twin's settings.
+  g.steps = int(arms_lib.settings(config, arms_lib.generator_arm(arm) or arm).steps)
   g.update(config.generator_overrides.to_dict())
   return g
 
@@ -94,11 +102,15 @@ def cache_dir() -> str:
   return os.path.join(root, "generators")
 
 
-def _cache_key(ctx, kind: str, gcfg) -> str | None:
-  """Everything a pool generator's weights depend on: data, pool, config, seed, software."""
+def _cache_key(ctx, kind: str, gcfg, generator: int = 0) -> str | None:
+  """Everything a pool generator's weights depend on: data, pool, config, seed, software.
+
+  ``generator``: its number among the arm's G (:func:`pool_generator_index`), which
+  seeds its training. Generator 0 keeps the key of the one generator an arm had
+  before there were G, so the generators cached then serve it.
+  """
   if not ctx.config.generator_cache or not ctx.splits[0].data_digest:
     return None
-  from dreamjax import provenance  # pylint: disable=g-import-not-at-top
   pool = ctx.pool_for_shared_models()
   # The diffusion fields shape no other family's weights; leaving them out of the
   # others' keys keeps the VAEs and GANs cached before those fields existed.
@@ -107,23 +119,58 @@ def _cache_key(ctx, kind: str, gcfg) -> str | None:
   parts = {"kind": kind, "generator": fields, "data": ctx.splits[0].data_digest,
            "pool": hashlib.sha256(np.ascontiguousarray(pool).tobytes()).hexdigest(),
            "versions": provenance.versions()}
+  if generator:
+    parts["generator_seed"] = int(generator)
   return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def pool_generator(ctx, arm: str):
-  """(config, params, train seconds, history) of the pool generator of arm ``arm``."""
-  from dreamjax import generators  # pylint: disable=g-import-not-at-top
+def pool_generators(config) -> int:
+  """G: the generators each pool generator arm trains (1 in a config made before G)."""
+  return int(config.get("pool_generators", 1))
+
+
+def pool_generator_index(ctx, seed: int) -> int:
+  """Which of an arm's G pool generators classifier seed ``seed`` reads: its number in
+  the study (0 for the first seed) modulo G."""
+  return ctx.seeds.index(seed) % pool_generators(ctx.config)
+
+
+def pool_generator_key(ctx, arm: str, generator: int) -> jax.Array:
+  """The training key of generator ``generator`` of arm ``arm``: from the study's first
+  seed, so fresh seeds (``first_seed``) get fresh generators; generator 0's is the key
+  the arm's one generator had before there were G."""
+  key = arm_key(ctx.seeds[0], f"{arm}_gen")
+  return jax.random.fold_in(key, generator) if generator else key
+
+
+def pool_generator_name(arm: str, generator: int) -> str:
+  """Its file name under ``WORKDIR/artefacts/``: ``vae_pool``, ``vae_pool_g1``, ..."""
+  return f"{arm}_g{generator}" if generator else arm
+
+
+def pool_generator(ctx, arm: str, seed: int):
+  """(config, params, train seconds, history) of the pool generator classifier seed
+  ``seed`` reads in arm ``arm`` (:func:`pool_generator_index`), trained the first time
+  a cell asks for it."""
   kind = arms_lib.get(arm).source.family
   gcfg = generator_config(ctx.config, arm)
-  params, seconds, history = _load_or_make(ctx, arm, lambda: generators.TRAIN[kind](
-      gcfg, ctx.pool_for_shared_models(), None, arm_key(ctx.seeds[0], f"{arm}_gen"),
-      progress=ctx.log, mesh=ctx.mesh), cache_key=_cache_key(ctx, kind, gcfg))
+  g = pool_generator_index(ctx, seed)
+  name = pool_generator_name(arm, g)
+
+  def make():
+    readers = [s for s in ctx.seeds if pool_generator_index(ctx, s) == g]
+    ctx.log(f"{arm}: training pool generator {g} (of {pool_generators(ctx.config)},"
+            f" numbered from 0) for seeds {readers}")
+    return generators.TRAIN[kind](gcfg, ctx.pool_for_shared_models(), None,
+                                  pool_generator_key(ctx, arm, g), progress=ctx.log,
+                                  mesh=ctx.mesh)
+  params, seconds, history = _load_or_make(ctx, name, make,
+                                           cache_key=_cache_key(ctx, kind, gcfg, g))
   return gcfg, params, seconds, history
 
 
 def pretrained(ctx, arm: str):
   """(trunk variables, seconds, history) of the autoencoder / rotation pretraining on the pool."""
-  from dreamjax import pretrain  # pylint: disable=g-import-not-at-top
   kind = arms_lib.get(arm).source.objective
   gcfg = generator_config(ctx.config, arm)
   k = arm_key(ctx.seeds[0], f"{arm}_pretrain")
@@ -146,7 +193,6 @@ def pool_dreamer(ctx):
   shared pool's images, once per study, kept as the pool generators are
   (``artefacts/pool_dreamer.msgpack``, and the user cache).
   """
-  from dreamjax import dreamer  # pylint: disable=g-import-not-at-top
   cfg = ctx.config.pool_dreamer
   if cfg.checkpoint:
     stamp = ("user dreamer", cfg.checkpoint, os.stat(cfg.checkpoint).st_mtime_ns

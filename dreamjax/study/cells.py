@@ -201,7 +201,13 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
   generated = generated_sets(ctx, cell) if arm.generate else {}
   gen_seconds = float(sum(g.seconds for g in generated.values()))
   transform = arm.fn("transform")(ctx, cell.arm) if arm.transform else None
-  transform_info = getattr(transform, "info", None)  # what a transform measured of itself
+  transform_info = dict(getattr(transform, "info", None) or {})  # what it measured of itself
+  transform_history = transform_info.pop("history", None)  # a fresh-sample arm's generator's
+  # Wall-clock, so it goes under timing: a resumed study's other fields match.
+  transform_seconds = float(transform_info.pop("gen_seconds", 0.0))
+  # What a fresh-sample arm puts in batches, drawn apart for the quality measures; a
+  # stored-image arm's measured set is its generated set.
+  measured = generated or getattr(transform, "samples", None) or {}
   unlabeled = arm.fn("unlabeled")(ctx, cell.arm) if arm.unlabeled else None
   init_fn, pre_seconds, pre_steps = (arm.fn("init")(ctx, cell.arm) if arm.init
                                      else (None, 0.0, 0))
@@ -224,9 +230,12 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
     record["unlabeled_info"] = dict(unlabeled.info)
   if arms_lib.variant_value(cell.arm) is not None:
     record["strength"] = arms_lib.variant_value(cell.arm)
-  record.update(_quality(ctx, generated))
-  if cell.main and arm.group == "generator" and generated:
-    record["cas"] = _classification_accuracy_score(ctx, cell, generated)
+  record.update(_quality(ctx, measured))
+  if cell.main and arm.group == "generator" and measured:
+    record["cas"] = _classification_accuracy_score(ctx, cell, measured)
+  per_generator = _per_generator(record, measured, ctx.seeds)
+  if per_generator:
+    record["pool_generators"] = per_generator
   record["num_generated"] = int(sum(len(g.labels) for g in generated.values())
                                 // max(len(generated), 1))
   first = generated[ctx.seeds[0]].info if generated else {}
@@ -237,18 +246,33 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
                                               for g in generated.values()]
   if generated and isinstance(arm.source, arms_lib.Pool) and train_labels is not None:
     record["pseudo_label_accuracy"] = pseudo_label_accuracy(generated, train_labels)
-  if first.get("history"):
-    record["generator_history"] = first["history"]  # seed 0's (or the shared) generator
+  if first.get("history") or transform_history:
+    # seed 0's (or the shared) generator
+    record["generator_history"] = first.get("history") or transform_history
+  gen_seconds += transform_seconds
   record["timing"] = {"gen_seconds": gen_seconds + pre_seconds, "train_seconds": res.seconds,
                       "eval_seconds": time.perf_counter() - t_eval,
                       "cell_seconds": time.perf_counter() - t_cell}
+  if per_generator:  # wall-clock, so under timing: a resumed study's other fields match
+    record["timing"]["pool_generator_seconds"] = _generator_seconds(measured, ctx.seeds)
   record["gen_seconds"] = record["timing"]["gen_seconds"]
   record["train_seconds"] = res.seconds
   # Cost as counted work, the same on every machine and every rerun (the
   # seconds above are not): images through a gradient step, per seed.
   gen_steps = np.mean([g.info.get("image_steps", 0) for g in generated.values()] or [0])
-  record["cost"] = {"gen_image_steps": int(gen_steps) + int(pre_steps),
-                    "train_image_steps": int(ctx.train_cfg.steps) * int(cfg.train.batch_size)}
+  steps = int(ctx.train_cfg.steps)
+  record["cost"] = {"gen_image_steps": int(gen_steps) + int(pre_steps)
+                    + int(transform_info.get("gen_image_steps", 0)),
+                    "train_image_steps": steps * int(cfg.train.batch_size)}
+  # A fresh-sample arm's generator passes (a bank's before training, the decoders' in every
+  # step) and its labeler's forward passes in the step, per seed: counted apart, as no
+  # gradient flows through them.
+  sampled = (int(transform_info.get("sampled_images", 0))
+             + steps * int(transform_info.get("sampled_per_step", 0)))
+  if sampled:
+    record["cost"]["sampled_images"] = sampled
+  if transform_info.get("labeler_per_step"):
+    record["cost"]["labeler_forward_images"] = steps * int(transform_info["labeler_per_step"])
   if unlabeled is not None:
     # Each unlabeled image drawn goes through the gradient step (its strong copy) and
     # a forward pass (its weak copy, counted apart: no gradient flows through it).
@@ -257,6 +281,44 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
     record["cost"]["unlabeled_forward_images"] = u_steps
     record["cost"]["train_image_steps"] += u_steps
   return record
+
+
+def _per_generator(record: dict[str, Any], generated: dict[int, Generated],
+                   seeds) -> dict[str, Any] | None:
+  """Which pool generator each seed read (its set's ``info["pool_generator"]``) and each
+  generator's quality: the mean of the seeds it served. None for an arm whose sets
+  name no pool generator.
+
+  A generator's quality is measured on the sets made from it, each pseudo-labeled by
+  its own seed's baseline, so it mixes the generator with those labelers, as the
+  cell's mean does.
+  """
+  tags = [generated[s].info.get("pool_generator") for s in seeds] if generated else []
+  if not tags or not all(isinstance(t, dict) for t in tags):
+    return None
+  index = [int(t["index"]) for t in tags]
+  generators = []
+  for g in sorted(set(index)):
+    at = [i for i, x in enumerate(index) if x == g]
+    row: dict[str, Any] = {"index": g, "seeds": [int(seeds[i]) for i in at]}
+    for field, values in (("label_preservation", record.get("label_preservation_per_seed")),
+                          ("frechet", record.get("frechet_per_seed")),
+                          ("kid", record.get("kid_per_seed")), ("cas", record.get("cas"))):
+      whole = values is not None and len(values) == len(seeds)
+      row[field] = float(np.mean([values[i] for i in at])) if whole else None
+    generators.append(row)
+  return {"of": int(tags[0]["of"]), "per_seed": index, "generators": generators}
+
+
+def _generator_seconds(generated: dict[int, Generated], seeds) -> dict[str, float]:
+  """Training seconds of each pool generator the seeds read, by its index (as a string,
+  a JSON key); 0 where a set does not say."""
+  out: dict[str, float] = {}
+  for s in seeds:
+    info = generated[s].info
+    out.setdefault(str(info["pool_generator"]["index"]),
+                   float(info.get("generator_train_seconds") or 0.0))
+  return out
 
 
 def pseudo_label_accuracy(generated: dict[int, Generated], train_labels: np.ndarray
@@ -296,12 +358,17 @@ def _classification_accuracy_score(ctx: Context, cell: Cell, generated) -> list[
 
 
 def _quality(ctx: Context, generated: dict[int, Generated]) -> dict[str, Any]:
-  """Label preservation and Fréchet distance under the oracle.
+  """Label preservation, Fréchet distance and KID under the oracle.
 
   For arms without generated images, the real labeled images give the
-  reference values.
+  reference values. Every set's Fréchet distance is measured on
+  ``eval.frechet_num_images`` of its images (:func:`dreamjax.frechet.matched_frechet`),
+  so the real labeled set and generated sets of any size read alike; a seed's set
+  with fewer images has none. KID, unbiased at any size, reads the whole set.
   """
   o = ctx.oracle
+  e = ctx.config.eval
+  n = int(e.get("frechet_num_images", 0))
   lp, fd, kid = [], [], []
   for seed, s in zip(ctx.seeds, ctx.splits):
     if generated:
@@ -312,14 +379,19 @@ def _quality(ctx: Context, generated: dict[int, Generated]) -> dict[str, Any]:
       lp.append(evaluate.accuracy_one(o.model, o.variables, x, y, mesh=ctx.mesh))
       feats = frechet.features(o.model, o.variables, x, layer=ctx.config.oracle.feature_layer,
                                mesh=ctx.mesh)
-      fd.append(frechet.frechet_distance(feats, o.test_features))
+      fd.append(frechet.matched_frechet(feats, o.test_features, n,
+                                        int(e.get("frechet_draws", 1))))
       kid.append(frechet.kernel_inception_distance(feats, o.test_features))
-  return {"label_preservation": float(np.mean(lp)) if lp else None,
-          "label_preservation_per_seed": lp,
-          "frechet": float(np.mean(fd)) if fd else None, "frechet_per_seed": fd,
-          # KID's expectation does not depend on the set's size, where Fréchet's does.
-          "kid": float(np.mean(kid)) if kid else None, "kid_per_seed": kid,
-          "source": "generated" if generated else "real labeled set"}
+  known = [f for f in fd if f is not None]
+  out = {"label_preservation": float(np.mean(lp)) if lp else None,
+         "label_preservation_per_seed": lp,
+         "frechet": float(np.mean(known)) if known else None, "frechet_per_seed": fd,
+         # KID's expectation does not depend on the set's size, where Fréchet's does.
+         "kid": float(np.mean(kid)) if kid else None, "kid_per_seed": kid,
+         "source": "generated" if generated else "real labeled set"}
+  if n:  # records of the first studies, which measured every image of a set, have none
+    out["frechet_num_images"] = n
+  return out
 
 
 def alignment_cell(ctx: Context) -> dict[str, Any]:

@@ -47,10 +47,24 @@ CLAIMS = rules_v1.CLAIMS
 FRECHET_RATIO = 2.0
 SAME_DIRECTION = 0.5
 
+def generator_arms(data: str) -> tuple[str, ...]:
+  """Every registered arm of a generator trained on ``data`` (``labeled``: the seed's small
+  labeled set; ``pool``: the unlabeled pool): the stored samples and their fresh-sample
+  forms, of every family, in report order."""
+  return tuple(a.name for a in arms_lib.REGISTRY.values()
+               if isinstance(a.source, arms_lib.Generator) and a.source.data == data)
+
+
+# The arms C4 and C6 cannot be decided without: the claim's own VAE and GAN. Every other
+# arm of the same generators (diffusion, fresh samples) decides with them where it ran.
+C4_REQUIRED = ("vae_small", "gan_small")
+C6_REQUIRED = ("vae_pool", "gan_pool")
+
 RULES = {
     "C1": "with stored classical and noise copies as the label-preserving references:"
           " supported if dream_strong left the distribution further than every reference"
-          f" (Fréchet distance more than {FRECHET_RATIO:g}× the largest reference's, AND label"
+          f" (Fréchet distance, every set measured on the same number of its images"
+          f" (eval.frechet_num_images), more than {FRECHET_RATIO:g}× the largest reference's, AND label"
           " preservation below every reference's, paired CI below zero), AND it is a poor"
           " augmentation (paired Δacc dream_strong − baseline with CI below +margin), AND"
           " going further off the distribution does not help (over the dream_sweep cells,"
@@ -75,23 +89,30 @@ RULES = {
           " same by construction; the rule asks whether the direction is. The class-logit"
           " dream is reported as a reference that aligns by construction (−∇CE = ∇z_y −"
           " Σ_k p_k ∇z_k contains ∇z_y), a random direction as the chance floor.",
-    "C4": "supported if, for both vae_small and gan_small, the paired accuracy change vs"
-          " baseline has its CI below +margin (no real gain) and both pass the quality gate;"
-          " not supported if either CI is above zero (a real gain); else inconclusive"
-          " (naming any under-trained generator). classical_online vs baseline is reported"
-          " beside it.",
+    "C4": "over every arm of a generator trained on the seed's small labeled set that ran"
+          " (vae_small and gan_small always; " + ", ".join(
+              a for a in generator_arms("labeled") if a not in C4_REQUIRED) + " where they"
+          " ran: stored samples and fresh samples in every batch): supported if every one's"
+          " paired accuracy change vs baseline has its CI below +margin (no real gain) and"
+          " every one passes the quality gate; not supported if any beats the baseline"
+          " (paired t-tests, Holm over those arms, at α); else inconclusive (naming any"
+          " under-trained generator). classical_online vs baseline is reported beside it.",
     "C5": "classical_online against every rival arm (dreams, attacks, generators), paired"
           " t-tests with Holm's correction at α: supported if classical_online beats the"
           " baseline (paired CI above zero), no rival beats it, and it beats at least half of"
           " the rivals that pass their quality gate; not supported if any rival beats it or the"
           " baseline is at least as good (CI below zero); else inconclusive.",
     "C6": "for the generators trained on the unlabeled pool and pseudo-labeled by the seed's"
-          " baseline (this is the use the study tests): supported if vae_pool or gan_pool"
-          " (Holm over the two) beats the baseline AND beats stored noise copies (extra images"
-          " that carry no new information; paired CI above zero); not supported if both have"
+          " baseline (this is the use the study tests), over every such arm that ran"
+          " (vae_pool and gan_pool always; " + ", ".join(
+              a for a in generator_arms("pool") if a not in C6_REQUIRED) + " where they ran:"
+          " stored samples and fresh samples in every batch): supported if any of them (Holm"
+          " over those arms) beats the baseline AND beats stored noise copies (extra images"
+          " that carry no new information; paired CI above zero); not supported if all have"
           " CIs below +margin against the baseline and pass the quality gate; else"
           " inconclusive. self_training and fixmatch, the same pool without a generator, are"
-          " reported as the yardstick, and pool − small differences beside it.",
+          " reported as the yardstick, and each pool arm − its small-set counterpart beside"
+          " it.",
     "C7": "supported if the better of ae_pretrain / pretext_transfer beats the baseline"
           " (paired CI above zero), is at least as accurate as the best of vae_pool / gan_pool"
           " (paired CI above −margin) and costs no more (image-steps of generation or"
@@ -101,17 +122,14 @@ RULES = {
 }
 
 # The arms each rule reads: those that decide it first, then those reported beside it.
-# C5's rivals are read from the registry by what the arms are, so a newly registered
-# dream, attack or generator arm is one of them.
+# C5's rivals and C4's and C6's generators are read from the registry by what the arms
+# are (:func:`reads`), so a newly registered dream, attack or generator arm is one of them.
 _READS = {
     "C1": ("baseline", "dream_strong", "classical", "noise", "dream_sweep", "classical_online",
            "deep_dream_strong", "deep_dream_sweep"),
     "C2": ("dream_online", "noise_matched_online", "baseline", "noise_online", "dream_subtle",
            "noise", "pgd_train", "classical_online", "deep_dream_online"),
     "C3": ("dream_subtle", "dream_strong", "dream_logit", "pgd"),
-    "C4": ("vae_small", "gan_small", "baseline", "classical_online"),
-    "C6": ("vae_pool", "gan_pool", "baseline", "noise", "self_training", "fixmatch",
-           "vae_small", "gan_small"),
     "C7": ("ae_pretrain", "pretext_transfer", "vae_pool", "gan_pool", "baseline",
            "self_training", "fixmatch"),
 }
@@ -125,10 +143,10 @@ PLACEBOS = {
     "C2": ((dict(dream="baseline"), "no perturbation at all"),
            (dict(dream="classical_online"), "a geometric transform, not noise")),
     "C3": ((dict(dream="random"), "a random direction"),),
-    "C4": ((dict(vae="classical_online", gan="classical_online"),
+    "C4": ((dict(gens=("classical_online",)),
             "online classical augmentation, known to add information"),),
     "C5": ((dict(classical="baseline"), "no augmentation at all"),),
-    "C6": ((dict(vae="noise", gan="noise"), "stored noise copies: no pool information"),),
+    "C6": ((dict(pools=("noise",)), "stored noise copies: no pool information"),),
     "C7": ((dict(ae="baseline", pretext="baseline"), "no pretraining at all"),),
 }
 
@@ -154,12 +172,40 @@ def rivals() -> tuple[str, ...]:
   method C2 reads)."""
   return tuple(a.name for a in arms_lib.REGISTRY.values()
                if a.group in ("dream", "adversarial", "generator") and not a.variants
-               and a.kind in ("stored", "online", "generator"))
+               and a.kind in ("stored", "online", "generator", "bank"))
 
 
 def reads(cid: str) -> tuple[str, ...]:
   """The arms claim ``cid``'s rule reads."""
-  return ("classical_online", "baseline", *rivals()) if cid == "C5" else _READS[cid]
+  if cid == "C5":
+    return ("classical_online", "baseline", *rivals())
+  if cid == "C4":
+    return (*generator_arms("labeled"), "baseline", "classical_online")
+  if cid == "C6":
+    return (*generator_arms("pool"), "baseline", "noise", "self_training", "fixmatch",
+            *generator_arms("labeled"))
+  return _READS[cid]
+
+
+def _deciding(cells: Cells, required: tuple[str, ...], data: str) -> tuple[str, ...]:
+  """The arms that decide C4 (``data="labeled"``) or C6 (``"pool"``): the required ones
+  and every other arm of such a generator with a record (a failed one leaves the claim
+  missing, as a required one does)."""
+  return tuple(dict.fromkeys((*required, *(a for a in generator_arms(data)
+                                           if a in cells.records))))
+
+
+def _counterpart(arm: str) -> str | None:
+  """The small-set arm of a pool generator arm's family and form (``vae_pool_online`` ->
+  ``vae_small_online``), or None."""
+  entry = arms_lib.get(arm)
+  if not isinstance(entry.source, arms_lib.Generator):
+    return None
+  for other in arms_lib.REGISTRY.values():
+    if (other.kind == entry.kind and other.source == arms_lib.Generator(entry.source.family,
+                                                                          "labeled")):
+      return other.name
+  return None
 
 
 def claims_of(arm: str) -> tuple[str, ...]:
@@ -176,6 +222,7 @@ def protocol(config, version: int | None = None) -> dict[str, Any]:
   placebos and arm-defining config (not its seeds)."""
   version = int(version if version is not None else config.get("protocol_version", 1))
   cfg = json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config)
+  cfg = records_lib.without_old_defaults(cfg)
   for field in NOT_PROTOCOL:
     cfg.pop(field, None)
   if version == 1:
@@ -354,21 +401,25 @@ def c3(alignment: dict[str, Any] | None, dream: str = "layer") -> Verdict:
                                                    else ""), verdict)
 
 
-def c4(cells: Cells, margin: float, vae: str = "vae_small", gan: str = "gan_small") -> Verdict:
-  arms = tuple(dict.fromkeys((vae, gan, "baseline")))
+def c4(cells: Cells, margin: float, gens: tuple[str, ...] | None = None) -> Verdict:
+  """``gens``: the arms in the generators' role (default: :func:`_deciding`'s)."""
+  gens = tuple(gens) if gens else _deciding(cells, C4_REQUIRED, "labeled")
+  arms = (*gens, "baseline")
   if v := _missing("C4", arms, cells):
     return v
-  dv = cells.diff(vae, "baseline", decides=True)
-  dg = cells.diff(gan, "baseline", decides=True)
-  if stats.direction(dv) == "above" or stats.direction(dg) == "above":
+  d = {a: cells.diff(a, "baseline", decides=True) for a in gens}
+  p = {a: stats.paired_p_value(cells.values(a), cells.values("baseline")) for a in gens}
+  adjusted = stats.holm(p, alpha=cells.alpha)
+  if any(adjusted[a].reject and d[a].mean > 0 for a in gens):
     verdict = NOT_SUPPORTED
-  elif dv.hi < margin and dg.hi < margin:
-    verdict = _gated(SUPPORTED, cells.under_trained(vae, gan))
+  elif all(d[a].hi < margin for a in gens):
+    verdict = _gated(SUPPORTED, cells.under_trained(*gens))
   else:
     verdict = _inconclusive("a CI crosses +margin")
-  numbers = f"Δacc({vae} − baseline) {_pp(dv)}; Δacc({gan} − baseline) {_pp(dg)}"
-  numbers += _quality_text(cells, *dict.fromkeys((vae, gan)))
-  if cells.ok("classical_online") and "classical_online" not in (vae, gan):
+  numbers = "; ".join(f"Δacc({a} − baseline) {_pp(d[a])} (p_Holm {adjusted[a].p_adjusted:.3f})"
+                      for a in gens)
+  numbers += _quality_text(cells, *gens)
+  if cells.ok("classical_online") and "classical_online" not in gens:
     numbers += f"; Δacc(classical_online − baseline) {_pp(cells.diff('classical_online', 'baseline'))}"
   return _verdict("C4", arms, numbers, verdict)
 
@@ -406,9 +457,10 @@ def c5(cells: Cells, margin: float, classical: str = "classical_online") -> Verd
   return _verdict("C5", f"{classical} vs " + ", ".join(present), numbers, verdict)
 
 
-def c6(cells: Cells, margin: float, vae: str = "vae_pool", gan: str = "gan_pool",
+def c6(cells: Cells, margin: float, pools: tuple[str, ...] | None = None,
        null: str = "noise") -> Verdict:
-  pools = tuple(dict.fromkeys((vae, gan)))
+  """``pools``: the arms in the pool generators' role (default: :func:`_deciding`'s)."""
+  pools = tuple(pools) if pools else _deciding(cells, C6_REQUIRED, "pool")
   arms = (*pools, "baseline", null)
   if v := _missing("C6", arms, cells):
     return v
@@ -427,9 +479,12 @@ def c6(cells: Cells, margin: float, vae: str = "vae_pool", gan: str = "gan_pool"
   numbers = "; ".join(f"Δacc({a} − baseline) {_pp(d[a])} (p_Holm {adjusted[a].p_adjusted:.3f});"
                       f" Δacc({a} − {null}) {_pp(over_null[a])}" for a in pools)
   numbers += _quality_text(cells, *pools)
-  for a, b in (("self_training", "baseline"), ("fixmatch", "baseline"),
-               ("vae_pool", "vae_small"), ("gan_pool", "gan_small")):
+  for a, b in (("self_training", "baseline"), ("fixmatch", "baseline")):
     if cells.ok(a) and cells.ok(b) and a not in pools + (null,):
+      numbers += f"; Δacc({a} − {b}) {_pp(cells.diff(a, b))}"
+  for a in pools:  # what the pool adds over the same generator on the labeled set
+    b = _counterpart(a)
+    if b and cells.ok(a) and cells.ok(b):
       numbers += f"; Δacc({a} − {b}) {_pp(cells.diff(a, b))}"
   return _verdict("C6", arms, numbers, verdict)
 
@@ -520,7 +575,8 @@ def placebo_verdicts(records_by_arm: dict[str, dict[str, Any]],
       cells = Cells(records_by_arm, quality_gate=quality_gate, alpha=alpha)
       v = c3(alignment, **roles) if cid == "C3" else RULE_FNS[cid](cells, margin, **roles)
       out.append({"claim": cid, "budget": budget,
-                  "placebo": ", ".join(f"{r}={a}" for r, a in roles.items()), "why": why,
+                  "placebo": ", ".join(f"{r}={a if isinstance(a, str) else '+'.join(a)}"
+                                       for r, a in roles.items()), "why": why,
                   "verdict": v.verdict, "numbers": v.numbers,
                   "passes": v.verdict != SUPPORTED})
   return out

@@ -21,6 +21,7 @@ from typing import Any
 from dreamjax import fileio, stats
 from dreamjax.errors import ConfigError
 from dreamjax.configs import arms as arms_lib
+from dreamjax.figures import charts
 from dreamjax.study import records as records_lib
 from dreamjax.study import tables
 
@@ -184,7 +185,6 @@ def markdown(result: dict[str, Any], name_a: str = "A", name_b: str = "B") -> st
 def figure(result: dict[str, Any], path: str, name_a: str = "A", name_b: str = "B",
            budget: int | None = None) -> bool:
   """Each arm's paired change against its baseline in both runs (one budget, M = 1)."""
-  from dreamjax.figures import charts  # pylint: disable=g-import-not-at-top
   rows = [r for r in result["cells"] if r.get("a_vs_baseline") and r.get("b_vs_baseline")
           and r.get("copies", 1) == 1 and (budget is None or r.get("budget") == budget)]
   if budget is None and rows:

@@ -15,7 +15,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from dreamjax import data as data_lib
-from dreamjax import evaluate, fileio, frechet, metrics, models, train
+from dreamjax import augment, evaluate, fileio, frechet, metrics, models, train
+from dreamjax.configs import arms as arms_lib
 from dreamjax.errors import ConfigError
 from dreamjax.seeds import pad_to_common, unstack
 from dreamjax.study import records
@@ -122,12 +123,16 @@ class Context:
 
 def _settings_of(config, arm: str) -> str:
   """The settings of the arm a training run belongs to (``vae_small/cas``: vae_small's),
-  as its checkpoints depend on them."""
-  from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
+  as its checkpoints depend on them; a fresh-sample arm's include its stored twin's,
+  whose generator it samples."""
   name = arm.split("/")[0]
   if arms_lib.base_name(name) not in arms_lib.REGISTRY:
     return ""
-  return json.dumps(arms_lib.settings(config, name).to_dict(), sort_keys=True, default=str)
+  settings = arms_lib.settings(config, name).to_dict()
+  twin = arms_lib.generator_arm(name)
+  if twin is not None and twin != arms_lib.base_name(name):
+    settings = {**settings, twin: arms_lib.settings(config, twin).to_dict()}
+  return json.dumps(settings, sort_keys=True, default=str)
 
 
 def train_config(config, budget: int):
@@ -142,32 +147,65 @@ def train_config(config, budget: int):
 
 
 def steps_text(config) -> str:
-  """"1200 training steps" with any budget's own length: "(N5000: 2400)"."""
-  own = dict(config.get("train_steps_by_budget") or {})
-  extra = ", ".join(f"{k}: {int(v)}" for k, v in sorted(own.items(), key=lambda kv: int(kv[0][1:])))
-  return f"{int(config.train.steps)} training steps" + (f" ({extra})" if extra else "")
+  """The training length of the study's budgets: "600 training steps" where they share
+  one, else each budget's ("training steps N100: 1200, N1000: 600")."""
+  steps = {int(b): int(train_config(config, int(b)).steps) for b in config.budgets}
+  if len(set(steps.values())) == 1:
+    return f"{next(iter(steps.values()))} training steps"
+  return "training steps " + ", ".join(f"N{b}: {n}" for b, n in sorted(steps.items()))
 
 
 def load_data(config) -> data_lib.RawDataset:
   return data_lib.load_dataset(config.dataset, config.data_dir or None)
 
 
+def oracle_transform(cfg):
+  """The oracle's :data:`dreamjax.train.BatchTransform`: the project's classical transform
+  (:func:`dreamjax.augment.classical_config`) online on ``augment_fraction`` of every
+  batch, or None for ``augment="none"`` (and a config recorded before the field existed)."""
+  if cfg.get("augment", "none") == "none":
+    return None
+  return augment.online_transform(augment.classical_fn(augment.classical_config()),
+                                  float(cfg.augment_fraction))
+
+
+# Oracle fields added after workdirs were made that a recorded oracle without them did not
+# train with: left out of its checkpoint's fingerprint when they hold that oracle's value,
+# so such a workdir resumes its oracle. ``shift_pixels`` is measured after training: never in it.
+ORACLE_TRAINING_FIELDS_ADDED = {"augment": "none", "augment_fraction": None}
+
+
+def oracle_fingerprint(config) -> str:
+  """What the oracle's checkpoint depends on: its block, less what does not change its
+  training, and the dataset."""
+  cfg = json.loads(config.oracle.to_json())
+  cfg.pop("shift_pixels", None)
+  if cfg.get("augment", "none") == "none":
+    for field in ORACLE_TRAINING_FIELDS_ADDED:
+      cfg.pop(field, None)
+  return json.dumps(cfg) + config.dataset
+
+
 def oracle(config, raw: data_lib.RawDataset, workdir: str, mesh: Mesh, log,
            record: dict[str, Any] | None = None, write_record: bool = True) -> Oracle:
   """Trains (or resumes) the reference classifier on every training label.
 
-  Its results.jsonl record is ``record`` if given, else read from there, else
-  measured (and appended there with ``write_record``; a study's worker leaves
-  that to the driver, the one writer of results.jsonl).
+  Its record holds its test and validation accuracy and, for each distance of
+  ``oracle.shift_pixels``, its accuracy on shifted test images
+  (:func:`dreamjax.evaluate.shift_invariance`): measurements of the instrument,
+  never read by a rule. The record is ``record`` if given, else read from
+  results.jsonl, else measured (and appended there with ``write_record``; a
+  study's worker leaves that to the driver, the one writer of results.jsonl).
   """
   cfg = config.oracle
   model = models.make_model(cfg.model, raw.num_classes)
   s = data_lib.make_splits(raw, num_labeled=-1, val_size=config.val_size, seed=0)
   folder = os.path.join(workdir, "oracle")
   res = train.fit(model, cfg.train, s.labeled_images, s.labeled_labels, seeds=[0], mesh=mesh,
+                  batch_transform=oracle_transform(cfg),
                   val=(s.val_images, s.val_labels), checkpoint_dir=os.path.join(folder, "checkpoint"),
                   metrics_dir=os.path.join(folder, metrics.LOGDIR),
-                  fingerprint=cfg.to_json() + config.dataset, desc="oracle", progress=log)
+                  fingerprint=oracle_fingerprint(config), desc="oracle", progress=log)
   variables = unstack(res.state.variables, 0)
   if record is None:
     record = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, RESULTS),
@@ -176,6 +214,12 @@ def oracle(config, raw: data_lib.RawDataset, workdir: str, mesh: Mesh, log,
     acc = evaluate.accuracy(model, res.state.variables, s.test_images, s.test_labels, mesh=mesh)
     record = {"cell": "oracle", "arm": "oracle", "status": "ok", "test_accuracy": acc.tolist(),
               "history": res.history, "timing": {"train_seconds": res.seconds}}
+    pixels = tuple(cfg.get("shift_pixels", ()))
+    if pixels:  # a config from before these measurements records what it recorded then
+      record["val_accuracy"] = evaluate.accuracy(model, res.state.variables, s.val_images,
+                                                 s.val_labels, mesh=mesh).tolist()
+      record["shift_invariance"] = evaluate.shift_invariance(
+          model, variables, s.test_images, s.test_labels, pixels, mesh=mesh)
     if write_record:
       fileio.append_jsonl(os.path.join(workdir, RESULTS), record)
     log(f"oracle test accuracy {acc[0]:.4f}")

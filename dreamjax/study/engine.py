@@ -54,7 +54,7 @@ class RayEngine:
 
   def __init__(self, workers: int, address: str | None = None, log: Callable = print,
                workers_per_gpu: int = 2):
-    try:
+    try:  # Ray loads only when a study runs on workers (it takes a second and much memory)
       import ray  # pylint: disable=g-import-not-at-top
     except ImportError:
       raise ConfigError("the study's workers run on Ray, which is not installed here:"
@@ -150,7 +150,7 @@ def _is_terminal(stream) -> bool:
 
 def _ray_task(spec, task, *inputs):
   """A task in a Ray worker: :func:`dreamjax.study.tasks.run`, which also says its node."""
-  import ray  # pylint: disable=g-import-not-at-top
+  import ray  # pylint: disable=g-import-not-at-top  (loaded in the worker already)
   os.environ["DREAMJAX_NODE"] = ray.get_runtime_context().get_node_id()
   return tasks.run(spec, task, *inputs)
 

@@ -83,14 +83,27 @@ class Cells:
     return [a for a in arms if not self.ok(a)]
 
   def under_trained(self, *arms: str) -> list[str]:
-    """Generator arms whose samples' label preservation is below the quality gate."""
+    """Generator arms whose samples' label preservation is below the quality gate: the
+    cell's mean, and each of its pool generators (``"vae_pool generator 1 55%"``)."""
     out = []
     for a in arms:
       r = self.ok(a)
-      if r and arms_lib.get(a).group == "generator" and r.get("label_preservation") is not None \
-          and r["label_preservation"] < self.quality_gate:
-        out.append(f"{a} {r['label_preservation'] * 100:.0f}%")
+      if not r or arms_lib.get(a).group != "generator":
+        continue
+      lp = r.get("label_preservation")
+      if lp is not None and lp < self.quality_gate:
+        out.append(f"{a} {lp * 100:.0f}%")
+      for g in pool_generators(r):
+        if g.get("label_preservation") is not None and g["label_preservation"] < self.quality_gate:
+          out.append(f"{a} generator {g['index']} {g['label_preservation'] * 100:.0f}%")
     return out
+
+
+def pool_generators(record) -> list[dict[str, Any]]:
+  """Each pool generator's row of a cell (index, seeds, quality), or [] for a cell with
+  one generator, or made before there were several."""
+  gens = ((record or {}).get("pool_generators") or {}).get("generators") or []
+  return gens if len(gens) > 1 else []
 
 
 def robust_eps(cells: Cells) -> str | None:
@@ -128,7 +141,9 @@ def _quality_text(cells: Cells, *arms: str) -> str:
   for a in arms:
     r = cells.ok(a) or {}
     cas = r.get("cas")
+    gens = pool_generators(r)
     parts.append(f"{a} label preservation {_num(r.get('label_preservation'), pct=True)},"
                  f" Fréchet {_num(r.get('frechet'))}, CAS"
-                 f" {_num(sum(cas) / len(cas) if cas else None, pct=True)}")
+                 f" {_num(sum(cas) / len(cas) if cas else None, pct=True)}"
+                 + (f" (mean of {len(gens)} pool generators)" if gens else ""))
   return "; quality: " + "; ".join(parts)

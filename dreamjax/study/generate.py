@@ -16,9 +16,15 @@ import jax
 import numpy as np
 
 from dreamjax import data as data_lib
+from dreamjax import adversarial as adv_lib
+from dreamjax import augment, generators, pretrain, semi, train
+from dreamjax import dream as dream_lib
 from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import dream as dream_configs
+from dreamjax.configs import generator as gen_configs
+from dreamjax.dream import online
 from dreamjax.errors import ConfigError
+from dreamjax.generators import common
 from dreamjax.study import artefacts
 
 
@@ -40,17 +46,14 @@ def _copies(s: data_lib.Splits, copies: int):
 # --- offline sets made from each real labeled image ------------------------
 
 def classical(ctx, arm, seed, s, key) -> Generated:
-  from dreamjax import augment  # pylint: disable=g-import-not-at-top
   return _offline(ctx, s, key, augment.classical_fn(augment.classical_config()))
 
 
 def noise(ctx, arm, seed, s, key) -> Generated:
-  from dreamjax import augment  # pylint: disable=g-import-not-at-top
   return _offline(ctx, s, key, augment.noise_fn(augment.noise_config()))
 
 
 def _offline(ctx, s, key, fn) -> Generated:
-  from dreamjax import augment  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
   x, y, pos = augment.offline(s.labeled_images, s.labeled_labels, key, fn,
                               copies=ctx.copies, mesh=ctx.mesh)
@@ -84,7 +87,6 @@ def dreamer(ctx, arm, seed):
 
 
 def dream(ctx, arm, seed, s, key) -> Generated:
-  from dreamjax import dream as dream_lib  # pylint: disable=g-import-not-at-top
   model, variables, dreamer_info = dreamer(ctx, arm, seed)
   x, y, idx = _copies(s, ctx.copies)
   spec = dream_lib.from_config(dream_config(ctx.config, arm), model)
@@ -99,7 +101,6 @@ def dream(ctx, arm, seed, s, key) -> Generated:
 
 
 def adversarial(ctx, arm, seed, s, key) -> Generated:
-  from dreamjax import adversarial as adv_lib  # pylint: disable=g-import-not-at-top
   model, variables = ctx.baseline_model(seed)
   x, y, idx = _copies(s, ctx.copies)
   t0 = time.perf_counter()
@@ -113,7 +114,6 @@ def adversarial(ctx, arm, seed, s, key) -> Generated:
 
 
 def pgd_train(ctx, arm):
-  from dreamjax import adversarial as adv_lib  # pylint: disable=g-import-not-at-top
   a = ctx.config.attack
   return adv_lib.adversarial_batch_transform(ctx.model, method=arms_lib.get(arm).source.method,
                                              eps=a.eps,
@@ -121,13 +121,11 @@ def pgd_train(ctx, arm):
 
 
 def classical_online(ctx, arm):
-  from dreamjax import augment  # pylint: disable=g-import-not-at-top
   return augment.online_transform(augment.classical_fn(augment.classical_config()),
                                   ctx.config.online_fraction)
 
 
 def noise_online(ctx, arm):
-  from dreamjax import augment  # pylint: disable=g-import-not-at-top
   return augment.online_transform(augment.noise_fn(augment.noise_config()),
                                   ctx.config.online_fraction)
 
@@ -142,8 +140,6 @@ def noise_matched_online(ctx, arm):
   images (:func:`dreamjax.augment.match_noise_std`). What was matched is the
   transform's ``info``, which the cell records.
   """
-  from dreamjax import augment  # pylint: disable=g-import-not-at-top
-  from dreamjax import dream as dream_lib  # pylint: disable=g-import-not-at-top
   settings = arms_lib.settings(ctx.config, arm)
   l2, linf, images = [], [], []
   for seed, s in zip(ctx.seeds, ctx.splits):
@@ -175,7 +171,6 @@ def noise_matched_online(ctx, arm):
 def dream_online(ctx, arm):
   """A dream (the arm's preset) of part of every batch, from the current model or,
   with the pool dreamer as its source, through that fixed network."""
-  from dreamjax.dream import online  # pylint: disable=g-import-not-at-top
   if arms_lib.get(arm).source == arms_lib.Classifier("pool_dreamer"):
     model, variables, _ = dreamer(ctx, arm, None)
     return online.batch_transform(model, dream_config(ctx.config, arm),
@@ -196,7 +191,6 @@ def self_training(ctx, arm, seed, s, key) -> Generated:
   class-balanced (at most ``max_images / classes`` per class), so one easy
   class cannot crowd out the rest.
   """
-  from dreamjax import generators  # pylint: disable=g-import-not-at-top
   del key  # deterministic: the baseline's most confident pool images
   t0 = time.perf_counter()
   st = ctx.config.self_training
@@ -225,7 +219,6 @@ def fixmatch(ctx, arm):
   copies (:func:`dreamjax.augment.strong_fn`) towards the labels whose
   confidence reaches ``threshold``. The pool's labels are not in the context.
   """
-  from dreamjax import augment, semi, train  # pylint: disable=g-import-not-at-top
   settings = arms_lib.settings(ctx.config, arm)
   pools = [ctx.pool_images(seed) for seed in ctx.seeds]
   n = max(len(p) for p in pools)
@@ -244,14 +237,12 @@ def fixmatch(ctx, arm):
 def fixmatch_weak(ctx, arm):
   """FixMatch's weak augmentation of every labeled image of a batch, as the paper's
   labeled loss takes it."""
-  from dreamjax import augment  # pylint: disable=g-import-not-at-top
   return augment.online_transform(_weak(), 1.0)
 
 
 def _weak():
   """FixMatch's weak augmentation: the classical transform's shift alone (no flip, which
   the classical transform leaves off for Fashion-MNIST)."""
-  from dreamjax import augment  # pylint: disable=g-import-not-at-top
   return augment.shift_fn(int(augment.classical_config().translate))
 
 
@@ -269,20 +260,11 @@ def small_generators(ctx, arm, seeds, splits, keys) -> dict[int, Generated]:
   labeled set); only the program that steps them is shared
   (:func:`dreamjax.generators.common.train_seeds`).
   """
-  from dreamjax import generators  # pylint: disable=g-import-not-at-top
-  from dreamjax.generators import common  # pylint: disable=g-import-not-at-top
   kind = arms_lib.get(arm).source.family
   gcfg = artefacts.generator_config(ctx.config, arm)
   t0 = time.perf_counter()
   k_train, k_sample = zip(*(jax.random.split(key) for key in keys))
-  if len(seeds) == 1:
-    trained = [generators.TRAIN[kind](gcfg, splits[0].labeled_images, splits[0].labeled_labels,
-                                      k_train[0], progress=ctx.log, mesh=ctx.mesh)]
-  else:
-    trained = common.train_seeds(generators.PREPARE[kind], kind, gcfg,
-                                 np.stack([s.labeled_images for s in splits]),
-                                 np.stack([s.labeled_labels for s in splits]), list(k_train),
-                                 mesh=ctx.mesh, progress=ctx.log)
+  trained = train_small(ctx, kind, gcfg, splits, k_train)
   train_seconds = (time.perf_counter() - t0) / len(seeds)
   out = {}
   for seed, s, (params, history), key in zip(seeds, splits, trained, k_sample):
@@ -296,23 +278,38 @@ def small_generators(ctx, arm, seeds, splits, keys) -> dict[int, Generated]:
   return out
 
 
+def train_small(ctx, kind: str, gcfg, splits, keys) -> list[tuple[Any, list]]:
+  """``[(params, history)]``: a class-conditional ``kind`` generator on each split's
+  labeled set, from its trainer key in ``keys``; several seeds as one program."""
+  if len(splits) == 1:
+    return [generators.TRAIN[kind](gcfg, splits[0].labeled_images, splits[0].labeled_labels,
+                                   keys[0], progress=ctx.log, mesh=ctx.mesh)]
+  return common.train_seeds(generators.PREPARE[kind], kind, gcfg,
+                            np.stack([s.labeled_images for s in splits]),
+                            np.stack([s.labeled_labels for s in splits]), list(keys),
+                            mesh=ctx.mesh, progress=ctx.log)
+
+
 # Sampling rounds of a pool generator arm before it keeps what it has.
 POOL_ROUNDS = 8
 
 
 def pool_generator(ctx, arm, seed, s, key) -> Generated:
-  """Unconditional VAE/GAN trained on the unlabeled pool, pseudo-labeled.
+  """Unconditional generator trained on the unlabeled pool, pseudo-labeled.
 
-  Labels come from the seed's baseline classifier, keeping samples whose
-  confidence reaches ``pseudo_label_threshold``. With the arm's ``balanced``
-  setting (the default) the kept samples are the most confident of each class,
+  The generator is the seed's own among the arm's ``pool_generators``
+  (:func:`dreamjax.study.artefacts.pool_generator_index`, recorded in the set's
+  ``info["pool_generator"]``). Labels come from the seed's baseline classifier,
+  keeping samples whose confidence reaches ``pseudo_label_threshold``. With the
+  arm's ``balanced`` setting (the default) the kept samples are the most confident
+  of each class,
   at most M·N / classes per class (:func:`dreamjax.generators.balanced_selection`),
   and sampling repeats (up to ``POOL_ROUNDS`` rounds of M·N samples) until every
   class is filled; a class the generator rarely makes may stay short. Without
   it, the first M·N samples above the threshold are kept, whatever their class.
   """
   kind = arms_lib.get(arm).source.family
-  gcfg, params, train_seconds, history = artefacts.pool_generator(ctx, arm)
+  gcfg, params, train_seconds, history = artefacts.pool_generator(ctx, arm, seed)
   model, variables = ctx.baseline_model(seed)
   want = len(s.labeled_labels) * ctx.copies
   threshold = ctx.config.pseudo_label_threshold
@@ -328,21 +325,24 @@ def pool_generator(ctx, arm, seed, s, key) -> Generated:
                       " lower the threshold.")
   info.update({"pseudo_label_threshold": threshold,
                "kept_per_class": _per_class(y, ctx.num_classes),
+               "pool_generator": {"index": artefacts.pool_generator_index(ctx, seed),
+                                  "of": artefacts.pool_generators(ctx.config)},
                "generator_train_seconds": train_seconds, "history": history,
                "image_steps": int(gcfg.steps) * _generator_batch(gcfg)})
   return Generated(x, y, np.full(len(y), -1, np.int64), time.perf_counter() - t0 + train_seconds,
                    info)
 
 
-def _balanced_samples(ctx, kind, gcfg, params, model, variables, want, threshold, key):
+def _balanced_samples(ctx, kind, gcfg, params, model, variables, want, threshold, key,
+                      rounds: int = POOL_ROUNDS):
   """(images, pseudo-labels, info): the most confident samples of each class, at most
-  ``want / classes`` each, over as many rounds as it takes to fill every class."""
-  from dreamjax import generators  # pylint: disable=g-import-not-at-top
+  ``want / classes`` each, over as many rounds of ``want`` samples as it takes to fill
+  every class (at most ``rounds``)."""
   per_class = max(want // ctx.num_classes, 1)
   kept_x = np.zeros((0, *ctx.image_shape), np.float32)
   kept_p = np.zeros((0, ctx.num_classes), np.float32)
   drawn = confident = 0
-  for r in range(POOL_ROUNDS):
+  for r in range(rounds):
     x = generators.SAMPLE[kind](gcfg, params, jax.random.fold_in(key, r), num=want,
                                 mesh=ctx.mesh)
     p = generators.probabilities(model, variables, x, mesh=ctx.mesh)
@@ -361,7 +361,6 @@ def _balanced_samples(ctx, kind, gcfg, params, model, variables, want, threshold
 
 def _first_samples(ctx, kind, gcfg, params, model, variables, want, threshold, key):
   """(images, pseudo-labels, info): the first ``want`` samples above the threshold."""
-  from dreamjax import generators  # pylint: disable=g-import-not-at-top
   kept_x, kept_y, drawn = [], [], 0
   for r in range(POOL_ROUNDS):
     x = generators.SAMPLE[kind](gcfg, params, jax.random.fold_in(key, r), num=want,
@@ -384,13 +383,11 @@ def _per_class(labels, num_classes: int) -> list[int]:
 
 
 def _generator_batch(gcfg) -> int:
-  from dreamjax.configs import generator as gen_configs  # pylint: disable=g-import-not-at-top
   return gen_configs.generator_batch_size(gcfg)[1]
 
 
 def pretrained_init(ctx, arm):
   """(init function for train.fit, pretraining seconds, pretraining image-steps)."""
-  from dreamjax import pretrain  # pylint: disable=g-import-not-at-top
   variables, seconds, _ = artefacts.pretrained(ctx, arm)
   gcfg = artefacts.generator_config(ctx.config, arm)
   return (pretrain.init_fn(ctx.model, ctx.image_shape, variables), seconds,

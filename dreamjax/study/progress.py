@@ -15,10 +15,12 @@ read from its arm (:func:`arm_kind`) and the config:
   charged to the first job that dreams with it),
   a tenth of one per classical copy, ``MODEL_STEP`` per image of each
   generator or pretraining step (the arm's ``steps`` setting; per seed for the
-  ``*_small`` generators, once per study for the pool generators and
-  pretrained trunks: charged to the first job of their arm), the sampling of
-  each generated image (:func:`sample_work`), a forward pass per pool image
-  for pseudo-labels;
+  ``*_small`` generators, once per study for each pool generator the seeds read
+  (:func:`pool_generators_trained`) and each pretrained trunk: charged to the first job of their arm, or of the
+  fresh-sample arm that samples the same generator), the sampling of each
+  generated image (:func:`sample_work`; a fresh-sample arm's bank before
+  training, its decoder's samples in every step), a forward pass per pool
+  image for pseudo-labels;
 * evaluation: the test set's forward pass, the PGD robustness of the arms
   measured for it, the oracle's pass over the measured set, and for a main
   generator cell a second training (its classification accuracy score).
@@ -43,8 +45,11 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Sequence
 
+from dreamjax import evaluate
 from dreamjax.configs import arms as arms_lib
-from dreamjax.study import claims
+from dreamjax.configs import dreamer as dreamer_configs
+from dreamjax.configs import generator as gen_configs
+from dreamjax.study import artefacts, claims, generate, records
 from dreamjax.study import context as context_lib
 from dreamjax.study.cells import ALIGNMENT
 
@@ -99,13 +104,19 @@ def arm_kind(name: str) -> str:
   ``plain`` (the baseline, and online arms: only training), ``pretrained`` (a
   trunk pretrained once on the pool), ``pool_generator`` (a generator arm
   that pseudo-labels with the baseline: its generator trains once, on the
-  shared pool), ``small_generator`` (one generator per seed), ``dream``,
+  shared pool), ``small_generator`` (one generator per seed), their
+  fresh-sample forms ``online_pool_generator``, ``online_small_generator``,
+  ``bank_pool_generator`` and ``bank_small_generator``, ``dream``,
   ``attack``, ``pseudo_label`` (labels pool images with the baseline) or
   ``offline`` (copies made by pixel operations).
   """
   arm = arms_lib.get(name)
   if arm.init:
     return "pretrained"
+  if isinstance(arm.source, arms_lib.Generator) and not arm.stores_images:
+    # Fresh samples of a generator: drawn in the step (online) or from a bank.
+    form = "bank" if arm.kind == "bank" else "online"
+    return f"{form}_{'pool' if arm.source.data == 'pool' else 'small'}_generator"
   if not arm.stores_images:
     return "plain"
   if isinstance(arm.source, arms_lib.Generator):
@@ -120,7 +131,6 @@ def arm_kind(name: str) -> str:
 def dream_steps(config, name: str) -> float:
   """Gradient steps per image of a dream arm (all its octaves), in the classifier's
   image-steps: a step through the deep pool dreamer costs :func:`dreamer_factor` of them."""
-  from dreamjax.study import generate  # pylint: disable=g-import-not-at-top
   cfg = generate.dream_config(config, name)
   return int(cfg.octaves) * int(cfg.steps) * dreamer_factor(config, name)
 
@@ -144,7 +154,6 @@ def dreamer_factor(config, name: str) -> float:
   1 for the seed's own classifier; for the pool dreamer ``DREAMER_STEP``, scaled by
   the conv work of its network over the default one's (its config's network also
   prices a user's checkpoint)."""
-  from dreamjax.configs import dreamer as dreamer_configs  # pylint: disable=g-import-not-at-top
   arm = arms_lib.get(name)
   if arm.source != arms_lib.Classifier("pool_dreamer") or "pool_dreamer" not in config:
     return 1.0
@@ -163,12 +172,16 @@ def dreamer_work(config, name: str) -> float:
 
 def generator_work(config, name: str) -> float:
   """Image-steps of training one generator or pretrained trunk of arm ``name``."""
-  from dreamjax.configs import generator as gen_configs  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import artefacts  # pylint: disable=g-import-not-at-top
   g = artefacts.generator_config(config, name)
   batch = (gen_configs.generator_batch_size(g)[1] if g.model in ("vae", "gan", "diffusion")
            else g.batch_size)
   return int(g.steps) * int(batch) * MODEL_STEP.get(g.model, 2.0)
+
+
+def pool_generators_trained(config) -> int:
+  """Pool generators a study trains per pool generator arm: G (``pool_generators``), or
+  the number of seeds where that is fewer (a generator no seed reads is never trained)."""
+  return min(artefacts.pool_generators(config), int(config.num_seeds))
 
 
 def sample_work(config, name: str) -> float:
@@ -177,7 +190,6 @@ def sample_work(config, name: str) -> float:
   A decoder pass for the VAE and the GAN; a diffusion model runs its network
   once per sampler step, twice where guidance mixes in the unconditional one.
   """
-  from dreamjax.study import artefacts  # pylint: disable=g-import-not-at-top
   g = artefacts.generator_config(config, name)
   if g.model != "diffusion":
     return 2 * FORWARD
@@ -193,6 +205,14 @@ def transform_factor(config, name: str) -> float:
     return 1.0 + UNLABELED_SHARE * float(arms_lib.settings(config, name).get("mu", 1))
   if arm.transform is None:
     return 1.0
+  if isinstance(arm.source, arms_lib.Generator):
+    if arm.kind == "bank":  # a gather of bank rows
+      return 1.0 + ONLINE_PIXEL_OPS
+    # The decoder's samples of the replaced share (a pool arm draws ``candidates`` per
+    # replaced image, each labeled by the baseline).
+    per_image = sample_work(config, name) * float(
+        arms_lib.settings(config, name).get("candidates", 1))
+    return 1.0 + float(config.online_fraction) * per_image
   if isinstance(arm.source, arms_lib.Attack):
     return 1.0 + float(config.attack.train_fraction) * int(config.attack.train_steps)
   if isinstance(arm.source, arms_lib.Classifier):
@@ -203,8 +223,8 @@ def transform_factor(config, name: str) -> float:
 def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes()) -> dict[str, float]:
   """Each job's predicted image-steps, by key, for jobs (cells) in the order they run.
 
-  A model shared by the study (pool generator, pretrained trunk) is charged to
-  the first job of its arm.
+  A model shared by the study (an arm's pool generators, a pretrained trunk) is
+  charged to the first job of its arm.
   """
   k, batch = int(config.num_seeds), int(config.train.batch_size)
   copy_counts = sorted({int(config.copies), *(int(m) for m in config.exchange.copies)})
@@ -224,14 +244,25 @@ def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes()) -> dict[str, 
     if arm.per_copy:  # the copies a smaller M of the arm made are reused
       new = n * (int(cell.copies) - max([m for m in copy_counts if m < cell.copies], default=0))
     gen = 0.0
-    if kind in ("pool_generator", "pretrained") and arm.name not in shared_done:
-      shared_done.add(arm.name)
-      gen += generator_work(config, arm.name)
+    # A fresh-sample arm samples its stored twin's generator: one shared model for both.
+    trains = arms_lib.generator_arm(arm.name) or arm.name
+    shared = kind in ("pool_generator", "online_pool_generator", "bank_pool_generator",
+                      "pretrained")
+    if shared and trains not in shared_done:
+      shared_done.add(trains)
+      trained = pool_generators_trained(config) if kind != "pretrained" else 1
+      gen += trained * generator_work(config, arm.name)
     if dreamer_factor(config, arm.name) > 1 and "pool_dreamer" not in shared_done:
       shared_done.add("pool_dreamer")  # pretrained once, in the first cell that dreams with it
       gen += dreamer_work(config, arm.name)
-    if kind == "small_generator":
+    if kind in ("small_generator", "online_small_generator", "bank_small_generator"):
       gen += k * generator_work(config, arm.name)
+    if kind.startswith("bank_"):  # the bank, before training
+      made_bank = n * int(arms_lib.settings(config, arm.name).bank_multiple)
+      gen += k * made_bank * sample_work(config, arm.name)
+    elif kind.startswith("online_"):  # the measured set, drawn as the step draws
+      gen += k * n * int(cell.copies) * sample_work(config, arm.name) * float(
+          arms_lib.settings(config, arm.name).get("candidates", 1))
     if kind in ("small_generator", "pool_generator"):
       gen += k * made * sample_work(config, arm.name)  # sampling (and pseudo-labels)
     elif kind == "dream":
@@ -250,17 +281,24 @@ def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes()) -> dict[str, 
     if robust:
       evaluation += (k * len(e.robust_eps) * int(e.robust_steps) * int(e.robust_restarts)
                      * min(int(e.robust_num_test), sizes.num_test))
-    if cell.main and arm.group == "generator" and arm.stores_images:
+    if cell.main and arm.group == "generator":
       evaluation += train  # the classification accuracy score trains on the samples alone
     out[key] = train * transform_factor(config, cell.arm) + gen + evaluation
   return out
 
 
+def oracle_factor(config) -> float:
+  """Cost of one of the oracle's training steps over a plain one (its online augmentation)."""
+  return 1.0 if config.oracle.get("augment", "none") == "none" else 1.0 + ONLINE_PIXEL_OPS
+
+
 def oracle_cost(config, sizes: Sizes = Sizes()) -> float:
-  """Image-steps of the oracle: its training, its test accuracy and its Fréchet features."""
+  """Image-steps of the oracle: its training, its test accuracy (on shifted test images
+  too) and its Fréchet features."""
   o = config.oracle.train
-  return (int(o.steps) * int(o.batch_size)
-          + (sizes.num_test + int(config.eval.frechet_num_test)) * FORWARD)
+  shifts = len(evaluate.DIRECTIONS) * len(tuple(config.oracle.get("shift_pixels", ())))
+  return (int(o.steps) * int(o.batch_size) * oracle_factor(config)
+          + ((1 + shifts) * sizes.num_test + int(config.eval.frechet_num_test)) * FORWARD)
 
 
 def seconds_per_image_step(config, seconds_per_train_step: float) -> float:
@@ -274,7 +312,7 @@ def oracle_rate(config, oracle_record: dict[str, Any] | None) -> float | None:
   o = config.oracle.train
   if not seconds or seconds <= 0:
     return None
-  return float(seconds) / (int(o.steps) * int(o.batch_size))
+  return float(seconds) / (int(o.steps) * int(o.batch_size) * oracle_factor(config))
 
 
 def record_seconds(record: dict[str, Any]) -> float | None:
@@ -570,7 +608,6 @@ class StudyProgress:
 
 
 def _sessions_seconds(workdir: str) -> float:
-  from dreamjax.study import records  # pylint: disable=g-import-not-at-top
   return float(sum(s.get("seconds", 0.0) for s in records.read_sessions(workdir)))
 
 

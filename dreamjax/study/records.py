@@ -16,6 +16,9 @@ from typing import Any
 
 import dreamjax
 from dreamjax import fileio, provenance
+from dreamjax.configs import arms, dreamer
+from dreamjax.configs import dream as dream_configs
+from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
 
 CONFIG_FILE = "study_config.json"
@@ -68,14 +71,27 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
 
 
 # Config fields added after workdirs were made, with the value that computes what those
-# workdirs computed: a workdir without the field reads as having this value.
-ADDED_FIELDS = {"train_steps_by_budget": {}, "first_seed": 0, "protocol_version": 1}
+# workdirs computed: a workdir without the field reads as having this value (one pool
+# generator per arm, shared by every seed, before generator variance was measured).
+ADDED_FIELDS = {"train_steps_by_budget": {}, "first_seed": 0, "protocol_version": 1,
+                "claims": ["C1", "C2", "C3", "C4", "C5", "C6", "C7"], "pool_generators": 1}
+
+# Fields added inside blocks, by dotted name, likewise: the oracle trained without
+# augmentation and measured no shifts, and every Fréchet distance read a whole set.
+ADDED_NESTED = {"oracle.augment": "none", "oracle.shift_pixels": [], "eval.frechet_num_images": 0}
+# Fields added with them that change nothing while those hold the values above (the share
+# of a batch augmented, the number of draws of a set): they read as today's config has them.
+ADDED_FOLLOWING = ("oracle.augment_fraction", "eval.frechet_draws")
+
+# Fields that change how the oracle measures, not how any cell trains: left out of the
+# cells' checkpoint fingerprint (the oracle's own is context.oracle_fingerprint).
+MEASURING_FIELDS = (*ADDED_NESTED, *ADDED_FOLLOWING)
 
 
 def upgrade_config(cfg: dict[str, Any], today: dict[str, Any] | None = None) -> dict[str, Any]:
   """A recorded config in today's form, computing what it computed.
 
-  Fields added since read as :data:`ADDED_FIELDS`. Arm settings that were
+  Fields added since read as :data:`ADDED_FIELDS` and :data:`ADDED_NESTED`. Arm settings that were
   study-wide tables keyed by arm name (``dream_presets``, ``generator_steps``,
   ``dream_sweep_strengths``) read as the arms' ``arm_settings``: ``dream_online``
   dreamed with ``dream_subtle``'s preset, and an empty sweep list meant the dream
@@ -83,14 +99,39 @@ def upgrade_config(cfg: dict[str, Any], today: dict[str, Any] | None = None) -> 
   ``pool_dreamer`` block, read as ``today``'s config has them (none of their cells
   ran, so any settings compute what it computed; the defaults without ``today``).
   """
+  cfg = _with_nested(cfg, today)
   cfg = {**ADDED_FIELDS, **cfg}
   if "arm_settings" not in cfg and "dream_presets" in cfg:
     cfg = _settings_from_tables(cfg)
   return _with_new_arms(cfg, today)
 
 
+def _with_nested(cfg: dict[str, Any], today: dict[str, Any] | None) -> dict[str, Any]:
+  """``cfg`` with the :data:`ADDED_NESTED` fields it lacks (and their
+  :data:`ADDED_FOLLOWING` ones, as ``today`` or today's defaults have them)."""
+  missing = [f for f in ADDED_NESTED if not _has(cfg, f)]
+  if not missing:
+    return cfg
+  if today is None:
+    today = json.loads(study_configs.get_config().to_json())
+  cfg = json.loads(json.dumps(cfg))  # a copy: the blocks below are changed in place
+  for field in missing:
+    block, name = field.split(".")
+    if isinstance(cfg.get(block), dict):
+      cfg[block][name] = ADDED_NESTED[field]
+  for field in ADDED_FOLLOWING:
+    block, name = field.split(".")
+    if isinstance(cfg.get(block), dict) and name not in cfg[block] and _has(today, field):
+      cfg[block][name] = today[block][name]
+  return cfg
+
+
+def _has(cfg: dict[str, Any] | None, dotted: str) -> bool:
+  block, name = dotted.split(".")
+  return isinstance((cfg or {}).get(block), dict) and name in cfg[block]
+
+
 def _settings_from_tables(cfg: dict[str, Any]) -> dict[str, Any]:
-  from dreamjax.configs import dream as dream_configs  # pylint: disable=g-import-not-at-top
   presets = cfg.pop("dream_presets")
   steps = cfg.pop("generator_steps", {})
   strengths = list(cfg.pop("dream_sweep_strengths", None) or dream_configs.DEFAULT_SWEEP)
@@ -113,7 +154,6 @@ def _with_new_arms(cfg: dict[str, Any], today: dict[str, Any] | None = None) -> 
   the defaults without it), so a config that adds those arms only widens the study
   (``arms`` is :data:`EXTENSIBLE`); a setting added to an arm it ran reads as
   :data:`ADDED_SETTINGS` says."""
-  from dreamjax.configs import arms, dreamer  # pylint: disable=g-import-not-at-top
   if "arm_settings" not in cfg:
     return cfg
   defaults = json.loads(arms.settings_config().to_json())
@@ -127,21 +167,32 @@ def _with_new_arms(cfg: dict[str, Any], today: dict[str, Any] | None = None) -> 
 
 # Fields a config may widen to extend a finished study in place: every cell it
 # already holds was computed exactly as the wider config would compute it.
-EXTENSIBLE = ("budgets", "arms", "exchange.copies", "exchange.label_factors", "exchange.arms",
-              "train_steps_by_budget")
+EXTENSIBLE = ("budgets", "arms", "claims", "exchange.copies", "exchange.label_factors",
+              "exchange.arms", "train_steps_by_budget")
+
+
+# Fields added after checkpoints and protocol digests were recorded that a hash leaves
+# out at the value every earlier workdir had, so those keep their hashes.
+HASHED_FROM = {"pool_generators": 1}
+
+
+def without_old_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
+  """A config's dict without the :data:`HASHED_FROM` fields at their old value."""
+  return {k: v for k, v in cfg.items() if k not in HASHED_FROM or v != HASHED_FROM[k]}
 
 
 def cell_fingerprint(config) -> str:
   """The config as every cell's checkpoints depend on it: without the :data:`EXTENSIBLE`
-  fields, nor the arms' settings (a cell adds its own arm's, ``Context.fit``).
+  fields, the arms' settings (a cell adds its own arm's, ``Context.fit``) or the
+  :data:`MEASURING_FIELDS` (added after workdirs were made; no cell trains on them).
 
   A study extended in place (more budgets, arms or exchange-rate values) must
   restore the checkpoints it already holds (the baselines its new cells build
   on), so what only widens the study is not part of their fingerprint.
   """
-  cfg = json.loads(config.to_json())
+  cfg = without_old_defaults(json.loads(config.to_json()))
   cfg.pop("arm_settings", None)
-  for dotted in EXTENSIBLE:
+  for dotted in EXTENSIBLE + MEASURING_FIELDS:
     *parents, last = dotted.split(".")
     node = cfg
     for part in parents:
@@ -180,12 +231,19 @@ def _recorded_budgets(workdir: str) -> set[int]:
 def generation_seconds(record: dict[str, Any]) -> float:
   """Seconds of generation and pretraining behind a cell's seeds, shared work counted once.
 
-  A pool generator is trained once and read by every seed; each seed's part of
-  ``gen_seconds`` carries its training time (``generation.generator_train_seconds``),
-  so the recorded sum counts it once per seed. Image-steps (``cost``) are per
-  seed and need no such care.
+  A pool generator is trained once and read by every seed that uses it; each
+  seed's part of ``gen_seconds`` carries its generator's training time, so the
+  recorded sum counts a generator once per seed that read it. With several pool
+  generators (``pool_generators`` in the record, their seconds in
+  ``timing.pool_generator_seconds``) each is counted once; a record made before
+  them had one, whose time is ``generation.generator_train_seconds``.
+  Image-steps (``cost``) are per seed and need no such care.
   """
   gen = float(record.get("gen_seconds", (record.get("timing") or {}).get("gen_seconds", 0.0)))
+  per_seed = (record.get("pool_generators") or {}).get("per_seed")
+  seconds = (record.get("timing") or {}).get("pool_generator_seconds")
+  if per_seed and seconds:
+    return gen - sum(seconds[str(i)] for i in per_seed) + sum(seconds.values())
   shared = float((record.get("generation") or {}).get("generator_train_seconds", 0.0))
   return gen - (len(record.get("seeds") or [0]) - 1) * shared
 

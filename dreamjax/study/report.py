@@ -1,12 +1,14 @@
 """REPORT.md, claims.json, summary.csv and figures from a study's results.jsonl."""
 
 import os
+import shutil
 
 from dreamjax import fileio
+from dreamjax import data as data_lib
 from dreamjax.errors import ConfigError
 from dreamjax.figures import charts
 from dreamjax.configs import arms as arms_lib
-from dreamjax.study import claims, report_text, tables
+from dreamjax.study import claims, fuller, report_text, tables
 
 FIGURES = "figures"
 # dreamers.png: the small classifier's dreams beside the deep pool dreamer's, same sources.
@@ -19,6 +21,12 @@ def budget_cells(config, records) -> dict[int, dict[str, dict]]:
           if b in tuple(config.budgets)}
 
 
+def decided(config) -> tuple[str, ...]:
+  """The claims the study decides (``config.claims``; every claim in studies made
+  before the field)."""
+  return tuple(config.get("claims", claims.CLAIMS))
+
+
 def verdicts_by_budget(config, records) -> dict[int, list[claims.Verdict]]:
   out = {}
   for budget, cells in budget_cells(config, records).items():
@@ -28,6 +36,7 @@ def verdicts_by_budget(config, records) -> dict[int, list[claims.Verdict]]:
                                       budget=budget, quality_gate=config.quality_gate,
                                       alpha=config.alpha,
                                       version=int(config.get("protocol_version", 1)))
+    out[budget] = [v for v in out[budget] if v.claim in decided(config)]
   return out
 
 
@@ -43,9 +52,10 @@ def dreamers_by_budget(config, records) -> dict[int, list]:
   """Budget -> ``(dreamer, verdict)`` of the Deep Dream claims under another dreamer."""
   if int(config.get("protocol_version", 1)) == 1:
     return {}
-  return {budget: claims.dreamer_verdicts(
+  return {budget: [(d, v) for d, v in claims.dreamer_verdicts(
       {a: c for a, c in cells.items() if a != "alignment"}, margin=config.verdict_margin,
       budget=budget, quality_gate=config.quality_gate, alpha=config.alpha)
+                   if v.claim in decided(config)]
           for budget, cells in budget_cells(config, records).items()}
 
 
@@ -60,7 +70,7 @@ def placebos_by_budget(config, records) -> list[dict]:
                                    _alignment(cells.get("alignment")),
                                    margin=config.verdict_margin, budget=budget,
                                    quality_gate=config.quality_gate, alpha=config.alpha)
-  return out
+  return [p for p in out if p["claim"] in decided(config)]
 
 
 def _figures(workdir, config, records, cells, exchange, quality, train_images) -> dict[str, str]:
@@ -104,14 +114,14 @@ def write_report(config, workdir: str, train_images=None) -> dict[str, str]:
   quality = tables.generator_quality(cells, config.quality_gate)
   if train_images is None:
     try:
-      from dreamjax import data as data_lib  # pylint: disable=g-import-not-at-top
       train_images = data_lib.load_dataset(config.dataset, config.data_dir or None).train_images
     except Exception:  # noqa: BLE001 - the sample grid then shows generated images alone
       train_images = None
   figs = _figures(workdir, config, records, cells, exchange, quality, train_images)
   md = report_text.markdown(config, workdir, records, cells, oracle, verdicts, exchange,
                             quality, figs, rerun=rerun, placebos=placebos, protocol=protocol,
-                            dreamers=dreamers)
+                            dreamers=dreamers,
+                            fuller=fuller.fuller_presets(config, records, workdir))
   report = os.path.join(workdir, "REPORT.md")
   fileio.write_text(report, md)
   fileio.write_json(os.path.join(workdir, "claims.json"),
@@ -130,7 +140,6 @@ PUBLISHED = ("REPORT.md", "claims.json", "protocol.json", "summary.csv", "study_
 
 def publish(workdir: str, dest: str) -> list[str]:
   """Copies a finished study's report, records and figures to ``dest``; returns the files."""
-  import shutil  # pylint: disable=g-import-not-at-top
   if not os.path.exists(os.path.join(workdir, "REPORT.md")):
     raise ConfigError(f"{workdir} has no REPORT.md to publish; run the study (or"
                       " --report_only) first.")

@@ -19,11 +19,16 @@ import time
 import traceback
 from typing import Any, Callable
 
-from dreamjax import _xla, dreamer, fileio, lock, metrics, models, sharding, train
+import jax
+from jax._src import xla_bridge
+
+from dreamjax import _xla, dreamer, fileio, lock, metrics, models, provenance, sharding, train
+from dreamjax import data as data_lib
 from dreamjax.errors import ConfigError, DiskFullError, DistributedError, DreamjaxError
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study import claims
 from dreamjax.study import context as context_lib
+from dreamjax.study import engine as engine_lib
 from dreamjax.study import progress, records
 from dreamjax.study import tasks as tasks_lib
 from dreamjax.study.cells import ALIGNMENT, MORE_LABELS, Cell, alignment_cell, jsonable, run_cell
@@ -42,6 +47,10 @@ def validate_config(config) -> None:
                       " (and dreams, attacks and pseudo-labels use its models).")
   arms_lib.validate(config)
   dreamer.check_study(config)
+  claims_asked = tuple(config.get("claims", claims.CLAIMS))
+  if not claims_asked or any(c not in claims.CLAIMS for c in claims_asked):
+    raise ConfigError(f"claims={claims_asked}: name one or more of {tuple(claims.CLAIMS)}.")
+  smallest = min((int(b) for b in config.budgets), default=0)
   checks = [
       ("num_seeds", config.num_seeds, config.num_seeds >= 2, ">= 2 (confidence intervals)"),
       ("first_seed", config.get("first_seed", 0), int(config.get("first_seed", 0)) >= 0, ">= 0"),
@@ -63,6 +72,10 @@ def validate_config(config) -> None:
       ("pool_budget", config.get("pool_budget", 0), int(config.get("pool_budget", 0)) >= 0,
        ">= 0 (0: the largest budget)"),
       ("quality_gate", config.quality_gate, 0 <= config.quality_gate <= 1, "in [0, 1]"),
+      ("pool_generators", config.get("pool_generators", 1),
+       _whole(config.get("pool_generators", 1)) and config.get("pool_generators", 1) >= 1,
+       "a whole number >= 1 (pool generators per pool generator arm, each from its own"
+       " seed; 3 or more put generator variance in those arms' intervals)"),
       ("self_training.threshold", config.self_training.threshold,
        0 <= config.self_training.threshold <= 1, "in [0, 1]"),
       ("self_training.max_images", config.self_training.max_images,
@@ -70,6 +83,22 @@ def validate_config(config) -> None:
       ("eval.robust_steps", config.eval.robust_steps, config.eval.robust_steps >= 1, ">= 1"),
       ("eval.robust_num_test", config.eval.robust_num_test, config.eval.robust_num_test >= 1, ">= 1"),
       ("eval.frechet_num_test", config.eval.frechet_num_test, config.eval.frechet_num_test >= 2, ">= 2"),
+      ("eval.frechet_num_images", config.eval.get("frechet_num_images", 0),
+       int(config.eval.get("frechet_num_images", 0)) == config.eval.get("frechet_num_images", 0)
+       and (config.eval.get("frechet_num_images", 0) == 0
+            or 2 <= config.eval.get("frechet_num_images", 0) <= smallest),
+       f"0 (every image of a set) or a whole number in [2, {smallest}] (the"
+       " smallest budget, whose real labeled set is the Fréchet reference)"),
+      ("eval.frechet_draws", config.eval.get("frechet_draws", 1),
+       int(config.eval.get("frechet_draws", 1)) == config.eval.get("frechet_draws", 1)
+       and config.eval.get("frechet_draws", 1) >= 1, "a whole number >= 1"),
+      ("oracle.augment", config.oracle.get("augment", "none"),
+       config.oracle.get("augment", "none") in ("none", "classical"), "none or classical"),
+      ("oracle.augment_fraction", config.oracle.get("augment_fraction", 0.0),
+       0 <= (config.oracle.get("augment_fraction") or 0.0) <= 1, "in [0, 1]"),
+      ("oracle.shift_pixels", tuple(config.oracle.get("shift_pixels", ())),
+       all(int(d) == d and d >= 1 for d in config.oracle.get("shift_pixels", ())),
+       "whole numbers of pixels >= 1"),
       ("attack.eps", config.attack.eps, config.attack.eps >= 0, ">= 0"),
       ("attack.pgd_steps", config.attack.pgd_steps, config.attack.pgd_steps >= 1, ">= 1"),
       ("attack.train_steps", config.attack.train_steps, config.attack.train_steps >= 1, ">= 1"),
@@ -102,6 +131,10 @@ def validate_config(config) -> None:
   train.validate_train_config(config.oracle.train)
   models.make_model(config.model, 10)
   models.make_model(config.oracle.model, 10)
+
+
+def _whole(x) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool)
 
 
 def plan(config, num_classes: int = 10) -> list[Cell]:
@@ -139,7 +172,6 @@ def exchange_budgets(n: int, factors, num_classes: int) -> list[int]:
 
 def estimate_seconds(config, raw, cells: list[Cell], mesh) -> progress.Estimate:
   """Wall time: a timed burst of the train step, scaled by each job's cost (progress.py)."""
-  from dreamjax import data as data_lib  # pylint: disable=g-import-not-at-top
   s = data_lib.make_splits(raw, num_labeled=config.budgets[0], val_size=config.val_size, seed=0)
   k = config.num_seeds
   images, labels, counts = train.pad_to_common([(s.labeled_images, s.labeled_labels)] * k)
@@ -156,7 +188,6 @@ def estimate_seconds(config, raw, cells: list[Cell], mesh) -> progress.Estimate:
 
 
 def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log) -> dict[str, Any]:
-  from dreamjax import data as data_lib  # pylint: disable=g-import-not-at-top
   for n in sorted({c.budget for c in cells}):  # a budget the data cannot give fails here
     for seed in context_lib.seeds_of(config):
       data_lib.make_splits(raw, num_labeled=n, val_size=config.val_size, seed=seed)
@@ -168,6 +199,11 @@ def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log) -> dict[str
            f" {context_lib.steps_text(config)} per arm",
            f"{len(cells)} cells (+ oracle{', + C3 alignment' if with_alignment else ''}):"]
   lines += [f"  {c.key:<28} ~{progress.format_duration(est.jobs[c.key])}" for c in cells]
+  pools = [a for a in config.arms if progress.arm_kind(a) == "pool_generator"]
+  if pools:
+    lines.append(f"pool generators: {progress.pool_generators_trained(config)} trained per arm"
+                 f" ({', '.join(pools)}; pool_generators={config.get('pool_generators', 1)},"
+                 f" {config.num_seeds} seeds), charged to each arm's first cell")
   lines += est.lines(config)
   log("\n".join(lines))
   return {"cells": [c.key for c in cells], "estimated_seconds": est.total,
@@ -190,7 +226,6 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
   validate_config(config)
   compute = None
   if workers or address:
-    from dreamjax.study import engine as engine_lib  # pylint: disable=g-import-not-at-top
     engine = engine or engine_lib.RayEngine
     compute = {"engine": engine.name, "xla_cpu_threads": tasks_lib.WORKER_THREADS}
     if not dry_run:
@@ -307,6 +342,7 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, c
     raise
   bar.close()
   session.close(ran, "finished")
+  # Here, not at the top: the report reads this module's plan (the fuller presets' cells).
   from dreamjax.study import report  # pylint: disable=g-import-not-at-top
   paths = report.write_report(config, workdir)
   log(f"study finished in {(time.perf_counter() - t0) / 60:.1f} min; report: {paths['report']}")
@@ -329,8 +365,6 @@ def auto_workers(workdir: str) -> int:
 
 def _driver_on_cpu() -> None:
   """Keeps this process (which computes nothing) off an accelerator the workers use."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
   if not xla_bridge.backends_are_initialized():
     jax.config.update("jax_platforms", "cpu")
 
@@ -338,8 +372,6 @@ def _driver_on_cpu() -> None:
 def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, compute,
                engine):
   """:func:`_run` with every job a task of ``engine``; this process writes the records."""
-  from dreamjax import provenance  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import engine as engine_lib  # pylint: disable=g-import-not-at-top
   results = os.path.join(workdir, RESULTS)
   done = {r["cell"]: r for r in fileio.read_jsonl(results)}
   if retry_failed:
@@ -396,6 +428,7 @@ def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, c
   engine.close()
   with contextlib.suppress(OSError):  # no task works here any more
     os.remove(os.path.join(workdir, tasks_lib.WORKERS_LOCK))
+  # Here, not at the top: the report reads this module's plan (the fuller presets' cells).
   from dreamjax.study import report  # pylint: disable=g-import-not-at-top
   paths = report.write_report(config, workdir)
   log(f"study finished in {(time.perf_counter() - t0) / 60:.1f} min; report: {paths['report']}")

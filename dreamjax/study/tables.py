@@ -12,6 +12,7 @@ import numpy as np
 
 from dreamjax import fileio, power, stats
 from dreamjax.configs import arms as arms_lib
+from dreamjax.study import evidence
 from dreamjax.study import records as records_lib
 
 
@@ -108,7 +109,12 @@ def exchange(records, budget: int, label_factors=(2.0,)) -> dict[str, Any]:
 
 
 def generator_quality(cells: dict[str, dict], gate: float) -> list[dict[str, Any]]:
-  """Label preservation, Fréchet distance and CAS of every generator arm, gated."""
+  """Label preservation, Fréchet distance, KID and CAS of every generator arm, gated.
+
+  An arm with several pool generators also gets a row per generator
+  (``generators``: the mean over the seeds it served), and passes only if its
+  mean and each generator pass.
+  """
   out = []
   for arm in sorted(cells, key=arms_lib.sort_key):
     r = cells[arm]
@@ -117,8 +123,22 @@ def generator_quality(cells: dict[str, dict], gate: float) -> list[dict[str, Any
     if arms_lib.get(arm).group != "generator" or not ok(r):
       continue
     lp = r.get("label_preservation")
+    gens = [{**g, "passes": g.get("label_preservation") is not None
+             and g["label_preservation"] >= gate} for g in evidence.pool_generators(r)]
     out.append({"arm": arm, "label_preservation": lp, "frechet": r.get("frechet"),
-                "kid": r.get("kid"),
-                "cas": mean(r.get("cas")), "passes": lp is not None and lp >= gate,
-                "history": r.get("generator_history") or []})
+                "kid": r.get("kid"), "cas": mean(r.get("cas")),
+                "passes": lp is not None and lp >= gate and all(g["passes"] for g in gens),
+                "generators": gens, "history": r.get("generator_history") or []})
+  return out
+
+
+def generator_variance(cells: dict[str, dict]) -> dict[str, tuple[int, int, int]]:
+  """Arm -> (pool generators its seeds read, G configured, seeds), for the cells that
+  record them (none made before there were several)."""
+  out = {}
+  for arm in sorted(cells, key=arms_lib.sort_key):
+    g = (cells[arm] or {}).get("pool_generators") if ok(cells[arm]) else None
+    if g and g.get("generators"):
+      out[arm] = (len(g["generators"]), int(g.get("of", len(g["generators"]))),
+                  len(g.get("per_seed") or ()))
   return out

@@ -22,14 +22,17 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import socket
 import sys
 import time
 import traceback
 from typing import Any, Iterator, Sequence
 
-from dreamjax import _xla
+from dreamjax import _xla, cli, provenance, sharding
 from dreamjax.configs import arms as arms_lib
 from dreamjax.errors import ConfigError, DreamjaxError
+from dreamjax.study import artefacts
+from dreamjax.study import context as context_lib
 from dreamjax.study.cells import ALIGNMENT, MORE_COPIES, Cell, jsonable
 
 ORACLE = "oracle"
@@ -37,6 +40,15 @@ ORACLE = "oracle"
 # same on any machine and with any number of workers, and W workers fill W cores.
 WORKER_THREADS = 1
 ARTEFACT = "artefact/"  # key prefix of a shared model's task
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedModel:
+  """A model several cells read, trained once per study into ``artefacts/<name>``."""
+  name: str     # its artefacts/ file name, and its task's key after ARTEFACT
+  kind: str     # "pool_generator", "pretrained" or "pool_dreamer"
+  arm: str = ""  # the arm that trains it (a pool generator's stored arm)
+  index: int = 0  # a pool generator's number among its arm's G
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +60,7 @@ class Task:
   """
   key: str
   cell: Cell | None = None
-  model: str = ""          # a shared model's name (ARTEFACT tasks)
+  model: SharedModel | None = None  # what an ARTEFACT task trains
   needs: tuple[str, ...] = ()
   after: tuple[str, ...] = ()
 
@@ -67,21 +79,25 @@ class Spec:
   threads: int            # XLA:CPU intra-op threads of every worker (_xla.fix_cpu_threads)
 
 
-def shared_model(arm: str) -> str:
-  """The model shared by several cells that ``arm`` uses ("" for none), by its
-  ``artefacts/`` name: a pool generator or pretrained trunk is its arm's own, the
-  pool dreamer is every deep dream arm's."""
+def shared_models(config, arm: str) -> list[SharedModel]:
+  """The models shared by several cells that ``arm``'s cells read: a pool generator
+  arm's G generators (:mod:`dreamjax.study.artefacts`; a fresh-sample arm reads its
+  stored twin's), a pretrained trunk (its arm's own), the pool dreamer (every deep
+  dream arm's)."""
   entry = arms_lib.get(arm)
   source = entry.source
   if isinstance(source, arms_lib.Attack):
     source = source.model
   if isinstance(source, arms_lib.Generator) and source.data == "pool":
-    return entry.name
+    twin = arms_lib.generator_arm(arm)
+    used = min(artefacts.pool_generators(config), int(config.num_seeds))  # seed i reads i mod G
+    return [SharedModel(artefacts.pool_generator_name(twin, g), "pool_generator", twin, g)
+            for g in range(used)]
   if isinstance(source, arms_lib.Pretrained):
-    return entry.name
+    return [SharedModel(entry.name, "pretrained", entry.name)]
   if source == arms_lib.Classifier("pool_dreamer"):
-    return "pool_dreamer"
-  return ""
+    return [SharedModel("pool_dreamer", "pool_dreamer")]
+  return []
 
 
 def needs_baseline(cell: Cell) -> bool:
@@ -98,11 +114,11 @@ def graph(config, jobs: Sequence[Cell], done: dict[str, Any]) -> list[Task]:
   todo = [c for c in jobs if c.key not in done]
   keys = {c.key for c in jobs}
   tasks: list[Task] = [Task(ORACLE)]
-  models = []
+  models: list[SharedModel] = []
   for cell in todo:
-    if cell.job != ALIGNMENT and shared_model(cell.arm) and shared_model(cell.arm) not in models:
-      models.append(shared_model(cell.arm))
-  tasks += [Task(ARTEFACT + m, model=m) for m in models]
+    if cell.job != ALIGNMENT:
+      models += [m for m in shared_models(config, cell.arm) if m not in models]
+  tasks += [Task(ARTEFACT + m.name, model=m) for m in models]
   main_copies = int(config.copies)
   for cell in todo:
     needs = [ORACLE]
@@ -111,8 +127,7 @@ def graph(config, jobs: Sequence[Cell], done: dict[str, Any]) -> list[Task]:
       needs.append(baseline)
     after = []
     if cell.job != ALIGNMENT:
-      if shared_model(cell.arm):
-        needs.append(ARTEFACT + shared_model(cell.arm))
+      needs += [ARTEFACT + m.name for m in shared_models(config, cell.arm)]
       if cell.exchange == MORE_COPIES and arms_lib.get(cell.arm).per_copy:
         # Copy m of an image is the same in every cell of the arm; the copies the arm's
         # cells with fewer copies made are read back, as when the cells run in turn.
@@ -137,7 +152,6 @@ _STATE: dict[str, Any] = {}  # this worker's data, mesh, oracle and budget conte
 
 def worker_info(threads: int | None = None) -> dict[str, Any]:
   """Where a task ran: host, process, the engine's node (set by the engine), XLA threads."""
-  import socket  # pylint: disable=g-import-not-at-top
   out = {"host": socket.gethostname(), "pid": os.getpid(),
          "node": os.environ.get("DREAMJAX_NODE", ""),
          "xla_cpu_threads": _xla.cpu_threads() if threads is None else threads}
@@ -156,7 +170,6 @@ def run(spec: Spec, task: Task, *inputs) -> dict[str, Any]:
   worker itself (other software or data than the driver's) raise.
   """
   if not _STATE:  # this process's first task
-    from dreamjax import cli  # pylint: disable=g-import-not-at-top
     cli.use_compilation_cache()  # programs compiled by any worker (or run) on this machine
   _xla.fix_cpu_threads(spec.threads)  # before this process's first JAX computation
   with working_in(spec.workdir):
@@ -228,6 +241,7 @@ def _run(spec: Spec, task: Task, inputs) -> dict[str, Any]:
     record = _failed(task.cell, f"needs {failed[0]}, which failed:"
                      f" {by_key[failed[0]].get('error')}")
   else:
+    # Here, not at the top: the runner imports this module to plan the tasks.
     from dreamjax.study import runner  # pylint: disable=g-import-not-at-top
     getter = runner.context_getter(spec.config, state["raw"], spec.workdir, state["mesh"],
                                    state["oracle"](by_key.get(ORACLE)), state["contexts"],
@@ -247,8 +261,6 @@ def _state(spec: Spec) -> dict[str, Any]:
   ident = (spec.workdir, spec.config.to_json())
   if _STATE.get("ident") == ident:
     return _STATE
-  from dreamjax import provenance, sharding  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import context as context_lib  # pylint: disable=g-import-not-at-top
   mine = provenance.versions()
   differ = [f"{k}: {spec.versions[k]!r} on the driver, {mine.get(k)!r} here"
             for k in sorted(spec.versions) if str(spec.versions[k]) != str(mine.get(k))]
@@ -285,20 +297,17 @@ def _state(spec: Spec) -> dict[str, Any]:
 
 def _shared_model(state: dict[str, Any], task: Task) -> dict[str, Any]:
   """Trains (or loads) a shared model into ``artefacts/``; a record that says how it went."""
-  from dreamjax.study import artefacts  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import context as context_lib  # pylint: disable=g-import-not-at-top
   config = state["config"]
+  model = task.model
   try:
     ctx = context_lib.for_budget(config, state["raw"], int(config.budgets[0]),
                                  state["workdir"], state["mesh"], None, state["log"])
-    if task.model == "pool_dreamer":
+    if model.kind == "pool_dreamer":
       artefacts.pool_dreamer(ctx)
-    else:
-      source = arms_lib.get(task.model).source
-      if isinstance(source, arms_lib.Pretrained):
-        artefacts.pretrained(ctx, task.model)
-      else:
-        artefacts.pool_generator(ctx, task.model)
+    elif model.kind == "pretrained":
+      artefacts.pretrained(ctx, model.arm)
+    else:  # generator g is the one the study's seed number g reads (and g + G, ...)
+      artefacts.pool_generator(ctx, model.arm, ctx.seeds[model.index])
   except (DreamjaxError, FloatingPointError) as e:
     return {"cell": task.key, "status": "failed", "error": f"{type(e).__name__}: {e}"}
   except Exception as e:  # noqa: BLE001 - its cells record the failure, as they would train it
