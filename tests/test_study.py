@@ -301,8 +301,10 @@ def test_study_on_two_hosts_matches_one_host(tmp_path, finished_study):
   training, dreams, Fréchet features and a pool VAE over 4 devices on 2 hosts,
   against the one-process, one-device run of the same cells."""
   workdir = tmp_path / "multi"
+  # A hang guard, not a speed check: the pool arm trains G generators, and a loaded
+  # machine takes minutes over the three cells.
   outs = run_two_hosts("study.py", *_cmd(workdir)[2:],
-                       "--config.arms=('baseline','dream_subtle','vae_pool')")
+                       "--config.arms=('baseline','dream_subtle','vae_pool')", timeout=900)
   for out in outs:
     assert out.returncode == 0, out.stderr[-3000:]
     assert "FAILED" not in out.stderr

@@ -305,7 +305,10 @@ def _per_generator(record: dict[str, Any], generated: dict[int, Generated],
                           ("frechet", record.get("frechet_per_seed")),
                           ("kid", record.get("kid_per_seed")), ("cas", record.get("cas"))):
       whole = values is not None and len(values) == len(seeds)
-      row[field] = float(np.mean([values[i] for i in at])) if whole else None
+      # A seed whose measured set was empty (a fresh pool arm that found no confident
+      # sample) has no value: the generator's mean is over the seeds that have one.
+      have = [values[i] for i in at if values[i] is not None] if whole else []
+      row[field] = float(np.mean(have)) if have else None
     generators.append(row)
   return {"of": int(tags[0]["of"]), "per_seed": index, "generators": generators}
 
