@@ -54,6 +54,11 @@ class RayEngine:
 
   def __init__(self, workers: int, address: str | None = None, log: Callable = print,
                workers_per_gpu: int = 2):
+    # Every worker's progress lines reach this log as they are; Ray would fold lines
+    # that look alike from several workers into one. Ray reads these at its import.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not _is_terminal(sys.stderr):  # a log file gets plain lines
+      os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     try:  # Ray loads only when a study runs on workers (it takes a second and much memory)
       import ray  # pylint: disable=g-import-not-at-top
     except ImportError:
@@ -63,11 +68,6 @@ class RayEngine:
     self.ray = ray
     if workers_per_gpu < 1:
       raise ConfigError(f"workers_per_gpu={workers_per_gpu} is invalid: must be >= 1.")
-    # Every worker's progress lines reach this log as they are; Ray would fold lines
-    # that look alike from several workers into one.
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    if not _is_terminal(sys.stderr):  # a log file gets plain lines
-      os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     address = address or address_from_env()
     kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
     # A local cluster would otherwise count this process's CPUs, not the workers asked for.
