@@ -146,7 +146,7 @@ def run(main: Callable[[list[str]], None]) -> None:
       faulthandler.register(signal.SIGUSR1, all_threads=True)
     if threading.current_thread() is threading.main_thread():  # where signals are handled
       signal.signal(signal.SIGTERM, _terminate)
-    _use_compilation_cache()
+    use_compilation_cache()
     try:
       _check_configs_loaded()
       _log_workdir()
@@ -177,7 +177,7 @@ def run(main: Callable[[list[str]], None]) -> None:
   app.run(wrapped, flags_parser=_parse_flags)
 
 
-def _use_compilation_cache() -> None:
+def use_compilation_cache() -> None:
   """Commands keep XLA's compiled programs in a user cache folder across runs.
 
   A rerun, a resumed study or a study extended with more budgets loads the

@@ -41,6 +41,19 @@ def study() -> Callable[[list[str]], None]:
                                 " records and figures (no checkpoints) to this folder.")
   recheck = flags.DEFINE_string("recheck", None, "Recompute this finished cell (e.g."
                                 " N1000/dream_subtle) from nothing and compare it with its record.")
+  workers = flags.DEFINE_integer(
+      "workers", None, "Worker processes on this machine that run the study's jobs as Ray"
+      " tasks, one XLA:CPU thread each, so that the numbers do not depend on how many (0:"
+      " every job in this process, in turn). Default: as the workdir's cells were computed;"
+      " for a fresh workdir, one worker per CPU.")
+  engine_address = flags.DEFINE_string(
+      "engine_address", None, "Run the jobs on the running Ray cluster at this address"
+      " (its head's host:port, or 'auto' on one of its nodes) instead of local workers;"
+      " default: the RAY_ADDRESS environment variable. Every node must mount the workdir"
+      " at the same path (docs/cluster.md).")
+  workers_per_gpu = flags.DEFINE_integer(
+      "workers_per_gpu", 2, "Where the engine's nodes have GPUs: workers that share each"
+      " GPU, each given that share of its memory (XLA_PYTHON_CLIENT_MEM_FRACTION).")
   choose_length = flags.DEFINE_bool("choose_length", False, "Choose each budget's training"
                                     " length on the validation split (no test label is read)"
                                     " and write it to WORKDIR/length_choice.json.")
@@ -77,8 +90,23 @@ def study() -> Callable[[list[str]], None]:
         copied = report.publish(workdir.value, publish.value)
         print(f"published {len(copied)} files to {publish.value}")
       return
+    from dreamjax import sharding  # pylint: disable=g-import-not-at-top
+    from dreamjax.study import engine  # pylint: disable=g-import-not-at-top
+    address = engine_address.value or engine.address_from_env()
+    n = runner.auto_workers(workdir.value) if workers.value is None else workers.value
+    if sharding.process_count() > 1:  # a --distributed job: its processes run every job
+      if workers.value or engine_address.value:
+        raise ConfigError("a --distributed job runs the study's jobs in its own processes;"
+                          " --workers and --engine_address run them on Ray workers instead:"
+                          " pass one or the other.")
+      n, address = 0, None
+    if n < 0:
+      raise ConfigError(f"--workers={n} is invalid: must be >= 0 (0: every job in this"
+                        " process).")
     out = runner.run_study(config.value, workdir.value, dry_run=dry_run.value,
-                           retry_failed=retry.value, log=logging.info)
+                           retry_failed=retry.value, log=logging.info, workers=n,
+                           address=address, engine_options={"workers_per_gpu":
+                                                            workers_per_gpu.value})
     if "report" in out:
       print(f"report: {out['report']}")
 

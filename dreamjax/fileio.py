@@ -21,7 +21,6 @@ import time
 from typing import Any, Iterator
 
 from absl import logging
-import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
@@ -330,7 +329,7 @@ def _check_shared(folder: str) -> None:
   Process 0 writes a random token there; each process reads it back, and all
   of them learn whether every process saw it, so they stop together.
   """
-  if jax.process_count() == 1:
+  if sharding.process_count() == 1:
     return
   token = int(multihost_utils.broadcast_one_to_all(
       np.asarray(np.random.default_rng().integers(1, 2**31 - 1), np.int32)))

@@ -17,7 +17,6 @@ import time
 from typing import Any, Iterator
 
 from absl import logging
-import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
@@ -47,7 +46,7 @@ def workdir_lock(folder: str, what: str = "study") -> Iterator[None]:
       fd = _take_lock(folder, what)
     except ConfigError as e:
       error = e
-  if jax.process_count() > 1:
+  if sharding.process_count() > 1:
     refused = int(multihost_utils.broadcast_one_to_all(np.asarray(error is not None, np.int32)))
     if refused and error is None:
       raise ConfigError(f"process 0 could not lock workdir {folder!r}: another {what} runs"

@@ -74,9 +74,19 @@ def initialize(distributed: bool | None = None) -> None:
         " / DREAMJAX_DISTRIBUTED to run on this host alone.") from None
 
 
+def process_count() -> int:
+  """The job's processes: ``jax.process_count()`` once this process joined a multi-host
+  job, else 1 without starting a backend (a study's driver keeps off the devices its
+  workers compute on)."""
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  if distributed.global_state.client is None:
+    return 1
+  return jax.process_count()
+
+
 def is_primary() -> bool:
   """True in the one process that writes files (process 0; always, on one host)."""
-  return jax.process_index() == 0
+  return process_count() == 1 or jax.process_index() == 0
 
 
 _barriers = 0  # barriers passed by this process: every process counts alike
@@ -104,7 +114,7 @@ def sync(name: str) -> None:
   naming the barrier instead of a silent hang.
   """
   global _barriers
-  if jax.process_count() == 1:
+  if process_count() == 1:
     return
   # orbax takes seconds to import and only a job of several processes gets here.
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top

@@ -196,9 +196,11 @@ SMALL_STUDY_ARMS = "--config.arms=('baseline','classical')"
 
 
 def small_study_cmd(workdir, *extra) -> list[str]:
-  """The small study's command (baseline + classical on the tiny preset), more flags after."""
+  """The small study's command (baseline + classical on the tiny preset), more flags after:
+  every job in the one process (``--workers=0``), as the tests that resume or extend
+  its workdir in process run it (tests/test_engine.py runs the workers)."""
   return [sys.executable, _script("study.py"), "--config", "dreamjax/configs/study.py:tiny",
-          f"--workdir={workdir}", SMALL_STUDY_ARMS, *extra]
+          f"--workdir={workdir}", SMALL_STUDY_ARMS, "--workers=0", *extra]
 
 
 @pytest.fixture(scope="session")

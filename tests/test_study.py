@@ -26,8 +26,9 @@ SCRIPT = os.path.join(REPO, "experiments", "study.py")
 
 
 def _cmd(workdir, *extra):
+  """The tiny study in one process (the in-process path; tests/test_engine.py runs workers)."""
   return [sys.executable, SCRIPT, "--config", "dreamjax/configs/study.py:tiny",
-          f"--workdir={workdir}", *extra]
+          f"--workdir={workdir}", "--workers=0", *extra]
 
 
 def _job_keys(cfg) -> set[str]:

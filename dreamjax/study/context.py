@@ -186,13 +186,16 @@ def oracle_fingerprint(config) -> str:
   return json.dumps(cfg) + config.dataset
 
 
-def oracle(config, raw: data_lib.RawDataset, workdir: str, mesh: Mesh, log) -> Oracle:
+def oracle(config, raw: data_lib.RawDataset, workdir: str, mesh: Mesh, log,
+           record: dict[str, Any] | None = None, write_record: bool = True) -> Oracle:
   """Trains (or resumes) the reference classifier on every training label.
 
   Its record holds its test and validation accuracy and, for each distance of
   ``oracle.shift_pixels``, its accuracy on shifted test images
   (:func:`dreamjax.evaluate.shift_invariance`): measurements of the instrument,
-  never read by a rule.
+  never read by a rule. The record is ``record`` if given, else read from
+  results.jsonl, else measured (and appended there with ``write_record``; a
+  study's worker leaves that to the driver, the one writer of results.jsonl).
   """
   cfg = config.oracle
   model = models.make_model(cfg.model, raw.num_classes)
@@ -204,7 +207,9 @@ def oracle(config, raw: data_lib.RawDataset, workdir: str, mesh: Mesh, log) -> O
                   metrics_dir=os.path.join(folder, metrics.LOGDIR),
                   fingerprint=oracle_fingerprint(config), desc="oracle", progress=log)
   variables = unstack(res.state.variables, 0)
-  record = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, RESULTS))}.get("oracle")
+  if record is None:
+    record = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, RESULTS),
+                                                     repair=write_record)}.get("oracle")
   if record is None:
     acc = evaluate.accuracy(model, res.state.variables, s.test_images, s.test_labels, mesh=mesh)
     record = {"cell": "oracle", "arm": "oracle", "status": "ok", "test_accuracy": acc.tolist(),
@@ -215,7 +220,8 @@ def oracle(config, raw: data_lib.RawDataset, workdir: str, mesh: Mesh, log) -> O
                                                  s.val_labels, mesh=mesh).tolist()
       record["shift_invariance"] = evaluate.shift_invariance(
           model, variables, s.test_images, s.test_labels, pixels, mesh=mesh)
-    fileio.append_jsonl(os.path.join(workdir, RESULTS), record)
+    if write_record:
+      fileio.append_jsonl(os.path.join(workdir, RESULTS), record)
     log(f"oracle test accuracy {acc[0]:.4f}")
   test = s.test_images[:config.eval.frechet_num_test]
   features = frechet.features(model, variables, test, layer=cfg.feature_layer, mesh=mesh)

@@ -444,8 +444,9 @@ class StudyProgress:
                raw=None, workdir: str | None = None, log: Callable[[str], None] = print,
                stream=None, spent_before: float | None = None,
                clock: Callable[[], float] = time.perf_counter,
-               wall: Callable[[], float] = time.time):
+               wall: Callable[[], float] = time.time, parallel: int = 1):
     self._log, self._clock, self._wall = log, clock, wall
+    self.parallel = max(int(parallel), 1)  # jobs running at once (a study's workers)
     self.stream = sys.stderr if stream is None else stream
     self.keys = [cell.key for cell in jobs]
     self.total = len(self.keys)
@@ -504,12 +505,17 @@ class StudyProgress:
         rate = self.rate or 1.0
         running = self.costs[self.current] * rate if self.current else 0.0
         return (time_left([self.costs[k] * rate for k in todo],
-                          1.0 if ratio is None else ratio, running, elapsed),
+                          1.0 if ratio is None else ratio, running, elapsed) / self._share(todo),
                 "" if ratio is not None else " (uncalibrated)")
     except Exception:  # noqa: BLE001 - fall back to the mean of the finished jobs
       pass
     left = average_left(list(self.actual.values()), len(todo) + bool(self.current), elapsed)
-    return left, " (mean of finished cells)" if left is not None else ""
+    return (None if left is None else left / self._share(todo),
+            " (mean of finished cells)" if left is not None else "")
+
+  def _share(self, todo) -> int:
+    """How many of the jobs left run at once (a rough division: dependencies aside)."""
+    return max(min(self.parallel, len(todo) + bool(self.current)), 1)
 
   def spent(self) -> float:
     """Seconds of every run on the study so far, this one included."""
@@ -532,7 +538,10 @@ class StudyProgress:
 
     A failed job counts as done but calibrates nothing.
     """
-    seconds = self._clock() - self._started if self.current == key else None
+    seconds = (self._clock() - self._started if self.current == key
+               else _safe(record_seconds, record or {}))  # a worker's job: its own timing
+    if self.current != key:
+      self.position, self._expected = len(self.finished) + 1, _safe(self.expected, key)
     self.finished.add(key)
     self.current = None
     ok = record is None or record.get("status") == "ok"

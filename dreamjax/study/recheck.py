@@ -15,7 +15,7 @@ import shutil
 import time
 from typing import Any, Callable
 
-from dreamjax import fileio, lock, provenance, sharding
+from dreamjax import _xla, fileio, lock, provenance, sharding
 from dreamjax.errors import ConfigError
 from dreamjax.study import context as context_lib
 from dreamjax.study import records, runner
@@ -51,6 +51,9 @@ def recheck_cell(config, workdir: str, key: str, log: Callable[[str], None] = pr
                  ) -> dict[str, Any]:
   """Recomputes cell ``key`` of the study in ``workdir``; returns what ``recheck.json`` holds."""
   records.check_workdir(config, workdir)  # the config must be the one the study ran with
+  compute = records.read_compute(workdir)
+  if compute and compute.get("engine"):  # computed by workers: their XLA thread count
+    _xla.fix_cpu_threads(int(compute["xla_cpu_threads"]))
   done = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, runner.RESULTS),
                                                  repair=False)}
   raw = context_lib.load_data(config)

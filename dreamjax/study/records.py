@@ -264,20 +264,75 @@ def _diff_keys(a, b, prefix=""):
   return out
 
 
-class Session:
-  """One run of the study on a workdir; :meth:`close` appends its line to ``sessions.jsonl``."""
+def read_compute(workdir: str) -> dict[str, Any] | None:
+  """How the workdir's cells are computed (:func:`check_compute`), None if it does not say."""
+  try:
+    with open(os.path.join(workdir, CONFIG_FILE)) as f:
+      return json.load(f).get("compute")
+  except (OSError, ValueError):
+    return None
 
-  def __init__(self, workdir: str, cells_before: int, cells_total: int):
+
+def check_compute(workdir: str, compute: dict[str, Any]) -> None:
+  """Refuses to compute a workdir's cells with XLA:CPU thread settings other than it records.
+
+  ``compute``: ``{"engine": "" (one process) or the engine's name, "xla_cpu_threads": n}``.
+  A worker's thread count is fixed (:data:`dreamjax.study.tasks.WORKER_THREADS`), so
+  cells computed by workers agree to the bit whatever their number; a process of
+  another thread count splits convolutions otherwise and moves the last bits. A
+  workdir that records no ``compute`` was computed in one process. The first
+  record stays; a run that matches it adds nothing.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  with open(path) as f:
+    record = json.load(f)
+  computed = (os.path.exists(os.path.join(workdir, "oracle"))  # the first job's checkpoints
+              or bool(fileio.read_jsonl(os.path.join(workdir, "results.jsonl"), repair=False)))
+  theirs = record.get("compute") or ({"engine": "", "xla_cpu_threads": None} if computed
+                                     else None)
+  if theirs is None:
+    fileio.write_json(path, {**record, "compute": compute})
+    return
+  workers_then, workers_now = bool(theirs.get("engine")), bool(compute.get("engine"))
+  if workers_then == workers_now and (not workers_now or theirs.get("xla_cpu_threads")
+                                      == compute.get("xla_cpu_threads")):
+    return
+  def describe(c):
+    if c.get("engine"):
+      return (f"by worker processes of {c.get('xla_cpu_threads')} XLA:CPU thread each"
+              " (--workers=N ≥ 1 or --engine_address)")
+    return "in one process (--workers=0)"
+  fix = ("--workers=1 or more" if workers_then else "--workers=0")
+  raise ConfigError(
+      f"workdir {workdir} computed its cells {describe(theirs)}; this run would compute"
+      f" them {describe(compute)}, which splits each convolution's work otherwise and moves"
+      f" the last bits of its numbers. Results are never mixed: rerun with {fix}, or pass a"
+      " fresh --workdir.")
+
+
+class Session:
+  """One run of the study on a workdir; :meth:`close` appends its line to ``sessions.jsonl``.
+
+  ``compute``: how the jobs ran when not in this process (engine, workers, XLA
+  threads each); the workers' machines are then other than this one.
+  """
+
+  def __init__(self, workdir: str, cells_before: int, cells_total: int,
+               compute: dict[str, Any] | None = None):
     self.workdir = workdir
     self.start = time.time()
     self.record = {"started": _utc(self.start), "cells_before": cells_before,
                    "cells_total": cells_total, "machine": provenance.machine(),
                    "command": " ".join(sys.argv)}
+    if compute:
+      self.record["compute"] = dict(compute)
 
-  def close(self, cells_run: int, status: str) -> None:
+  def close(self, cells_run: int, status: str, nodes: int | None = None) -> None:
     end = time.time()
     line = {**self.record, "finished": _utc(end), "seconds": round(end - self.start, 1),
             "cells_run": cells_run, "status": status}
+    if nodes is not None and "compute" in line:
+      line["compute"] = {**line["compute"], "nodes": nodes}
     try:
       fileio.append_jsonl(os.path.join(self.workdir, SESSIONS), line)
     except OSError:

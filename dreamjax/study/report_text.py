@@ -159,10 +159,20 @@ def _sessions(workdir) -> list[str]:
     md.append(f"- {r.get('started', '?')} to {r.get('finished', '?')}: {r.get('status', '?')},"
               f" {r.get('cells_run', '?')} cells run ({r.get('cells_before', '?')} of"
               f" {r.get('cells_total', '?')} done before), {r.get('seconds', 0) / 60:.1f} min on"
-              f" {provenance.describe_machine(m)}{_load(m)};"
+              f" {provenance.describe_machine(m)}{_load(m)}{_workers(r.get('compute'))};"
               f" `{r.get('command', '')}`")
   total = sum(r.get("seconds", 0) for r in runs)
   return md + ["", f"Wall time of all runs: {total / 60:.1f} min.", ""]
+
+
+def _workers(compute) -> str:
+  """``, 2 Ray workers of 1 XLA thread each on 1 node`` for a run on workers."""
+  if not compute:
+    return ""
+  nodes = compute.get("nodes", compute.get("nodes_in_cluster"))
+  return (f", {compute.get('workers', '?')} {compute.get('engine', '')} workers of"
+          f" {compute.get('xla_cpu_threads', '?')} XLA thread each"
+          + (f" on {nodes} node{'s' if nodes != 1 else ''}" if nodes else ""))
 
 
 def _load(m) -> str:

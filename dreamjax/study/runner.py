@@ -12,19 +12,25 @@ The mesh is made here, once, and handed down through the per-budget
 :class:`dreamjax.study.context.Context`.
 """
 
+import contextlib
 import dataclasses
 import os
 import time
 import traceback
 from typing import Any, Callable
 
-from dreamjax import dreamer, fileio, lock, metrics, models, sharding, train
+import jax
+from jax._src import xla_bridge
+
+from dreamjax import _xla, dreamer, fileio, lock, metrics, models, provenance, sharding, train
 from dreamjax import data as data_lib
 from dreamjax.errors import ConfigError, DiskFullError, DistributedError, DreamjaxError
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study import claims
 from dreamjax.study import context as context_lib
+from dreamjax.study import engine as engine_lib
 from dreamjax.study import progress, records
+from dreamjax.study import tasks as tasks_lib
 from dreamjax.study.cells import ALIGNMENT, MORE_LABELS, Cell, alignment_cell, jsonable, run_cell
 
 RESULTS = context_lib.RESULTS
@@ -205,10 +211,26 @@ def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log) -> dict[str
 
 
 def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool = False,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Runs (or resumes) every cell, then writes the report. Returns a summary."""
+              log: Callable[[str], None] = print, workers: int = 0,
+              address: str | None = None, engine=None,
+              engine_options: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Runs (or resumes) every cell, then writes the report. Returns a summary.
+
+  ``workers=0`` and no ``address``: every job in this process, in turn. Else
+  the jobs are tasks of a distributed engine (:mod:`dreamjax.study.tasks`), on
+  ``workers`` local worker processes of one XLA:CPU thread each, or on the
+  cluster at ``address``; this process only writes the records. ``engine``:
+  the engine's adapter class (default :class:`dreamjax.study.engine.RayEngine`),
+  made with ``engine_options``.
+  """
   validate_config(config)
-  mesh = sharding.make_mesh()
+  compute = None
+  if workers or address:
+    engine = engine or engine_lib.RayEngine
+    compute = {"engine": engine.name, "xla_cpu_threads": tasks_lib.WORKER_THREADS}
+    if not dry_run:
+      _driver_on_cpu()
+  mesh = sharding.make_mesh() if compute is None or dry_run else None
   raw = context_lib.load_data(config)
   dreamer.check_study(config, raw.image_shape)  # a user's dreamer must fit this data
   cells = plan(config, raw.num_classes)
@@ -220,6 +242,12 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
   # A run refused before it wrote anything leaves no folder behind that it made.
   with fileio.writable_workdir(workdir), lock.workdir_lock(workdir, what="study"):
     check_workdir(config, workdir, raw)
+    records.check_compute(workdir, compute or {"engine": "", "xla_cpu_threads":
+                                               _xla.cpu_threads()})
+    if compute is not None:
+      tasks_lib.wait_for_workers(workdir, log)
+      return _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log,
+                        compute, engine(workers, address, log, **(engine_options or {})))
     return _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, contexts)
 
 
@@ -314,6 +342,92 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, c
     raise
   bar.close()
   session.close(ran, "finished")
+  # Here, not at the top: the report reads this module's plan (the fuller presets' cells).
+  from dreamjax.study import report  # pylint: disable=g-import-not-at-top
+  paths = report.write_report(config, workdir)
+  log(f"study finished in {(time.perf_counter() - t0) / 60:.1f} min; report: {paths['report']}")
+  return {"report": paths["report"], "seconds": time.perf_counter() - t0}
+
+
+def auto_workers(workdir: str) -> int:
+  """The default ``workers``: how the workdir's cells were computed (0: in one process), or
+  for a fresh workdir one worker per CPU."""
+  if os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+    compute = records.read_compute(workdir)
+    computed = (os.path.exists(os.path.join(workdir, "oracle"))
+                or os.path.exists(os.path.join(workdir, RESULTS)))
+    if compute is not None and not compute.get("engine"):
+      return 0
+    if compute is None and computed:
+      return 0
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _driver_on_cpu() -> None:
+  """Keeps this process (which computes nothing) off an accelerator the workers use."""
+  if not xla_bridge.backends_are_initialized():
+    jax.config.update("jax_platforms", "cpu")
+
+
+def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, compute,
+               engine):
+  """:func:`_run` with every job a task of ``engine``; this process writes the records."""
+  results = os.path.join(workdir, RESULTS)
+  done = {r["cell"]: r for r in fileio.read_jsonl(results)}
+  if retry_failed:
+    done = {k: v for k, v in done.items() if v.get("status") == "ok"}
+  jobs = job_order(config, cells, with_alignment)
+  todo = [c for c in jobs if c.key not in done]
+  graph = tasks_lib.graph(config, jobs, done)
+  compute = {**compute, "workers": engine.workers, **engine.describe()}
+  log(f"study: {len(jobs)} cells, {len(jobs) - len(todo)} already done, workdir {workdir};"
+      f" {len(graph)} tasks on {engine.workers} {compute['engine']} workers"
+      f" ({compute['xla_cpu_threads']} XLA:CPU thread each)")
+  session = records.Session(workdir, cells_before=len(jobs) - len(todo), cells_total=len(jobs),
+                            compute=compute)
+  bar = progress.StudyProgress(config, jobs, done, raw=raw, workdir=workdir, log=log,
+                               parallel=engine.workers)
+  log = bar.log
+  spec = tasks_lib.Spec(config, os.path.abspath(workdir), provenance.versions(), raw.digest,
+                        compute["xla_cpu_threads"])
+  t0 = time.perf_counter()
+  ran, nodes = 0, set()
+
+  def on_result(result):
+    nonlocal ran
+    key, record = result["key"], result["record"]
+    nodes.add(result["worker"].get("node") or result["worker"].get("host"))
+    if key == tasks_lib.ORACLE:
+      if "oracle" not in done:
+        fileio.append_jsonl(results, record)
+        log(f"oracle test accuracy {record['test_accuracy'][0]:.4f}")
+      bar.use_oracle(record)
+      return
+    if key.startswith(tasks_lib.ARTEFACT):
+      if record["status"] != "ok":
+        log(f"{key} FAILED: {record['error']}")
+      return
+    if record["status"] != "ok":
+      log(f"{key} FAILED: {record['error']}")
+    timing = record.setdefault("timing", {})
+    timing["worker"] = result["worker"]  # where it ran
+    timing.setdefault("task_seconds", result["seconds"])  # the whole task, in its worker
+    fileio.append_jsonl(results, record)
+    bar.end(key, record)
+    ran += 1
+
+  try:
+    engine_lib.run_tasks(engine, spec, graph, done, on_result)
+  except BaseException as e:
+    bar.close()
+    session.close(ran, f"stopped ({type(e).__name__})", nodes=len(nodes))
+    engine.close()
+    raise
+  bar.close()
+  session.close(ran, "finished", nodes=len(nodes))
+  engine.close()
+  with contextlib.suppress(OSError):  # no task works here any more
+    os.remove(os.path.join(workdir, tasks_lib.WORKERS_LOCK))
   # Here, not at the top: the report reads this module's plan (the fuller presets' cells).
   from dreamjax.study import report  # pylint: disable=g-import-not-at-top
   paths = report.write_report(config, workdir)

@@ -1,0 +1,171 @@
+"""A study's wall time on a cluster of N nodes, on paper, from a finished study's cell times.
+
+  python benchmarks/cluster_scaling.py docs/results/conclusions --nodes 1,2,8,64 --cores 2
+  python benchmarks/cluster_scaling.py WORKDIR --worker_speed 0.67 --startup_s 20
+
+Reads a study folder's ``results.jsonl`` (each job's measured seconds,
+``progress.record_seconds``) and ``study_config.json`` (its plan), builds the
+task graph the study runs on Ray (``dreamjax.study.tasks.graph``: the oracle,
+shared pool models, baselines, the cells that need them) and schedules it on
+``nodes × cores`` one-thread workers as Ray would: a task starts on a free
+worker as soon as its inputs exist, in the order the driver submitted it.
+
+The cost of a job on a one-thread worker is its recorded seconds divided by
+``--worker_speed``: a one-thread worker's speed relative to the process that
+recorded the times (for a study run in one process on 2 cores, measure it with
+``benchmarks/engines.py --only study``). A shared model (pool generator,
+pretrained trunk, pool dreamer) becomes its own task, costed at the training
+seconds its first cell recorded; that cell's cost loses them. ``--startup_s``
+adds, once per worker, the time a worker takes before its first job (JAX, the
+data, the oracle restored, its first compilations). Nothing else (the
+driver, file traffic on shared storage) is modelled. Prints a table, then one
+JSON object.
+"""
+
+import argparse
+import heapq
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import ml_collections  # noqa: E402
+
+from dreamjax.configs import arms as arms_lib  # noqa: E402
+from dreamjax.study import progress, records, runner, tasks  # noqa: E402
+
+
+def job_seconds(folder: str) -> tuple[list[tasks.Task], dict[str, float]]:
+  """The study's tasks and each one's recorded seconds (in the recording process)."""
+  with open(os.path.join(folder, "study_config.json")) as f:
+    recorded = json.load(f)
+  config = ml_collections.ConfigDict(records.upgrade_config(recorded["config"]))
+  config.arms = tuple(a for a in config.arms if arms_lib.base_name(a) in arms_lib.REGISTRY)
+  by_key = {}
+  with open(os.path.join(folder, "results.jsonl")) as f:
+    for line in f:
+      r = json.loads(line)
+      by_key[r["cell"]] = r
+  cells = runner.plan(config)
+  jobs = runner.job_order(config, cells, runner.has_alignment(config))
+  missing = [c.key for c in jobs if c.key not in by_key]  # jobs its version did not have
+  if missing:
+    print(f"{folder}: no record of {len(missing)} jobs of today's plan, left out: {missing}")
+  graph = tasks.graph(config, [c for c in jobs if c.key in by_key], {})
+  cost = {}
+  oracle = by_key.get("oracle", {}).get("timing", {})
+  cost[tasks.ORACLE] = float(oracle.get("train_seconds", 0.0))
+  trained, untimed = set(), []
+  for task in graph:
+    if task.cell is None:
+      continue
+    r = by_key[task.key]
+    seconds = progress.record_seconds(r)
+    if seconds is None:  # a failed job, or one that recorded no time (older C3 alignments)
+      untimed.append(task.key)
+      seconds = 0.0
+    models = ([m.name for m in tasks.shared_models(config, task.cell.arm)]
+              if task.cell.job != "alignment" else [])
+    new = [m for m in models if m not in trained]
+    if new:  # in one process, this cell trained them
+      trained.update(new)
+      gen, timing = r.get("generation") or {}, r.get("timing") or {}
+      shared = float(timing.get("pool_generator_seconds") or gen.get("generator_train_seconds")
+                     or gen.get("dreamer_pretrain_seconds") or timing.get("gen_seconds", 0.0))
+      shared = min(shared, seconds)
+      for m in new:
+        cost[tasks.ARTEFACT + m] = shared / len(new)
+      seconds -= shared
+    cost[task.key] = seconds
+  for task in graph:
+    cost.setdefault(task.key, 0.0)
+  if untimed:
+    print(f"{folder}: {len(untimed)} jobs recorded no time, costed 0: {untimed}")
+  return graph, cost
+
+
+def schedule(graph: list[tasks.Task], cost: dict[str, float], workers: int,
+             speed: float, startup: float) -> dict[str, float]:
+  """Makespan of ``graph`` on ``workers`` one-thread workers (list scheduling in
+  submission order), and the critical path (infinitely many workers)."""
+  order = {t.key: i for i, t in enumerate(graph)}
+  deps = {t.key: set(t.inputs) & set(order) for t in graph}
+  users = {k: [] for k in order}
+  for k, ds in deps.items():
+    for d in ds:
+      users[d].append(k)
+  finish: dict[str, float] = {}
+  waiting = {k: len(ds) for k, ds in deps.items()}
+  ready = [(0.0, order[k], k) for k, n in waiting.items() if n == 0]  # (ready time, order, key)
+  heapq.heapify(ready)
+  free = [(startup, w) for w in range(workers)]  # (time the worker is free, id)
+  heapq.heapify(free)
+  busy = 0.0
+  pending = []
+  while ready or pending:
+    while ready:
+      pending.append(heapq.heappop(ready))
+    pending.sort(key=lambda x: (x[0], x[1]))
+    t_free, w = heapq.heappop(free)
+    # The first task in submission order among those ready when this worker frees up;
+    # else the one that becomes ready first.
+    now = [p for p in pending if p[0] <= t_free]
+    chosen = min(now, key=lambda p: p[1]) if now else pending[0]
+    pending.remove(chosen)
+    start = max(t_free, chosen[0])
+    seconds = cost[chosen[2]] / speed
+    finish[chosen[2]] = start + seconds
+    busy += seconds
+    heapq.heappush(free, (start + seconds, w))
+    for u in users[chosen[2]]:
+      waiting[u] -= 1
+      if waiting[u] == 0:
+        heapq.heappush(ready, (max(finish[d] for d in deps[u]), order[u], u))
+  makespan = max(finish.values())
+  critical: dict[str, float] = {}
+  before: dict[str, str] = {}
+  for t in graph:  # submission order has every input first
+    first = max(deps[t.key], key=lambda d: critical[d], default=None)
+    before[t.key] = first
+    critical[t.key] = (critical[first] if first else startup) + cost[t.key] / speed
+  path, key = [], max(critical, key=critical.get)
+  while key:
+    path.append(key)
+    key = before[key]
+  return {"makespan_s": makespan, "critical_path_s": max(critical.values()),
+          "critical_path": [(k, cost[k] / speed) for k in reversed(path)],
+          "busy_fraction": busy / (makespan * workers)}
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("folder", help="a finished study's folder (results.jsonl, study_config.json)")
+  p.add_argument("--nodes", default="1,2,8,64", help="comma list of node counts")
+  p.add_argument("--cores", type=int, default=2, help="one-thread workers per node")
+  p.add_argument("--worker_speed", type=float, default=1.0,
+                 help="a one-thread worker's speed over the process that recorded the times")
+  p.add_argument("--startup_s", type=float, default=0.0,
+                 help="seconds before a worker's first job")
+  args = p.parse_args()
+  graph, cost = job_seconds(args.folder)
+  cells = sum(t.cell is not None for t in graph)
+  out = {"folder": args.folder, "cells": cells, "tasks": len(graph),
+         "work_s": sum(cost.values()) / args.worker_speed, "cores_per_node": args.cores,
+         "worker_speed": args.worker_speed, "startup_s": args.startup_s, "nodes": {}}
+  print(f"{args.folder}: {cells} jobs (cells, alignments), {len(graph)} tasks, {out['work_s'] / 60:.1f} worker-min"
+        f" of work; {args.cores} one-thread workers per node")
+  print(f"{'nodes':>6} {'workers':>8} {'wall':>10} {'cells/min':>10} {'busy':>6}")
+  for n in (int(x) for x in args.nodes.split(",")):
+    s = schedule(graph, cost, n * args.cores, args.worker_speed, args.startup_s)
+    s["cells_per_min"] = cells / (s["makespan_s"] / 60)
+    out["nodes"][n] = s
+    print(f"{n:>6} {n * args.cores:>8} {s['makespan_s'] / 60:>8.1f} m {s['cells_per_min']:>10.2f}"
+          f" {s['busy_fraction']:>6.0%}")
+  print(f"critical path (unlimited workers): {s['critical_path_s'] / 60:.1f} min: " + " → ".join(
+      f"{k} {v / 60:.1f}" for k, v in s["critical_path"]))
+  print(json.dumps(out))
+
+
+if __name__ == "__main__":
+  main()
