@@ -56,11 +56,13 @@ def study() -> Callable[[list[str]], None]:
       " GPU, each given that share of its memory (XLA_PYTHON_CLIENT_MEM_FRACTION).")
   choose_length = flags.DEFINE_bool("choose_length", False, "Choose each budget's training"
                                     " length on the validation split (no test label is read)"
-                                    " and write it to WORKDIR/length_choice.json.")
+                                    " and write it to WORKDIR/length_choice.json; a rerun"
+                                    " on the same workdir resumes.")
   choose_oracle = flags.DEFINE_bool("choose_oracle_length", False, "Choose the oracle's"
                                     " training length on a validation split (no test label"
                                     " is read) and write it to"
-                                    " WORKDIR/oracle_length_choice.json.")
+                                    " WORKDIR/oracle_length_choice.json; a rerun on the"
+                                    " same workdir resumes.")
 
   def main(argv):
     del argv

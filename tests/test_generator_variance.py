@@ -18,7 +18,9 @@ from dreamjax import sharding
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
 from dreamjax.fileio import read_jsonl
-from dreamjax.study import artefacts, claims, progress, records, report, report_text, runner
+from dreamjax.study import artefacts, claims, generate, progress, records, report, report_text
+from dreamjax.study import runner
+from dreamjax.study import cells as cells_lib
 from dreamjax.study import context as context_lib
 from dreamjax.study import tables
 from dreamjax.study.evidence import Cells
@@ -145,6 +147,25 @@ def test_the_quality_gate_holds_each_generator_not_only_the_mean():
   passing = _pool_cell([0.9, 0.7, 0.8])
   assert Cells({"vae_pool": passing}, quality_gate=0.6).under_trained("vae_pool") == []
   assert tables.generator_quality({"vae_pool": passing}, 0.6)[0]["passes"]
+
+
+def test_a_generator_row_averages_the_seeds_that_measured_a_set():
+  """A fresh pool arm's seed may keep no confident sample: its measures are None, and
+  each generator's row is the mean of its other seeds (None where none has a value)."""
+  empty = np.zeros((0, 28, 28, 1), np.float32)
+  generated = {s: generate.Generated(empty, np.zeros(0, np.int32), np.zeros(0, np.int64), 0.0,
+                                     {"pool_generator": {"index": s % 2, "of": 2}})
+               for s in (0, 1, 2)}  # seeds 0 and 2 read generator 0, seed 1 generator 1
+  record = {"label_preservation_per_seed": [None, 0.6, 0.8],
+            "frechet_per_seed": [12.0, None, 10.0], "kid_per_seed": [None, 0.02, None],
+            "cas": [0.5, 0.7, 0.9]}
+  out = cells_lib._per_generator(record, generated, (0, 1, 2))  # pylint: disable=protected-access
+  assert out["of"] == 2 and out["per_seed"] == [0, 1, 0]
+  g0, g1 = out["generators"]
+  assert g0 == {"index": 0, "seeds": [0, 2], "label_preservation": 0.8,
+                "frechet": pytest.approx(11.0), "kid": None, "cas": pytest.approx(0.7)}
+  assert g1 == {"index": 1, "seeds": [1], "label_preservation": 0.6, "frechet": None,
+                "kid": 0.02, "cas": 0.7}
 
 
 def test_one_generator_is_reported_as_leaving_generator_variance_out():

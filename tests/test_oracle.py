@@ -171,6 +171,47 @@ def test_the_oracle_length_chooser_on_real_data_reads_no_test_label(real_data_di
   assert set(real["val_accuracy"]) == {"10", "20"} and not real["reached"]
 
 
+def test_an_interrupted_oracle_length_chooser_resumes_and_another_config_is_refused(
+    tmp_path, monkeypatch):
+  cfg = study_configs.get_config("tiny")
+  kwargs = dict(lengths=(10, 20), target=0.99, val_size=500)  # never reached: both train
+  trained, fit = [], choose.train.fit
+  def counting_fit(*args, **kw):
+    trained.append(kw["desc"])
+    return fit(*args, **kw)
+  monkeypatch.setattr(choose.train, "fit", counting_fit)
+  choose.choose_oracle(cfg, str(tmp_path / "whole"), log=lambda m: None, **kwargs)
+
+  class Killed(Exception):
+    pass
+  def killed_after_one(message):
+    if message.startswith("oracle: 10 steps"):
+      raise Killed
+  workdir = tmp_path / "resumed"
+  with pytest.raises(Killed):
+    choose.choose_oracle(cfg, str(workdir), log=killed_after_one, **kwargs)
+  trained.clear()
+  logged = []
+  choose.choose_oracle(cfg, str(workdir), log=logged.append, **kwargs)
+  assert trained == ["choose oracle@20"]
+  assert any("1 measurement(s) already made" in m for m in logged)
+  wall_clock = ("seconds", "train_seconds")
+  whole, resumed = (json.loads((w / "oracle_length_choice.json").read_text())
+                    for w in (tmp_path / "whole", workdir))
+  assert ({k: v for k, v in resumed.items() if k not in wall_clock}
+          == {k: v for k, v in whole.items() if k not in wall_clock})
+  assert set(resumed["train_seconds"]) == {"10", "20"}
+  trained.clear()
+  other = study_configs.get_config("tiny")
+  other.oracle.train.batch_size = 32
+  for config, changed, match in ((other, {}, "oracle.train.batch_size"),
+                                 (cfg, {"target": 0.95}, "target"),
+                                 (cfg, {"val_size": 400}, "val_size")):
+    with pytest.raises(ConfigError, match=f"differs in: {match}.*fresh --workdir"):
+      choose.choose_oracle(config, str(workdir), log=lambda m: None, **{**kwargs, **changed})
+  assert trained == []
+
+
 # --- Fréchet at matched set sizes ---------------------------------------------------
 
 def _tiny_oracle(test_images):

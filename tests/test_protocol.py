@@ -2,15 +2,17 @@
 validation-only length chooser."""
 
 import dataclasses
+import json
 import os
 
 import jax
 import numpy as np
 import pytest
 
-from dreamjax import augment, data, dream, models
+from dreamjax import augment, data, dream, lock, models
 from dreamjax.configs import dream as dream_configs
 from dreamjax.configs import study as study_configs
+from dreamjax.errors import ConfigError
 from dreamjax.fileio import read_jsonl
 from dreamjax.study import choose, claims, report, report_text, rules_v1, runner
 from dreamjax.study.evidence import Cells
@@ -171,6 +173,7 @@ def test_the_chooser_picks_the_shortest_length_after_which_doubling_stops_gainin
   class FakeRes:
     def __init__(self, steps):
       self.state = dataclasses.make_dataclass("S", ["variables"])(steps)
+      self.seconds = 1.0
 
   monkeypatch.setattr(choose.train, "fit", lambda model, tcfg, *a, **k: FakeRes(tcfg.steps))
   monkeypatch.setattr(choose.evaluate, "accuracy",
@@ -185,6 +188,96 @@ def test_the_chooser_picks_the_shortest_length_after_which_doubling_stops_gainin
   out = choose.choose_length(cfg, raw, 100, lengths=(10, 20), arms=("baseline",),
                              log=lambda m: None)
   assert out["steps"] == 20 and out["still_gaining"]
+
+
+class _Killed(Exception):
+  """A run stopped part-way (a kill, a lost machine)."""
+
+
+def _without_wall_clock(choices):
+  return [{k: v for k, v in c.items() if k != "seconds"} for c in choices]
+
+
+def _counting_fit(monkeypatch):
+  """The descriptions of the runs choose trains from now on (each trains for real)."""
+  trained, fit = [], choose.train.fit
+  def counting(*args, **kwargs):
+    trained.append(kwargs["desc"])
+    return fit(*args, **kwargs)
+  monkeypatch.setattr(choose.train, "fit", counting)
+  return trained
+
+
+def test_an_interrupted_length_chooser_resumes_with_what_it_measured(tmp_path, monkeypatch):
+  cfg = study_configs.get_config("tiny")
+  kwargs = dict(lengths=(10, 20), arms=("baseline", "classical_online"))
+  trained = _counting_fit(monkeypatch)
+  choose.choose_lengths(cfg, str(tmp_path / "whole"), log=lambda m: None, **kwargs)
+  assert len(trained) == 4
+
+  measured = []
+  def killed_after_two(message):
+    if message.startswith("N100/") and "validation accuracy" in message:
+      measured.append(message)
+      if len(measured) == 2:
+        raise _Killed
+  workdir = tmp_path / "resumed"
+  with pytest.raises(_Killed):
+    choose.choose_lengths(cfg, str(workdir), log=killed_after_two, **kwargs)
+  assert not (workdir / "length_choice.json").exists()
+  assert len(read_jsonl(str(workdir / "length_measurements.jsonl"))) == 2
+  trained.clear()
+  logged = []
+  summary = choose.choose_lengths(cfg, str(workdir), log=logged.append, **kwargs)
+  assert trained == ["choose N100/classical_online@10", "choose N100/classical_online@20"]
+  assert any("2 measurement(s) already made" in m for m in logged)
+  assert sum("(measured before, reused)" in m for m in logged) == 2
+  whole = json.loads((tmp_path / "whole" / "length_choice.json").read_text())
+  resumed = json.loads((workdir / "length_choice.json").read_text())
+  assert _without_wall_clock(resumed) == _without_wall_clock(whole)
+  trained.clear()  # a finished chooser run again trains nothing and writes the same choice
+  assert choose.choose_lengths(cfg, str(workdir), log=lambda m: None, **kwargs) == summary
+  assert trained == []
+  assert json.loads((workdir / "length_choice.json").read_text()) == resumed
+
+
+def test_a_length_chooser_with_another_config_refuses_the_workdir(tmp_path, monkeypatch):
+  cfg = study_configs.get_config("tiny")
+  kwargs = dict(lengths=(10, 20), arms=("baseline",), log=lambda m: None)
+  choose.choose_lengths(cfg, str(tmp_path), **kwargs)
+  trained = _counting_fit(monkeypatch)
+  for field, value in (("val_size", 100), ("first_seed", 1), ("num_seeds", 3)):
+    other = study_configs.get_config("tiny")
+    setattr(other, field, value)
+    with pytest.raises(ConfigError, match=f"differs in: config.{field}.*fresh --workdir"):
+      choose.choose_lengths(other, str(tmp_path), **kwargs)
+  other = study_configs.get_config("tiny")
+  other.train.batch_size = 16
+  with pytest.raises(ConfigError, match="config.train.batch_size.*fresh --workdir"):
+    choose.choose_lengths(other, str(tmp_path), **kwargs)
+  with pytest.raises(ConfigError, match="differs in: tolerance"):
+    choose.choose_lengths(cfg, str(tmp_path), **{**kwargs, "tolerance": 0.01})
+  with pytest.raises(ConfigError, match="differs in: lengths"):
+    choose.choose_lengths(cfg, str(tmp_path), **{**kwargs, "lengths": (10, 40)})
+  assert trained == []
+  # Another budget measures apart from the recorded one: it is added, N100's reused.
+  more = study_configs.get_config("tiny")
+  more.budgets = (100, 200)
+  choose.choose_lengths(more, str(tmp_path), **kwargs)
+  assert trained == ["choose N200/baseline@10", "choose N200/baseline@20"]
+
+
+def test_a_length_chooser_refuses_a_busy_or_unwritable_workdir_before_training(
+    tmp_path, monkeypatch):
+  cfg = study_configs.get_config("tiny")
+  trained = _counting_fit(monkeypatch)
+  with lock.workdir_lock(str(tmp_path)):
+    with pytest.raises(ConfigError, match="is in use"):
+      choose.choose_lengths(cfg, str(tmp_path), lengths=(10, 20), log=lambda m: None)
+  (tmp_path / "file").write_text("")
+  with pytest.raises(ConfigError, match="is a file, not a folder"):
+    choose.choose_lengths(cfg, str(tmp_path / "file"), lengths=(10, 20), log=lambda m: None)
+  assert trained == []
 
 
 def test_a_placebo_through_every_rule_of_a_tiny_study(tmp_path, real_data_dir):
