@@ -63,6 +63,11 @@ def study() -> Callable[[list[str]], None]:
                                     " is read) and write it to"
                                     " WORKDIR/oracle_length_choice.json; a rerun on the"
                                     " same workdir resumes.")
+  choose_generator = flags.DEFINE_bool(
+      "choose_generator_steps", False, "Choose the training length of the diffusion"
+      " generators (diffusion_small, diffusion_pool) by their samples' label share and KID"
+      " against the validation split (no test image or label is read) and write it to"
+      " WORKDIR/generator_steps_choice.json; a rerun on the same workdir resumes.")
 
   def main(argv):
     del argv
@@ -75,6 +80,10 @@ def study() -> Callable[[list[str]], None]:
     if choose_oracle.value:
       from dreamjax.study import choose  # pylint: disable=g-import-not-at-top
       print(choose.choose_oracle(config.value, workdir.value, log=logging.info))
+      return
+    if choose_generator.value:
+      from dreamjax.study import choose  # pylint: disable=g-import-not-at-top
+      print(choose.choose_generator_steps(config.value, workdir.value, log=logging.info))
       return
     if recheck.value:
       from dreamjax.study import recheck as recheck_lib  # pylint: disable=g-import-not-at-top

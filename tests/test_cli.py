@@ -36,7 +36,8 @@ def test_console_command_lists_and_runs_commands(tmp_path, real_data_dir):
 # Each command's own flags: what --helpshort must list (docs/usage.md sends users there).
 OWN_FLAGS = {
     "study": ["config", "workdir", "dry_run", "retry_failed", "report_only", "publish",
-              "recheck", "choose_length", "choose_oracle_length", "workers",
+              "recheck", "choose_length", "choose_oracle_length", "choose_generator_steps",
+              "workers",
               "engine_address", "workers_per_gpu", "distributed"],
     "train_classifier": ["config", "workdir", "distributed"],
     "dream": ["config", "workdir", "distributed"],

@@ -224,7 +224,9 @@ def oracle(config, raw: data_lib.RawDataset, workdir: str, mesh: Mesh, log,
       fileio.append_jsonl(os.path.join(workdir, RESULTS), record)
     log(f"oracle test accuracy {acc[0]:.4f}")
   test = s.test_images[:config.eval.frechet_num_test]
-  features = frechet.features(model, variables, test, layer=cfg.feature_layer, mesh=mesh)
+  # A chooser's data has no test split (choose.without_test): no test features then.
+  features = (frechet.features(model, variables, test, layer=cfg.feature_layer, mesh=mesh)
+              if len(test) else np.zeros((0, 0), np.float32))
   return Oracle(model, variables, features, record)
 
 
