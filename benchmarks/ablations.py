@@ -11,7 +11,7 @@ import jax
 
 from ascent import bench_library_ascent
 from benchlib import IMAGE_SHAPE, cnn
-from dreamjax import models
+from dreamjax.training import models
 from workloads import bench_train_step
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -36,7 +36,7 @@ def bench_ablations(args) -> dict:
   finally:
     models.Conv3x3 = keep_conv
   # PGD with one jitted program per step instead of chunks of WALK_CHUNK steps.
-  from dreamjax import adversarial  # pylint: disable=g-import-not-at-top
+  from dreamjax.methods import adversarial  # pylint: disable=g-import-not-at-top
   keep_chunk = adversarial.WALK_CHUNK
   model = cnn("reference")
   variables = models.init_variables(model, jax.random.key(0), IMAGE_SHAPE)

@@ -12,7 +12,8 @@ import optax
 
 from benchlib import (IMAGE_SHAPE, cnn, model_input_grad_flops_per_image, random_data, rates,
                       timed, xla_flops)
-from dreamjax import models, seeds, sharding, train
+from dreamjax.plumbing import sharding
+from dreamjax.training import models, seeds, train
 
 
 def conv1_objective(model, variables, x):
@@ -109,7 +110,7 @@ def bench_library_ascent(args, kind, model, variables):
       x, y = random_data(64)
       t = timed(lambda: run(x, y), repeats=args.repeats, inner=1)
       return {"image_steps_per_s": rates(t, 64 * 20), **t}
-    from dreamjax import adversarial  # pylint: disable=g-import-not-at-top
+    from dreamjax.methods import adversarial  # pylint: disable=g-import-not-at-top
     x, y = random_data(128)
     fn = lambda: jax.block_until_ready(adversarial.pgd(
         model, variables, x, y, jax.random.key(0), eps=0.1, steps=10))
@@ -124,7 +125,7 @@ def bench_study_pgd(args, peak: float | None, k: int) -> dict:
   on K seed-stacked BatchNorm CNNs (the study's ``model`` block), L∞ PGD with the
   preset's ε, steps and restarts, ``args.study_pgd_images`` test images in chunks
   of 500 (the library's default), through ``sharding.map_rows`` as a cell runs it."""
-  from dreamjax import adversarial  # pylint: disable=g-import-not-at-top
+  from dreamjax.methods import adversarial  # pylint: disable=g-import-not-at-top
   from dreamjax.configs import study  # pylint: disable=g-import-not-at-top
   cfg = study.get_config(args.study_preset)
   model = cnn(cfg.model)

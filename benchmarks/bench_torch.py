@@ -2,7 +2,7 @@
 
 Runs only in the separate environment ``benchmarks/.venv-torch`` (see
 benchmarks/README.md); prints one JSON object (last line). The models mirror
-``dreamjax.models.CNN``: conv3×3 'SAME' (+BatchNorm) + ReLU (+2×2 max-pool)
+``dreamjax.training.models.CNN``: conv3×3 'SAME' (+BatchNorm) + ReLU (+2×2 max-pool)
 blocks, dense + ReLU, dense 10; AdamW.
 
 Workloads (ids shared with bench.py's comparison):

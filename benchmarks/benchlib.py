@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dreamjax import models
+from dreamjax.training import models
 from dreamjax.configs import common
 
 IMAGE_SHAPE = (28, 28, 1)

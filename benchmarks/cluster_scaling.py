@@ -5,7 +5,7 @@
 
 Reads a study folder's ``results.jsonl`` (each job's measured seconds,
 ``progress.record_seconds``) and ``study_config.json`` (its plan), builds the
-task graph the study runs on Ray (``dreamjax.study.tasks.graph``: the oracle,
+task graph the study runs on Ray (``dreamjax.study.run.tasks.graph``: the oracle,
 shared pool models, baselines, the cells that need them) and schedules it on
 ``nodes × cores`` one-thread workers as Ray would: a task starts on a free
 worker as soon as its inputs exist, in the order the driver submitted it.
@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ml_collections  # noqa: E402
 
 from dreamjax.configs import arms as arms_lib  # noqa: E402
-from dreamjax.study import progress, records, runner, tasks  # noqa: E402
+from dreamjax.study import records  # noqa: E402
+from dreamjax.study.run import progress, runner, tasks  # noqa: E402
 
 
 def job_seconds(folder: str) -> tuple[list[tasks.Task], dict[str, float]]:

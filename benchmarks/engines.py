@@ -53,7 +53,7 @@ def _sleep_and_pid(path, seconds):
 def _use_study():
   """A worker's first study task: JAX started, the study's modules imported."""
   import jax  # pylint: disable=g-import-not-at-top
-  import dreamjax.study.runner  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  import dreamjax.study.run.runner  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   return float(jnp.ones(8).sum()) + len(jax.devices())
 
@@ -129,7 +129,7 @@ ENGINES = {"ray": Ray, "dask": Dask}
 
 
 class DaskStudyEngine:
-  """Dask distributed as the study's engine: the adapter of dreamjax.study.engine.RayEngine
+  """Dask distributed as the study's engine: the adapter of dreamjax.study.run.engine.RayEngine
   (start, submit, as completed, cancel, close) over a LocalCluster of one-thread worker
   processes, kept here to measure it against Ray on the study."""
   name = "dask"
@@ -170,7 +170,7 @@ class DaskStudyEngine:
 
 def _dask_study_task(spec, task, *inputs):
   import distributed  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import tasks  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import tasks  # pylint: disable=g-import-not-at-top
   os.environ["DREAMJAX_NODE"] = distributed.get_worker().address
   return tasks.run(spec, task, *inputs)
 
@@ -378,7 +378,7 @@ def _free_port() -> int:
 def child_study(engine, workers, workdir, arms, preset="tiny", overrides="{}"):
   import dreamjax  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   from dreamjax.configs import study as study_configs  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import runner  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import runner  # pylint: disable=g-import-not-at-top
   cfg = study_configs.get_config(preset)
   cfg.arms = tuple(arms.split(","))
   for dotted, value in json.loads(overrides).items():
@@ -396,12 +396,12 @@ def child_study(engine, workers, workdir, arms, preset="tiny", overrides="{}"):
       time.sleep(0.5)
   threading.Thread(target=watch, daemon=True).start()
   t0 = time.perf_counter()
-  from dreamjax.study import engine as engine_lib  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import engine as engine_lib  # pylint: disable=g-import-not-at-top
   factory = {"ray": engine_lib.RayEngine, "dask": DaskStudyEngine}[engine]
   runner.run_study(cfg, workdir, workers=int(workers), engine=factory, log=lambda m: None)
   wall = time.perf_counter() - t0
   stop.set()
-  from dreamjax.study import progress  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import progress  # pylint: disable=g-import-not-at-top
   with open(os.path.join(workdir, "results.jsonl")) as f:
     records = [json.loads(line) for line in f]
   cells = [r for r in records if r["cell"] != "oracle"]

@@ -12,7 +12,7 @@ Generators are the largest share of a study's time (benchmarks/README.md,
   product (the rewrite that helps a one-channel convolution);
 * ``seeds``: K conditional-VAE steps (one per seed, the study's ``vae_small``)
   as K one-seed programs in turn, as one program with K copies
-  (:func:`dreamjax.seeds.map_seeds`) and as ``jax.vmap``;
+  (:func:`dreamjax.training.seeds.map_seeds`) and as ``jax.vmap``;
 * the matmul peak of the machine, for the fractions.
 
     python benchmarks/generator_layers.py [--repeats 5] [--seeds 5] [--json_out F]
@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchlib import cpu_info, matmul_peak, timed, xla_flops
-from dreamjax import seeds as seeds_lib
-from dreamjax import sharding
+from dreamjax.training import seeds as seeds_lib
+from dreamjax.plumbing import sharding
 from dreamjax.configs import generator as generator_configs
 from dreamjax.generators import gan, vae
 

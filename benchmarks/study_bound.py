@@ -5,7 +5,7 @@
   python benchmarks/study_bound.py --workdir runs/study  # wall time read off results.jsonl
 
 ``study_bound(config, peak_gflops)`` counts every piece of compute of
-``dreamjax.study.runner.plan(config)`` that does arithmetic of note:
+``dreamjax.study.run.runner.plan(config)`` that does arithmetic of note:
 
 * **training**: each cell's classifier, its budget's ``train.steps`` steps of all K seeds
   (the ``train.fit`` program; ``pgd_train`` cells with their PGD inside), and
@@ -67,7 +67,8 @@ def _ints(*shape):
 
 def _classifier_step_flops(model, tcfg, k, transform=None) -> float:
   """XLA's count of one ``train.fit`` step of K seeds (what ``train._compiled_step`` builds)."""
-  from dreamjax import models, seeds, sharding, train  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import sharding  # pylint: disable=g-import-not-at-top
+  from dreamjax.training import models, seeds, train  # pylint: disable=g-import-not-at-top
   mesh = sharding.make_mesh()
   bs = int(tcfg.batch_size)
   tx = train.make_optimizer(tcfg)
@@ -80,7 +81,7 @@ def _classifier_step_flops(model, tcfg, k, transform=None) -> float:
 
 
 def _one_model_variables(model):
-  from dreamjax import models  # pylint: disable=g-import-not-at-top
+  from dreamjax.training import models  # pylint: disable=g-import-not-at-top
   return _shape(lambda: models.init_variables(model, jax.random.key(0), IMAGE_SHAPE))
 
 
@@ -94,9 +95,11 @@ def _attack_step(model, variables, x0, x, labels, eps=0.1, step_size=0.0125):
 def _generator_step_flops(config, arm: str, kind: str, conditional: bool
                           ) -> tuple[float, int, int]:
   """(XLA FLOPs of one step, steps, batch) of a study generator or pretraining run."""
-  from dreamjax import models, pretrain, sharding  # pylint: disable=g-import-not-at-top
+  from dreamjax.methods import pretrain  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import sharding  # pylint: disable=g-import-not-at-top
+  from dreamjax.training import models  # pylint: disable=g-import-not-at-top
   from dreamjax.generators import diffusion, gan, vae  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import artefacts  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import artefacts  # pylint: disable=g-import-not-at-top
   from dreamjax.configs import generator as gen_configs  # pylint: disable=g-import-not-at-top
   g = artefacts.generator_config(config, arm)
   bs = (gen_configs.generator_batch_size(g)[1] if kind in ("vae", "gan", "diffusion")
@@ -151,10 +154,10 @@ def _dream_flops_per_image(config, arm, model, units, count) -> float:
   from dreamjax import dream  # pylint: disable=g-import-not-at-top
   from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
   from dreamjax.dream import engine  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import generate  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import generate  # pylint: disable=g-import-not-at-top
   v = units["variables"]
   if arms_lib.get(arm).source == arms_lib.Classifier("pool_dreamer"):
-    from dreamjax import dreamer  # pylint: disable=g-import-not-at-top
+    from dreamjax.methods import dreamer  # pylint: disable=g-import-not-at-top
     model, count = dreamer.model_of(config.pool_dreamer), "xla"
     v = _one_model_variables(model)
   spec = dream.from_config(generate.dream_config(config, arm), model)
@@ -173,7 +176,7 @@ def _dream_flops_per_image(config, arm, model, units, count) -> float:
 
 def unit_flops(config, count: str = "xla") -> dict:
   """FLOPs of each repeated unit of work the study's plan is made of."""
-  from dreamjax import models  # pylint: disable=g-import-not-at-top
+  from dreamjax.training import models  # pylint: disable=g-import-not-at-top
   from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
   model = models.make_model(config.model, NUM_CLASSES)
   oracle = models.make_model(config.oracle.model, NUM_CLASSES)
@@ -203,7 +206,7 @@ def unit_flops(config, count: str = "xla") -> dict:
     u["train_step"] = _classifier_step_flops(model, config.train, k)
     u["oracle_step"] = _classifier_step_flops(oracle, config.oracle.train, 1)
     if "pgd_train" in bases:
-      from dreamjax import adversarial  # pylint: disable=g-import-not-at-top
+      from dreamjax.methods import adversarial  # pylint: disable=g-import-not-at-top
       a = config.attack
       u["pgd_train_step"] = _classifier_step_flops(model, config.train, k,
                                                    adversarial.adversarial_batch_transform(
@@ -211,7 +214,7 @@ def unit_flops(config, count: str = "xla") -> dict:
           fraction=float(a.train_fraction)))
     if "dream_online" in bases:
       from dreamjax.dream import online  # pylint: disable=g-import-not-at-top
-      from dreamjax.study import generate  # pylint: disable=g-import-not-at-top
+      from dreamjax.study.run import generate  # pylint: disable=g-import-not-at-top
       u["dream_online_step"] = _classifier_step_flops(model, config.train, k, online.batch_transform(
           model, generate.dream_config(config, "dream_online"),
           fraction=float(config.online_fraction)))
@@ -233,30 +236,30 @@ def unit_flops(config, count: str = "xla") -> dict:
 
 def _dream_steps(config) -> int:
   from dreamjax import dream  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import generate  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import generate  # pylint: disable=g-import-not-at-top
   return dream.from_config(generate.dream_config(config, "dream_online"),
                            _model(config)).total_steps
 
 
 def _model(config):
-  from dreamjax import models  # pylint: disable=g-import-not-at-top
+  from dreamjax.training import models  # pylint: disable=g-import-not-at-top
   return models.make_model(config.model, NUM_CLASSES)
 
 
 def _cells(config):
-  from dreamjax.study import runner  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import runner  # pylint: disable=g-import-not-at-top
   return runner.plan(config)
 
 
 def study_flops(config, u: dict) -> dict:
   """FLOPs of each part of the study, from the plan and the units of :func:`unit_flops`."""
   from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import context as context_lib  # pylint: disable=g-import-not-at-top
+  from dreamjax.study import spec as spec_lib  # pylint: disable=g-import-not-at-top
   k, e = int(config.num_seeds), config.eval
   robust = len(tuple(e.robust_eps)) * int(e.robust_num_test) * k * (
       int(e.robust_restarts) * (int(e.robust_steps) * u["input_grad_image"] + u["forward_image"])
       + u["forward_image"])  # at every ε, for the cells that measure robustness
-  from dreamjax.study import cells as cells_lib  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import cells as cells_lib  # pylint: disable=g-import-not-at-top
   parts = {"training": 0.0, "evaluation": 0.0, "generation": 0.0, "generator_training": 0.0}
   per_cell = []
   once = set()  # pool generators and pretraining: once per study (one shared pool)
@@ -268,7 +271,7 @@ def study_flops(config, u: dict) -> dict:
       smaller = [m for m in copies if m < int(cell.copies)]
       images = cell.budget * (int(cell.copies) - max(smaller, default=0))
     step = {"pgd_train": "pgd_train_step", "dream_online": "dream_online_step"}.get(base)
-    steps = int(context_lib.train_config(config, cell.budget).steps)  # the budget's length
+    steps = int(spec_lib.train_config(config, cell.budget).steps)  # the budget's length
     evals = steps // int(config.train.eval_every) if int(config.train.eval_every) else 1
     train = steps * u[step or "train_step"]
     if cell.main and arms_lib.get(base).group == "generator":

@@ -2,9 +2,9 @@
 study's own classifier, generators. Each ``bench_*`` returns one JSON-able dict.
 
 Every step is compiled the way the library runs it: ``train.make_train_step``
-on a mesh (:func:`dreamjax.sharding.make_mesh`, every device), jitted with
+on a mesh (:func:`dreamjax.plumbing.sharding.make_mesh`, every device), jitted with
 replicated in/out shardings and the state donated, inputs placed by
-:func:`dreamjax.sharding.replicate`.
+:func:`dreamjax.plumbing.sharding.replicate`.
 """
 
 import jax
@@ -13,7 +13,8 @@ import numpy as np
 
 from benchlib import (IMAGE_SHAPE, cnn, layer_shapes, model_flops_per_image, random_data,
                       rates, timed, xla_flops)
-from dreamjax import models, seeds, sharding, train
+from dreamjax.plumbing import sharding
+from dreamjax.training import models, seeds, train
 from dreamjax.configs import common
 
 

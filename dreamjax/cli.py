@@ -133,7 +133,7 @@ def run(main: Callable[[list[str]], None]) -> None:
   it. So does a full disk, whichever code was writing. Exit status 2 marks a
   usage or data error, as absl does for bad flags. With ``--distributed``
   every process of the job runs ``main`` on the same data; process 0 alone
-  writes files (:mod:`dreamjax.fileio`) and logs progress, the others only
+  writes files (:mod:`dreamjax.plumbing.fileio`) and logs progress, the others only
   warnings and errors. ``kill -USR1 PID`` prints
   every thread's Python stack to stderr and lets the job go on: the first
   thing to look at when a multi-host job seems stuck. ``kill PID`` (SIGTERM)
@@ -151,7 +151,7 @@ def run(main: Callable[[list[str]], None]) -> None:
       _check_configs_loaded()
       _log_workdir()
       # JAX loads once a command runs, not when its flags are parsed (commands.py).
-      from dreamjax import sharding  # pylint: disable=g-import-not-at-top
+      from dreamjax.plumbing import sharding  # pylint: disable=g-import-not-at-top
       sharding.initialize(_DISTRIBUTED.value)
       if not sharding.is_primary():
         logging.set_verbosity(logging.WARNING)  # process 0 reports the job's progress

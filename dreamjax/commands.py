@@ -5,7 +5,7 @@
 the same command. Each function here defines the command's absl flags when it
 is called (so importing this module defines none) and returns its ``main``;
 the work itself is one function of :mod:`dreamjax.runs` or
-:mod:`dreamjax.study.runner`, which tests call directly. Each function imports
+:mod:`dreamjax.study.run.runner`, which tests call directly. Each function imports
 its command's modules when it is called, not at the top: `dreamjax NAME --help`
 answers without loading JAX, and no command loads the modules of another.
 """
@@ -31,7 +31,8 @@ def _config(name: str, help_text: str):
 
 def study() -> Callable[[list[str]], None]:
   """Every claim of the seed answer, with CIs and verdicts (presets first, quick, conclusions, n100, tiny)."""
-  from dreamjax.study import report, runner  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.report import report  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import runner  # pylint: disable=g-import-not-at-top
   config = _config("study", "Study config (path[:preset]); presets first, quick, conclusions, n100, tiny.")
   workdir = flags.DEFINE_string("workdir", "runs/study", "Results, checkpoints, report.")
   dry_run = flags.DEFINE_bool("dry_run", False, "Validate config and data, print the plan, stop.")
@@ -74,11 +75,11 @@ def study() -> Callable[[list[str]], None]:
     if publish.value and not report_only.value:
       raise ConfigError("--publish copies a finished report: pass it with --report_only.")
     if choose_length.value:
-      from dreamjax.study import choose  # pylint: disable=g-import-not-at-top
+      from dreamjax.study.run import choose  # pylint: disable=g-import-not-at-top
       print(choose.choose_lengths(config.value, workdir.value, log=logging.info))
       return
     if choose_oracle.value:
-      from dreamjax.study import choose  # pylint: disable=g-import-not-at-top
+      from dreamjax.study.run import choose  # pylint: disable=g-import-not-at-top
       print(choose.choose_oracle(config.value, workdir.value, log=logging.info))
       return
     if choose_generator.value:
@@ -86,7 +87,7 @@ def study() -> Callable[[list[str]], None]:
       print(choose.choose_generator_steps(config.value, workdir.value, log=logging.info))
       return
     if recheck.value:
-      from dreamjax.study import recheck as recheck_lib  # pylint: disable=g-import-not-at-top
+      from dreamjax.study.run import recheck as recheck_lib  # pylint: disable=g-import-not-at-top
       out = recheck_lib.recheck_cell(config.value, workdir.value, recheck.value, log=logging.info)
       if out["identical"]:
         print(f"{recheck.value}: recomputed in {out['seconds'] / 60:.1f} min, identical to its"
@@ -101,8 +102,8 @@ def study() -> Callable[[list[str]], None]:
         copied = report.publish(workdir.value, publish.value)
         print(f"published {len(copied)} files to {publish.value}")
       return
-    from dreamjax import sharding  # pylint: disable=g-import-not-at-top
-    from dreamjax.study import engine  # pylint: disable=g-import-not-at-top
+    from dreamjax.plumbing import sharding  # pylint: disable=g-import-not-at-top
+    from dreamjax.study.run import engine  # pylint: disable=g-import-not-at-top
     address = engine_address.value or engine.address_from_env()
     n = runner.auto_workers(workdir.value) if workers.value is None else workers.value
     if sharding.process_count() > 1:  # a --distributed job: its processes run every job
@@ -213,7 +214,7 @@ def compare() -> Callable[[list[str]], None]:
 
   def main(argv):
     del argv
-    from dreamjax.study import compare as compare_lib  # pylint: disable=g-import-not-at-top
+    from dreamjax.study.report import compare as compare_lib  # pylint: disable=g-import-not-at-top
     if not a.value or not b.value:
       raise ConfigError("pass both --a and --b: the study folders to compare.")
     logging.info("writes to: %s", os.path.abspath(out.value or b.value))

@@ -171,7 +171,7 @@ def on_mesh(tree):
   A jitted step that constrains its batch to the mesh returns its state on the
   mesh; inputs placed there too keep the step to one trace.
   """
-  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import sharding  # pylint: disable=g-import-not-at-top
   return sharding.replicate(sharding.make_mesh(), tree)
 
 

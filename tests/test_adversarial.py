@@ -6,7 +6,8 @@ import optax
 import pytest
 
 from conftest import synthetic_images, on_mesh
-from dreamjax import adversarial, alignment, evaluate, models, train
+from dreamjax.methods import adversarial, alignment
+from dreamjax.training import evaluate, models, train
 from dreamjax.configs import common
 from dreamjax.errors import ConfigError
 

@@ -7,12 +7,14 @@ import os
 import pytest
 
 from conftest import REPO
-from dreamjax import generators, seeds
+from dreamjax import generators
+from dreamjax.training import seeds
 from dreamjax.configs import arms
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
-from dreamjax.study import claims, records, runner
-from dreamjax.study.cells import ALIGNMENT, Cell
+from dreamjax.study import claims, records
+from dreamjax.study.run import runner
+from dreamjax.study.run.cells import ALIGNMENT, Cell
 
 
 def test_every_arm_says_what_makes_its_images_as_a_typed_source():
@@ -122,7 +124,8 @@ def test_configs_import_no_study_module():
 
 def test_no_arm_behaviour_is_read_from_its_name():
   """The study reads an arm's family, method or preset from its entry, never its name."""
-  for rel in ("study/generate.py", "study/artefacts.py", "study/runner.py", "study/cells.py"):
+  for rel in ("study/run/generate.py", "study/run/artefacts.py", "study/run/runner.py",
+              "study/run/cells.py"):
     text = open(os.path.join(REPO, "dreamjax", rel)).read()
     for pattern in ('split("_")', 'endswith("_small")', 'endswith("_pool")',
                     'endswith("/alignment")', 'method=arm,'):

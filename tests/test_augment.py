@@ -6,7 +6,8 @@ import optax
 import pytest
 
 from conftest import synthetic_images, on_mesh
-from dreamjax import augment, models, train
+from dreamjax.methods import augment
+from dreamjax.training import models, train
 from dreamjax.configs import classifier as classifier_config
 from dreamjax.configs import common
 from dreamjax.errors import ConfigError
@@ -139,10 +140,10 @@ def test_bad_settings_are_refused(field, value, name):
 def _study_online_transforms(model):
   """The four online arms' transforms, built as the study builds them (the deep dreamer
   a fresh one of the tiny study's config: what matters here is that it is fixed)."""
-  from dreamjax import dreamer  # pylint: disable=g-import-not-at-top
+  from dreamjax.methods import dreamer  # pylint: disable=g-import-not-at-top
   from dreamjax.configs import study as study_configs  # pylint: disable=g-import-not-at-top
   from dreamjax.dream import online  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import generate  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import generate  # pylint: disable=g-import-not-at-top
   cfg = study_configs.get_config("tiny")
   deep = dreamer.model_of(cfg.pool_dreamer)
   return {

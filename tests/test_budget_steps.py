@@ -8,7 +8,8 @@ import pytest
 
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
-from dreamjax.study import context, records, runner
+from dreamjax.study import records, spec
+from dreamjax.study.run import runner
 
 
 def _v1(preset):
@@ -22,16 +23,16 @@ def _v1(preset):
 
 def test_train_config_per_budget():
   quick = study_configs.get_config("quick")
-  assert context.train_config(quick, 1000).steps == study_configs.CHOSEN_STEPS[1000] == 600
-  assert context.steps_text(quick) == "600 training steps"
+  assert spec.train_config(quick, 1000).steps == study_configs.CHOSEN_STEPS[1000] == 600
+  assert spec.steps_text(quick) == "600 training steps"
   old = _v1("quick")
-  assert context.train_config(old, 1000) is old.train  # no length of its own: the default
-  assert context.steps_text(_v1("quick")) == "1200 training steps"
+  assert spec.train_config(old, 1000) is old.train  # no length of its own: the default
+  assert spec.steps_text(_v1("quick")) == "1200 training steps"
   conc = study_configs.get_config("conclusions")
-  assert context.train_config(conc, 5000).steps == 2400
-  assert context.train_config(conc, 5000).warmup_steps == conc.train.warmup_steps
-  assert context.train_config(conc, 100).steps == 1200 and conc.train.steps == 1200
-  assert context.steps_text(conc) == "training steps N100: 1200, N1000: 600, N5000: 2400"
+  assert spec.train_config(conc, 5000).steps == 2400
+  assert spec.train_config(conc, 5000).warmup_steps == conc.train.warmup_steps
+  assert spec.train_config(conc, 100).steps == 1200 and conc.train.steps == 1200
+  assert spec.steps_text(conc) == "training steps N100: 1200, N1000: 600, N5000: 2400"
   runner.validate_config(conc)
 
 

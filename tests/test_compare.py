@@ -10,7 +10,7 @@ from scipy import stats as sp_stats
 
 from conftest import REPO
 from dreamjax.errors import ConfigError
-from dreamjax.study import compare
+from dreamjax.study.report import compare
 
 DIGEST = "ab" * 32
 

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dreamjax import adversarial, train
+from dreamjax.methods import adversarial
+from dreamjax.training import train
 from dreamjax.configs import classifier, dream as dream_configs, study as study_configs
 from dreamjax.errors import ConfigError
-from dreamjax.study import runner
+from dreamjax.study.run import runner
 
 numbers = st.one_of(st.integers(-5, 5000), st.floats(-2.0, 2.0, allow_nan=False))
 
@@ -76,7 +77,8 @@ def test_attack_settings(eps, steps, norm, restarts):
 @pytest.mark.parametrize("field,value,match", [
     ("steps", -1, "steps"), ("octave_scale", 1.0, "octave_scale"), ("layers", ("conv9",), "conv0")])
 def test_dream_settings_named(field, value, match):
-  from dreamjax import dream, models
+  from dreamjax import dream
+  from dreamjax.training import models
   from dreamjax.configs import common
   model = models.make_model(common.model_config("tiny"), 10)
   cfg = dream_configs.get_preset("strong")

@@ -9,7 +9,7 @@ from dreamjax import generators
 from dreamjax.configs import generator as generator_config
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import read_jsonl
+from dreamjax.plumbing.fileio import read_jsonl
 from dreamjax.generators import common, diffusion
 from conftest import synthetic_images
 
@@ -164,7 +164,7 @@ def test_train_generator_command_takes_the_diffusion_model(tmp_path, real_data_d
   assert generators.load(str(tmp_path / "checkpoint"))[0] == "diffusion"
 
 def test_both_arms_run_in_a_tiny_study(tmp_path, real_data_dir):
-  from dreamjax.study import runner  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import runner  # pylint: disable=g-import-not-at-top
   cfg = study_configs.get_config("tiny")
   assert {"diffusion_small", "diffusion_pool"} <= set(cfg.arms)  # every arm, by default
   cfg.arms = ("baseline", "diffusion_small", "diffusion_pool")

@@ -49,7 +49,7 @@ import pytest
 
 from conftest import REPO
 from dreamjax import commands
-from dreamjax.study import cells as cells_lib
+from dreamjax.study.run import cells as cells_lib
 
 BIN = os.path.dirname(sys.executable)  # the project's environment (./launch.sh's .venv)
 

@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dreamjax import dream, figures, models, sharding, train
+from dreamjax import dream, figures
+from dreamjax.plumbing import sharding
+from dreamjax.training import models, train
 from dreamjax.configs import classifier
 from dreamjax.configs import dream as dream_configs
 from dreamjax.errors import ConfigError

@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 
 from conftest import REPO, synthetic_images
-from dreamjax import dream, dreamer, models, pretrain, sharding, train
+from dreamjax import dream
+from dreamjax.methods import dreamer, pretrain
+from dreamjax.plumbing import sharding
+from dreamjax.training import models, train
 from dreamjax.configs import dreamer as dreamer_configs
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import CheckpointError, ConfigError
-from dreamjax.study import artefacts, context, generate, runner
+from dreamjax.study.run import artefacts, context, generate, runner
 
 SHAPE = (28, 28, 1)
 
@@ -131,7 +134,7 @@ def test_a_bad_users_dreamer_is_refused_naming_the_field(tmp_path):
   dreamer.save(str(tmp_path / "mixed.msgpack"), variables, other, SHAPE)
   with pytest.raises(ConfigError, match="do not fit the model config in its metadata"):
     dreamer.load(str(tmp_path / "mixed.msgpack"), SHAPE)
-  from dreamjax import checkpoint  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import checkpoint  # pylint: disable=g-import-not-at-top
   checkpoint.save_tree(str(tmp_path / "bare.msgpack"), variables)
   with pytest.raises(ConfigError, match="no model config or image shape"):
     dreamer.load(str(tmp_path / "bare.msgpack"), SHAPE)

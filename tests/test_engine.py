@@ -12,12 +12,12 @@ import threading
 import pytest
 
 from conftest import REPO, finished_run
-from dreamjax import lock
+from dreamjax.plumbing import lock
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import read_jsonl
+from dreamjax.plumbing.fileio import read_jsonl
 from dreamjax.study import records as records_lib
-from dreamjax.study import runner, tasks
+from dreamjax.study.run import runner, tasks
 from test_study import _comparable
 
 SCRIPT = os.path.join(REPO, "experiments", "study.py")
@@ -78,7 +78,8 @@ cpus = sorted(os.sched_getaffinity(0))
 if mode == "pinned":  # a process that may run on one CPU: XLA sizes its pool to one thread
   os.sched_setaffinity(0, cpus[:1])
 import dreamjax, jax, numpy as np
-from dreamjax import _xla, models, train
+from dreamjax import _xla
+from dreamjax.training import models, train
 from dreamjax.configs import study
 if mode == "fixed":
   _xla.fix_cpu_threads(1)
@@ -286,7 +287,7 @@ def test_a_workdir_is_computed_one_way(tmp_path, monkeypatch):
 def test_workers_sharing_a_gpu_get_their_share_of_its_memory(monkeypatch):
   """On a GPU node, each worker asks Ray for 1 / workers_per_gpu of a GPU and gets that
   share of XLA's default memory fraction, unless the user chose one."""
-  from dreamjax.study import engine  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import engine  # pylint: disable=g-import-not-at-top
   monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
   monkeypatch.setenv("DREAMJAX_DATA_DIR", "/data/fmnist")
   env = engine.worker_env(gpu_share=0.5)

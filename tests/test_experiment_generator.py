@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from dreamjax import pretrain
+from dreamjax.methods import pretrain
 from dreamjax.configs import generator as generator_config
 from dreamjax.data import augfile
 from dreamjax.errors import ConfigError
@@ -47,7 +47,7 @@ def test_conditional_gan_and_pretrained_trunk_in_process(tmp_path, real_data_dir
   assert "frechet" not in res
   cfg.update(model="ae", source="pool", conditional=False, steps=5)
   generator.train_and_evaluate(cfg, str(tmp_path / "ae"))
-  from dreamjax import models
+  from dreamjax.training import models
   model = models.make_model(cfg.classifier, 10)
   init = pretrain.init_fn_from_checkpoint(str(tmp_path / "ae"), model, (28, 28, 1))
   assert set(init(__import__("jax").random.key(0))["params"]) >= {"Conv_0", "Dense_0", "Head"}

@@ -12,8 +12,10 @@ import pytest
 from conftest import REPO, finished_run
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import read_jsonl
-from dreamjax.study import claims, fuller, records, report, runner
+from dreamjax.plumbing.fileio import read_jsonl
+from dreamjax.study import claims, records
+from dreamjax.study.report import report
+from dreamjax.study.run import fuller, runner
 
 SCRIPT = os.path.join(REPO, "experiments", "study.py")
 FIRST = study_configs.get_config("first")

@@ -8,12 +8,13 @@ import optax
 import pytest
 
 from conftest import on_mesh, synthetic_images
-from dreamjax import augment, models, seeds, semi, train
+from dreamjax.methods import augment, semi
+from dreamjax.training import models, seeds, train
 from dreamjax.configs import classifier
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import read_jsonl
-from dreamjax.study import runner
+from dreamjax.plumbing.fileio import read_jsonl
+from dreamjax.study.run import runner
 
 WEAK = augment.shift_fn(2)
 STRONG = augment.strong_fn(augment.strong_config())

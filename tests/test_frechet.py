@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from dreamjax import frechet, models
+from dreamjax.methods import frechet
+from dreamjax.training import models
 from dreamjax.errors import ConfigError
 from conftest import synthetic_images
 

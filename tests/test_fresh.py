@@ -6,11 +6,13 @@ import jax
 import numpy as np
 import pytest
 
-from dreamjax import data, generators, models, sharding, train
+from dreamjax import data, generators
+from dreamjax.plumbing import sharding
+from dreamjax.training import models, train
 from dreamjax.configs import study as study_configs
-from dreamjax.fileio import read_jsonl
+from dreamjax.plumbing.fileio import read_jsonl
 from dreamjax.generators import fresh as fresh_lib
-from dreamjax.study import artefacts, context, fresh, generate, runner
+from dreamjax.study.run import artefacts, context, fresh, generate, runner
 
 NEW_ARMS = ("vae_small_online", "gan_small_online", "vae_pool_online", "gan_pool_online",
             "diffusion_small_online", "diffusion_pool_online")
@@ -77,7 +79,7 @@ def test_seeds_with_generators_of_their_own_train_alike_in_turn_and_in_one_progr
     tmp_path, real_data_dir, monkeypatch):
   """Accelerators run the seeds as one vmapped program, the CPU one after the other; each
   seed reads its own generator's weights either way."""
-  from dreamjax import seeds  # pylint: disable=g-import-not-at-top
+  from dreamjax.training import seeds  # pylint: disable=g-import-not-at-top
   ctx = _context(tmp_path, real_data_dir)
   transform = fresh.small_online(ctx, "gan_small_online")
   tcfg = ctx.train_cfg.copy_and_resolve_references()
@@ -200,7 +202,7 @@ def test_the_fresh_arms_run_in_a_tiny_study(tmp_path, real_data_dir):
 def test_the_length_chooser_refuses_a_fresh_sample_arm():
   """Its generator is trained and kept by a study's cell; the chooser has no workdir."""
   from dreamjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import choose  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import choose  # pylint: disable=g-import-not-at-top
   cfg = study_configs.get_config("tiny")
   with pytest.raises(ConfigError, match="'vae_small_online' needs more than the labeled set"):
     choose.choose_length(cfg, None, 100, lengths=(10, 20), arms=("baseline", "vae_small_online"))

@@ -14,15 +14,17 @@ import pytest
 
 from conftest import REPO
 from dreamjax import data as data_lib
-from dreamjax import sharding
+from dreamjax.plumbing import sharding
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import read_jsonl
-from dreamjax.study import artefacts, claims, generate, progress, records, report, report_text
-from dreamjax.study import runner
-from dreamjax.study import cells as cells_lib
-from dreamjax.study import context as context_lib
-from dreamjax.study import tables
+from dreamjax.plumbing.fileio import read_jsonl
+from dreamjax.study import claims, records
+from dreamjax.study.report import report, report_text
+from dreamjax.study.run import artefacts, generate, progress
+from dreamjax.study.run import runner
+from dreamjax.study.run import cells as cells_lib
+from dreamjax.study.run import context as context_lib
+from dreamjax.study.report import tables
 from dreamjax.study.evidence import Cells
 
 TRAINED = re.compile(r"vae_pool: training pool generator (\d+)")

@@ -3,7 +3,8 @@ import jax
 import numpy as np
 import pytest
 
-from dreamjax import generators, models
+from dreamjax import generators
+from dreamjax.training import models
 from dreamjax.configs import generator as generator_config
 from dreamjax.errors import ConfigError, DivergenceError
 from dreamjax.generators import common, gan, vae

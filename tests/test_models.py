@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dreamjax import models
+from dreamjax.training import models
 from dreamjax.configs import common
 from dreamjax.errors import ConfigError
 

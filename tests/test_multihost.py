@@ -99,7 +99,7 @@ def test_workdir_not_shared_by_the_hosts_is_a_clear_error(tmp_path, real_data_di
 
 _LONE_BARRIER = """
 import sys, time
-from dreamjax import sharding
+from dreamjax.plumbing import sharding
 from dreamjax.errors import DistributedError
 sharding.initialize(True)
 if sharding.is_primary():
@@ -127,7 +127,7 @@ def test_a_process_missing_a_barrier_ends_in_a_clear_error(tmp_path):
 
 
 def test_barrier_timeout_must_be_positive(monkeypatch):
-  from dreamjax import sharding  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import sharding  # pylint: disable=g-import-not-at-top
   from dreamjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   monkeypatch.delenv("DREAMJAX_BARRIER_TIMEOUT_S", raising=False)
   assert sharding.barrier_timeout_s() == 1800

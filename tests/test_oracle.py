@@ -12,12 +12,17 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from dreamjax import augment, data, evaluate, frechet, models, sharding
+from dreamjax import data
+from dreamjax.methods import augment, frechet
+from dreamjax.plumbing import sharding
+from dreamjax.training import evaluate, models
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import read_jsonl
-from dreamjax.study import cells, choose, context, records, report_text, runner
-from dreamjax.study.generate import Generated
+from dreamjax.plumbing.fileio import read_jsonl
+from dreamjax.study import records
+from dreamjax.study.report import report_text
+from dreamjax.study.run import cells, choose, context, runner
+from dreamjax.study.run.generate import Generated
 
 # What docs/protocol.md's procedure chose for the oracle of the quick and conclusions presets.
 CHOSEN_STEPS = 4000
@@ -89,7 +94,7 @@ def test_the_oracle_trains_on_train_labels_with_classical_augmentation_and_measu
   assert [r["pixels"] for r in rec["shift_invariance"]] == [1, 2]
   stacked = jax.tree.map(lambda v: v[None], o.variables)
   plain = evaluate.logits(o.model, stacked, s.test_images)[0].argmax(-1)
-  left2 = evaluate.logits(o.model, stacked, augment.shifted(s.test_images, 0, -2))[0].argmax(-1)
+  left2 = evaluate.logits(o.model, stacked, evaluate.shifted(s.test_images, 0, -2))[0].argmax(-1)
   two = rec["shift_invariance"][1]
   assert two["accuracy_by_direction"]["left"] == pytest.approx(np.mean(left2 == s.test_labels))
   assert two["agreement_by_direction"]["left"] == pytest.approx(np.mean(left2 == plain))
@@ -117,14 +122,14 @@ def test_an_oracle_without_augmentation_trains_without_a_transform(
 
 def test_shifted_moves_images_with_black_borders():
   x = np.arange(1, 17, dtype=np.float32).reshape(1, 4, 4, 1)
-  np.testing.assert_array_equal(augment.shifted(x, 0, 0), x)
-  down = augment.shifted(x, 1, 0)[0, ..., 0]
+  np.testing.assert_array_equal(evaluate.shifted(x, 0, 0), x)
+  down = evaluate.shifted(x, 1, 0)[0, ..., 0]
   np.testing.assert_array_equal(down[1:], x[0, :3, :, 0])
   assert not down[0].any()
-  left = augment.shifted(x, 0, -2)[0, ..., 0]
+  left = evaluate.shifted(x, 0, -2)[0, ..., 0]
   np.testing.assert_array_equal(left[:, :2], x[0, :, 2:, 0])
   assert not left[:, 2:].any()
-  assert not augment.shifted(x, 4, 0).any()
+  assert not evaluate.shifted(x, 4, 0).any()
 
 
 def test_the_oracle_length_chooser_reads_no_test_label_and_stops_at_the_target(

@@ -3,7 +3,8 @@ import jax
 import numpy as np
 import pytest
 
-from dreamjax import models, pretrain, train
+from dreamjax.methods import pretrain
+from dreamjax.training import models, train
 from dreamjax.configs import classifier as classifier_config
 from dreamjax.configs import generator as generator_config
 from dreamjax.errors import ConfigError

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from dreamjax.configs import study as study_configs
-from dreamjax.study import progress, runner
+from dreamjax.study.run import progress, runner
 
 NOON = datetime.datetime(2030, 1, 7, 12, 0).timestamp()  # a Monday
 

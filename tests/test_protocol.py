@@ -9,12 +9,17 @@ import jax
 import numpy as np
 import pytest
 
-from dreamjax import augment, data, dream, lock, models
+from dreamjax import data, dream
+from dreamjax.methods import augment
+from dreamjax.plumbing import lock
+from dreamjax.training import models
 from dreamjax.configs import dream as dream_configs
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import read_jsonl
-from dreamjax.study import choose, claims, report, report_text, rules_v1, runner
+from dreamjax.plumbing.fileio import read_jsonl
+from dreamjax.study import claims, rules_v1
+from dreamjax.study.report import report, report_text
+from dreamjax.study.run import choose, runner
 from dreamjax.study.evidence import Cells
 
 BASE = [0.80, 0.82, 0.81]

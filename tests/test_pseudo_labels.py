@@ -10,9 +10,11 @@ import pytest
 
 from conftest import synthetic_images
 from dreamjax import data as data_lib
-from dreamjax import generators, models, sharding, train
+from dreamjax import generators
+from dreamjax.plumbing import sharding
+from dreamjax.training import models, train
 from dreamjax.configs import study as study_configs
-from dreamjax.study import cells, context, generate
+from dreamjax.study.run import cells, context, generate
 
 
 def test_balanced_selection_keeps_the_most_confident_of_each_class():

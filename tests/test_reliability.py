@@ -13,7 +13,7 @@ import textwrap
 import chex
 import pytest
 
-from dreamjax import fileio, lock
+from dreamjax.plumbing import fileio, lock
 from dreamjax.errors import ConfigError, DiskFullError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -166,7 +166,7 @@ def test_other_os_errors_are_not_called_disk_full(tmp_path):
 _LOCKER = textwrap.dedent("""
     import os, sys, time
     import jax  # imported before the start signal, so both processes race fairly
-    from dreamjax import lock
+    from dreamjax.plumbing import lock
     from dreamjax.errors import ConfigError
     folder, go, hold = sys.argv[1], sys.argv[2], float(sys.argv[3])
     while not os.path.exists(go):
@@ -261,7 +261,7 @@ def _data_files(ckpt):
 
 
 def test_flipped_byte_in_checkpoint_data_is_refused(tmp_path):
-  from dreamjax import checkpoint  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import checkpoint  # pylint: disable=g-import-not-at-top
   from dreamjax.errors import CheckpointError  # pylint: disable=g-import-not-at-top
   ckpt = str(tmp_path / "ckpt")
   tree = _tree()
@@ -294,7 +294,7 @@ def test_flipped_byte_in_checkpoint_data_is_refused(tmp_path):
 
 
 def test_edited_checkpoint_metadata_is_refused(tmp_path):
-  from dreamjax import checkpoint  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import checkpoint  # pylint: disable=g-import-not-at-top
   from dreamjax.errors import CheckpointError  # pylint: disable=g-import-not-at-top
   ckpt = str(tmp_path / "ckpt")
   checkpoint.save(ckpt, _tree(), {"step": 100})
@@ -308,7 +308,7 @@ def test_edited_checkpoint_metadata_is_refused(tmp_path):
 
 
 def test_checkpoint_without_digest_still_loads(tmp_path):
-  from dreamjax import checkpoint  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import checkpoint  # pylint: disable=g-import-not-at-top
   ckpt = str(tmp_path / "ckpt")
   checkpoint.save(ckpt, _tree(), {"step": 1})
   meta_file = os.path.join(ckpt, "dreamjax.json")
@@ -324,7 +324,7 @@ def test_checkpoint_without_digest_still_loads(tmp_path):
 def test_snapshot_with_flipped_byte_is_refused(tmp_path):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from flax import serialization  # pylint: disable=g-import-not-at-top
-  from dreamjax import checkpoint  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import checkpoint  # pylint: disable=g-import-not-at-top
   from dreamjax.errors import CheckpointError  # pylint: disable=g-import-not-at-top
   path = str(tmp_path / "gen.msgpack")
   tree = _tree()
@@ -350,7 +350,7 @@ def test_snapshot_with_flipped_byte_is_refused(tmp_path):
 _GARBAGE_RESTORE = textwrap.dedent("""
     import os, sys
     import numpy as np
-    from dreamjax import checkpoint
+    from dreamjax.plumbing import checkpoint
     from dreamjax.errors import CheckpointError
     ckpt = sys.argv[1]
     tree = {f"layer{i}": np.arange(1000 + i, dtype=np.float32) for i in range(20)}
@@ -391,7 +391,7 @@ def _tiny_fit_setup(steps=20):
   """A seconds-long classifier fit that saves a checkpoint every 10 steps."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from conftest import synthetic_images  # pylint: disable=g-import-not-at-top
-  from dreamjax import models  # pylint: disable=g-import-not-at-top
+  from dreamjax.training import models  # pylint: disable=g-import-not-at-top
   from dreamjax.configs import classifier  # pylint: disable=g-import-not-at-top
   cfg = classifier.get_config("tiny")
   cfg.train.steps, cfg.train.eval_every, cfg.train.checkpoint_every = steps, 0, 10
@@ -403,7 +403,7 @@ def _tiny_fit_setup(steps=20):
 def test_save_interrupted_after_the_swap_leaves_no_old_checkpoint(tmp_path, monkeypatch):
   """Ctrl-C while the last save removes ``checkpoint.old``: the resume removes the rest."""
   import shutil  # pylint: disable=g-import-not-at-top
-  from dreamjax import train  # pylint: disable=g-import-not-at-top
+  from dreamjax.training import train  # pylint: disable=g-import-not-at-top
   tcfg, model, x, y = _tiny_fit_setup()
   uninterrupted = train.fit(model, tcfg, x, y, seeds=[0])
   ckpt = str(tmp_path / "checkpoint")
@@ -431,7 +431,7 @@ def test_save_interrupted_after_the_swap_leaves_no_old_checkpoint(tmp_path, monk
 
 def test_damaged_checkpoint_warning_says_what_happens_once(tmp_path, caplog):
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-  from dreamjax import train  # pylint: disable=g-import-not-at-top
+  from dreamjax.training import train  # pylint: disable=g-import-not-at-top
   tcfg, model, x, y = _tiny_fit_setup()
   ckpt = str(tmp_path / "checkpoint")
   first = train.fit(model, tcfg, x, y, seeds=[0], checkpoint_dir=ckpt)
@@ -461,7 +461,7 @@ def test_damaged_checkpoint_warning_says_what_happens_once(tmp_path, caplog):
 def test_checkpoint_save_on_full_disk_keeps_the_old_one(tmp_path, monkeypatch):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from dreamjax import checkpoint  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import checkpoint  # pylint: disable=g-import-not-at-top
   ckpt = str(tmp_path / "ckpt")
   checkpoint.save(ckpt, _tree(1.0), {"step": 1})
   real_save = ocp.PyTreeCheckpointer.save
@@ -505,7 +505,7 @@ def tiny_tmpfs(tmp_path):
 _FULL_DISK_SAVE = textwrap.dedent("""
     import os, sys
     import numpy as np
-    from dreamjax import checkpoint
+    from dreamjax.plumbing import checkpoint
     from dreamjax.errors import DiskFullError
     ckpt = os.path.join(sys.argv[1], "ckpt")
     small = {f"w{i}": np.full(1000, i, np.float32) for i in range(8)}
@@ -588,7 +588,8 @@ def test_cli_leaves_other_os_errors_alone(tmp_path):
 def test_versions_names_the_stack():
   import importlib.metadata  # pylint: disable=g-import-not-at-top
   import dreamjax  # pylint: disable=g-import-not-at-top
-  from dreamjax import _xla, provenance  # pylint: disable=g-import-not-at-top
+  from dreamjax import _xla  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import provenance  # pylint: disable=g-import-not-at-top
   v = provenance.versions()
   assert set(v) == {"python", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy",
                     "chex", "dm-pix", "tensorflow-datasets", "dreamjax", "xla_flags"}
@@ -604,7 +605,8 @@ def test_versions_names_the_stack():
 
 
 def test_versions_xla_flags_follow_the_environment(monkeypatch):
-  from dreamjax import _xla, provenance  # pylint: disable=g-import-not-at-top
+  from dreamjax import _xla  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import provenance  # pylint: disable=g-import-not-at-top
   name = next(iter(_xla.CPU_FLAGS))
   monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count=4 --{name}=other")
   assert provenance.versions()["xla_flags"] == f"--{name}=other"
@@ -613,7 +615,7 @@ def test_versions_xla_flags_follow_the_environment(monkeypatch):
 
 
 def test_check_same_versions():
-  from dreamjax import provenance  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import provenance  # pylint: disable=g-import-not-at-top
   now = provenance.versions()
   provenance.check_same_versions(dict(now), now)
   provenance.check_same_versions({"jax": now["jax"]}, now)  # an older, shorter record

@@ -24,8 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dreamjax import (adversarial, alignment, augment, dream, evaluate, frechet, generators,
-                      models, pretrain, sharding, train)
+from dreamjax import dream, generators
+from dreamjax.methods import adversarial, alignment, augment, frechet, pretrain
+from dreamjax.plumbing import sharding
+from dreamjax.training import evaluate, models, train
 from dreamjax.configs import common
 from dreamjax.configs import dream as dream_configs
 from dreamjax.configs import generator as generator_config

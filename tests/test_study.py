@@ -16,10 +16,11 @@ import pytest
 from conftest import REPO, finished_run, run_two_hosts, stray_files
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import read_jsonl
-from dreamjax import generators, metrics
+from dreamjax.plumbing.fileio import read_jsonl
+from dreamjax import generators
+from dreamjax.training import metrics
 from dreamjax.configs import arms as arms_lib
-from dreamjax.study import artefacts, generate, runner
+from dreamjax.study.run import artefacts, generate, runner
 from dreamjax.study import records as records_lib
 
 SCRIPT = os.path.join(REPO, "experiments", "study.py")
@@ -149,7 +150,7 @@ def test_arms_of_a_new_generator_kind_and_with_settings_need_only_their_entries(
   arms_lib.register(arms_lib.Arm(
       "dream_gentle", "dream", "stored", "a dream of its own preset",
       source=arms_lib.Classifier("baseline"), settings={"preset": "strong"},
-      generate="dreamjax.study.generate:dream", needs_baseline=True, per_copy=True))
+      generate="dreamjax.study.run.generate:dream", needs_baseline=True, per_copy=True))
   cfg = study_configs.get_config("tiny")
   cfg.arms = ("baseline", "classical_online", "dream_subtle", "mixture_pool", "dream_gentle")
   cfg.arm_settings.mixture_pool.steps = 11   # overrides by name
@@ -454,8 +455,9 @@ def test_the_deep_dreamer_is_pretrained_once_and_every_deep_arm_dreams_through_i
 
 def _generated_in(workdir, arm, copies, real_data_dir):
   """Seed 0's ``arm`` set at ``copies`` per image, made in ``workdir`` by the cells."""
-  from dreamjax import data, sharding  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import cells, context  # pylint: disable=g-import-not-at-top
+  from dreamjax import data  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import sharding  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import cells, context  # pylint: disable=g-import-not-at-top
   cfg = study_configs.get_config("tiny")
   raw = data.load_dataset("fashion_mnist", real_data_dir)
   s = data.make_splits(raw, num_labeled=100, val_size=cfg.val_size, seed=0)
@@ -487,8 +489,9 @@ def test_exchange_cells_reuse_the_copies_a_smaller_m_made(tmp_path, real_data_di
 def test_small_generators_of_all_seeds_in_one_program_equal_seed_by_seed(arm, real_data_dir):
   """vae_small/gan_small/diffusion_small train every seed's generator in one program (faster
   on CPU); each seed's samples and loss history are exactly what training it alone gives."""
-  from dreamjax import data, sharding  # pylint: disable=g-import-not-at-top
-  from dreamjax.study import context  # pylint: disable=g-import-not-at-top
+  from dreamjax import data  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import sharding  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import context  # pylint: disable=g-import-not-at-top
   cfg = study_configs.get_config("tiny")
   raw = data.load_dataset("fashion_mnist", real_data_dir)
   seeds = (0, 1)

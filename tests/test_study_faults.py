@@ -15,10 +15,12 @@ import sys
 import pytest
 
 from conftest import REPO, small_study_cmd
-from dreamjax import fileio, lock
+from dreamjax.plumbing import fileio, lock
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError, DiskFullError
-from dreamjax.study import recheck, records, report, runner
+from dreamjax.study import records
+from dreamjax.study.report import report
+from dreamjax.study.run import recheck, runner
 
 SCRIPT = os.path.join(REPO, "experiments", "study.py")
 _cmd = small_study_cmd  # the conftest's small_study fixture ran it to the end

@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 
 from conftest import REPO
 from dreamjax.configs import arms as arms_lib
-from dreamjax.fileio import read_jsonl
+from dreamjax.plumbing.fileio import read_jsonl
 
 NAME = "dreamjax_tiny_colour"
 SHAPE = (32, 32, 3)

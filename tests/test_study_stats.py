@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dreamjax import power, stats
-from dreamjax.study import claims, records, report_text, rules_v1, tables
+from dreamjax.study import claims, records, rules_v1
+from dreamjax.study.report import report_text, tables
 
 
 def test_t_interval_hand_computed():

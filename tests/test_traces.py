@@ -11,7 +11,7 @@ import chex
 import jax
 import numpy as np
 
-from dreamjax import evaluate, models, train
+from dreamjax.training import evaluate, models, train
 from dreamjax.configs import classifier
 from conftest import on_mesh, synthetic_images
 
@@ -99,7 +99,7 @@ def _traces():
 def test_augmentation_built_twice_from_equal_configs_compiles_once():
   """The study builds the classical / noise transform afresh for every seed's
   offline set; equal settings must reuse one compiled program."""
-  from dreamjax import augment  # pylint: disable=g-import-not-at-top
+  from dreamjax.methods import augment  # pylint: disable=g-import-not-at-top
   _, _, x, y = _setup()
   for make, cfg in ((augment.classical_fn, augment.classical_config()),
                     (augment.noise_fn, augment.noise_config())):

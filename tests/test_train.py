@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from dreamjax import models, train
+from dreamjax.training import models, train
 from dreamjax.configs import classifier
 from dreamjax.errors import ConfigError, DivergenceError
 from conftest import synthetic_images, on_mesh

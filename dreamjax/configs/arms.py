@@ -57,7 +57,7 @@ KINDS = {
 
 @dataclasses.dataclass(frozen=True)
 class Transform:
-  """A fixed image transform (``classical`` or ``noise``, dreamjax.augment)."""
+  """A fixed image transform (``classical`` or ``noise``, dreamjax.methods.augment)."""
   name: str
 
 
@@ -66,7 +66,7 @@ class Classifier:
   """The network an arm dreams or attacks through: the seed's trained baseline
   (``baseline``); inside the train step, the model being trained (``current``); or
   ``pool_dreamer``, the deep network pretrained once per study on the unlabeled
-  pool without its labels, or a user's own (dreamjax.dreamer, the study config's
+  pool without its labels, or a user's own (dreamjax.methods.dreamer, the study config's
   ``pool_dreamer`` block), the same for every seed and cell."""
   which: str = "baseline"
 
@@ -314,7 +314,7 @@ def _sweep_variants(arm: Arm, s) -> list[str]:
 
 
 # --- the arms ------------------------------------------------------------------
-_GEN = "dreamjax.study.generate"
+_GEN = "dreamjax.study.run.generate"
 
 
 def _dream(name: str, preset: str, doc: str) -> Arm:
@@ -418,7 +418,7 @@ register(_generator("diffusion", "pool", 4000, "flow-matching diffusion model tr
 # inside the train step for the share of every batch the online arms replace. The
 # VAE's and GAN's decoders run in the step; a diffusion model's sampler runs tens of
 # network passes per image, so its arms draw from a bank made before training.
-_FRESH = "dreamjax.study.fresh"
+_FRESH = "dreamjax.study.run.fresh"
 register(Arm("vae_small_online", "generator", "online", "fresh samples of vae_small's"
              " generator in half of every batch, drawn in the train step with the labels of"
              " the images they replace", source=Generator("vae", "labeled"),

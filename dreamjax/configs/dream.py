@@ -10,7 +10,7 @@ Presets (``get_preset(name)`` for the dream block alone, or
           small TV / L2 priors); needs a classifier with ``model.use_bn``
   tiny    (experiment only) seconds-long run for tests
   deep_subtle, deep_strong
-          subtle and strong for the study's deep dreamer (dreamjax/dreamer.py,
+          subtle and strong for the study's deep dreamer (dreamjax/methods/dreamer.py,
           four conv layers): a deeper layer, the same strengths; the small
           classifier has no such layer
 

@@ -1,4 +1,4 @@
-"""Config of the deep dreamer (:mod:`dreamjax.dreamer`): the study's ``pool_dreamer`` block.
+"""Config of the deep dreamer (:mod:`dreamjax.methods.dreamer`): the study's ``pool_dreamer`` block.
 
 The ``deep_dream_*`` arms dream through one network, deeper and wider than
 the classifier, pretrained once per study on the unlabeled pool without its
@@ -21,7 +21,7 @@ OBJECTIVES = ("rotation", "contrastive")
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  # '' = pretrain one on the pool; else a file of dreamjax.dreamer.save (docs/usage.md),
+  # '' = pretrain one on the pool; else a file of dreamjax.methods.dreamer.save (docs/usage.md),
   # whose own model config and image shape are used and checked against the data.
   c.checkpoint = ""
   # rotation: predict which quarter turn an image was given (Gidaris et al. 2018);
@@ -38,7 +38,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.model.dtype = "float32"
   c.steps = 1000              # optimiser steps of the pretraining
   c.batch_size = 128
-  c.learning_rate = 2e-3      # AdamW peak, warmup then cosine decay (dreamjax.train)
+  c.learning_rate = 2e-3      # AdamW peak, warmup then cosine decay (dreamjax.training.train)
   c.log_every = 100
   c.projection_dim = 64       # contrastive: size of the projection the loss compares
   c.temperature = 0.2         # contrastive: NT-Xent temperature

@@ -21,7 +21,7 @@ from dreamjax.configs import dreamer as dreamer_configs
 
 # Arms whose images are stored, read at several copies per image M for the exchange rate.
 # Training steps at a label budget as the length chooser picked them on the validation
-# split (dreamjax/study/choose.py; its runs are in docs/results/length_choice/).
+# split (dreamjax/study/run/choose.py; its runs are in docs/results/length_choice/).
 CHOSEN_STEPS = {1000: 600}
 CLAIMS = ("C1", "C2", "C3", "C4", "C5", "C6", "C7")
 EXCHANGE_ARMS = ("classical", "dream_subtle", "dream_bn", "pgd", "vae_pool", "gan_pool")

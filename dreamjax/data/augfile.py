@@ -22,7 +22,7 @@ import numpy as np
 
 import dreamjax
 from dreamjax.errors import DataError
-from dreamjax.fileio import atomic_path
+from dreamjax.plumbing.fileio import atomic_path
 
 REQUIRED = ("images", "labels", "source_index", "metadata")
 

@@ -5,7 +5,7 @@ of the BatchNorm prior), so a split compiles one program however long it is.
 Chunk ``c`` uses ``fold_in(key, c)``: a dream is a function of the key, the
 image and ``chunk_size``.
 
-Devices: the chunks run through :func:`dreamjax.sharding.map_rows` on the
+Devices: the chunks run through :func:`dreamjax.plumbing.sharding.map_rows` on the
 caller's mesh (default: every device): each chunk, zero-padded to a multiple
 of the device count (the extra rows masked out like the last chunk's
 padding), is split by rows, so each device dreams its own rows; only the
@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from dreamjax import sharding
+from dreamjax.plumbing import sharding
 from dreamjax.dream import spec as spec_lib
 from dreamjax.dream.engine import dream_batch
 from dreamjax.errors import ConfigError

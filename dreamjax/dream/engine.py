@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dreamjax import models
+from dreamjax.training import models
 from dreamjax.dream import priors
 from dreamjax.dream.spec import DreamSpec
 

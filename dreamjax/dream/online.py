@@ -19,7 +19,7 @@ from dreamjax.errors import ConfigError
 
 
 def batch_transform(model, cfg, *, fraction: float, variables=None):
-  """A :data:`dreamjax.train.BatchTransform` dreaming the first ``round(fraction·B)``
+  """A :data:`dreamjax.training.train.BatchTransform` dreaming the first ``round(fraction·B)``
   images of each batch with the dream block ``cfg`` (or a :class:`DreamSpec`).
 
   ``model`` is the classifier in training, or with ``variables`` a fixed network

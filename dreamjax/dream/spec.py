@@ -9,7 +9,7 @@ program per input shape.
 import dataclasses
 import math
 
-from dreamjax import models
+from dreamjax.training import models
 from dreamjax.dream import objectives
 from dreamjax.errors import ConfigError
 

@@ -1,6 +1,6 @@
 """Pictures of images: sample grids, source/dream columns, zoom strips and GIFs.
 
-Every file is written atomically (:func:`dreamjax.fileio.atomic_path`).
+Every file is written atomically (:func:`dreamjax.plumbing.fileio.atomic_path`).
 """
 
 from PIL import Image
@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dreamjax.fileio import atomic_path  # noqa: E402
+from dreamjax.plumbing.fileio import atomic_path  # noqa: E402
 
 
 def save_figure(fig, path: str, dpi: int = 110) -> None:

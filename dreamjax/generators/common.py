@@ -6,11 +6,11 @@ A trained generator is one pytree: the Flax variables of its networks plus
 unconditional) as array leaves, so a checkpoint alone says what it samples.
 
 Devices: the trainers and samplers take the caller's mesh
-(:mod:`dreamjax.sharding`; default: every device). :func:`run_steps`
+(:mod:`dreamjax.plumbing.sharding`; default: every device). :func:`run_steps`
 replicates the state and the training set on it and each step draws its batch
-with :func:`dreamjax.sharding.sample_batch`, split by rows, so each device
+with :func:`dreamjax.plumbing.sharding.sample_batch`, split by rows, so each device
 runs the forward and backward pass of its own rows; :func:`sample_in_chunks`
-splits each chunk of latents by rows through :func:`dreamjax.sharding.map_rows`.
+splits each chunk of latents by rows through :func:`dreamjax.plumbing.sharding.map_rows`.
 """
 
 import functools
@@ -22,10 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from dreamjax import loop, sharding
-from dreamjax import seeds as seeds_lib
+from dreamjax.plumbing import sharding
+from dreamjax.training import loop
+from dreamjax.training import seeds as seeds_lib
 from dreamjax.errors import ConfigError
-from dreamjax.metrics import MetricWriter
+from dreamjax.training.metrics import MetricWriter
 
 
 class Encoder(nn.Module):
@@ -184,7 +185,7 @@ def shape_of(params) -> tuple[tuple[int, int, int], int]:
 def compile_step(step_fn: Callable, mesh: jax.sharding.Mesh) -> Callable:
   """``jax.jit`` of a train step that donates its state (argument 0), replicated on ``mesh``.
 
-  The step's own :func:`dreamjax.sharding.sample_batch` splits the batch.
+  The step's own :func:`dreamjax.plumbing.sharding.sample_batch` splits the batch.
   """
   rep = sharding.replicated(mesh)
   return jax.jit(step_fn, in_shardings=rep, out_shardings=rep, donate_argnums=0)
@@ -198,7 +199,7 @@ def run_steps(step_fn: Callable, state: Any, images, labels, key: jax.Array, *, 
 
   ``step_fn`` is :func:`compile_step` of a step for ``mesh`` (default: every
   device); state, images, labels and key are replicated on it first. Step ``s`` gets
-  ``fold_in(key, s)``; the loop is :func:`dreamjax.loop.run` (history rows,
+  ``fold_in(key, s)``; the loop is :func:`dreamjax.training.loop.run` (history rows,
   NaN check, progress line, TensorBoard events in ``metrics_dir``).
   """
   mesh = sharding.default(mesh)
@@ -238,7 +239,7 @@ def train_seeds(prepare: Callable, desc: str, cfg, images_K, labels_K, keys,
   seeds' training sets, ``keys`` their K trainer keys. Seed ``i`` gets what
   ``train_prepared(prepare, desc, cfg, images_K[i], labels_K[i], keys[i])``
   gives (its initial state, batches and latents come from its own key); the
-  K steps run as one program, as :func:`dreamjax.seeds.how` decides for the
+  K steps run as one program, as :func:`dreamjax.training.seeds.how` decides for the
   generator step. Returns ``[(params, history)]`` per seed.
   """
   mesh = sharding.default(mesh)

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dreamjax import sharding
+from dreamjax.plumbing import sharding
 from dreamjax.configs import generator as generator_config
 from dreamjax.errors import ConfigError
 from dreamjax.generators import common

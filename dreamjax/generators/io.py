@@ -3,7 +3,7 @@
 import ml_collections
 import jax
 
-from dreamjax import checkpoint
+from dreamjax.plumbing import checkpoint
 from dreamjax.errors import CheckpointError
 from dreamjax.generators import common, diffusion, gan, vae
 

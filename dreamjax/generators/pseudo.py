@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from dreamjax import sharding
+from dreamjax.plumbing import sharding
 from dreamjax.generators import common
 
 

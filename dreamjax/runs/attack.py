@@ -19,13 +19,15 @@ import numpy as np
 from absl import logging
 
 import dreamjax
-from dreamjax import adversarial, evaluate, metrics, models, provenance, train
-from dreamjax import alignment as alignment_lib
-from dreamjax import seeds as seeds_lib
+from dreamjax.methods import adversarial
+from dreamjax.plumbing import provenance
+from dreamjax.training import evaluate, metrics, models, train
+from dreamjax.methods import alignment as alignment_lib
+from dreamjax.training import seeds as seeds_lib
 from dreamjax import data as data_lib
 from dreamjax.errors import ConfigError
 from dreamjax.runs import common
-from dreamjax.fileio import write_json
+from dreamjax.plumbing.fileio import write_json
 
 
 def validate_config(config) -> None:

@@ -9,10 +9,12 @@ from absl import logging
 
 import dreamjax
 from dreamjax import data as data_lib
-from dreamjax import augment, evaluate, metrics, models, pretrain, provenance, train
+from dreamjax.methods import augment, pretrain
+from dreamjax.plumbing import provenance
+from dreamjax.training import evaluate, metrics, models, train
 from dreamjax.runs import common
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import write_json
+from dreamjax.plumbing.fileio import write_json
 
 
 def training_set(splits: data_lib.Splits, augment_file: str = ""):

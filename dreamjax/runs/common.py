@@ -9,11 +9,12 @@ import jax
 from jax.sharding import Mesh
 import ml_collections
 
-from dreamjax import checkpoint, models, sharding, train
+from dreamjax.plumbing import checkpoint, sharding
+from dreamjax.training import models, train
 from dreamjax import data as data_lib
-from dreamjax import seeds as seeds_lib
+from dreamjax.training import seeds as seeds_lib
 from dreamjax.errors import CheckpointError, ConfigError
-from dreamjax.fileio import writable_workdir
+from dreamjax.plumbing.fileio import writable_workdir
 
 _Result = TypeVar("_Result")
 
@@ -24,7 +25,7 @@ def in_workdir(run: Callable[..., _Result]) -> Callable[..., _Result]:
   An unwritable workdir is refused before any compute, and a run refused
   before it wrote anything (bad data, a label budget the data cannot give, a
   bad file named in the config) leaves no folder behind that it made
-  (:func:`dreamjax.fileio.writable_workdir`). The run function of every
+  (:func:`dreamjax.plumbing.fileio.writable_workdir`). The run function of every
   command but the study (whose runner uses that itself) wears it.
   """
   @functools.wraps(run)

@@ -10,14 +10,16 @@ import numpy as np
 from absl import logging
 
 import dreamjax
-from dreamjax import checkpoint, evaluate, figures, metrics, models, provenance, train
+from dreamjax import figures
+from dreamjax.plumbing import checkpoint, provenance
+from dreamjax.training import evaluate, metrics, models, train
 from dreamjax import data as data_lib
 from dreamjax import dream
-from dreamjax import seeds as seeds_lib
+from dreamjax.training import seeds as seeds_lib
 from dreamjax.configs import dream as dream_configs
 from dreamjax.errors import ConfigError
 from dreamjax.runs import common
-from dreamjax.fileio import write_json
+from dreamjax.plumbing.fileio import write_json
 
 SPLITS = ("labeled", "val", "test")
 

@@ -11,13 +11,15 @@ import numpy as np
 from absl import logging
 
 import dreamjax
-from dreamjax import (figures, frechet, generators, metrics, models, pretrain, provenance,
-                      sharding, train)
+from dreamjax import figures, generators
+from dreamjax.methods import frechet, pretrain
+from dreamjax.plumbing import provenance, sharding
+from dreamjax.training import metrics, models, train
 from dreamjax import data as data_lib
-from dreamjax import seeds as seeds_lib
+from dreamjax.training import seeds as seeds_lib
 from dreamjax.configs.generator import MODELS, SOURCES
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import write_json
+from dreamjax.plumbing.fileio import write_json
 from dreamjax.runs import common as run_common
 
 

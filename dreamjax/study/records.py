@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import dreamjax
-from dreamjax import fileio, provenance
+from dreamjax.plumbing import fileio, provenance
 from dreamjax.configs import arms, dreamer
 from dreamjax.configs import dream as dream_configs
 from dreamjax.configs import study as study_configs
@@ -29,7 +29,7 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
   """Refuses a workdir made with another config, data or software; records them otherwise.
 
   Returns the workdir's record (``study_config.json``): the config, the
-  versions of :func:`dreamjax.provenance.versions` and the data read (its
+  versions of :func:`dreamjax.plumbing.provenance.versions` and the data read (its
   folder and digest). ``raw=None`` (rebuilding a report) checks the config
   alone and never creates the record.
   """
@@ -277,7 +277,7 @@ def check_compute(workdir: str, compute: dict[str, Any]) -> None:
   """Refuses to compute a workdir's cells with XLA:CPU thread settings other than it records.
 
   ``compute``: ``{"engine": "" (one process) or the engine's name, "xla_cpu_threads": n}``.
-  A worker's thread count is fixed (:data:`dreamjax.study.tasks.WORKER_THREADS`), so
+  A worker's thread count is fixed (:data:`dreamjax.study.run.tasks.WORKER_THREADS`), so
   cells computed by workers agree to the bit whatever their number; a process of
   another thread count splits convolutions otherwise and moves the last bits. A
   workdir that records no ``compute`` was computed in one process. The first

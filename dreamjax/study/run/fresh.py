@@ -1,0 +1,350 @@
+"""Fresh generator samples in every batch: the functions of the fresh-sample arms.
+
+Each arm samples the generator of its stored twin (``vae_small_online`` samples
+``vae_small``'s: :func:`dreamjax.configs.arms.generator_arm`), trained with the
+twin's settings and key, and replaces the share of every batch the other online
+arms replace (``config.online_fraction``, the first rows of the randomly drawn
+batch) with new samples:
+
+* ``small_online`` (class-conditional VAE/GAN on the seed's labeled set): the
+  decoder runs inside the jitted step on fresh latents, conditioned on the
+  labels of the images it replaces, so the samples' classes are distributed as
+  the labeled set's.
+* ``pool_online`` (unconditional VAE/GAN on the pool): the decoder draws
+  ``candidates`` samples per replaced image inside the step and the seed's
+  baseline labels them there; each replaced image takes a distinct sample its
+  baseline labels with the image's class at ``pseudo_label_threshold`` or more
+  (the most confident first), and stays where there is none. The replaced part
+  thus keeps the labeled set's class balance (equal per class), and every
+  sample carries a confident pseudo-label, as the stored pool arms' do.
+* ``small_bank`` / ``pool_bank`` (diffusion): a diffusion sampler runs tens of
+  network passes per image, too slow for every step, so ``bank_multiple · N``
+  samples per seed are drawn before training (the small model's with the
+  labeled set's labels; the pool model's pseudo-labeled, confident and
+  class-balanced as ``diffusion_pool``'s) and the step reads them in order:
+  every sample is used once before any is used again.
+
+Each returns a :class:`dreamjax.training.train.SeedTransform`: the seeds' generator (and
+labeler) weights or banks reach the step as its arguments. Its ``samples`` are
+M·N images per seed drawn the same way for the cell's quality measures (label
+preservation, Fréchet distance, CAS), its ``info`` what the cell records of the
+arm's cost. Trained small generators and banks are kept in the cell's folder, so
+a resumed cell does not make them again.
+"""
+
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dreamjax import generators
+from dreamjax.plumbing import checkpoint
+from dreamjax.training import train
+from dreamjax import data as data_lib
+from dreamjax.generators import fresh
+from dreamjax.configs import arms as arms_lib
+from dreamjax.errors import CheckpointError, ConfigError, DataError
+from dreamjax.training.seeds import pad_to_common, stack, unstack
+from dreamjax.study.run import artefacts, cells
+from dreamjax.study.run import generate as generate_lib
+
+# Sampling rounds of a pool bank before it keeps what it has. Each round draws the
+# bank's size again (bank_multiple · N diffusion samples), so the stored pool arms'
+# eight rounds of M·N samples would cost up to eight banks; a class the generator
+# rarely makes stays short instead (recorded per class).
+BANK_ROUNDS = 2
+
+
+def _pool_generator_for(ctx, arm: str, seed: int):
+  """(config, params, train seconds, history) of the pool generator seed ``seed``'s cell of
+  arm ``arm`` samples: its stored twin's. Every pool-generator lookup of these arms goes
+  through here."""
+  return artefacts.pool_generator(ctx, arms_lib.generator_arm(arm), seed)
+
+
+def _generator_tag(ctx, seed: int) -> dict[str, int]:
+  """Which of the G pool generators seed ``seed`` read, as the stored pool arms record it."""
+  return {"index": artefacts.pool_generator_index(ctx, seed),
+          "of": artefacts.pool_generators(ctx.config)}
+
+
+def _rows(ctx) -> int:
+  """Images of each batch a fresh sample replaces: ``online_fraction`` of it."""
+  return int(round(float(ctx.config.online_fraction) * int(ctx.train_cfg.batch_size)))
+
+
+def _path(ctx, arm: str, name: str) -> str:
+  return ctx.path(cells.folder_of(f"N{ctx.budget}/{arm}"), name)
+
+
+def _generator_image_steps(gcfg) -> int:
+  return int(gcfg.steps) * generate_lib._generator_batch(gcfg)  # pylint: disable=protected-access
+
+
+# --- the generators --------------------------------------------------------------
+
+def _small_generators(ctx, arm: str):
+  """(config, {seed: params}, {seed: train seconds}, seed 0's history) of the twin's
+  class-conditional generators, one per seed: from the cell's folder where an earlier run
+  kept them, else trained as the twin trains them (its config, its trainer keys)."""
+  twin = arms_lib.generator_arm(arm)
+  kind = arms_lib.get(arm).source.family
+  gcfg = artefacts.generator_config(ctx.config, twin)
+  params, seconds, histories, missing = {}, {}, {}, []
+  for seed in ctx.seeds:
+    path = _path(ctx, arm, f"generator_seed{seed}.msgpack")
+    try:
+      params[seed], meta = checkpoint.load_tree(path)
+      seconds[seed], histories[seed] = float(meta["seconds"]), meta.get("history", [])
+    except (CheckpointError, KeyError) as e:
+      if os.path.exists(path):
+        ctx.log(f"{arm}: training seed {seed}'s generator again ({e})")
+      missing.append(seed)
+  if missing:
+    splits = [ctx.splits[ctx.seeds.index(seed)] for seed in missing]
+    # The twin's trainer key: generate.small_generators splits arm_key(seed, twin) so.
+    keys = [jax.random.split(artefacts.arm_key(seed, twin))[0] for seed in missing]
+    t0 = time.perf_counter()
+    trained = generate_lib.train_small(ctx, kind, gcfg, splits, keys)
+    each = (time.perf_counter() - t0) / len(missing)
+    for seed, (p, history) in zip(missing, trained):
+      checkpoint.save_tree(_path(ctx, arm, f"generator_seed{seed}.msgpack"), p,
+                           {"seconds": each, "history": history, "generator_arm": twin})
+      params[seed], seconds[seed], histories[seed] = p, each, history
+  return gcfg, params, seconds, histories[ctx.seeds[0]]
+
+
+def _measured(images, labels, info=None) -> generate_lib.Generated:
+  labels = np.asarray(labels, np.int32)
+  return generate_lib.Generated(np.asarray(images, np.float32), labels,
+                                np.full(len(labels), -1, np.int64), 0.0, info or {})
+
+
+def _per_class(labels, num_classes: int) -> list[int]:
+  return np.bincount(np.asarray(labels, np.int64), minlength=num_classes).tolist()
+
+
+# --- decoders in the step: the VAE and the GAN -----------------------------------------
+
+def small_online(ctx, arm) -> train.SeedTransform:
+  """Fresh class-conditional samples in every batch, labeled as the images they replace."""
+  kind = arms_lib.get(arm).source.family
+  gcfg, params, seconds, history = _small_generators(ctx, arm)
+  sample, _ = fresh.prior_sampler(kind, gcfg, params[ctx.seeds[0]])
+  weights = stack([fresh.prior_sampler(kind, gcfg, params[seed])[1] for seed in ctx.seeds])
+  n = _rows(ctx)
+
+  def fn(state, images, labels, key, data):
+    del state
+    if n == 0:
+      return images, labels
+    return images.at[:n].set(sample(data, labels[:n], key, n)), labels
+
+  samples = {}
+  for seed, s in zip(ctx.seeds, ctx.splits):
+    want = np.concatenate([s.labeled_labels] * ctx.copies)
+    samples[seed] = _measured(generators.SAMPLE[kind](gcfg, params[seed],
+                                                      artefacts.arm_key(seed, arm),
+                                                      labels=want, mesh=ctx.mesh), want)
+  info = {"generator_arm": arms_lib.generator_arm(arm), "rows_per_batch": n,
+          "gen_seconds": float(sum(seconds.values())),
+          "gen_image_steps": _generator_image_steps(gcfg), "sampled_per_step": n,
+          "history": history}
+  return train.SeedTransform(fn, weights, info, samples)
+
+
+def pool_online(ctx, arm) -> train.SeedTransform:
+  """Fresh unconditional samples in every batch, pseudo-labeled in the step by the seed's
+  baseline: each replaced image takes a confident sample of its own class, else stays."""
+  kind = arms_lib.get(arm).source.family
+  candidates = int(arms_lib.settings(ctx.config, arm).candidates)
+  threshold = float(ctx.config.pseudo_label_threshold)
+  made = [_pool_generator_for(ctx, arm, seed) for seed in ctx.seeds]
+  gcfg = made[0][0]
+  sample, _ = fresh.prior_sampler(kind, gcfg, made[0][1])
+  model = ctx.model
+  n = _rows(ctx)
+
+  def draw(data, targets, key):
+    """(samples [t], found [t]): a confident sample of each target class, where one is."""
+    x = sample(data["generator"], None, key, candidates * targets.shape[0])
+    probs = jax.nn.softmax(model.apply(data["labeler"], x, train=False), axis=-1)
+    index, found = fresh.match_classes(probs, targets, threshold)
+    return x[index], found
+
+  def fn(state, images, labels, key, data):
+    del state
+    if n == 0:
+      return images, labels
+    x, found = draw(data, labels[:n], key)
+    return images.at[:n].set(jnp.where(found[:, None, None, None], x, images[:n])), labels
+
+  data = {"generator": stack([fresh.prior_sampler(kind, gcfg, m[1])[1] for m in made]),
+          "labeler": ctx.baseline.state.variables}
+  # The images of the measured set: slots of the labeled set's labels (M copies), filled in
+  # batch-sized groups as the step fills them.
+  t0 = time.perf_counter()
+  draw_jit = jax.jit(draw)
+  samples, filled, per_class = {}, [], []
+  for i, (seed, s) in enumerate(zip(ctx.seeds, ctx.splits)):
+    want = np.concatenate([s.labeled_labels] * ctx.copies).astype(np.int32)
+    group = max(n, 1)
+    pad = np.concatenate([want, want[:(-len(want)) % group]])
+    key = artefacts.arm_key(seed, arm)
+    xs, found = [], []
+    for g in range(len(pad) // group):
+      x, f = draw_jit(unstack(data, i), jnp.asarray(pad[g * group:(g + 1) * group]),
+                      jax.random.fold_in(key, g))
+      xs.append(np.asarray(x))
+      found.append(np.asarray(f))
+    x, found = np.concatenate(xs)[:len(want)], np.concatenate(found)[:len(want)]
+    samples[seed] = _measured(x[found], want[found], {"pool_generator": _generator_tag(ctx, seed)})
+    filled.append(float(found.mean()))
+    per_class.append(_per_class(want[found], ctx.num_classes))
+  if not any(filled):
+    raise ConfigError(f"{arm}: no sample reached pseudo_label_threshold={threshold} for any"
+                      " class; lower the threshold or raise the arm's candidates.")
+  # A shared generator's training counts once (the ``seconds`` of one object), as the
+  # stored pool arms count it (records.generation_seconds).
+  trained = {id(m[1]): m[2] for m in made}
+  info = {"generator_arm": arms_lib.generator_arm(arm), "rows_per_batch": n,
+          "candidates": candidates, "pseudo_label_threshold": threshold,
+          "filled_fraction": filled, "filled_per_class": per_class,
+          "gen_seconds": float(sum(trained.values())) + time.perf_counter() - t0,
+          "gen_image_steps": _generator_image_steps(gcfg),
+          "sampled_per_step": candidates * n, "labeler_per_step": candidates * n,
+          "history": made[0][3]}
+  ctx.log(f"{arm}: {np.mean(filled) * 100:.0f}% of the replaced images find a confident"
+          f" sample of their class among {candidates} per image")
+  return train.SeedTransform(fn, data, info, samples)
+
+
+# --- banks: the diffusion models -----------------------------------------------------
+
+def small_bank(ctx, arm) -> train.SeedTransform:
+  """Part of every batch from a bank of the seed's class-conditional samples, drawn with
+  the labeled set's labels (``bank_multiple`` of each), in shuffled order."""
+  kind = arms_lib.get(arm).source.family
+  multiple = int(arms_lib.settings(ctx.config, arm).bank_multiple)
+  gcfg, params, seconds, history = None, None, {}, []
+  banks, infos = {}, {}
+  for seed, s in zip(ctx.seeds, ctx.splits):
+    bank = _load_bank(ctx, arm, seed)
+    if bank is None:
+      if params is None:
+        gcfg, params, seconds, history = _small_generators(ctx, arm)
+      key = artefacts.arm_key(seed, arm)
+      labels = np.tile(s.labeled_labels, multiple).astype(np.int32)
+      labels = labels[np.asarray(jax.random.permutation(jax.random.fold_in(key, 1),
+                                                        len(labels)))]
+      t0 = time.perf_counter()
+      x = generators.SAMPLE[kind](gcfg, params[seed], jax.random.fold_in(key, 0),
+                                  labels=labels, mesh=ctx.mesh)
+      bank = _save_bank(ctx, arm, seed, x, labels, {
+          "generator_seconds": seconds[seed], "sample_seconds": time.perf_counter() - t0,
+          "drawn": len(labels), "generator_image_steps": _generator_image_steps(gcfg),
+          "history": history if seed == ctx.seeds[0] else []})
+    banks[seed], infos[seed] = bank
+  transform = _bank_transform(ctx, arm, banks, infos)
+  for seed, measured in transform.samples.items():
+    measured.info["pool_generator"] = _generator_tag(ctx, seed)
+  return transform
+
+
+def pool_bank(ctx, arm) -> train.SeedTransform:
+  """Part of every batch from a bank of pool-generator samples, pseudo-labeled by the
+  seed's baseline: the most confident of each class, at most ``bank_multiple · N /
+  classes`` per class, over up to :data:`BANK_ROUNDS` rounds, in shuffled order."""
+  kind = arms_lib.get(arm).source.family
+  multiple = int(arms_lib.settings(ctx.config, arm).bank_multiple)
+  threshold = float(ctx.config.pseudo_label_threshold)
+  banks, infos, trained = {}, {}, {}
+  for seed, s in zip(ctx.seeds, ctx.splits):
+    bank = _load_bank(ctx, arm, seed)
+    if bank is None:
+      gcfg, params, seconds, history = _pool_generator_for(ctx, arm, seed)
+      model, variables = ctx.baseline_model(seed)
+      key = artefacts.arm_key(seed, arm)
+      want = multiple * len(s.labeled_labels)
+      t0 = time.perf_counter()
+      x, y, info = generate_lib._balanced_samples(  # pylint: disable=protected-access
+          ctx, kind, gcfg, params, model, variables, want, threshold,
+          jax.random.fold_in(key, 0), rounds=BANK_ROUNDS)
+      if not len(y):
+        raise ConfigError(f"{arm}: no generated image reached pseudo_label_threshold="
+                          f"{threshold}; lower the threshold.")
+      order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 1), len(y)))
+      # A shared generator's training counts once over the seeds (records.generation_seconds).
+      shared = seconds if id(params) not in trained else 0.0
+      trained[id(params)] = seconds
+      bank = _save_bank(ctx, arm, seed, x[order], y[order], {
+          **info, "generator_seconds": shared, "sample_seconds": time.perf_counter() - t0,
+          "drawn": int(info["rounds"]) * want, "pseudo_label_threshold": threshold,
+          "kept_per_class": _per_class(y, ctx.num_classes),
+          "generator_image_steps": _generator_image_steps(gcfg),
+          "history": history if seed == ctx.seeds[0] else []})
+    banks[seed], infos[seed] = bank
+  transform = _bank_transform(ctx, arm, banks, infos)
+  for seed, measured in transform.samples.items():
+    measured.info["pool_generator"] = _generator_tag(ctx, seed)
+  return transform
+
+
+def _load_bank(ctx, arm, seed):
+  path = _path(ctx, arm, f"bank_seed{seed}.npz")
+  if not os.path.exists(path):
+    return None
+  try:
+    b = data_lib.augfile.load(path, num_classes=ctx.num_classes, image_shape=ctx.image_shape)
+  except DataError as e:
+    ctx.log(f"{arm}: drawing seed {seed}'s bank again ({e})")
+    return None
+  return (b.images, b.labels), b.metadata.get("info", {})
+
+
+def _save_bank(ctx, arm, seed, images, labels, info):
+  data_lib.augfile.save(_path(ctx, arm, f"bank_seed{seed}.npz"), images, labels,
+                        np.full(len(labels), -1, np.int64),
+                        {"method": arm, "seed": seed, "budget": ctx.budget, "info": info})
+  return (np.asarray(images, np.float32), np.asarray(labels, np.int32)), info
+
+
+def _bank_transform(ctx, arm, banks, infos) -> train.SeedTransform:
+  """The step's reader of the seeds' banks (padded to one length), their first M·N
+  samples (the first the step uses) as the measured set, and their cost."""
+  n = _rows(ctx)
+  images, labels, counts = pad_to_common([banks[seed] for seed in ctx.seeds])
+
+  def fn(state, x, y, key, data):
+    del key  # the bank's order is fixed; the step number says where the step reads
+    if n == 0:
+      return x, y
+    rows = fresh.bank_rows(state.step, n, data["count"])
+    return x.at[:n].set(data["images"][rows]), y.at[:n].set(data["labels"][rows])
+
+  samples = {}
+  for seed, s in zip(ctx.seeds, ctx.splits):
+    x, y = banks[seed]
+    m = len(s.labeled_labels) * ctx.copies
+    samples[seed] = _measured(x[:m], y[:m])
+  first = infos[ctx.seeds[0]]
+  info = {"generator_arm": arms_lib.generator_arm(arm), "rows_per_batch": n,
+          "bank_size": counts.tolist(),
+          "bank_multiple": int(arms_lib.settings(ctx.config, arm).bank_multiple),
+          "gen_seconds": float(sum(i.get("generator_seconds", 0.0) + i.get("sample_seconds", 0.0)
+                                   for i in infos.values())),
+          "gen_image_steps": int(first.get("generator_image_steps", 0)),
+          "sampled_images": int(np.mean([i.get("drawn", 0) for i in infos.values()])),
+          "history": first.get("history", [])}
+  if "kept_per_class" in first:
+    info["kept_per_class"] = [infos[seed]["kept_per_class"] for seed in ctx.seeds]
+    info["pseudo_label_threshold"] = first.get("pseudo_label_threshold")
+  steps = int(ctx.train_cfg.steps)
+  info["passes"] = [round(steps * n / max(int(c), 1), 2) for c in counts]
+  ctx.log(f"{arm}: banks of {counts.tolist()} samples; training reads each about"
+          f" {np.mean(info['passes']):.1f} times")
+  return train.SeedTransform(fn, {"images": images, "labels": labels,
+                                  "count": counts.astype(np.int32)}, info, samples)

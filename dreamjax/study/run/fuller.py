@@ -1,0 +1,94 @@
+"""What the fuller presets add to a study that decides only some claims.
+
+A study that decides fewer claims than the protocol has (the ``first`` preset:
+the claims about Deep Dream) names, in its report, the presets that decide the
+rest, the command that extends its own workdir to each (the cells it finished
+are the same computation there and are not run again) and the time each would
+take on this machine: the cost model of the cells still to run, priced at the
+seconds per image-step this study's finished cells took.
+"""
+
+import dataclasses
+from typing import Any, Sequence
+
+from dreamjax.configs import study as study_configs
+from dreamjax.study import claims
+from dreamjax.study.run import progress, runner
+
+PRESETS = ("quick", "conclusions")
+# What a fuller preset keeps of the study it extends: the data and the seeds.
+KEPT = ("dataset", "data_dir", "num_seeds", "first_seed")
+CONFIG = "dreamjax/configs/study.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fuller:
+  preset: str
+  claims: tuple[str, ...]     # claims this study left that the preset decides
+  budgets: tuple[int, ...]
+  jobs_left: int              # cells (and alignment jobs) the preset adds
+  seconds: float | None       # its estimated wall time here; None without a price
+  command: str
+
+
+def preset_config(config, preset: str):
+  """``preset``'s config on ``config``'s data and seeds."""
+  fuller = study_configs.get_config(preset)
+  for field in KEPT:
+    if field in config:
+      fuller[field] = config[field]
+  return fuller
+
+
+def seconds_per_image_step(config, records: Sequence[dict[str, Any]]) -> float | None:
+  """What an image-step of the cost model took in this study: the finished cells'
+  wall time over their predicted image-steps (None before any cell finished)."""
+  jobs = runner.job_order(config, runner.plan(config), runner.has_alignment(config))
+  costs = progress.job_costs(config, jobs)
+  by_key = {r["cell"]: r for r in records}
+  pairs = [(costs[k], progress.record_seconds(by_key[k])) for k in costs if k in by_key]
+  return progress.calibration_ratio(pairs)
+
+
+def fuller_presets(config, records: Sequence[dict[str, Any]], workdir: str) -> list[Fuller]:
+  """For each of :data:`PRESETS` that decides a claim this study leaves: what it adds."""
+  left = [c for c in claims.CLAIMS if c not in tuple(config.get("claims", claims.CLAIMS))]
+  if not left:
+    return []
+  price = seconds_per_image_step(config, records)
+  done = {r["cell"] for r in records if r.get("status") == "ok"}
+  out = []
+  for preset in PRESETS:
+    fuller = preset_config(config, preset)
+    decides = tuple(c for c in left if c in tuple(fuller.claims))
+    if not decides:
+      continue
+    jobs = runner.job_order(fuller, runner.plan(fuller), runner.has_alignment(fuller))
+    costs = progress.job_costs(fuller, jobs)  # shared models charged to their first job
+    todo = [k for k in costs if k not in done]
+    seconds = None if price is None else price * sum(costs[k] for k in todo)
+    flags = [f"--config {CONFIG}:{preset}", f"--workdir {workdir}"]
+    if config.dataset != study_configs.get_config(preset).dataset:
+      flags.append(f"--config.dataset={config.dataset}")
+    out.append(Fuller(preset, decides, tuple(int(b) for b in fuller.budgets), len(todo),
+                      seconds, " ".join(["./launch.sh study", *flags])))
+  return out
+
+
+def lines(fuller: Sequence[Fuller]) -> list[str]:
+  """The report's section on the claims this study leaves to fuller presets."""
+  if not fuller:
+    return []
+  md = ["## Claims left to fuller presets", "",
+        "This study decides only some of the claims. Each command below extends this"
+        " workdir in place: the cells it finished are the same computation there and do not"
+        " run again. Times are estimates for this machine: the cost model of the cells"
+        " still to run (dreamjax/study/run/progress.py) at the seconds per image-step this"
+        " study's cells took.", "",
+        "| preset | decides | label budgets | cells to run | estimated time | command |",
+        "|---|---|---|---|---|---|"]
+  for f in fuller:
+    when = "unknown" if f.seconds is None else f"~{progress.format_duration(f.seconds)}"
+    md.append(f"| `{f.preset}` | {', '.join(f.claims)} | {', '.join(map(str, f.budgets))} |"
+              f" {f.jobs_left} | {when} | `{f.command}` |")
+  return md + [""]

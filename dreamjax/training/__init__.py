@@ -1,0 +1,2 @@
+"""Training a classifier: the model, the training loop and step, K seeds at once,
+evaluation and training metrics."""
