@@ -83,7 +83,7 @@ def study() -> Callable[[list[str]], None]:
       print(choose.choose_oracle(config.value, workdir.value, log=logging.info))
       return
     if choose_generator.value:
-      from dreamjax.study import choose  # pylint: disable=g-import-not-at-top
+      from dreamjax.study.run import choose  # pylint: disable=g-import-not-at-top
       print(choose.choose_generator_steps(config.value, workdir.value, log=logging.info))
       return
     if recheck.value:

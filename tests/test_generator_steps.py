@@ -9,11 +9,12 @@ import jax
 import numpy as np
 import pytest
 
-from dreamjax import data, generators, lock, sharding
+from dreamjax import data, generators
+from dreamjax.plumbing import lock, sharding
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
-from dreamjax.fileio import read_jsonl
-from dreamjax.study import artefacts, choose, context, generate
+from dreamjax.plumbing.fileio import read_jsonl
+from dreamjax.study.run import artefacts, choose, context, generate
 
 # Tiny lengths for the tiny preset: two doublings of each model, few samples.
 LENGTHS = {"diffusion_small": (4, 8), "diffusion_pool": (4, 8)}

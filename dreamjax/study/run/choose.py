@@ -29,17 +29,21 @@ import numpy as np
 from flax import serialization
 
 from dreamjax import data as data_lib
-from dreamjax import checkpoint, evaluate, fileio, frechet, generators, lock, loop, models
-from dreamjax import provenance, sharding, train
-from dreamjax import seeds as seeds_lib
+from dreamjax import generators
+from dreamjax.methods import frechet
+from dreamjax.plumbing import checkpoint, fileio, lock
+from dreamjax.training import evaluate, loop, models
+from dreamjax.plumbing import provenance, sharding
+from dreamjax.training import train
+from dreamjax.training import seeds as seeds_lib
 from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import generator as gen_configs
 from dreamjax.errors import ConfigError
 from dreamjax.generators import common as gen_common
-from dreamjax.seeds import pad_to_common
-from dreamjax.study import artefacts
-from dreamjax.study import context as context_lib
-from dreamjax.study import records
+from dreamjax.training.seeds import pad_to_common
+from dreamjax.study.run import artefacts
+from dreamjax.study.run import context as context_lib
+from dreamjax.study import records, spec
 
 # Candidate lengths (training steps), each double the last, and the smallest gain in
 # mean validation accuracy from doubling that still counts as gaining. Both fixed
@@ -381,7 +385,7 @@ def generator_steps_made_with(config, raw, lengths: dict[str, Sequence[int]],
   return {"generators": gens, "oracle": json.loads(config.oracle.to_json()),
           "dataset": config.dataset, "data": _data(raw), "val_size": int(config.val_size),
           "seeds": list(generator_seeds(config)), "budget": int(config.primary_budget),
-          "pool": {"budget": context_lib.pool_budget(config),
+          "pool": {"budget": spec.pool_budget(config),
                    "subset": int(config.get("pool_subset", 0))},
           "pseudo_label_threshold": float(config.pseudo_label_threshold),
           "lengths": {a: sorted(int(n) for n in ls) for a, ls in lengths.items()},
@@ -390,7 +394,7 @@ def generator_steps_made_with(config, raw, lengths: dict[str, Sequence[int]],
 
 def generator_seeds(config) -> tuple[int, ...]:
   """The classifier seeds whose small generators are sized: the study's first three."""
-  return context_lib.seeds_of(config)[:GENERATOR_SEEDS]
+  return spec.seeds_of(config)[:GENERATOR_SEEDS]
 
 
 def generator_rule(lengths: Sequence[int], label_share: dict[int, Sequence[float]],
@@ -579,8 +583,8 @@ def choose_generator_steps_in(config, raw, workdir: str, *,
       images, labels = context_lib.shared_pool(config, raw), None
       # The study's pool generator 0: its key (artefacts.pool_generator_key) is made from
       # the study's first seed.
-      keys = [artefacts.arm_key(context_lib.seeds_of(config)[0], f"{arm}_gen")]
-      sample_keys = [artefacts.arm_key(context_lib.seeds_of(config)[0], f"{arm}_sizing")]
+      keys = [artefacts.arm_key(spec.seeds_of(config)[0], f"{arm}_gen")]
+      sample_keys = [artefacts.arm_key(spec.seeds_of(config)[0], f"{arm}_sizing")]
       names = ["g0"]
     run = None
     by_length = {}
