@@ -1,6 +1,7 @@
 """The study's jobs as Ray tasks: the same numbers with any number of workers or nodes,
 faults of workers and of the driver, and the task graph's inputs."""
 
+import contextlib
 import json
 import os
 import re
@@ -25,6 +26,44 @@ SCRIPT = os.path.join(REPO, "experiments", "study.py")
 # C3 alignment), a shared pool model (vae_pool), the copies of a smaller M
 # (classical/M2), and a baseline at more labels (N200/baseline).
 ARMS = ("baseline", "classical", "vae_pool", "dream_subtle")
+
+
+# Ray's cluster utility, in a process of its own: in this one it would leave Ray's gRPC
+# client threads behind, and a later test's thread start (an orbax checkpoint save) once
+# hung on them.
+_CLUSTER = """
+import json, sys
+from ray.cluster_utils import Cluster
+head, extra = json.loads(sys.argv[1]), int(sys.argv[2])
+cluster = Cluster(initialize_head=True, head_node_args=head)
+for _ in range(extra):
+  cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+print("address", cluster.address, flush=True)
+sys.stdin.read()
+cluster.shutdown()
+"""
+
+
+@contextlib.contextmanager
+def _ray_cluster(head_node_args, extra_nodes=0):
+  """The address of a local Ray cluster (Ray's utility) run by a child process."""
+  proc = subprocess.Popen([sys.executable, "-c", _CLUSTER, json.dumps(head_node_args),
+                           str(extra_nodes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True, cwd=REPO)
+  try:
+    line = ""
+    for line in proc.stdout:
+      if line.startswith("address "):
+        break
+    assert line.startswith("address "), "the cluster did not start"
+    yield line.split()[1]
+  finally:
+    proc.stdin.close()
+    try:
+      proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+      proc.kill()
 
 
 def _cmd(workdir, *extra, arms=ARMS):
@@ -199,20 +238,11 @@ def test_a_second_driver_on_a_busy_workdir_is_refused_before_it_starts_workers(t
 def test_cells_run_on_the_nodes_of_a_simulated_cluster(two_workers, tmp_path):
   """Ray's own local cluster utility: three one-CPU nodes on this machine, joined by
   --engine_address. Cells run on several of them, and give the two workers' numbers."""
-  from ray.cluster_utils import Cluster  # pylint: disable=g-import-not-at-top
-  cluster = Cluster(initialize_head=True,
-                    head_node_args={"num_cpus": 1, "include_dashboard": False})
-  try:
-    for _ in range(2):
-      cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    address = cluster.address
+  with _ray_cluster({"num_cpus": 1, "include_dashboard": False}, extra_nodes=2) as address:
     workdir = str(tmp_path / "w")
     out = subprocess.run(_cmd(workdir, f"--engine_address={address}",
                               arms=("baseline", "classical")),
                          capture_output=True, text=True, cwd=REPO, timeout=900)
-  finally:
-    cluster.shutdown()
   assert out.returncode == 0, out.stderr[-4000:]
   records = _results(workdir)
   nodes = {r["timing"]["worker"]["node"] for r in records if r["cell"] != "oracle"}
@@ -303,18 +333,12 @@ def test_a_gpu_node_runs_workers_per_gpu_workers_each_with_its_share(tmp_path, r
   compute on the CPU here): two workers share it, each told its GPU and half of XLA's
   default memory fraction."""
   del real_data_dir
-  from ray.cluster_utils import Cluster  # pylint: disable=g-import-not-at-top
-  cluster = Cluster(initialize_head=True, head_node_args={
-      "num_cpus": 3, "num_gpus": 1, "include_dashboard": False})
-  try:
-    address = cluster.address
+  with _ray_cluster({"num_cpus": 3, "num_gpus": 1, "include_dashboard": False}) as address:
     workdir = str(tmp_path / "w")
     env = {k: v for k, v in os.environ.items() if k != "XLA_PYTHON_CLIENT_MEM_FRACTION"}
     out = subprocess.run(_cmd(workdir, f"--engine_address={address}", "--workers_per_gpu=2",
                               arms=("baseline",)),
                          capture_output=True, text=True, cwd=REPO, timeout=900, env=env)
-  finally:
-    cluster.shutdown()
   assert out.returncode == 0, out.stderr[-4000:]
   (session,) = records_lib.read_sessions(workdir)
   assert session["compute"]["workers"] == 2 and session["compute"]["gpu_share"] == 0.5
