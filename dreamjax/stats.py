@@ -60,6 +60,28 @@ def paired_difference(a: Sequence[float], b: Sequence[float],
   return t_interval(a - b, confidence)
 
 
+def unpaired_difference(a: Sequence[float], b: Sequence[float],
+                        confidence: float = 0.95) -> Interval:
+  """Interval for mean(a) - mean(b) over independent seeds (Welch: unequal variances,
+  Welch–Satterthwaite degrees of freedom); for runs whose seeds are different draws,
+  such as a confirmation run on fresh seeds against the exploratory one."""
+  x, y = (np.asarray(v, np.float64) for v in (a, b))
+  x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+  if len(x) == 0 or len(y) == 0:
+    return Interval(float("nan"), float("nan"), float("nan"), 0)
+  mean = float(x.mean() - y.mean())
+  n = min(len(x), len(y))
+  if len(x) < 2 or len(y) < 2:
+    return Interval(mean, -math.inf, math.inf, n)
+  vx, vy = float(x.var(ddof=1)) / len(x), float(y.var(ddof=1)) / len(y)
+  se = math.sqrt(vx + vy)
+  if se == 0:
+    return Interval(mean, mean, mean, n)
+  df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
+  t = float(sp_stats.t.ppf(0.5 + confidence / 2, df=df))
+  return Interval(mean, mean - t * se, mean + t * se, n)
+
+
 def direction(interval: Interval, margin: float = 0.0) -> str:
   """'above' / 'below' when the interval clears ±margin, else 'crosses'."""
   if interval.n == 0 or not math.isfinite(interval.mean):

@@ -124,3 +124,62 @@ def test_runs_of_several_budgets_get_a_figure_per_budget(tmp_path):
   for budget in (100, 1000):
     assert os.path.getsize(paths[f"figure_N{budget}"]) > 0
     assert f"({compare.figure_name(budget)})" in text
+
+
+def _with_effects(folder, first_seed, effects, verdict="supported"):
+  """Gives a study of :func:`_study` a first seed, a protocol and C5's deciding intervals."""
+  with open(os.path.join(folder, "study_config.json")) as f:
+    study = json.load(f)
+  study["config"]["first_seed"] = first_seed
+  with open(os.path.join(folder, "study_config.json"), "w") as f:
+    json.dump(study, f)
+  with open(os.path.join(folder, "protocol.json"), "w") as f:
+    json.dump({"version": 2, "digest": "0123456789abcdef", "placebos": []}, f)
+  with open(os.path.join(folder, "claims.json"), "w") as f:
+    json.dump([{"claim": "C5", "budget": 1000, "text": "simple transforms", "numbers": "",
+                "verdict": verdict, "effects": effects}], f)
+  return folder
+
+
+def test_fresh_seeds_compare_unpaired_and_report_agreement(tmp_path):
+  iv = lambda mean, lo, hi: {"mean": mean, "lo": lo, "hi": hi, "n": 3}
+  a = _with_effects(_study(tmp_path / "a", 300, [0.80, 0.81, 0.82], [0.81, 0.82, 0.83],
+                           "supported"), 0,
+                    {"classical_online − baseline": iv(0.01, 0.005, 0.015),
+                     "classical_online − pgd": iv(0.02, 0.01, 0.03)})
+  b = _with_effects(_study(tmp_path / "b", 300, [0.70, 0.80, 0.90], [0.85, 0.86, 0.87],
+                           "inconclusive (a CI crosses zero)"), 5,
+                    {"classical_online − baseline": iv(0.012, 0.002, 0.02),
+                     "classical_online − pgd": iv(-0.01, -0.02, 0.0)},
+                    verdict="supported")
+  out = compare.compare(a, b)
+  assert not out["paired"] and out["seeds_a"] == [0, 1, 2] and out["seeds_b"] == [5, 6, 7]
+  cells = {r["cell"]: r for r in out["cells"]}
+  # Welch by hand: means 0.86 − 0.82, both sd 0.01, n 3: se = 0.01·sqrt(2/3), df = 4.
+  change = cells["N1000/classical_online"]["change"]
+  half = sp_stats.t.ppf(0.975, 4) * 0.01 * (2 / 3) ** 0.5
+  assert change["mean"] == pytest.approx(0.04)
+  assert change["hi"] - change["mean"] == pytest.approx(half)
+  # Within each run the arm is still paired with its own baseline.
+  assert cells["N1000/classical_online"]["b_vs_baseline"]["mean"] == pytest.approx(0.06)
+  (c5,) = out["claims"]
+  assert c5["agreement"] == {"same_verdict": True, "intervals": 2, "same_sign": 1,
+                             "overlap": 1, "sign_differs": ["classical_online − pgd"],
+                             "disjoint": ["classical_online − pgd"]}
+  md = compare.markdown(out, "exploratory", "confirmation")
+  assert "Seeds 0–2 of A and 5–7 of B" in md and "Welch" in md
+  assert "| C5 | 1000 | supported | supported | yes | 1/2 | 1/2 |" in md
+  assert "digest `0123456789abcdef` (the same)" in md
+  assert "`classical_online − pgd` changes sign" in md
+  assert "`first_seed` 0 → 5" in md
+
+
+def test_agreement_of_verdicts_in_other_classes():
+  iv = {"mean": 0.01, "lo": 0.0, "hi": 0.02, "n": 5}
+  same_class = compare.agreement({"verdict": "inconclusive (CI crosses zero)", "effects": {}},
+                                 {"verdict": "inconclusive (margin)", "effects": {}})
+  assert same_class["same_verdict"] and same_class["intervals"] == 0
+  differ = compare.agreement({"verdict": "supported", "effects": {"x": iv}},
+                             {"verdict": "not supported", "effects": {"x": iv}})
+  assert not differ["same_verdict"] and differ["overlap"] == 1
+  assert compare.agreement({"verdict": "missing (not run)"}, {"verdict": "supported"}) is None

@@ -280,3 +280,35 @@ def test_claims_table_has_each_arms_real_label_worth_at_its_largest_copies():
   assert f"classical at M = 4: {eq[4].fmt()}" in row[0] and "M = 1" not in row[0]
   assert row[0].count("|") == 3 + 3  # claim, numbers, then one empty cell per budget column
   assert report_text._exchange_row(None, 1000, columns=3) == []
+
+
+def test_unpaired_difference_is_welch():
+  from scipy import stats as sp_stats
+  a, b = [0.9, 0.8, 0.85, 0.95], [0.7, 0.75]
+  iv = stats.unpaired_difference(a, b)
+  t = sp_stats.ttest_ind(a, b, equal_var=False)
+  ci = t.confidence_interval(0.95)
+  assert iv.mean == pytest.approx(np.mean(a) - np.mean(b))
+  assert (iv.lo, iv.hi) == (pytest.approx(ci.low), pytest.approx(ci.high))
+  assert stats.unpaired_difference([0.5], [0.4]).hi == float("inf")
+
+
+def test_a_verdict_carries_the_intervals_it_was_decided_on():
+  rob = lambda d: {"0.03": [0.35 + d, 0.37 + d, 0.36 + d]}
+  cells = {"baseline": _cell(BASE, robust=rob(0.0)),
+           "dream_online": _cell(_shift(0.001), robust=rob(0.1)),
+           "noise_matched_online": _cell(_shift(0.0), robust=rob(0.1))}
+  (c2,) = [v for v in claims.all_verdicts(cells, None) if v.claim == "C2"]
+  assert set(c2.effects) == {"dream_online − noise_matched_online",
+                             "dream_online − noise_matched_online (robust, ε = 0.03)",
+                             "dream_online − baseline (robust, ε = 0.03)"}
+  robust_gain = c2.effects["dream_online − baseline (robust, ε = 0.03)"]
+  assert robust_gain["mean"] == pytest.approx(0.1) and robust_gain["n"] == 3
+  assert c2.to_dict()["effects"] == c2.effects  # written to claims.json
+  (c3,) = [v for v in claims.all_verdicts(
+      cells, {"status": "ok", "layer": {"mean": 0.1, "lo": 0.05, "hi": 0.15, "n": 3}})
+      if v.claim == "C3"]
+  assert c3.effects == {"cosine(layer dream, adversarial)":
+                        {"mean": 0.1, "lo": 0.05, "hi": 0.15, "n": 3}}
+  (c1,) = [v for v in claims.all_verdicts(cells, None) if v.claim == "C1"]
+  assert c1.verdict.startswith("missing") and c1.effects == {}

@@ -253,6 +253,13 @@ def _verdict(cid, arms, numbers, verdict) -> Verdict:
                  verdict, RULES[cid])
 
 
+def _decides(cells: Cells, name: str, iv: stats.Interval) -> stats.Interval:
+  """Records an interval a rule decides on that is not a paired accuracy difference."""
+  if iv.n > 0:
+    cells.deciding[name] = iv.to_dict()
+  return iv
+
+
 def _inconclusive(reason: str) -> str:
   return f"inconclusive ({reason})"
 
@@ -312,12 +319,14 @@ def c1(cells: Cells, margin: float, dream: str = "dream_strong",
   d = cells.diff(dream, "baseline", decides=True)
   fd = cells.ok(dream).get("frechet")
   fd_refs = [cells.ok(r).get("frechet") for r in refs]
-  lp_diffs = [cells.diff(dream, r, "label_preservation_per_seed") for r in refs]
+  lp_diffs = [_decides(cells, f"label preservation {dream} − {r}",
+                       cells.diff(dream, r, "label_preservation_per_seed")) for r in refs]
   known = fd is not None and all(f is not None for f in fd_refs)
   further = known and fd > FRECHET_RATIO * max(fd_refs)
   less_kept = all(iv.n > 0 and iv.hi < 0 for iv in lp_diffs)
   far = further and less_kept
-  slope = dose_response(cells, sweep)
+  slope = _decides(cells, f"slope of Δacc per log Fréchet over {sweep}",
+                   dose_response(cells, sweep))
   further_helps = slope.n > 0 and slope.lo > 0
   if far and d.hi < margin and not further_helps:
     verdict = SUPPORTED
@@ -397,8 +406,10 @@ def c3(alignment: dict[str, Any] | None, dream: str = "layer") -> Verdict:
     if alignment.get(name):
       x = stats.Interval(**alignment[name])
       parts.append(f"cosine({label}, adversarial) {x.mean:.2f} [{x.lo:.2f}, {x.hi:.2f}]")
-  return _verdict("C3", arms, "; ".join(parts) + (f" (tested: {dream})" if dream != "layer"
-                                                   else ""), verdict)
+  v = _verdict("C3", arms, "; ".join(parts) + (f" (tested: {dream})" if dream != "layer"
+                                                else ""), verdict)
+  v.effects = {f"cosine({dream} dream, adversarial)": iv.to_dict()}
+  return v
 
 
 def c4(cells: Cells, margin: float, gens: tuple[str, ...] | None = None) -> Verdict:
@@ -467,7 +478,7 @@ def c6(cells: Cells, margin: float, pools: tuple[str, ...] | None = None,
   p = {a: stats.paired_p_value(cells.values(a), cells.values("baseline")) for a in pools}
   adjusted = stats.holm(p, alpha=cells.alpha)
   d = {a: cells.diff(a, "baseline", decides=True) for a in pools}
-  over_null = {a: cells.diff(a, null) for a in pools}
+  over_null = {a: _decides(cells, f"{a} − {null}", cells.diff(a, null)) for a in pools}
   if any(adjusted[a].reject and d[a].mean > 0 and over_null[a].lo > 0 for a in pools):
     verdict = SUPPORTED
   elif all(d[a].hi < margin for a in pools):
@@ -538,6 +549,7 @@ def all_verdicts(records_by_arm: dict[str, dict[str, Any]], alignment: dict[str,
       v = rules.c3(alignment) if cid == "C3" else rules.RULE_FNS[cid](cells, margin)
     else:
       v = c3(alignment) if cid == "C3" else RULE_FNS[cid](cells, margin)
+    v.effects = v.effects or dict(cells.deciding)
     v.budget = budget
     if v.verdict.startswith("inconclusive"):
       v.power = " | ".join(cells.notes)
@@ -556,6 +568,7 @@ def dreamer_verdicts(records_by_arm: dict[str, dict[str, Any]], margin: float = 
         continue
       cells = Cells(records_by_arm, quality_gate=quality_gate, alpha=alpha)
       v = RULE_FNS[cid](cells, margin, **roles)
+      v.effects = dict(cells.deciding)
       v.budget = budget
       if v.verdict.startswith("inconclusive"):
         v.power = " | ".join(cells.notes)

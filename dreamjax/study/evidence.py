@@ -23,6 +23,10 @@ class Verdict:
   rule: str
   budget: int = 0
   power: str = ""  # what an inconclusive comparison could have detected
+  # The intervals the verdict was decided on, by name ("dream_online − baseline (robust,
+  # ε = 0.03)": Interval.to_dict()): what a confirmation run is held to (same sign,
+  # overlapping intervals).
+  effects: dict = dataclasses.field(default_factory=dict)
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -46,6 +50,7 @@ class Cells:
     self.quality_gate = quality_gate
     self.alpha = alpha
     self.notes: list[str] = []  # power of the inconclusive comparisons read so far
+    self.deciding: dict[str, dict] = {}  # the deciding intervals read so far, by name
 
   def ok(self, arm: str) -> dict[str, Any] | None:
     r = self.records.get(arm)
@@ -64,9 +69,11 @@ class Cells:
     if va is None or vb is None or isinstance(va, dict) or isinstance(vb, dict):
       return stats.Interval(float("nan"), float("nan"), float("nan"), 0)
     iv = stats.paired_difference(va, vb)
-    if decides and stats.direction(iv) == "crosses" and iv.n >= 2:
+    if decides:
       what = f"{a} − {b}" + (f" (robust, ε = {eps})" if eps else "")
-      self._note(what, [x - y for x, y in zip(va, vb)])
+      self.deciding[what] = iv.to_dict()
+      if stats.direction(iv) == "crosses" and iv.n >= 2:
+        self._note(what, [x - y for x, y in zip(va, vb)])
     return iv
 
   def _note(self, what: str, diffs) -> None:
