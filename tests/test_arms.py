@@ -170,3 +170,53 @@ def test_how_seeds_run_is_decided_in_one_place():
   assert {seeds.how(w, "gpu") for w in seeds.WORKLOADS} == {"vmap"}
   with pytest.raises(ValueError):
     seeds.how("dreaming")
+
+
+def test_resolve_gives_each_cell_arm_its_settings_variant_and_configs_once():
+  cfg = study_configs.get_config("tiny")
+  cfg.arms = ("baseline", "dream_sweep", "vae_pool_online", "noise_matched_online")
+  cfg.arm_settings.vae_pool.steps = 7
+  resolved = arms.resolve(cfg)
+  sweep = resolved["dream_sweep@0.2"]
+  assert (sweep.base, sweep.variant, sweep.of) == ("dream_sweep", 0.2, "dream_sweep")
+  assert [c.arm for c in runner.plan(cfg, arms=resolved) if c.budget == 100 and c.main] == [
+      "baseline", *(f"dream_sweep@{s:g}" for s in arms.get("dream_sweep").settings["strengths"]),
+      "vae_pool_online", "noise_matched_online"]
+  # What a cell arm's functions read without running it: its stored twin, its matched dream.
+  fresh = resolved["vae_pool_online"]
+  assert (fresh.generator_arm, resolved["vae_pool"].of, resolved["dream_online"].of) == (
+      "vae_pool", "", "")
+  assert fresh.generator.steps == 7 and fresh.generator.model == "vae"
+  assert fresh.settings.candidates == arms.get("vae_pool_online").settings["candidates"]
+  assert tuple(sweep.dream.layers) == ("conv1",)
+  assert resolved["dream_online"].dream.steps == cfg.dream_steps
+  cfg.arm_settings.vae_pool.steps = 0
+  with pytest.raises(ConfigError, match="arm_settings.vae_pool.steps"):
+    arms.resolve(cfg)
+
+
+def test_a_training_runs_fingerprint_holds_its_arms_settings_exchange_cells_too():
+  from dreamjax.study.run import context  # pylint: disable=g-import-not-at-top
+
+  def fingerprints(preset):
+    cfg = study_configs.get_config("tiny")
+    cfg.arm_settings.dream_strong.preset = preset
+    ctx = context.Context(config=cfg, workdir="", mesh=None, budget=100, seeds=(0, 1),
+                          splits=(), model=None, oracle=None)
+    arm = ctx.arm("dream_strong")
+    main, more = Cell.of(100, "dream_strong", 1, 1), Cell.of(100, "dream_strong", 2, 1)
+    return (cfg, ctx, arm, ctx.fingerprint(main.run, arm), ctx.fingerprint(more.run, arm),
+            ctx.fingerprint(f"{main.run}/cas", arm))
+
+  cfg, ctx, arm, main, more, cas = fingerprints("strong")
+  # A main cell's is what earlier versions recorded, so its checkpoints resume.
+  assert main == records.cell_fingerprint(cfg) + "dream_strong" + '{"preset": "strong"}'
+  assert cas == records.cell_fingerprint(cfg) + "dream_strong/cas" + '{"preset": "strong"}'
+  assert more == records.cell_fingerprint(cfg) + "dream_strong_M2" + '{"preset": "strong"}'
+  other = fingerprints("subtle")
+  assert other[3] != main and other[4] != more
+  # An exchange cell's run was recorded without its settings: such a checkpoint resumes.
+  assert ctx.earlier_fingerprints("dream_strong_M2", arm) == (
+      records.cell_fingerprint(cfg) + "dream_strong_M2",)
+  assert ctx.earlier_fingerprints("dream_strong", arm) == ()
+  assert ctx.earlier_fingerprints("dream_strong/cas", arm) == ()

@@ -19,12 +19,15 @@ oracle.
 """
 
 import dataclasses
+import functools
 import importlib
+import json
 from typing import Any, Callable, Mapping
 
 import ml_collections
 
 from dreamjax.configs import dream as dream_configs
+from dreamjax.configs import generator as gen_configs
 from dreamjax.errors import ConfigError
 
 # Report colour of each group of arms.
@@ -254,16 +257,158 @@ def validate(config) -> None:
     if name not in REGISTRY:
       raise ConfigError(f"arm_settings.{name}: no such arm; choose from {list(REGISTRY)}.")
   for name in {base_name(a) for a in config.arms}:
-    entry = get(name)
-    s = settings(config, name)
-    for field, must in (entry.check(s) if entry.check else []):
-      raise ConfigError(f"arm_settings.{name}.{field}={s[field]} is invalid: must be {must}.")
+    _check(get(name), settings(config, name))
+
+
+def _check(entry: Arm, s) -> None:
+  for field, must in (entry.check(s) if entry.check else []):
+    raise ConfigError(f"arm_settings.{entry.name}.{field}={s[field]} is invalid: must be"
+                      f" {must}.")
 
 
 def cells_of(config, arm: str) -> list[str]:
   """The cell arm names of one config entry: itself, or its variants."""
   entry = get(arm)
   return entry.variants(entry, settings(config, arm)) if entry.variants else [arm]
+
+
+# --- arms resolved against a study config, once ------------------------------------
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Resolved:
+  """One arm as a study config makes it: what the code that runs a study reads of it.
+
+  :func:`resolve` makes one per cell arm (``dream_sweep@0.2`` too) before any
+  work starts, so nothing downstream looks the arm up by name or rebuilds its
+  settings. ``settings`` and the derived configs are shared: read them, never
+  change them.
+  """
+  name: str                      # the cell arm: "dream_sweep@0.2", "classical"
+  entry: Arm
+  settings: ml_collections.ConfigDict  # the entry's defaults, overridden by arm_settings
+  variant: float | None          # a variant's value (a sweep's strength), else None
+  # The stored generator arm whose generator this arm samples (itself for a stored
+  # one, :func:`generator_arm`) and that arm's settings; None without a generator.
+  generator_arm: str | None
+  generator_settings: ml_collections.ConfigDict | None
+  # Whatever the derived configs read of the study config: the generator preset and
+  # its overrides, and the dream steps (0: the presets' own).
+  study: Mapping[str, Any]
+  # The entry of config.arms it is a cell arm of ("dream_sweep" for dream_sweep@0.2); ""
+  # for an arm the study reads without running it (a stored twin, a matched dream).
+  of: str = ""
+
+  @property
+  def source(self) -> Source:
+    return self.entry.source
+
+  @property
+  def kind(self) -> str:
+    return self.entry.kind
+
+  @property
+  def group(self) -> str:
+    return self.entry.group
+
+  @property
+  def base(self) -> str:
+    """The registry name (``dream_sweep`` of ``dream_sweep@0.2``)."""
+    return self.entry.name
+
+  @property
+  def per_copy(self) -> bool:
+    return self.entry.per_copy
+
+  @property
+  def needs_baseline(self) -> bool:
+    return self.entry.needs_baseline
+
+  @property
+  def stores_images(self) -> bool:
+    return self.entry.stores_images
+
+  def fn(self, role: str) -> Callable[..., Any] | None:
+    return self.entry.fn(role)
+
+  @property
+  def fingerprint(self) -> str:
+    """Its settings as its training runs' checkpoints depend on them: a fresh-sample
+    arm's include its stored twin's, whose generator it samples."""
+    out = self.settings.to_dict()
+    if self.generator_arm is not None and self.generator_arm != self.base:
+      out = {**out, self.generator_arm: self.generator_settings.to_dict()}
+    return json.dumps(out, sort_keys=True, default=str)
+
+  @functools.cached_property
+  def generator(self) -> ml_collections.ConfigDict:
+    """The generator config of a generator or pretraining arm (a fresh-sample arm's:
+    its stored twin's, trained with the twin's settings)."""
+    source = self.source
+    g = gen_configs.get_config(self.study["generator_preset"])
+    if isinstance(source, Generator):
+      g.model, g.conditional = source.family, source.conditional
+    elif isinstance(source, Pretrained):
+      g.model, g.conditional = source.objective, False
+    else:
+      raise ConfigError(f"arm {self.name!r} trains no generator or trunk (its source is"
+                        f" {source}).")
+    g.source = "labeled" if g.conditional else "pool"
+    own = self.generator_settings if self.generator_settings is not None else self.settings
+    g.steps = int(own.steps)
+    g.update(self.study["generator_overrides"])
+    return g
+
+  @functools.cached_property
+  def dream(self) -> ml_collections.ConfigDict:
+    """The dream block of a dream arm (of one variant, ``dream_sweep@STRENGTH``)."""
+    steps = int(self.study["dream_steps"])
+    if self.variant is not None:
+      strengths = tuple(float(x) for x in self.settings.strengths)
+      layers = tuple(self.settings.get("layers", ("conv1",)))  # a sweep may name its layers
+      for s, cfg in dream_configs.sweep_presets(strengths, steps or dream_configs.SWEEP_STEPS,
+                                                layers):
+        if abs(s - self.variant) < 1e-9:
+          return cfg
+      raise ConfigError(f"no dream sweep preset of strength {self.variant}.")
+    cfg = dream_configs.get_preset(self.settings.preset)
+    return dream_configs.with_steps(cfg, steps) if steps else cfg
+
+
+def resolve(config) -> dict[str, Resolved]:
+  """Every arm a study of ``config`` reads, resolved once, by cell arm name.
+
+  Its cell arms first, in the order of ``config.arms`` (a variant entry gives its
+  variants, ``dream_sweep@0.2`` ...), then the arms their functions read that the
+  study does not run (a fresh-sample arm's stored twin, the dream a matched noise
+  copies), with ``of`` empty. Refuses unknown arms and settings, and
+  settings an arm's checks reject (:func:`validate`), those of the arms read too.
+  """
+  validate(config)
+  out: dict[str, Resolved] = {}
+  for name in config.arms:
+    entry = get(name)
+    given = settings(config, name)
+    for cell_arm in (entry.variants(entry, given) if entry.variants else [name]):
+      out[cell_arm] = dataclasses.replace(resolve_arm(config, cell_arm), of=name)
+  for arm in list(out.values()):
+    for other in (arm.generator_arm, arm.settings.get("match")):
+      if other and other not in out:
+        out[other] = resolve_arm(config, other)
+        _check(out[other].entry, out[other].settings)
+  return out
+
+
+def resolve_arm(config, arm: str) -> Resolved:
+  """One arm (``dream_sweep@0.2`` too) resolved against ``config``, unchecked: what
+  :func:`resolve` makes for each arm of a study."""
+  entry = get(arm)
+  twin = generator_arm(arm)
+  study = {"generator_preset": config.get("generator_preset", "default"),
+           "generator_overrides": (config.get("generator_overrides") or
+                                   ml_collections.ConfigDict()).to_dict(),
+           "dream_steps": config.get("dream_steps", 0)}
+  return Resolved(arm, entry, settings(config, arm), variant_value(arm), twin,
+                  settings(config, twin) if twin is not None else None, study)
 
 
 # --- checks of the built-in settings ----------------------------------------------

@@ -19,7 +19,7 @@ import functools
 import hashlib
 import json
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import chex
 import jax
@@ -262,7 +262,8 @@ def fit(model, tcfg, images, labels, *, seeds, mesh: Mesh | None = None, counts=
         val: tuple[np.ndarray, np.ndarray] | None = None,
         checkpoint_dir: str | None = None, fingerprint: str = "",
         metrics_dir: str | None = None, desc: str = "train",
-        progress: Callable[[str], None] | None = None) -> FitResult:
+        progress: Callable[[str], None] | None = None,
+        earlier_fingerprints: Sequence[str] = ()) -> FitResult:
   """Trains one model per seed, all at once.
 
   Args:
@@ -282,7 +283,8 @@ def fit(model, tcfg, images, labels, *, seeds, mesh: Mesh | None = None, counts=
       step (:class:`Unlabeled`); the labeled batches are the ones drawn without it.
     val: (images, labels) evaluated every ``tcfg.eval_every`` steps.
     checkpoint_dir: if set, the state is saved every ``tcfg.checkpoint_every``
-      steps and a run with the same ``fingerprint`` resumes from it.
+      steps and a run with the same ``fingerprint`` resumes from it (or with one of
+      ``earlier_fingerprints``: what an earlier version recorded for the same run).
     metrics_dir: if set, the history also goes to TensorBoard event files there.
 
   Raises:
@@ -320,9 +322,10 @@ def fit(model, tcfg, images, labels, *, seeds, mesh: Mesh | None = None, counts=
   parts = (fingerprint, seeds, tcfg.to_dict() if hasattr(tcfg, "to_dict") else tcfg)
   if unlabeled is not None:  # without one, the fingerprints of every run so far
     parts += (u_batch, unlabeled.info)
+  earlier = tuple(config_fingerprint(f, *parts[1:]) for f in earlier_fingerprints)
   fingerprint = config_fingerprint(*parts)
   state, start_step, history, seconds_before = _resume(checkpoint_dir, fingerprint, state,
-                                                       desc, log)
+                                                       desc, log, earlier)
   # After the restore, which returns host arrays whatever ``like``'s placement.
   state, data, step_roots = sharding.replicate(mesh, (
       state, (jnp.asarray(images), jnp.asarray(labels, jnp.int32), jnp.asarray(counts))
@@ -391,15 +394,16 @@ def _transform_data(batch_transform, k: int) -> tuple:
   return (jax.tree.map(jnp.asarray, batch_transform.data),)
 
 
-def _resume(checkpoint_dir, fingerprint, state, desc, log):
-  """(state, start step, history, seconds so far) from ``checkpoint_dir`` if it fits."""
+def _resume(checkpoint_dir, fingerprint, state, desc, log, earlier=()):
+  """(state, start step, history, seconds so far) from ``checkpoint_dir`` if it fits
+  (``earlier``: other fingerprints that fit)."""
   if not checkpoint_dir or not checkpoint.exists(checkpoint_dir):
     return state, 0, [], 0.0
   try:
     meta = checkpoint.read_meta(checkpoint_dir)
   except CheckpointError:
     meta = {}
-  if meta and meta.get("fingerprint") != fingerprint:
+  if meta and meta.get("fingerprint") not in (fingerprint, *earlier):
     raise ConfigError(f"{checkpoint_dir} holds a checkpoint of another config or seeds;"
                       " use a fresh --workdir or delete that folder.")
   try:

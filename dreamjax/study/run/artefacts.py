@@ -28,8 +28,7 @@ from dreamjax import generators
 from dreamjax.methods import dreamer, pretrain
 from dreamjax.plumbing import checkpoint, provenance
 from dreamjax.configs import arms as arms_lib
-from dreamjax.configs import generator as gen_configs
-from dreamjax.errors import CheckpointError, ConfigError
+from dreamjax.errors import CheckpointError
 
 _MEMO: dict[str, Any] = {}
 
@@ -40,21 +39,10 @@ def arm_key(seed: int, arm: str) -> jax.Array:
 
 
 def generator_config(config, arm: str):
-  """The generator config of a generator or pretraining arm, from its registry entry
-  (a fresh-sample arm's: its stored twin's, :func:`dreamjax.configs.arms.generator_arm`)."""
-  source = arms_lib.get(arm).source
-  g = gen_configs.get_config(config.generator_preset)
-  if isinstance(source, arms_lib.Generator):
-    g.model, g.conditional = source.family, source.conditional
-  elif isinstance(source, arms_lib.Pretrained):
-    g.model, g.conditional = source.objective, False
-  else:
-    raise ConfigError(f"arm {arm!r} trains no generator or trunk (its source is {source}).")
-  g.source = "labeled" if g.conditional else "pool"
-  # A fresh-sample arm's generator is its stored twin's, trained with the twin's settings.
-  g.steps = int(arms_lib.settings(config, arms_lib.generator_arm(arm) or arm).steps)
-  g.update(config.generator_overrides.to_dict())
-  return g
+  """The generator config of a generator or pretraining arm (a fresh-sample arm's: its
+  stored twin's), a copy to change, for code outside a study; a study's arms carry
+  theirs (:attr:`dreamjax.configs.arms.Resolved.generator`)."""
+  return arms_lib.resolve_arm(config, arm).generator.copy_and_resolve_references()
 
 
 def _load_or_make(ctx, name: str, make: Callable[[], tuple[Any, list]],
@@ -154,8 +142,8 @@ def pool_generator(ctx, arm: str, seed: int):
   """(config, params, train seconds, history) of the pool generator classifier seed
   ``seed`` reads in arm ``arm`` (:func:`pool_generator_index`), trained the first time
   a cell asks for it."""
-  kind = arms_lib.get(arm).source.family
-  gcfg = generator_config(ctx.config, arm)
+  resolved = ctx.arm(arm)
+  kind, gcfg = resolved.source.family, resolved.generator
   g = pool_generator_index(ctx, seed)
   name = pool_generator_name(arm, g)
 
@@ -173,8 +161,8 @@ def pool_generator(ctx, arm: str, seed: int):
 
 def pretrained(ctx, arm: str):
   """(trunk variables, seconds, history) of the autoencoder / rotation pretraining on the pool."""
-  kind = arms_lib.get(arm).source.objective
-  gcfg = generator_config(ctx.config, arm)
+  resolved = ctx.arm(arm)
+  kind, gcfg = resolved.source.objective, resolved.generator
   k = arm_key(ctx.seeds[0], f"{arm}_pretrain")
   pool = ctx.pool_for_shared_models()
   if kind == "ae":

@@ -74,6 +74,12 @@ class Cell:
   def folder(self) -> str:
     return folder_of(self.key)
 
+  @property
+  def run(self) -> str:
+    """The name of its training run under its budget (:meth:`Context.fit`): its arm, and
+    an exchange cell's copies (``classical_M4``); its folder is ``N<budget>/<run>``."""
+    return self.arm + (f"_M{self.copies}" if self.exchange == MORE_COPIES else "")
+
 
 def folder_of(key: str) -> str:
   """The workdir folder of the job whose key (results.jsonl's ``cell``) is ``key``."""
@@ -82,7 +88,7 @@ def folder_of(key: str) -> str:
 
 def generated_sets(ctx: Context, cell: Cell) -> dict[int, Generated]:
   """Each seed's generated set, from disk if an earlier run made it."""
-  arm = arms_lib.get(cell.arm)
+  arm = ctx.arm(cell.arm)
   out, missing = {}, []
   for seed, s in zip(ctx.seeds, ctx.splits):
     g = _load(ctx, cell, _generated_path(ctx, cell, seed), seed)
@@ -91,7 +97,7 @@ def generated_sets(ctx: Context, cell: Cell) -> dict[int, Generated]:
     else:
       out[seed] = g
   keys = {seed: arm_key(seed, cell.arm) for seed, _ in missing}
-  if arm.generate_seeds and len(missing) > 1:  # every missing seed in one go
+  if arm.entry.generate_seeds and len(missing) > 1:  # every missing seed in one go
     made = arm.fn("generate_seeds")(ctx, cell.arm, [m[0] for m in missing], [m[1] for m in missing],
                               [keys[m[0]] for m in missing])
     for seed, _ in missing:
@@ -197,11 +203,11 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
   functions receive only ``ctx``, which holds no pool label.
   """
   cfg = ctx.config
-  arm = arms_lib.get(cell.arm)
+  arm = ctx.arm(cell.arm)
   t_cell = time.perf_counter()
-  generated = generated_sets(ctx, cell) if arm.generate else {}
+  generated = generated_sets(ctx, cell) if arm.entry.generate else {}
   gen_seconds = float(sum(g.seconds for g in generated.values()))
-  transform = arm.fn("transform")(ctx, cell.arm) if arm.transform else None
+  transform = arm.fn("transform")(ctx, cell.arm) if arm.entry.transform else None
   transform_info = dict(getattr(transform, "info", None) or {})  # what it measured of itself
   transform_history = transform_info.pop("history", None)  # a fresh-sample arm's generator's
   # Wall-clock, so it goes under timing: a resumed study's other fields match.
@@ -209,17 +215,17 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
   # What a fresh-sample arm puts in batches, drawn apart for the quality measures; a
   # stored-image arm's measured set is its generated set.
   measured = generated or getattr(transform, "samples", None) or {}
-  unlabeled = arm.fn("unlabeled")(ctx, cell.arm) if arm.unlabeled else None
-  init_fn, pre_seconds, pre_steps = (arm.fn("init")(ctx, cell.arm) if arm.init
+  unlabeled = arm.fn("unlabeled")(ctx, cell.arm) if arm.entry.unlabeled else None
+  init_fn, pre_seconds, pre_steps = (arm.fn("init")(ctx, cell.arm) if arm.entry.init
                                      else (None, 0.0, 0))
   if cell.arm == "baseline" and ctx.baseline is not None:
     res = ctx.baseline
   else:
-    res = ctx.fit(cell.folder, *ctx.training_sets(generated), transform=transform,
+    res = ctx.fit(cell.run, *ctx.training_sets(generated), arm=arm, transform=transform,
                   init_fn=init_fn, unlabeled=unlabeled)
   acc = evaluate.accuracy(ctx.model, res.state.variables, ctx.test.test_images,
                           ctx.test.test_labels, mesh=ctx.mesh)
-  record = {"cell": cell.key, "arm": cell.arm, "base_arm": arm.name, "budget": cell.budget,
+  record = {"cell": cell.key, "arm": cell.arm, "base_arm": arm.base, "budget": cell.budget,
             "copies": cell.copies, "main": cell.main, "status": "ok", "seeds": list(ctx.seeds),
             "test_accuracy": acc.tolist(), "history": res.history}
   t_eval = time.perf_counter()
@@ -229,11 +235,11 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
     record["transform_info"] = transform_info
   if unlabeled is not None:
     record["unlabeled_info"] = dict(unlabeled.info)
-  if arms_lib.variant_value(cell.arm) is not None:
-    record["strength"] = arms_lib.variant_value(cell.arm)
+  if arm.variant is not None:
+    record["strength"] = arm.variant
   record.update(_quality(ctx, measured))
   if cell.main and arm.group == "generator" and measured:
-    record["cas"] = _classification_accuracy_score(ctx, cell, measured)
+    record["cas"] = _classification_accuracy_score(ctx, cell, arm, measured)
   per_generator = _per_generator(record, measured, ctx.seeds)
   if per_generator:
     record["pool_generators"] = per_generator
@@ -352,11 +358,11 @@ def robustness(ctx: Context, variables_K, budget: int) -> dict[str, list[float]]
           for eps in e.robust_eps}
 
 
-def _classification_accuracy_score(ctx: Context, cell: Cell, generated) -> list[float]:
+def _classification_accuracy_score(ctx: Context, cell: Cell, arm, generated) -> list[float]:
   """CAS (Ravuri & Vinyals 2019): a classifier trained only on the generated
   images, tested on the real test set; one value per seed."""
   sets = [(generated[seed].images, generated[seed].labels) for seed in ctx.seeds]
-  res = ctx.fit(f"{cell.folder}/cas", *pad_to_common(sets))
+  res = ctx.fit(f"{cell.run}/cas", *pad_to_common(sets), arm=arm)
   return evaluate.accuracy(ctx.model, res.state.variables, ctx.test.test_images,
                            ctx.test.test_labels, mesh=ctx.mesh).tolist()
 

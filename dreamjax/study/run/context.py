@@ -9,7 +9,7 @@ dream, attack or pseudo-label read. Arms receive the finished :class:`Context`.
 import dataclasses
 import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from jax.sharding import Mesh
@@ -49,6 +49,9 @@ class Context:
   log: Callable[[str], None] = print
   copies: int = 1                      # M: generated images per labeled image
   shared_pool: np.ndarray | None = None  # what the pool-trained models train on
+  # The study's arms resolved once (arms.resolve), by cell arm name; None in a context
+  # made for one piece of work (a test, the length chooser): then each is resolved here.
+  arms: Mapping[str, arms_lib.Resolved] | None = None
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.workdir, *parts)
@@ -92,25 +95,44 @@ class Context:
       raise RuntimeError("the baseline is not trained yet; arms that need it run after it.")
     return self.model, unstack(self.baseline.state.variables, self.seeds.index(seed))
 
-  def fit(self, folder: str, images, labels, counts, *, transform=None, init_fn=None,
-          unlabeled=None):
+  def arm(self, name: str) -> arms_lib.Resolved:
+    """Arm ``name`` (a cell arm, or an arm one reads) as the study resolved it."""
+    if self.arms is not None and name in self.arms:
+      return self.arms[name]
+    return arms_lib.resolve_arm(self.config, name)
+
+  def fit(self, run: str, images, labels, counts, *, arm: arms_lib.Resolved, transform=None,
+          init_fn=None, unlabeled=None):
     """Trains the budget's classifier on one cell's training sets, every seed at once.
 
-    ``folder`` (the cell's, under the workdir) keeps its checkpoint and
-    TensorBoard events and names the run in its fingerprint. ``unlabeled``: a
-    :class:`dreamjax.training.train.Unlabeled` term of every step (semi-supervised arms).
+    ``run`` names the training run (``classical_M4``, ``vae_small/cas``): its folder
+    under the budget's keeps its checkpoint and TensorBoard events, and its
+    checkpoint's fingerprint holds it and ``arm``'s settings, which its training
+    depends on. ``unlabeled``: a :class:`dreamjax.training.train.Unlabeled` term of
+    every step (semi-supervised arms).
     """
-    arm = folder.split("/", 1)[1].replace("_at_", "@")
-    folder = self.path(folder)
+    folder = self.path(f"N{self.budget}", run.replace("@", "_at_"))
     return train.fit(self.model, self.train_cfg, images, labels, counts=counts,
                      seeds=self.seeds, mesh=self.mesh, image_shape=self.image_shape,
                      init_fn=init_fn, batch_transform=transform, unlabeled=unlabeled,
                      val=(self.test.val_images, self.test.val_labels),
                      checkpoint_dir=os.path.join(folder, "checkpoint"),
                      metrics_dir=os.path.join(folder, metrics.LOGDIR),
-                     fingerprint=records.cell_fingerprint(self.config) + arm + _settings_of(
-                         self.config, arm), desc=f"N{self.budget}/{arm}",
-                     progress=self.log)
+                     fingerprint=self.fingerprint(run, arm), desc=f"N{self.budget}/{run}",
+                     progress=self.log, earlier_fingerprints=self.earlier_fingerprints(run, arm))
+
+  def fingerprint(self, run: str, arm: arms_lib.Resolved) -> str:
+    """What training run ``run`` of ``arm`` depends on, and its checkpoint records: the
+    study's training fields, the run's name and the arm's settings."""
+    return records.cell_fingerprint(self.config) + run + arm.fingerprint
+
+  def earlier_fingerprints(self, run: str, arm: arms_lib.Resolved) -> tuple[str, ...]:
+    """What earlier versions recorded for the run: an exchange cell's (``classical_M4``)
+    without its arm's settings. Its checkpoint resumes, as the workdir's recorded config
+    already fixes those settings (records.check_workdir)."""
+    if run == arm.name or run.startswith(f"{arm.name}/"):
+      return ()
+    return (records.cell_fingerprint(self.config) + run,)
 
   def training_sets(self, generated: dict[int, Any]):
     """Each seed's labeled set plus its generated images, padded to one shape."""
@@ -122,20 +144,6 @@ class Context:
         y = np.concatenate([y, generated[seed].labels])
       sets.append((x, y))
     return pad_to_common(sets)
-
-
-def _settings_of(config, arm: str) -> str:
-  """The settings of the arm a training run belongs to (``vae_small/cas``: vae_small's),
-  as its checkpoints depend on them; a fresh-sample arm's include its stored twin's,
-  whose generator it samples."""
-  name = arm.split("/")[0]
-  if arms_lib.base_name(name) not in arms_lib.REGISTRY:
-    return ""
-  settings = arms_lib.settings(config, name).to_dict()
-  twin = arms_lib.generator_arm(name)
-  if twin is not None and twin != arms_lib.base_name(name):
-    settings = {**settings, twin: arms_lib.settings(config, twin).to_dict()}
-  return json.dumps(settings, sort_keys=True, default=str)
 
 
 def load_data(config) -> data_lib.RawDataset:
@@ -230,10 +238,13 @@ def shared_pool(config, raw) -> np.ndarray:
 
 
 def for_budget(config, raw, budget: int, workdir: str, mesh: Mesh, the_oracle: Oracle,
-               log, pool: np.ndarray | None = None) -> Context:
+               log, pool: np.ndarray | None = None,
+               arms: Mapping[str, arms_lib.Resolved] | None = None) -> Context:
   """The budget's context without its baseline (:func:`with_baseline` adds it).
 
-  ``pool``: :func:`shared_pool`, made here if not given (a study makes it once).
+  ``pool``: :func:`shared_pool`, made here if not given (a study makes it once);
+  ``arms``: the study's arms (:func:`dreamjax.configs.arms.resolve`), resolved here if
+  not given.
   """
   seeds = spec.seeds_of(config)
   splits = tuple(data_lib.make_splits(raw, num_labeled=budget, val_size=config.val_size, seed=s)
@@ -241,11 +252,12 @@ def for_budget(config, raw, budget: int, workdir: str, mesh: Mesh, the_oracle: O
   return Context(config=config, workdir=workdir, mesh=mesh, budget=budget, seeds=seeds,
                  splits=splits, model=models.make_model(config.model, raw.num_classes),
                  oracle=the_oracle, log=log, copies=int(config.copies),
-                 shared_pool=shared_pool(config, raw) if pool is None else pool)
+                 shared_pool=shared_pool(config, raw) if pool is None else pool,
+                 arms=arms_lib.resolve(config) if arms is None else arms)
 
 
 def with_baseline(ctx: Context) -> Context:
   """``ctx`` with the baseline trained (or restored from its checkpoint)."""
   images, labels, counts = ctx.training_sets({})
-  folder = f"N{ctx.budget}/baseline"
-  return dataclasses.replace(ctx, baseline=ctx.fit(folder, images, labels, counts))
+  return dataclasses.replace(ctx, baseline=ctx.fit("baseline", images, labels, counts,
+                                                   arm=ctx.arm("baseline")))

@@ -45,7 +45,6 @@ from dreamjax.plumbing import checkpoint
 from dreamjax.training import train
 from dreamjax import data as data_lib
 from dreamjax.generators import fresh
-from dreamjax.configs import arms as arms_lib
 from dreamjax.errors import CheckpointError, ConfigError, DataError
 from dreamjax.training.seeds import pad_to_common, stack, unstack
 from dreamjax.study.run import artefacts, cells
@@ -62,7 +61,7 @@ def _pool_generator_for(ctx, arm: str, seed: int):
   """(config, params, train seconds, history) of the pool generator seed ``seed``'s cell of
   arm ``arm`` samples: its stored twin's. Every pool-generator lookup of these arms goes
   through here."""
-  return artefacts.pool_generator(ctx, arms_lib.generator_arm(arm), seed)
+  return artefacts.pool_generator(ctx, ctx.arm(arm).generator_arm, seed)
 
 
 def _generator_tag(ctx, seed: int) -> dict[str, int]:
@@ -90,9 +89,9 @@ def _small_generators(ctx, arm: str):
   """(config, {seed: params}, {seed: train seconds}, seed 0's history) of the twin's
   class-conditional generators, one per seed: from the cell's folder where an earlier run
   kept them, else trained as the twin trains them (its config, its trainer keys)."""
-  twin = arms_lib.generator_arm(arm)
-  kind = arms_lib.get(arm).source.family
-  gcfg = artefacts.generator_config(ctx.config, twin)
+  twin = ctx.arm(arm).generator_arm
+  kind = ctx.arm(arm).source.family
+  gcfg = ctx.arm(arm).generator
   params, seconds, histories, missing = {}, {}, {}, []
   for seed in ctx.seeds:
     path = _path(ctx, arm, f"generator_seed{seed}.msgpack")
@@ -131,7 +130,7 @@ def _per_class(labels, num_classes: int) -> list[int]:
 
 def small_online(ctx, arm) -> train.SeedTransform:
   """Fresh class-conditional samples in every batch, labeled as the images they replace."""
-  kind = arms_lib.get(arm).source.family
+  kind = ctx.arm(arm).source.family
   gcfg, params, seconds, history = _small_generators(ctx, arm)
   sample, _ = fresh.prior_sampler(kind, gcfg, params[ctx.seeds[0]])
   weights = stack([fresh.prior_sampler(kind, gcfg, params[seed])[1] for seed in ctx.seeds])
@@ -149,7 +148,7 @@ def small_online(ctx, arm) -> train.SeedTransform:
     samples[seed] = _measured(generators.SAMPLE[kind](gcfg, params[seed],
                                                       artefacts.arm_key(seed, arm),
                                                       labels=want, mesh=ctx.mesh), want)
-  info = {"generator_arm": arms_lib.generator_arm(arm), "rows_per_batch": n,
+  info = {"generator_arm": ctx.arm(arm).generator_arm, "rows_per_batch": n,
           "gen_seconds": float(sum(seconds.values())),
           "gen_image_steps": _generator_image_steps(gcfg), "sampled_per_step": n,
           "history": history}
@@ -159,8 +158,8 @@ def small_online(ctx, arm) -> train.SeedTransform:
 def pool_online(ctx, arm) -> train.SeedTransform:
   """Fresh unconditional samples in every batch, pseudo-labeled in the step by the seed's
   baseline: each replaced image takes a confident sample of its own class, else stays."""
-  kind = arms_lib.get(arm).source.family
-  candidates = int(arms_lib.settings(ctx.config, arm).candidates)
+  kind = ctx.arm(arm).source.family
+  candidates = int(ctx.arm(arm).settings.candidates)
   threshold = float(ctx.config.pseudo_label_threshold)
   made = [_pool_generator_for(ctx, arm, seed) for seed in ctx.seeds]
   gcfg = made[0][0]
@@ -210,7 +209,7 @@ def pool_online(ctx, arm) -> train.SeedTransform:
   # A shared generator's training counts once (the ``seconds`` of one object), as the
   # stored pool arms count it (records.generation_seconds).
   trained = {id(m[1]): m[2] for m in made}
-  info = {"generator_arm": arms_lib.generator_arm(arm), "rows_per_batch": n,
+  info = {"generator_arm": ctx.arm(arm).generator_arm, "rows_per_batch": n,
           "candidates": candidates, "pseudo_label_threshold": threshold,
           "filled_fraction": filled, "filled_per_class": per_class,
           "gen_seconds": float(sum(trained.values())) + time.perf_counter() - t0,
@@ -227,8 +226,8 @@ def pool_online(ctx, arm) -> train.SeedTransform:
 def small_bank(ctx, arm) -> train.SeedTransform:
   """Part of every batch from a bank of the seed's class-conditional samples, drawn with
   the labeled set's labels (``bank_multiple`` of each), in shuffled order."""
-  kind = arms_lib.get(arm).source.family
-  multiple = int(arms_lib.settings(ctx.config, arm).bank_multiple)
+  kind = ctx.arm(arm).source.family
+  multiple = int(ctx.arm(arm).settings.bank_multiple)
   gcfg, params, seconds, history = None, None, {}, []
   banks, infos = {}, {}
   for seed, s in zip(ctx.seeds, ctx.splits):
@@ -258,8 +257,8 @@ def pool_bank(ctx, arm) -> train.SeedTransform:
   """Part of every batch from a bank of pool-generator samples, pseudo-labeled by the
   seed's baseline: the most confident of each class, at most ``bank_multiple · N /
   classes`` per class, over up to :data:`BANK_ROUNDS` rounds, in shuffled order."""
-  kind = arms_lib.get(arm).source.family
-  multiple = int(arms_lib.settings(ctx.config, arm).bank_multiple)
+  kind = ctx.arm(arm).source.family
+  multiple = int(ctx.arm(arm).settings.bank_multiple)
   threshold = float(ctx.config.pseudo_label_threshold)
   banks, infos, trained = {}, {}, {}
   for seed, s in zip(ctx.seeds, ctx.splits):
@@ -331,9 +330,9 @@ def _bank_transform(ctx, arm, banks, infos) -> train.SeedTransform:
     m = len(s.labeled_labels) * ctx.copies
     samples[seed] = _measured(x[:m], y[:m])
   first = infos[ctx.seeds[0]]
-  info = {"generator_arm": arms_lib.generator_arm(arm), "rows_per_batch": n,
+  info = {"generator_arm": ctx.arm(arm).generator_arm, "rows_per_batch": n,
           "bank_size": counts.tolist(),
-          "bank_multiple": int(arms_lib.settings(ctx.config, arm).bank_multiple),
+          "bank_multiple": int(ctx.arm(arm).settings.bank_multiple),
           "gen_seconds": float(sum(i.get("generator_seconds", 0.0) + i.get("sample_seconds", 0.0)
                                    for i in infos.values())),
           "gen_image_steps": int(first.get("generator_image_steps", 0)),

@@ -5,7 +5,8 @@ labeled image, ``config.copies``); ``transform`` functions return a batch
 transform for the jitted train step; ``init`` functions return a classifier
 initialiser. Each receives the budget's :class:`dreamjax.study.run.context.Context`
 and the cell's arm name (a variant's, e.g. ``dream_sweep@0.2``); what the arm
-is (its source, its settings) comes from its registry entry.
+is (its source, its settings, the configs made from them) is the study's resolved
+arm of that name, ``ctx.arm(arm)`` (:class:`dreamjax.configs.arms.Resolved`).
 """
 
 import dataclasses
@@ -22,7 +23,6 @@ from dreamjax.methods import augment, pretrain, semi
 from dreamjax.training import train
 from dreamjax import dream as dream_lib
 from dreamjax.configs import arms as arms_lib
-from dreamjax.configs import dream as dream_configs
 from dreamjax.configs import generator as gen_configs
 from dreamjax.dream import online
 from dreamjax.errors import ConfigError
@@ -63,25 +63,14 @@ def _offline(ctx, s, key, fn) -> Generated:
 
 
 def dream_config(config, arm: str):
-  """The dream block of a dream arm (or of one variant, ``dream_sweep@STRENGTH``)."""
-  settings = arms_lib.settings(config, arm)
-  steps = int(config.dream_steps)
-  strength = arms_lib.variant_value(arm)
-  if strength is not None:
-    strengths = tuple(float(x) for x in settings.strengths)
-    layers = tuple(settings.get("layers", ("conv1",)))  # a sweep may name its layers
-    for s, cfg in dream_configs.sweep_presets(strengths, steps or dream_configs.SWEEP_STEPS,
-                                              layers):
-      if abs(s - strength) < 1e-9:
-        return cfg
-    raise ConfigError(f"no dream sweep preset of strength {strength}.")
-  cfg = dream_configs.get_preset(settings.preset)
-  return dream_configs.with_steps(cfg, steps) if steps else cfg
+  """The dream block of a dream arm (or of one variant, ``dream_sweep@STRENGTH``), for
+  code outside a study; a study's arms carry theirs (:attr:`dreamjax.configs.arms.Resolved.dream`)."""
+  return arms_lib.resolve_arm(config, arm).dream
 
 
 def dreamer(ctx, arm, seed):
   """(model, variables, info) of the network a dream arm dreams through (its source)."""
-  if arms_lib.get(arm).source == arms_lib.Classifier("pool_dreamer"):
+  if ctx.arm(arm).source == arms_lib.Classifier("pool_dreamer"):
     model, variables, seconds, image_steps = artefacts.pool_dreamer(ctx)
     return model, variables, {"dreamer_pretrain_seconds": seconds,
                               "dreamer_pretrain_image_steps": image_steps}
@@ -91,7 +80,7 @@ def dreamer(ctx, arm, seed):
 def dream(ctx, arm, seed, s, key) -> Generated:
   model, variables, dreamer_info = dreamer(ctx, arm, seed)
   x, y, idx = _copies(s, ctx.copies)
-  spec = dream_lib.from_config(dream_config(ctx.config, arm), model)
+  spec = dream_lib.from_config(ctx.arm(arm).dream, model)
   res = dream_lib.dream_dataset(model, variables, x, y, spec, key,
                                 chunk_size=ctx.config.dream_chunk, progress=ctx.log,
                                 mesh=ctx.mesh)
@@ -106,7 +95,7 @@ def adversarial(ctx, arm, seed, s, key) -> Generated:
   model, variables = ctx.baseline_model(seed)
   x, y, idx = _copies(s, ctx.copies)
   t0 = time.perf_counter()
-  method = arms_lib.get(arm).source.method
+  method = ctx.arm(arm).source.method
   adv, info = adv_lib.adversarial_dataset(
       model, variables, x, y, key, method=method, eps=ctx.config.attack.eps,
       steps=ctx.config.attack.pgd_steps if method == "pgd" else 1, mesh=ctx.mesh)
@@ -117,7 +106,7 @@ def adversarial(ctx, arm, seed, s, key) -> Generated:
 
 def pgd_train(ctx, arm):
   a = ctx.config.attack
-  return adv_lib.adversarial_batch_transform(ctx.model, method=arms_lib.get(arm).source.method,
+  return adv_lib.adversarial_batch_transform(ctx.model, method=ctx.arm(arm).source.method,
                                              eps=a.eps,
                                              steps=a.train_steps, fraction=a.train_fraction)
 
@@ -142,14 +131,14 @@ def noise_matched_online(ctx, arm):
   images (:func:`dreamjax.methods.augment.match_noise_std`). What was matched is the
   transform's ``info``, which the cell records.
   """
-  settings = arms_lib.settings(ctx.config, arm)
+  settings = ctx.arm(arm).settings
+  matched = ctx.arm(settings.match).dream
   l2, linf, images = [], [], []
   for seed, s in zip(ctx.seeds, ctx.splits):
     model, variables = ctx.baseline_model(seed)
     x, y = s.labeled_images[:int(settings.num_images)], s.labeled_labels[:int(settings.num_images)]
     res = dream_lib.dream_dataset(model, variables, x, y,
-                                  dream_lib.from_config(dream_config(ctx.config, settings.match),
-                                                        model),
+                                  dream_lib.from_config(matched, model),
                                   artefacts.arm_key(seed, arm), chunk_size=ctx.config.dream_chunk,
                                   mesh=ctx.mesh)
     l2.append(float(np.mean(res.l2)))
@@ -173,11 +162,12 @@ def noise_matched_online(ctx, arm):
 def dream_online(ctx, arm):
   """A dream (the arm's preset) of part of every batch, from the current model or,
   with the pool dreamer as its source, through that fixed network."""
-  if arms_lib.get(arm).source == arms_lib.Classifier("pool_dreamer"):
+  resolved = ctx.arm(arm)
+  if resolved.source == arms_lib.Classifier("pool_dreamer"):
     model, variables, _ = dreamer(ctx, arm, None)
-    return online.batch_transform(model, dream_config(ctx.config, arm),
+    return online.batch_transform(model, resolved.dream,
                                   fraction=ctx.config.online_fraction, variables=variables)
-  return online.batch_transform(ctx.model, dream_config(ctx.config, arm),
+  return online.batch_transform(ctx.model, resolved.dream,
                                 fraction=ctx.config.online_fraction)
 
 
@@ -221,7 +211,7 @@ def fixmatch(ctx, arm):
   copies (:func:`dreamjax.methods.augment.strong_fn`) towards the labels whose
   confidence reaches ``threshold``. The pool's labels are not in the context.
   """
-  settings = arms_lib.settings(ctx.config, arm)
+  settings = ctx.arm(arm).settings
   pools = [ctx.pool_images(seed) for seed in ctx.seeds]
   n = max(len(p) for p in pools)
   images = np.zeros((len(pools), n, *ctx.image_shape), np.float32)
@@ -262,8 +252,8 @@ def small_generators(ctx, arm, seeds, splits, keys) -> dict[int, Generated]:
   labeled set); only the program that steps them is shared
   (:func:`dreamjax.generators.common.train_seeds`).
   """
-  kind = arms_lib.get(arm).source.family
-  gcfg = artefacts.generator_config(ctx.config, arm)
+  resolved = ctx.arm(arm)
+  kind, gcfg = resolved.source.family, resolved.generator
   t0 = time.perf_counter()
   k_train, k_sample = zip(*(jax.random.split(key) for key in keys))
   trained = train_small(ctx, kind, gcfg, splits, k_train)
@@ -310,13 +300,13 @@ def pool_generator(ctx, arm, seed, s, key) -> Generated:
   class is filled; a class the generator rarely makes may stay short. Without
   it, the first M·N samples above the threshold are kept, whatever their class.
   """
-  kind = arms_lib.get(arm).source.family
+  kind = ctx.arm(arm).source.family
   gcfg, params, train_seconds, history = artefacts.pool_generator(ctx, arm, seed)
   model, variables = ctx.baseline_model(seed)
   want = len(s.labeled_labels) * ctx.copies
   threshold = ctx.config.pseudo_label_threshold
   t0 = time.perf_counter()
-  if arms_lib.settings(ctx.config, arm).get("balanced", True):
+  if ctx.arm(arm).settings.get("balanced", True):
     x, y, info = _balanced_samples(ctx, kind, gcfg, params, model, variables, want, threshold,
                                    key)
   else:
@@ -391,6 +381,6 @@ def _generator_batch(gcfg) -> int:
 def pretrained_init(ctx, arm):
   """(init function for train.fit, pretraining seconds, pretraining image-steps)."""
   variables, seconds, _ = artefacts.pretrained(ctx, arm)
-  gcfg = artefacts.generator_config(ctx.config, arm)
+  gcfg = ctx.arm(arm).generator
   return (pretrain.init_fn(ctx.model, ctx.image_shape, variables), seconds,
           int(gcfg.steps) * int(gcfg.batch_size))

@@ -43,14 +43,14 @@ import datetime
 import shutil
 import sys
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from dreamjax.training import evaluate
 from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import dreamer as dreamer_configs
 from dreamjax.configs import generator as gen_configs
 from dreamjax.study import claims, records, spec
-from dreamjax.study.run import artefacts, generate
+from dreamjax.study.run import artefacts
 from dreamjax.study.run.cells import ALIGNMENT
 
 # A forward pass alone, in image-steps (forward + backward is about three forwards).
@@ -98,7 +98,12 @@ class Sizes:
     return cls(len(raw.test_labels), len(raw.train_labels))
 
 
-def arm_kind(name: str) -> str:
+def _resolved(config, arm) -> arms_lib.Resolved:
+  """``arm`` as the study resolved it; a name (a caller outside a study) is resolved here."""
+  return arm if isinstance(arm, arms_lib.Resolved) else arms_lib.resolve_arm(config, arm)
+
+
+def arm_kind(arm) -> str:
   """What an arm does, from its registry entry.
 
   ``plain`` (the baseline, and online arms: only training), ``pretrained`` (a
@@ -108,9 +113,9 @@ def arm_kind(name: str) -> str:
   fresh-sample forms ``online_pool_generator``, ``online_small_generator``,
   ``bank_pool_generator`` and ``bank_small_generator``, ``dream``,
   ``attack``, ``pseudo_label`` (labels pool images with the baseline) or
-  ``offline`` (copies made by pixel operations).
+  ``offline`` (copies made by pixel operations). ``arm``: a resolved arm or a name.
   """
-  arm = arms_lib.get(name)
+  arm = arm.entry if isinstance(arm, arms_lib.Resolved) else arms_lib.get(arm)
   if arm.init:
     return "pretrained"
   if isinstance(arm.source, arms_lib.Generator) and not arm.stores_images:
@@ -128,11 +133,13 @@ def arm_kind(name: str) -> str:
   return "pseudo_label" if arm.needs_baseline else "offline"
 
 
-def dream_steps(config, name: str) -> float:
+def dream_steps(config, arm) -> float:
   """Gradient steps per image of a dream arm (all its octaves), in the classifier's
-  image-steps: a step through the deep pool dreamer costs :func:`dreamer_factor` of them."""
-  cfg = generate.dream_config(config, name)
-  return int(cfg.octaves) * int(cfg.steps) * dreamer_factor(config, name)
+  image-steps: a step through the deep pool dreamer costs :func:`dreamer_factor` of them.
+  ``arm`` here and below: the resolved arm, or its name."""
+  arm = _resolved(config, arm)
+  cfg = arm.dream
+  return int(cfg.octaves) * int(cfg.steps) * dreamer_factor(config, arm)
 
 
 def conv_work(model_cfg, hw: tuple[int, int] = (28, 28)) -> float:
@@ -149,30 +156,30 @@ def conv_work(model_cfg, hw: tuple[int, int] = (28, 28)) -> float:
   return total + h * w * channels * (int(dense[0]) if dense else 1)
 
 
-def dreamer_factor(config, name: str) -> float:
+def dreamer_factor(config, arm) -> float:
   """Cost of an image-step through the arm's dreaming network over the classifier's:
   1 for the seed's own classifier; for the pool dreamer ``DREAMER_STEP``, scaled by
   the conv work of its network over the default one's (its config's network also
   prices a user's checkpoint)."""
-  arm = arms_lib.get(name)
+  arm = _resolved(config, arm)
   if arm.source != arms_lib.Classifier("pool_dreamer") or "pool_dreamer" not in config:
     return 1.0
   default = dreamer_configs.get_config().model
   return DREAMER_STEP * conv_work(config.pool_dreamer.model) / conv_work(default)
 
 
-def dreamer_work(config, name: str) -> float:
+def dreamer_work(config, arm) -> float:
   """Image-steps of pretraining the pool dreamer (0 with a user's checkpoint)."""
   d = config.pool_dreamer
   if d.checkpoint:
     return 0.0
   views = 2 if d.objective == "contrastive" else 1
-  return int(d.steps) * int(d.batch_size) * views * dreamer_factor(config, name)
+  return int(d.steps) * int(d.batch_size) * views * dreamer_factor(config, arm)
 
 
-def generator_work(config, name: str) -> float:
-  """Image-steps of training one generator or pretrained trunk of arm ``name``."""
-  g = artefacts.generator_config(config, name)
+def generator_work(config, arm) -> float:
+  """Image-steps of training one generator or pretrained trunk of ``arm``."""
+  g = _resolved(config, arm).generator
   batch = (gen_configs.generator_batch_size(g)[1] if g.model in ("vae", "gan", "diffusion")
            else g.batch_size)
   return int(g.steps) * int(batch) * MODEL_STEP.get(g.model, 2.0)
@@ -184,13 +191,13 @@ def pool_generators_trained(config) -> int:
   return min(artefacts.pool_generators(config), int(config.num_seeds))
 
 
-def sample_work(config, name: str) -> float:
-  """Image-steps of drawing one sample of arm ``name``'s generator and labelling it.
+def sample_work(config, arm) -> float:
+  """Image-steps of drawing one sample of ``arm``'s generator and labelling it.
 
   A decoder pass for the VAE and the GAN; a diffusion model runs its network
   once per sampler step, twice where guidance mixes in the unconditional one.
   """
-  g = artefacts.generator_config(config, name)
+  g = _resolved(config, arm).generator
   if g.model != "diffusion":
     return 2 * FORWARD
   guided = g.conditional and float(g.diffusion_guidance) != 1.0
@@ -198,34 +205,36 @@ def sample_work(config, name: str) -> float:
   return passes * MODEL_STEP["diffusion"] * FORWARD + FORWARD
 
 
-def transform_factor(config, name: str) -> float:
+def transform_factor(config, arm) -> float:
   """Cost of one of the arm's training steps over a plain one."""
-  arm = arms_lib.get(name)
-  if arm.unlabeled is not None:  # mu·B unlabeled images beside each labeled batch
-    return 1.0 + UNLABELED_SHARE * float(arms_lib.settings(config, name).get("mu", 1))
-  if arm.transform is None:
+  arm = _resolved(config, arm)
+  if arm.entry.unlabeled is not None:  # mu·B unlabeled images beside each labeled batch
+    return 1.0 + UNLABELED_SHARE * float(arm.settings.get("mu", 1))
+  if arm.entry.transform is None:
     return 1.0
   if isinstance(arm.source, arms_lib.Generator):
     if arm.kind == "bank":  # a gather of bank rows
       return 1.0 + ONLINE_PIXEL_OPS
     # The decoder's samples of the replaced share (a pool arm draws ``candidates`` per
     # replaced image, each labeled by the baseline).
-    per_image = sample_work(config, name) * float(
-        arms_lib.settings(config, name).get("candidates", 1))
+    per_image = sample_work(config, arm) * float(arm.settings.get("candidates", 1))
     return 1.0 + float(config.online_fraction) * per_image
   if isinstance(arm.source, arms_lib.Attack):
     return 1.0 + float(config.attack.train_fraction) * int(config.attack.train_steps)
   if isinstance(arm.source, arms_lib.Classifier):
-    return 1.0 + float(config.online_fraction) * dream_steps(config, name)
+    return 1.0 + float(config.online_fraction) * dream_steps(config, arm)
   return 1.0 + ONLINE_PIXEL_OPS
 
 
-def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes()) -> dict[str, float]:
+def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes(),
+              arms: Mapping[str, arms_lib.Resolved] | None = None) -> dict[str, float]:
   """Each job's predicted image-steps, by key, for jobs (cells) in the order they run.
 
   A model shared by the study (an arm's pool generators, a pretrained trunk) is
-  charged to the first job of its arm.
+  charged to the first job of its arm. ``arms``: the study's resolved arms
+  (:func:`dreamjax.configs.arms.resolve`; resolved here if not given).
   """
+  arms = arms_lib.resolve(config) if arms is None else arms
   k, batch = int(config.num_seeds), int(config.train.batch_size)
   copy_counts = sorted({int(config.copies), *(int(m) for m in config.exchange.copies)})
   e = config.eval
@@ -236,8 +245,8 @@ def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes()) -> dict[str, 
     if cell.job == ALIGNMENT:
       out[key] = int(e.alignment_num) * k * ALIGNMENT_PASSES
       continue
-    arm = arms_lib.get(cell.arm)
-    kind = arm_kind(cell.arm)
+    arm = arms[cell.arm]
+    kind = arm_kind(arm)
     train = int(spec.train_config(config, n).steps) * batch * k
     made = n * int(cell.copies) if arm.stores_images else 0  # images generated per seed
     new = made
@@ -245,28 +254,28 @@ def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes()) -> dict[str, 
       new = n * (int(cell.copies) - max([m for m in copy_counts if m < cell.copies], default=0))
     gen = 0.0
     # A fresh-sample arm samples its stored twin's generator: one shared model for both.
-    trains = arms_lib.generator_arm(arm.name) or arm.name
+    trains = arm.generator_arm or arm.base
     shared = kind in ("pool_generator", "online_pool_generator", "bank_pool_generator",
                       "pretrained")
     if shared and trains not in shared_done:
       shared_done.add(trains)
       trained = pool_generators_trained(config) if kind != "pretrained" else 1
-      gen += trained * generator_work(config, arm.name)
-    if dreamer_factor(config, arm.name) > 1 and "pool_dreamer" not in shared_done:
+      gen += trained * generator_work(config, arm)
+    if dreamer_factor(config, arm) > 1 and "pool_dreamer" not in shared_done:
       shared_done.add("pool_dreamer")  # pretrained once, in the first cell that dreams with it
-      gen += dreamer_work(config, arm.name)
+      gen += dreamer_work(config, arm)
     if kind in ("small_generator", "online_small_generator", "bank_small_generator"):
-      gen += k * generator_work(config, arm.name)
+      gen += k * generator_work(config, arm)
     if kind.startswith("bank_"):  # the bank, before training
-      made_bank = n * int(arms_lib.settings(config, arm.name).bank_multiple)
-      gen += k * made_bank * sample_work(config, arm.name)
+      made_bank = n * int(arm.settings.bank_multiple)
+      gen += k * made_bank * sample_work(config, arm)
     elif kind.startswith("online_"):  # the measured set, drawn as the step draws
-      gen += k * n * int(cell.copies) * sample_work(config, arm.name) * float(
-          arms_lib.settings(config, arm.name).get("candidates", 1))
+      gen += k * n * int(cell.copies) * sample_work(config, arm) * float(
+          arm.settings.get("candidates", 1))
     if kind in ("small_generator", "pool_generator"):
-      gen += k * made * sample_work(config, arm.name)  # sampling (and pseudo-labels)
+      gen += k * made * sample_work(config, arm)  # sampling (and pseudo-labels)
     elif kind == "dream":
-      gen += k * new * dream_steps(config, cell.arm)
+      gen += k * new * dream_steps(config, arm)
     elif kind == "attack":
       gen += k * new * (1 if arm.source.method == "fgsm" else int(config.attack.pgd_steps))
     elif kind == "offline":
@@ -276,14 +285,14 @@ def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes()) -> dict[str, 
           sizes.num_train - int(config.val_size) - n, 0)
       gen += k * pool * FORWARD
     evaluation = k * (sizes.num_test + (made or n)) * FORWARD
-    robust = cell.main and (bool(e.robust_all_arms) or arm.name == "baseline"
-                            or claims.measures_robustness(arm.name))  # as cells measures it
+    robust = cell.main and (bool(e.robust_all_arms) or arm.base == "baseline"
+                            or claims.measures_robustness(arm.base))  # as cells measures it
     if robust:
       evaluation += (k * len(e.robust_eps) * int(e.robust_steps) * int(e.robust_restarts)
                      * min(int(e.robust_num_test), sizes.num_test))
     if cell.main and arm.group == "generator":
       evaluation += train  # the classification accuracy score trains on the samples alone
-    out[key] = train * transform_factor(config, cell.arm) + gen + evaluation
+    out[key] = train * transform_factor(config, arm) + gen + evaluation
   return out
 
 
@@ -415,11 +424,11 @@ class Estimate:
 
 
 def estimate(config, jobs: Sequence[Any], seconds_per_train_step: float,
-             raw=None) -> Estimate:
+             raw=None, arms: Mapping[str, arms_lib.Resolved] | None = None) -> Estimate:
   """Every job's predicted seconds from a timed training step of all seeds at once."""
   sizes = Sizes.of(raw)
   rate = seconds_per_image_step(config, seconds_per_train_step)
-  per_job = {key: cost * rate for key, cost in job_costs(config, jobs, sizes).items()}
+  per_job = {key: cost * rate for key, cost in job_costs(config, jobs, sizes, arms).items()}
   budgets: dict[int, float] = {}
   for cell in jobs:
     budgets[int(cell.budget)] = budgets.get(int(cell.budget), 0.0) + per_job[cell.key]
@@ -444,7 +453,8 @@ class StudyProgress:
                raw=None, workdir: str | None = None, log: Callable[[str], None] = print,
                stream=None, spent_before: float | None = None,
                clock: Callable[[], float] = time.perf_counter,
-               wall: Callable[[], float] = time.time, parallel: int = 1):
+               wall: Callable[[], float] = time.time, parallel: int = 1,
+               arms: Mapping[str, arms_lib.Resolved] | None = None):
     self._log, self._clock, self._wall = log, clock, wall
     self.parallel = max(int(parallel), 1)  # jobs running at once (a study's workers)
     self.stream = sys.stderr if stream is None else stream
@@ -460,7 +470,7 @@ class StudyProgress:
     self._drawn = False
     self.t0 = clock()
     self.tty = bool(_safe(lambda: self.stream.isatty()))
-    self.costs: dict[str, float] | None = _safe(job_costs, config, jobs, Sizes.of(raw))
+    self.costs: dict[str, float] | None = _safe(job_costs, config, jobs, Sizes.of(raw), arms)
     self._config = config
     for key in self.finished:
       seconds = _safe(record_seconds, done[key])

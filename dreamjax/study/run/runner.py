@@ -44,14 +44,16 @@ CONFIG_FILE = records.CONFIG_FILE
 check_workdir = records.check_workdir
 
 
-def validate_config(config) -> None:
+def validate_config(config) -> dict[str, arms_lib.Resolved]:
+  """Refuses a config a study cannot run, in one ``ConfigError``; returns its arms,
+  resolved (:func:`dreamjax.configs.arms.resolve`)."""
   unknown = [a for a in config.arms if arms_lib.base_name(a) not in arms_lib.REGISTRY]
   if unknown:
     raise ConfigError(f"arms: unknown arm(s) {unknown}; choose from {list(arms_lib.names())}.")
   if "baseline" not in config.arms:
     raise ConfigError("arms must include 'baseline': every other arm is compared with it"
                       " (and dreams, attacks and pseudo-labels use its models).")
-  arms_lib.validate(config)
+  arms = arms_lib.resolve(config)
   dreamer.check_study(config)
   claims_asked = tuple(config.get("claims", claims.CLAIMS))
   if not claims_asked or any(c not in claims.CLAIMS for c in claims_asked):
@@ -137,29 +139,33 @@ def validate_config(config) -> None:
   train.validate_train_config(config.oracle.train)
   models.make_model(config.model, 10)
   models.make_model(config.oracle.model, 10)
+  return arms
 
 
 def _whole(x) -> bool:
   return isinstance(x, int) and not isinstance(x, bool)
 
 
-def plan(config, num_classes: int = 10) -> list[Cell]:
+def plan(config, num_classes: int = 10,
+         arms: dict[str, arms_lib.Resolved] | None = None) -> list[Cell]:
   """Cells in the order they run; within a budget, baseline first (other arms use it).
 
   The primary budget also gets the exchange-rate cells, after its arms: each
   of ``exchange.arms`` at more copies per image (``N1000/classical/M4``) and
   the baseline at more real labels (``N1250/baseline``, rounded to a whole
   number per class), and the strength sweep (which no verdict reads) runs
-  there alone.
+  there alone. ``arms``: the config's resolved arms (resolved here if not given).
   """
+  arms = arms_lib.resolve(config) if arms is None else arms
   cells = []
   m0 = int(config.copies)
   for n in config.budgets:
     primary = n == int(config.primary_budget)
     for name in config.arms:
-      if arms_lib.get(name).variants and not primary:
+      mine = [a for a in arms.values() if a.of == name]  # itself, or its variants
+      if any(a.entry.variants for a in mine) and not primary:
         continue
-      cells += [Cell.of(n, variant, m0, m0) for variant in arms_lib.cells_of(config, name)]
+      cells += [Cell.of(n, a.name, m0, m0) for a in mine]
     if not primary:
       continue
     for name in config.exchange.arms:
@@ -176,7 +182,8 @@ def exchange_budgets(n: int, factors, num_classes: int) -> list[int]:
   return sorted({int(round(n * float(f) / num_classes)) * num_classes for f in factors} - {n})
 
 
-def estimate_seconds(config, raw, cells: list[Cell], mesh) -> progress.Estimate:
+def estimate_seconds(config, raw, cells: list[Cell], mesh,
+                     arms: dict[str, arms_lib.Resolved] | None = None) -> progress.Estimate:
   """Wall time: a timed burst of the train step, scaled by each job's cost (progress.py)."""
   s = data_lib.make_splits(raw, num_labeled=config.budgets[0], val_size=config.val_size, seed=0)
   k = config.num_seeds
@@ -190,22 +197,23 @@ def estimate_seconds(config, raw, cells: list[Cell], mesh) -> progress.Estimate:
   t0 = time.perf_counter()
   train.fit(model, probe, images, labels, **kwargs)
   per_step = (time.perf_counter() - t0) / probe.steps
-  return progress.estimate(config, job_order(config, cells, has_alignment(config)), per_step, raw)
+  return progress.estimate(config, job_order(config, cells, has_alignment(config, arms)),
+                           per_step, raw, arms)
 
 
-def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log) -> dict[str, Any]:
+def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log, arms) -> dict[str, Any]:
   for n in sorted({c.budget for c in cells}):  # a budget the data cannot give fails here
     for seed in spec_lib.seeds_of(config):
       data_lib.make_splits(raw, num_labeled=n, val_size=config.val_size, seed=seed)
   fileio.check_writable(workdir, create=False)  # a dry run leaves nothing on disk
-  est = estimate_seconds(config, raw, cells, mesh)
+  est = estimate_seconds(config, raw, cells, mesh, arms)
   lines = [f"dataset {raw.name}: {len(raw.train_labels)} train / {len(raw.test_labels)} test,"
            f" {raw.num_classes} classes, images {raw.image_shape}",
            f"budgets {tuple(config.budgets)}, seeds {list(spec_lib.seeds_of(config))},"
            f" {spec_lib.steps_text(config)} per arm",
            f"{len(cells)} cells (+ oracle{', + C3 alignment' if with_alignment else ''}):"]
   lines += [f"  {c.key:<28} ~{progress.format_duration(est.jobs[c.key])}" for c in cells]
-  pools = [a for a in config.arms if progress.arm_kind(a) == "pool_generator"]
+  pools = [a.name for a in arms.values() if a.of and progress.arm_kind(a) == "pool_generator"]
   if pools:
     lines.append(f"pool generators: {progress.pool_generators_trained(config)} trained per arm"
                  f" ({', '.join(pools)}; pool_generators={config.get('pool_generators', 1)},"
@@ -229,7 +237,7 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
   the engine's adapter class (default :class:`dreamjax.study.run.engine.RayEngine`),
   made with ``engine_options``.
   """
-  validate_config(config)
+  arms = validate_config(config)
   compute = None
   if workers or address:
     engine = engine or engine_lib.RayEngine
@@ -239,11 +247,11 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
   mesh = sharding.make_mesh() if compute is None or dry_run else None
   raw = context_lib.load_data(config)
   dreamer.check_study(config, raw.image_shape)  # a user's dreamer must fit this data
-  cells = plan(config, raw.num_classes)
-  with_alignment = has_alignment(config)
+  cells = plan(config, raw.num_classes, arms)
+  with_alignment = has_alignment(config, arms)
   contexts = {"pool": context_lib.shared_pool(config, raw)}  # a bad pool_budget fails here
   if dry_run:
-    return _dry_run(config, workdir, raw, cells, with_alignment, mesh, log)
+    return _dry_run(config, workdir, raw, cells, with_alignment, mesh, log, arms)
 
   # A run refused before it wrote anything leaves no folder behind that it made.
   with fileio.writable_workdir(workdir), lock.workdir_lock(workdir, what="study"):
@@ -253,12 +261,15 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
     if compute is not None:
       tasks_lib.wait_for_workers(workdir, log)
       return _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log,
-                        compute, engine(workers, address, log, **(engine_options or {})))
-    return _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, contexts)
+                        compute, engine(workers, address, log, **(engine_options or {})), arms)
+    return _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, contexts,
+                arms)
 
 
-def has_alignment(config) -> bool:
+def has_alignment(config, arms: dict[str, arms_lib.Resolved] | None = None) -> bool:
   """Whether the study measures C3's alignment: it runs an arm C3's rule reads."""
+  if arms is not None:
+    return any(a.base in claims.reads("C3") for a in arms.values() if a.of)
   return any(arms_lib.base_name(a) in claims.reads("C3") for a in config.arms)
 
 
@@ -301,22 +312,27 @@ def run_job(cell: Cell, get_context: Callable[[], Any],
 
 
 def context_getter(config, raw, workdir, mesh, oracle, contexts: dict[Any, Any],
-                   cell: Cell, log) -> Callable[[], Any]:
+                   cell: Cell, log, arms: dict[str, arms_lib.Resolved] | None = None
+                   ) -> Callable[[], Any]:
   """A function giving ``cell``'s budget context, built once per budget (in ``contexts``)
-  and given its baseline when the cell needs it."""
+  and given its baseline when the cell needs it. ``arms``: the study's resolved arms
+  (resolved by the context if not given)."""
   def get():
     if cell.budget not in contexts:
       if "pool" not in contexts:  # one shared pool for every budget
         contexts["pool"] = context_lib.shared_pool(config, raw)
       contexts[cell.budget] = context_lib.for_budget(config, raw, cell.budget, workdir, mesh,
-                                                     oracle, log, pool=contexts["pool"])
-    if contexts[cell.budget].baseline is None and _needs_baseline(cell):
+                                                     oracle, log, pool=contexts["pool"],
+                                                     arms=arms)
+    if contexts[cell.budget].baseline is None and _needs_baseline(
+        cell, contexts[cell.budget].arms):
       contexts[cell.budget] = context_lib.with_baseline(contexts[cell.budget])
     return contexts[cell.budget]
   return get
 
 
-def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, contexts):
+def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, contexts,
+         arms):
   done = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, RESULTS))}
   if retry_failed:
     done = {k: v for k, v in done.items() if v.get("status") == "ok"}
@@ -324,7 +340,8 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, c
   todo = [c for c in jobs if c.key not in done]
   log(f"study: {len(jobs)} cells, {len(jobs) - len(todo)} already done, workdir {workdir}")
   session = records.Session(workdir, cells_before=len(jobs) - len(todo), cells_total=len(jobs))
-  bar = progress.StudyProgress(config, jobs, done, raw=raw, workdir=workdir, log=log)
+  bar = progress.StudyProgress(config, jobs, done, raw=raw, workdir=workdir, log=log,
+                               arms=arms)
   log = bar.log  # keeps a terminal's progress bar below the lines
   t0 = time.perf_counter()
   ran = 0
@@ -336,7 +353,7 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, c
         continue
       bar.start(cell.key)
       record = run_job(cell, context_getter(config, raw, workdir, mesh, oracle, contexts,
-                                            cell, log), raw.train_labels)
+                                            cell, log, arms), raw.train_labels)
       if record["status"] != "ok":
         log(f"{cell.key} FAILED: {record['error']}")
       fileio.append_jsonl(os.path.join(workdir, RESULTS), jsonable(record))
@@ -376,7 +393,7 @@ def _driver_on_cpu() -> None:
 
 
 def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, compute,
-               engine):
+               engine, arms):
   """:func:`_run` with every job a task of ``engine``; this process writes the records."""
   results = os.path.join(workdir, RESULTS)
   done = {r["cell"]: r for r in fileio.read_jsonl(results)}
@@ -384,7 +401,7 @@ def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, c
     done = {k: v for k, v in done.items() if v.get("status") == "ok"}
   jobs = job_order(config, cells, with_alignment)
   todo = [c for c in jobs if c.key not in done]
-  graph = tasks_lib.graph(config, jobs, done)
+  graph = tasks_lib.graph(config, jobs, done, arms)
   compute = {**compute, "workers": engine.workers, **engine.describe()}
   log(f"study: {len(jobs)} cells, {len(jobs) - len(todo)} already done, workdir {workdir};"
       f" {len(graph)} tasks on {engine.workers} {compute['engine']} workers"
@@ -392,7 +409,7 @@ def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, c
   session = records.Session(workdir, cells_before=len(jobs) - len(todo), cells_total=len(jobs),
                             compute=compute)
   bar = progress.StudyProgress(config, jobs, done, raw=raw, workdir=workdir, log=log,
-                               parallel=engine.workers)
+                               parallel=engine.workers, arms=arms)
   log = bar.log
   spec = tasks_lib.Spec(config, os.path.abspath(workdir), provenance.versions(), raw.digest,
                         compute["xla_cpu_threads"])
@@ -441,10 +458,9 @@ def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, c
   return {"report": paths["report"], "seconds": time.perf_counter() - t0}
 
 
-def _needs_baseline(cell: Cell) -> bool:
+def _needs_baseline(cell: Cell, arms) -> bool:
   """The baseline cell itself, the C3 alignment and the arms that use its models."""
-  return (cell.job == ALIGNMENT or cell.arm == "baseline"
-          or arms_lib.get(cell.arm).needs_baseline)
+  return cell.job == ALIGNMENT or cell.arm == "baseline" or arms[cell.arm].needs_baseline
 
 
 def _failed(cell: Cell, e: BaseException, tb: str | None = None) -> dict[str, Any]:

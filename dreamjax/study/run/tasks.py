@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 import traceback
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from dreamjax import _xla, cli
 from dreamjax.plumbing import provenance, sharding
@@ -80,56 +80,59 @@ class Spec:
   threads: int            # XLA:CPU intra-op threads of every worker (_xla.fix_cpu_threads)
 
 
-def shared_models(config, arm: str) -> list[SharedModel]:
+def shared_models(config, arm) -> list[SharedModel]:
   """The models shared by several cells that ``arm``'s cells read: a pool generator
   arm's G generators (:mod:`dreamjax.study.run.artefacts`; a fresh-sample arm reads its
   stored twin's), a pretrained trunk (its arm's own), the pool dreamer (every deep
-  dream arm's)."""
-  entry = arms_lib.get(arm)
-  source = entry.source
+  dream arm's). ``arm``: the resolved arm, or its name."""
+  if not isinstance(arm, arms_lib.Resolved):
+    arm = arms_lib.resolve_arm(config, arm)
+  source = arm.source
   if isinstance(source, arms_lib.Attack):
     source = source.model
   if isinstance(source, arms_lib.Generator) and source.data == "pool":
-    twin = arms_lib.generator_arm(arm)
+    twin = arm.generator_arm
     used = min(artefacts.pool_generators(config), int(config.num_seeds))  # seed i reads i mod G
     return [SharedModel(artefacts.pool_generator_name(twin, g), "pool_generator", twin, g)
             for g in range(used)]
   if isinstance(source, arms_lib.Pretrained):
-    return [SharedModel(entry.name, "pretrained", entry.name)]
+    return [SharedModel(arm.base, "pretrained", arm.base)]
   if source == arms_lib.Classifier("pool_dreamer"):
     return [SharedModel("pool_dreamer", "pool_dreamer")]
   return []
 
 
-def needs_baseline(cell: Cell) -> bool:
+def needs_baseline(cell: Cell, arms: Mapping[str, arms_lib.Resolved]) -> bool:
   """The C3 alignment and the arms that use the baseline's models (not the baseline)."""
-  return cell.job == ALIGNMENT or (cell.arm != "baseline"
-                                   and arms_lib.get(cell.arm).needs_baseline)
+  return cell.job == ALIGNMENT or (cell.arm != "baseline" and arms[cell.arm].needs_baseline)
 
 
-def graph(config, jobs: Sequence[Cell], done: dict[str, Any]) -> list[Task]:
+def graph(config, jobs: Sequence[Cell], done: dict[str, Any],
+          arms: Mapping[str, arms_lib.Resolved] | None = None) -> list[Task]:
   """Tasks for the jobs not ``done`` (results.jsonl's records by key), inputs before users.
 
   An input already in ``done`` is no task: :func:`inputs_of` passes its record.
+  ``arms``: the study's resolved arms (resolved here if not given).
   """
+  arms = arms_lib.resolve(config) if arms is None else arms
   todo = [c for c in jobs if c.key not in done]
   keys = {c.key for c in jobs}
   tasks: list[Task] = [Task(ORACLE)]
   models: list[SharedModel] = []
   for cell in todo:
     if cell.job != ALIGNMENT:
-      models += [m for m in shared_models(config, cell.arm) if m not in models]
+      models += [m for m in shared_models(config, arms[cell.arm]) if m not in models]
   tasks += [Task(ARTEFACT + m.name, model=m) for m in models]
   main_copies = int(config.copies)
   for cell in todo:
     needs = [ORACLE]
     baseline = f"N{cell.budget}/baseline"
-    if needs_baseline(cell) and baseline in keys:
+    if needs_baseline(cell, arms) and baseline in keys:
       needs.append(baseline)
     after = []
     if cell.job != ALIGNMENT:
-      needs += [ARTEFACT + m.name for m in shared_models(config, cell.arm)]
-      if cell.exchange == MORE_COPIES and arms_lib.get(cell.arm).per_copy:
+      needs += [ARTEFACT + m.name for m in shared_models(config, arms[cell.arm])]
+      if cell.exchange == MORE_COPIES and arms[cell.arm].per_copy:
         # Copy m of an image is the same in every cell of the arm; the copies the arm's
         # cells with fewer copies made are read back, as when the cells run in turn.
         smaller = sorted({main_copies, *(int(m) for m in config.exchange.copies)})
