@@ -39,3 +39,8 @@ def seeds_of(config) -> tuple[int, ...]:
   """The study's seeds: ``num_seeds`` of them from ``first_seed``."""
   first = int(config.get("first_seed", 0))
   return tuple(range(first, first + int(config.num_seeds)))
+
+
+def pool_generators(config) -> int:
+  """G: the generators each pool generator arm trains (1 in a config made before G)."""
+  return int(config.get("pool_generators", 1))

@@ -29,6 +29,7 @@ from dreamjax.methods import dreamer, pretrain
 from dreamjax.plumbing import checkpoint, provenance
 from dreamjax.configs import arms as arms_lib
 from dreamjax.errors import CheckpointError
+from dreamjax.study import spec
 
 _MEMO: dict[str, Any] = {}
 
@@ -114,9 +115,7 @@ def _cache_key(ctx, kind: str, gcfg, generator: int = 0) -> str | None:
   return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def pool_generators(config) -> int:
-  """G: the generators each pool generator arm trains (1 in a config made before G)."""
-  return int(config.get("pool_generators", 1))
+pool_generators = spec.pool_generators
 
 
 def pool_generator_index(ctx, seed: int) -> int:

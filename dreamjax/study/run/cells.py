@@ -21,6 +21,7 @@ from dreamjax import data as data_lib
 from dreamjax.errors import DataError
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study import claims
+from dreamjax.study import plan as plan_lib
 from dreamjax.study.run.artefacts import arm_key
 from dreamjax import stats
 from dreamjax.training.seeds import pad_to_common
@@ -28,62 +29,10 @@ from dreamjax.study.run.context import Context
 from dreamjax.study.run.generate import Generated
 
 
-# What a job of the study does: train an arm's classifiers (a cell), or measure
-# C3's alignment of dream and attack directions on a budget's baselines.
-TRAIN, ALIGNMENT = "train", "alignment"
-# Why a cell is not one of its budget's main cells: more copies per image of a
-# stored-image arm, or the baseline at more real labels (the exchange rate).
-MORE_COPIES, MORE_LABELS = "copies", "labels"
-
-
-@dataclasses.dataclass(frozen=True)
-class Cell:
-  """One job of the study: an arm at one label budget, every seed at once.
-
-  Its one string form, :attr:`key` (``N1000/dream_sweep@0.3``,
-  ``N1000/classical/M4``, ``N1250/baseline``, ``N1000/alignment``), names it in
-  results.jsonl and the log; nothing parses it back.
-  """
-  budget: int
-  arm: str            # e.g. "dream_sweep@0.3"; "alignment" for an alignment job
-  copies: int = 1     # M generated images per labeled image
-  exchange: str = ""  # "" (a main cell), MORE_COPIES or MORE_LABELS
-  job: str = TRAIN
-
-  @classmethod
-  def of(cls, budget: int, arm: str, copies: int, main_copies: int) -> "Cell":
-    """``arm`` at ``budget`` with ``copies`` per image: a main cell at the study's own
-    ``main_copies`` (``N1000/classical``), else an exchange cell (``N1000/classical/M4``)."""
-    return cls(budget, arm, copies, "" if copies == main_copies else MORE_COPIES)
-
-  @classmethod
-  def alignment(cls, budget: int) -> "Cell":
-    return cls(budget, "alignment", job=ALIGNMENT)
-
-  @property
-  def main(self) -> bool:
-    """One of its budget's main cells (an alignment job counts as one)."""
-    return not self.exchange
-
-  @property
-  def key(self) -> str:
-    return f"N{self.budget}/{self.arm}" + (f"/M{self.copies}" if self.exchange == MORE_COPIES
-                                            else "")
-
-  @property
-  def folder(self) -> str:
-    return folder_of(self.key)
-
-  @property
-  def run(self) -> str:
-    """The name of its training run under its budget (:meth:`Context.fit`): its arm, and
-    an exchange cell's copies (``classical_M4``); its folder is ``N<budget>/<run>``."""
-    return self.arm + (f"_M{self.copies}" if self.exchange == MORE_COPIES else "")
-
-
-def folder_of(key: str) -> str:
-  """The workdir folder of the job whose key (results.jsonl's ``cell``) is ``key``."""
-  return key.replace("@", "_at_").replace("/M", "_M")
+# Jobs of the study as values (dreamjax.study.plan), handed on under their old names.
+TRAIN, ALIGNMENT, MORE_COPIES, MORE_LABELS = (plan_lib.TRAIN, plan_lib.ALIGNMENT,
+                                              plan_lib.MORE_COPIES, plan_lib.MORE_LABELS)
+Cell, folder_of = plan_lib.Cell, plan_lib.folder_of
 
 
 def generated_sets(ctx: Context, cell: Cell) -> dict[int, Generated]:

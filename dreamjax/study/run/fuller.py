@@ -12,8 +12,8 @@ import dataclasses
 from typing import Any, Sequence
 
 from dreamjax.configs import study as study_configs
-from dreamjax.study import claims
-from dreamjax.study.run import progress, runner
+from dreamjax.study import claims, cost
+from dreamjax.study import plan as plan_lib
 
 PRESETS = ("quick", "conclusions")
 # What a fuller preset keeps of the study it extends: the data and the seeds.
@@ -43,11 +43,11 @@ def preset_config(config, preset: str):
 def seconds_per_image_step(config, records: Sequence[dict[str, Any]]) -> float | None:
   """What an image-step of the cost model took in this study: the finished cells'
   wall time over their predicted image-steps (None before any cell finished)."""
-  jobs = runner.job_order(config, runner.plan(config), runner.has_alignment(config))
-  costs = progress.job_costs(config, jobs)
+  jobs = plan_lib.job_order(config, plan_lib.plan(config), plan_lib.has_alignment(config))
+  costs = cost.job_costs(config, jobs)
   by_key = {r["cell"]: r for r in records}
-  pairs = [(costs[k], progress.record_seconds(by_key[k])) for k in costs if k in by_key]
-  return progress.calibration_ratio(pairs)
+  pairs = [(costs[k], cost.record_seconds(by_key[k])) for k in costs if k in by_key]
+  return cost.calibration_ratio(pairs)
 
 
 def fuller_presets(config, records: Sequence[dict[str, Any]], workdir: str) -> list[Fuller]:
@@ -63,8 +63,8 @@ def fuller_presets(config, records: Sequence[dict[str, Any]], workdir: str) -> l
     decides = tuple(c for c in left if c in tuple(fuller.claims))
     if not decides:
       continue
-    jobs = runner.job_order(fuller, runner.plan(fuller), runner.has_alignment(fuller))
-    costs = progress.job_costs(fuller, jobs)  # shared models charged to their first job
+    jobs = plan_lib.job_order(fuller, plan_lib.plan(fuller), plan_lib.has_alignment(fuller))
+    costs = cost.job_costs(fuller, jobs)  # shared models charged to their first job
     todo = [k for k in costs if k not in done]
     seconds = None if price is None else price * sum(costs[k] for k in todo)
     flags = [f"--config {CONFIG}:{preset}", f"--workdir {workdir}"]
@@ -83,12 +83,12 @@ def lines(fuller: Sequence[Fuller]) -> list[str]:
         "This study decides only some of the claims. Each command below extends this"
         " workdir in place: the cells it finished are the same computation there and do not"
         " run again. Times are estimates for this machine: the cost model of the cells"
-        " still to run (dreamjax/study/run/progress.py) at the seconds per image-step this"
+        " still to run (dreamjax/study/cost.py) at the seconds per image-step this"
         " study's cells took.", "",
         "| preset | decides | label budgets | cells to run | estimated time | command |",
         "|---|---|---|---|---|---|"]
   for f in fuller:
-    when = "unknown" if f.seconds is None else f"~{progress.format_duration(f.seconds)}"
+    when = "unknown" if f.seconds is None else f"~{cost.format_duration(f.seconds)}"
     md.append(f"| `{f.preset}` | {', '.join(f.claims)} | {', '.join(map(str, f.budgets))} |"
               f" {f.jobs_left} | {when} | `{f.command}` |")
   return md + [""]

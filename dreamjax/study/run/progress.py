@@ -1,36 +1,9 @@
-"""How far a study has come and how long the rest will take: a per-job cost model.
+"""How far a study has come and how long the rest will take.
 
-Each job of the plan (:func:`dreamjax.study.run.runner.job_order`: a cell, or a
-budget's C3 alignment) gets a predicted cost in *image-steps*, one image
-through the classifier's forward and backward pass. A training step of a
-cell is ``train.batch_size × num_seeds`` image-steps, so one timed step
-prices them all (:func:`seconds_per_image_step`). What else a cell does is
-read from its arm (:func:`arm_kind`) and the config:
-
-* training: the budget's steps (:func:`dreamjax.study.spec.train_config`),
-  made dearer by an online transform (a PGD attack or a dream of part of every
-  batch costs its steps again for that part);
-* generation: one image-step per dream or attack step of each image made
-  (``DREAMER_STEP`` through the deep pool dreamer, whose pretraining is
-  charged to the first job that dreams with it),
-  a tenth of one per classical copy, ``MODEL_STEP`` per image of each
-  generator or pretraining step (the arm's ``steps`` setting; per seed for the
-  ``*_small`` generators, once per study for each pool generator the seeds read
-  (:func:`pool_generators_trained`) and each pretrained trunk: charged to the first job of their arm, or of the
-  fresh-sample arm that samples the same generator), the sampling of each
-  generated image (:func:`sample_work`; a fresh-sample arm's bank before
-  training, its decoder's samples in every step), a forward pass per pool
-  image for pseudo-labels;
-* evaluation: the test set's forward pass, the PGD robustness of the arms
-  measured for it, the oracle's pass over the measured set, and for a main
-  generator cell a second training (its classification accuracy score).
-
-The model is rough (compilation and input pipelines are not in it); what
-keeps the estimate honest is calibration. The ratio of actual to predicted
-seconds over the finished jobs (:func:`calibration_ratio`; a resumed study's
-finished cells count too, from their records) scales every remaining
-prediction. Before anything has finished, the oracle's recorded training
-speed stands in for the timed step.
+:mod:`dreamjax.study.cost` prices each job of the plan in image-steps and
+calibrates the prices on the jobs that finished (a resumed study's finished cells
+count too, from their records); before anything has finished, the oracle's
+recorded training speed stands in for the timed step.
 
 :class:`StudyProgress` turns this into the study's progress line: on a
 terminal, a bar redrawn in place; in a log, one plain line per job start and
@@ -45,340 +18,17 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from dreamjax.training import evaluate
 from dreamjax.configs import arms as arms_lib
-from dreamjax.configs import dreamer as dreamer_configs
-from dreamjax.configs import generator as gen_configs
-from dreamjax.study import claims, records, spec
-from dreamjax.study.run import artefacts
-from dreamjax.study.run.cells import ALIGNMENT
+from dreamjax.study import cost, records
 
-# A forward pass alone, in image-steps (forward + backward is about three forwards).
-FORWARD = 1 / 3
-# An offline classical or noise copy of one image: pixel operations, no network.
-PIXEL_OPS = 0.1
-# Extra cost of a training step whose batch is partly transformed by pixel operations.
-ONLINE_PIXEL_OPS = 0.1
-# Image-steps of one image through one training step of each generator or pretraining
-# model (``generator_config(...).model``): a VAE runs an encoder and a decoder, a GAN its
-# generator and its discriminator twice, an autoencoder decodes at full resolution, the
-# rotation pretext trains the trunk alone. Rounded from the recorded cell times of a
-# published study.
-MODEL_STEP = {"vae": 2.0, "gan": 3.0, "ae": 4.0, "pretext": 2.0,
-              # A U-Net's forward and backward pass: timed against the classifier's
-              # training step on one machine, as no study has recorded it yet.
-              "diffusion": 14.0}
-# Extra cost, in plain training steps, of each batch-sized share of a semi-supervised
-# step's unlabeled batch (FixMatch's mu): its weak copy's forward pass, its strong
-# augmentation (a rotation is dear on a CPU), its strong copy's forward and gradient
-# passes. Rounded from timed steps of the study's classifier (docs/methods.md, FixMatch).
-UNLABELED_SHARE = 2.5
-# Image-steps of one image through a step of the default pool dreamer (a dream step or a
-# pretraining step), rounded from a study's recorded cell times: XLA:CPU runs its wider
-# convolutions at a higher rate than the classifier's, so their work's ratio over-prices it.
-DREAMER_STEP = 1.5
-# Gradient passes per image of the C3 alignment: two dream directions and two attack
-# directions, the PGD one of ``ALIGNMENT_PGD_STEPS`` steps, untargeted and targeted.
-ALIGNMENT_PGD_STEPS = 10
-ALIGNMENT_PASSES = 2 * (2 + 1 + ALIGNMENT_PGD_STEPS)
-# Images of the test set and training split when the data is not at hand (Fashion-MNIST).
-DEFAULT_TEST, DEFAULT_TRAIN = 10_000, 60_000
-
-
-@dataclasses.dataclass(frozen=True)
-class Sizes:
-  """The data sizes a job's cost depends on."""
-  num_test: int = DEFAULT_TEST
-  num_train: int = DEFAULT_TRAIN
-
-  @classmethod
-  def of(cls, raw=None) -> "Sizes":
-    if raw is None:
-      return cls()
-    return cls(len(raw.test_labels), len(raw.train_labels))
-
-
-def _resolved(config, arm) -> arms_lib.Resolved:
-  """``arm`` as the study resolved it; a name (a caller outside a study) is resolved here."""
-  return arm if isinstance(arm, arms_lib.Resolved) else arms_lib.resolve_arm(config, arm)
-
-
-def arm_kind(arm) -> str:
-  """What an arm does, from its registry entry.
-
-  ``plain`` (the baseline, and online arms: only training), ``pretrained`` (a
-  trunk pretrained once on the pool), ``pool_generator`` (a generator arm
-  that pseudo-labels with the baseline: its generator trains once, on the
-  shared pool), ``small_generator`` (one generator per seed), their
-  fresh-sample forms ``online_pool_generator``, ``online_small_generator``,
-  ``bank_pool_generator`` and ``bank_small_generator``, ``dream``,
-  ``attack``, ``pseudo_label`` (labels pool images with the baseline) or
-  ``offline`` (copies made by pixel operations). ``arm``: a resolved arm or a name.
-  """
-  arm = arm.entry if isinstance(arm, arms_lib.Resolved) else arms_lib.get(arm)
-  if arm.init:
-    return "pretrained"
-  if isinstance(arm.source, arms_lib.Generator) and not arm.stores_images:
-    # Fresh samples of a generator: drawn in the step (online) or from a bank.
-    form = "bank" if arm.kind == "bank" else "online"
-    return f"{form}_{'pool' if arm.source.data == 'pool' else 'small'}_generator"
-  if not arm.stores_images:
-    return "plain"
-  if isinstance(arm.source, arms_lib.Generator):
-    return "pool_generator" if arm.source.data == "pool" else "small_generator"
-  if isinstance(arm.source, arms_lib.Classifier):
-    return "dream"
-  if isinstance(arm.source, arms_lib.Attack):
-    return "attack"
-  return "pseudo_label" if arm.needs_baseline else "offline"
-
-
-def dream_steps(config, arm) -> float:
-  """Gradient steps per image of a dream arm (all its octaves), in the classifier's
-  image-steps: a step through the deep pool dreamer costs :func:`dreamer_factor` of them.
-  ``arm`` here and below: the resolved arm, or its name."""
-  arm = _resolved(config, arm)
-  cfg = arm.dream
-  return int(cfg.octaves) * int(cfg.steps) * dreamer_factor(config, arm)
-
-
-def conv_work(model_cfg, hw: tuple[int, int] = (28, 28)) -> float:
-  """Multiply-adds of a CNN's conv and first dense layer on one image (for a ratio only:
-  the image size hardly changes the ratio of two networks that pool alike)."""
-  h, w = hw
-  channels, total = 1, 0.0
-  for features, pool in zip(model_cfg.conv_features, model_cfg.pool):
-    total += h * w * 9 * channels * int(features)
-    channels = int(features)
-    if pool:
-      h, w = -(-h // 2), -(-w // 2)
-  dense = tuple(model_cfg.dense_features)
-  return total + h * w * channels * (int(dense[0]) if dense else 1)
-
-
-def dreamer_factor(config, arm) -> float:
-  """Cost of an image-step through the arm's dreaming network over the classifier's:
-  1 for the seed's own classifier; for the pool dreamer ``DREAMER_STEP``, scaled by
-  the conv work of its network over the default one's (its config's network also
-  prices a user's checkpoint)."""
-  arm = _resolved(config, arm)
-  if arm.source != arms_lib.Classifier("pool_dreamer") or "pool_dreamer" not in config:
-    return 1.0
-  default = dreamer_configs.get_config().model
-  return DREAMER_STEP * conv_work(config.pool_dreamer.model) / conv_work(default)
-
-
-def dreamer_work(config, arm) -> float:
-  """Image-steps of pretraining the pool dreamer (0 with a user's checkpoint)."""
-  d = config.pool_dreamer
-  if d.checkpoint:
-    return 0.0
-  views = 2 if d.objective == "contrastive" else 1
-  return int(d.steps) * int(d.batch_size) * views * dreamer_factor(config, arm)
-
-
-def generator_work(config, arm) -> float:
-  """Image-steps of training one generator or pretrained trunk of ``arm``."""
-  g = _resolved(config, arm).generator
-  batch = (gen_configs.generator_batch_size(g)[1] if g.model in ("vae", "gan", "diffusion")
-           else g.batch_size)
-  return int(g.steps) * int(batch) * MODEL_STEP.get(g.model, 2.0)
-
-
-def pool_generators_trained(config) -> int:
-  """Pool generators a study trains per pool generator arm: G (``pool_generators``), or
-  the number of seeds where that is fewer (a generator no seed reads is never trained)."""
-  return min(artefacts.pool_generators(config), int(config.num_seeds))
-
-
-def sample_work(config, arm) -> float:
-  """Image-steps of drawing one sample of ``arm``'s generator and labelling it.
-
-  A decoder pass for the VAE and the GAN; a diffusion model runs its network
-  once per sampler step, twice where guidance mixes in the unconditional one.
-  """
-  g = _resolved(config, arm).generator
-  if g.model != "diffusion":
-    return 2 * FORWARD
-  guided = g.conditional and float(g.diffusion_guidance) != 1.0
-  passes = int(g.diffusion_sample_steps) * (2 if guided else 1)
-  return passes * MODEL_STEP["diffusion"] * FORWARD + FORWARD
-
-
-def transform_factor(config, arm) -> float:
-  """Cost of one of the arm's training steps over a plain one."""
-  arm = _resolved(config, arm)
-  if arm.entry.unlabeled is not None:  # mu·B unlabeled images beside each labeled batch
-    return 1.0 + UNLABELED_SHARE * float(arm.settings.get("mu", 1))
-  if arm.entry.transform is None:
-    return 1.0
-  if isinstance(arm.source, arms_lib.Generator):
-    if arm.kind == "bank":  # a gather of bank rows
-      return 1.0 + ONLINE_PIXEL_OPS
-    # The decoder's samples of the replaced share (a pool arm draws ``candidates`` per
-    # replaced image, each labeled by the baseline).
-    per_image = sample_work(config, arm) * float(arm.settings.get("candidates", 1))
-    return 1.0 + float(config.online_fraction) * per_image
-  if isinstance(arm.source, arms_lib.Attack):
-    return 1.0 + float(config.attack.train_fraction) * int(config.attack.train_steps)
-  if isinstance(arm.source, arms_lib.Classifier):
-    return 1.0 + float(config.online_fraction) * dream_steps(config, arm)
-  return 1.0 + ONLINE_PIXEL_OPS
-
-
-def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes(),
-              arms: Mapping[str, arms_lib.Resolved] | None = None) -> dict[str, float]:
-  """Each job's predicted image-steps, by key, for jobs (cells) in the order they run.
-
-  A model shared by the study (an arm's pool generators, a pretrained trunk) is
-  charged to the first job of its arm. ``arms``: the study's resolved arms
-  (:func:`dreamjax.configs.arms.resolve`; resolved here if not given).
-  """
-  arms = arms_lib.resolve(config) if arms is None else arms
-  k, batch = int(config.num_seeds), int(config.train.batch_size)
-  copy_counts = sorted({int(config.copies), *(int(m) for m in config.exchange.copies)})
-  e = config.eval
-  shared_done: set[str] = set()
-  out = {}
-  for cell in jobs:
-    key, n = cell.key, int(cell.budget)
-    if cell.job == ALIGNMENT:
-      out[key] = int(e.alignment_num) * k * ALIGNMENT_PASSES
-      continue
-    arm = arms[cell.arm]
-    kind = arm_kind(arm)
-    train = int(spec.train_config(config, n).steps) * batch * k
-    made = n * int(cell.copies) if arm.stores_images else 0  # images generated per seed
-    new = made
-    if arm.per_copy:  # the copies a smaller M of the arm made are reused
-      new = n * (int(cell.copies) - max([m for m in copy_counts if m < cell.copies], default=0))
-    gen = 0.0
-    # A fresh-sample arm samples its stored twin's generator: one shared model for both.
-    trains = arm.generator_arm or arm.base
-    shared = kind in ("pool_generator", "online_pool_generator", "bank_pool_generator",
-                      "pretrained")
-    if shared and trains not in shared_done:
-      shared_done.add(trains)
-      trained = pool_generators_trained(config) if kind != "pretrained" else 1
-      gen += trained * generator_work(config, arm)
-    if dreamer_factor(config, arm) > 1 and "pool_dreamer" not in shared_done:
-      shared_done.add("pool_dreamer")  # pretrained once, in the first cell that dreams with it
-      gen += dreamer_work(config, arm)
-    if kind in ("small_generator", "online_small_generator", "bank_small_generator"):
-      gen += k * generator_work(config, arm)
-    if kind.startswith("bank_"):  # the bank, before training
-      made_bank = n * int(arm.settings.bank_multiple)
-      gen += k * made_bank * sample_work(config, arm)
-    elif kind.startswith("online_"):  # the measured set, drawn as the step draws
-      gen += k * n * int(cell.copies) * sample_work(config, arm) * float(
-          arm.settings.get("candidates", 1))
-    if kind in ("small_generator", "pool_generator"):
-      gen += k * made * sample_work(config, arm)  # sampling (and pseudo-labels)
-    elif kind == "dream":
-      gen += k * new * dream_steps(config, arm)
-    elif kind == "attack":
-      gen += k * new * (1 if arm.source.method == "fgsm" else int(config.attack.pgd_steps))
-    elif kind == "offline":
-      gen += k * new * PIXEL_OPS
-    elif kind == "pseudo_label":
-      pool = int(config.get("pool_subset", 0)) or max(
-          sizes.num_train - int(config.val_size) - n, 0)
-      gen += k * pool * FORWARD
-    evaluation = k * (sizes.num_test + (made or n)) * FORWARD
-    robust = cell.main and (bool(e.robust_all_arms) or arm.base == "baseline"
-                            or claims.measures_robustness(arm.base))  # as cells measures it
-    if robust:
-      evaluation += (k * len(e.robust_eps) * int(e.robust_steps) * int(e.robust_restarts)
-                     * min(int(e.robust_num_test), sizes.num_test))
-    if cell.main and arm.group == "generator":
-      evaluation += train  # the classification accuracy score trains on the samples alone
-    out[key] = train * transform_factor(config, arm) + gen + evaluation
-  return out
-
-
-def oracle_factor(config) -> float:
-  """Cost of one of the oracle's training steps over a plain one (its online augmentation)."""
-  return 1.0 if config.oracle.get("augment", "none") == "none" else 1.0 + ONLINE_PIXEL_OPS
-
-
-def oracle_cost(config, sizes: Sizes = Sizes()) -> float:
-  """Image-steps of the oracle: its training, its test accuracy (on shifted test images
-  too) and its Fréchet features."""
-  o = config.oracle.train
-  shifts = len(evaluate.DIRECTIONS) * len(tuple(config.oracle.get("shift_pixels", ())))
-  return (int(o.steps) * int(o.batch_size) * oracle_factor(config)
-          + ((1 + shifts) * sizes.num_test + int(config.eval.frechet_num_test)) * FORWARD)
-
-
-def seconds_per_image_step(config, seconds_per_train_step: float) -> float:
-  """The price of an image-step from a timed training step of every seed at once."""
-  return seconds_per_train_step / (int(config.train.batch_size) * int(config.num_seeds))
-
-
-def oracle_rate(config, oracle_record: dict[str, Any] | None) -> float | None:
-  """Seconds per image-step of the oracle's recorded training, or None without it."""
-  seconds = ((oracle_record or {}).get("timing") or {}).get("train_seconds")
-  o = config.oracle.train
-  if not seconds or seconds <= 0:
-    return None
-  return float(seconds) / (int(o.steps) * int(o.batch_size) * oracle_factor(config))
-
-
-def record_seconds(record: dict[str, Any]) -> float | None:
-  """The wall time a finished cell took, from its results.jsonl record (None if unknown).
-
-  ``cell_seconds``, or training plus evaluation where that is longer: a
-  baseline cell's model is trained before its cell starts, so only its
-  ``train_seconds`` carry that time.
-  """
-  if record.get("status") != "ok":
-    return None
-  t = record.get("timing") or {}
-  cell = t.get("cell_seconds")
-  if cell is None:
-    return None
-  return max(float(cell), float(t.get("train_seconds", 0.0)) + float(t.get("eval_seconds", 0.0)))
-
-
-def calibration_ratio(finished: Iterable[tuple[float, float]]) -> float | None:
-  """Σ actual / Σ predicted seconds over the finished jobs' ``(predicted, actual)`` pairs.
-
-  None when no finished job has a prediction (nothing to calibrate on). Big
-  jobs weigh more than small ones, as they do in the time left.
-  """
-  pairs = [(p, a) for p, a in finished if p is not None and a is not None and p > 0]
-  if not pairs:
-    return None
-  return sum(a for _, a in pairs) / sum(p for p, _ in pairs)
-
-
-def time_left(remaining: Iterable[float], ratio: float = 1.0, running: float = 0.0,
-              elapsed: float = 0.0) -> float:
-  """Seconds left: the running job's calibrated prediction less its elapsed time (never
-  below zero), plus the calibrated predictions of the jobs not started."""
-  return max(ratio * running - elapsed, 0.0) + ratio * sum(remaining)
-
-
-def average_left(actual: Sequence[float], jobs_left: int, elapsed: float = 0.0) -> float | None:
-  """The fallback: the finished jobs' mean time for each job left, less the running one's
-  elapsed time; None before any job finished."""
-  if not actual:
-    return None
-  return max(sum(actual) / len(actual) * jobs_left - elapsed, 0.0)
-
-
-def format_duration(seconds: float) -> str:
-  """``42 s``, ``3.5 min``, ``48 min``, ``2 h 05 min``."""
-  seconds = max(float(seconds), 0.0)
-  if seconds < 60:
-    return f"{seconds:.0f} s"
-  if seconds < 600:
-    return f"{seconds / 60:.1f} min"
-  if seconds < 3600:
-    return f"{seconds / 60:.0f} min"
-  hours, minutes = divmod(int(round(seconds / 60)), 60)
-  return f"{hours} h {minutes:02d} min"
-
+# The cost model's names, handed on to the callers that read them here.
+(DREAMER_STEP, ONLINE_PIXEL_OPS, Sizes, arm_kind, average_left, calibration_ratio, dream_steps,
+ dreamer_factor, dreamer_work, format_duration, generator_work, job_costs,
+ pool_generators_trained, record_seconds, sample_work, time_left, transform_factor) = (
+     cost.DREAMER_STEP, cost.ONLINE_PIXEL_OPS, cost.Sizes, cost.arm_kind, cost.average_left,
+     cost.calibration_ratio, cost.dream_steps, cost.dreamer_factor, cost.dreamer_work,
+     cost.format_duration, cost.generator_work, cost.job_costs, cost.pool_generators_trained,
+     cost.record_seconds, cost.sample_work, cost.time_left, cost.transform_factor)
 
 def format_clock(when: float, now: float) -> str:
   """Local time of day of ``when``; with the day when it is not ``now``'s day."""
@@ -389,10 +39,10 @@ def format_clock(when: float, now: float) -> str:
 def status_text(done: int, total: int, spent: float, left: float | None, now: float,
                 note: str = "") -> str:
   """``2/12 cells done, 4.1 min spent, ~12 min left, finish ~14:32``."""
-  text = f"{done}/{total} cells done, {format_duration(spent)} spent"
+  text = f"{done}/{total} cells done, {cost.format_duration(spent)} spent"
   if left is None:
     return text + ", time left unknown"
-  return (text + f", ~{format_duration(left)} left{note}, finish ~{format_clock(now + left, now)}")
+  return (text + f", ~{cost.format_duration(left)} left{note}, finish ~{format_clock(now + left, now)}")
 
 
 def bar(fraction: float, width: int = 20) -> str:
@@ -414,10 +64,10 @@ class Estimate:
 
   def lines(self, config=None) -> list[str]:
     main = set(int(b) for b in config.budgets) if config is not None else set(self.budgets)
-    parts = [f"oracle ~{format_duration(self.oracle)}"]
-    parts += [f"N{b}{'' if b in main else ' (exchange rate)'} ~{format_duration(s)}"
+    parts = [f"oracle ~{cost.format_duration(self.oracle)}"]
+    parts += [f"N{b}{'' if b in main else ' (exchange rate)'} ~{cost.format_duration(s)}"
               for b, s in sorted(self.budgets.items())]
-    return [f"estimated wall time on this machine: ~{format_duration(self.total)}"
+    return [f"estimated wall time on this machine: ~{cost.format_duration(self.total)}"
             f" ({'; '.join(parts)})",
             "  from a timed training step and each job's cost model (dreamjax/study/"
             "progress.py); the running study recalibrates it on the cells it finishes"]
@@ -426,13 +76,13 @@ class Estimate:
 def estimate(config, jobs: Sequence[Any], seconds_per_train_step: float,
              raw=None, arms: Mapping[str, arms_lib.Resolved] | None = None) -> Estimate:
   """Every job's predicted seconds from a timed training step of all seeds at once."""
-  sizes = Sizes.of(raw)
-  rate = seconds_per_image_step(config, seconds_per_train_step)
-  per_job = {key: cost * rate for key, cost in job_costs(config, jobs, sizes, arms).items()}
+  sizes = cost.Sizes.of(raw)
+  rate = cost.seconds_per_image_step(config, seconds_per_train_step)
+  per_job = {key: c * rate for key, c in cost.job_costs(config, jobs, sizes, arms).items()}
   budgets: dict[int, float] = {}
   for cell in jobs:
     budgets[int(cell.budget)] = budgets.get(int(cell.budget), 0.0) + per_job[cell.key]
-  return Estimate(per_job, budgets, oracle_cost(config, sizes) * rate)
+  return Estimate(per_job, budgets, cost.oracle_cost(config, sizes) * rate)
 
 
 class StudyProgress:
@@ -473,7 +123,7 @@ class StudyProgress:
     self.costs: dict[str, float] | None = _safe(job_costs, config, jobs, Sizes.of(raw), arms)
     self._config = config
     for key in self.finished:
-      seconds = _safe(record_seconds, done[key])
+      seconds = _safe(cost.record_seconds, done[key])
       if seconds is not None:
         self.actual[key] = seconds
     if spent_before is None:
@@ -482,7 +132,7 @@ class StudyProgress:
 
   def use_oracle(self, oracle_record: dict[str, Any] | None) -> None:
     """Prices an image-step at the oracle's recorded training speed (until calibrated)."""
-    self.rate = _safe(oracle_rate, self._config, oracle_record)
+    self.rate = _safe(cost.oracle_rate, self._config, oracle_record)
 
   def ratio(self) -> float | None:
     """Actual over predicted seconds of the finished jobs (None before any).
@@ -493,7 +143,7 @@ class StudyProgress:
     if self.costs is None:
       return None
     rate = self.rate or 1.0
-    return calibration_ratio((self.costs[k] * rate, a) for k, a in self.actual.items()
+    return cost.calibration_ratio((self.costs[k] * rate, a) for k, a in self.actual.items()
                              if k in self.costs)
 
   def expected(self, key: str) -> float | None:
@@ -514,12 +164,12 @@ class StudyProgress:
       if self.costs is not None and (ratio is not None or self.rate):
         rate = self.rate or 1.0
         running = self.costs[self.current] * rate if self.current else 0.0
-        return (time_left([self.costs[k] * rate for k in todo],
+        return (cost.time_left([self.costs[k] * rate for k in todo],
                           1.0 if ratio is None else ratio, running, elapsed) / self._share(todo),
                 "" if ratio is not None else " (uncalibrated)")
     except Exception:  # noqa: BLE001 - fall back to the mean of the finished jobs
       pass
-    left = average_left(list(self.actual.values()), len(todo) + bool(self.current), elapsed)
+    left = cost.average_left(list(self.actual.values()), len(todo) + bool(self.current), elapsed)
     return (None if left is None else left / self._share(todo),
             " (mean of finished cells)" if left is not None else "")
 
@@ -549,7 +199,7 @@ class StudyProgress:
     A failed job counts as done but calibrates nothing.
     """
     seconds = (self._clock() - self._started if self.current == key
-               else _safe(record_seconds, record or {}))  # a worker's job: its own timing
+               else _safe(cost.record_seconds, record or {}))  # a worker's job: its own timing
     if self.current != key:
       self.position, self._expected = len(self.finished) + 1, _safe(self.expected, key)
     self.finished.add(key)
@@ -560,8 +210,8 @@ class StudyProgress:
     head = f"[{self.position}/{self.total}] {key}"
 
     def line():
-      took = "" if seconds is None else f" {'in' if ok else 'after'} {format_duration(seconds)}"
-      guess = (f" (predicted {format_duration(self._expected)})"
+      took = "" if seconds is None else f" {'in' if ok else 'after'} {cost.format_duration(seconds)}"
+      guess = (f" (predicted {cost.format_duration(self._expected)})"
                if ok and seconds is not None and self._expected is not None else "")
       return f"{head} {'done' if ok else 'failed'}{took}{guess}; {self.status()}"
     self._show(_safe(line) or f"{head} {'done' if ok else 'failed'}")

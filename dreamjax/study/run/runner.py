@@ -34,10 +34,11 @@ from dreamjax.study.run import context as context_lib
 from dreamjax.study import spec as spec_lib
 from dreamjax.study.run import engine as engine_lib
 from dreamjax.study import records
+from dreamjax.study.report import report
 from dreamjax.study.run import progress
 from dreamjax.study.run import tasks as tasks_lib
-from dreamjax.study.run.cells import (ALIGNMENT, MORE_LABELS, Cell, alignment_cell, jsonable,
-                                      run_cell)
+from dreamjax.study import plan as plan_lib
+from dreamjax.study.run.cells import ALIGNMENT, Cell, alignment_cell, jsonable, run_cell
 
 RESULTS = context_lib.RESULTS
 CONFIG_FILE = records.CONFIG_FILE
@@ -146,40 +147,10 @@ def _whole(x) -> bool:
   return isinstance(x, int) and not isinstance(x, bool)
 
 
-def plan(config, num_classes: int = 10,
-         arms: dict[str, arms_lib.Resolved] | None = None) -> list[Cell]:
-  """Cells in the order they run; within a budget, baseline first (other arms use it).
-
-  The primary budget also gets the exchange-rate cells, after its arms: each
-  of ``exchange.arms`` at more copies per image (``N1000/classical/M4``) and
-  the baseline at more real labels (``N1250/baseline``, rounded to a whole
-  number per class), and the strength sweep (which no verdict reads) runs
-  there alone. ``arms``: the config's resolved arms (resolved here if not given).
-  """
-  arms = arms_lib.resolve(config) if arms is None else arms
-  cells = []
-  m0 = int(config.copies)
-  for n in config.budgets:
-    primary = n == int(config.primary_budget)
-    for name in config.arms:
-      mine = [a for a in arms.values() if a.of == name]  # itself, or its variants
-      if any(a.entry.variants for a in mine) and not primary:
-        continue
-      cells += [Cell.of(n, a.name, m0, m0) for a in mine]
-    if not primary:
-      continue
-    for name in config.exchange.arms:
-      if name in config.arms:
-        cells += [Cell.of(n, name, int(m), m0) for m in config.exchange.copies if int(m) != m0]
-    cells += [Cell(b, "baseline", m0, MORE_LABELS)  # a budget's own serves it
-              for b in exchange_budgets(n, config.exchange.label_factors, num_classes)
-              if b not in tuple(config.budgets)]
-  return cells
-
-
-def exchange_budgets(n: int, factors, num_classes: int) -> list[int]:
-  """``n × factor`` real labels for each factor, rounded to a whole number per class."""
-  return sorted({int(round(n * float(f) / num_classes)) * num_classes for f in factors} - {n})
+# The plan is dreamjax.study.plan, below running and reporting a study; its names are
+# handed on here.
+plan, has_alignment, job_order = plan_lib.plan, plan_lib.has_alignment, plan_lib.job_order
+exchange_budgets = plan_lib.exchange_budgets
 
 
 def estimate_seconds(config, raw, cells: list[Cell], mesh,
@@ -266,24 +237,6 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
                 arms)
 
 
-def has_alignment(config, arms: dict[str, arms_lib.Resolved] | None = None) -> bool:
-  """Whether the study measures C3's alignment: it runs an arm C3's rule reads."""
-  if arms is not None:
-    return any(a.base in claims.reads("C3") for a in arms.values() if a.of)
-  return any(arms_lib.base_name(a) in claims.reads("C3") for a in config.arms)
-
-
-def job_order(config, cells: list[Cell], with_alignment: bool) -> list[Cell]:
-  """Every job in dependency order: per budget its cells, then its C3 alignment; the
-  cells of no main budget (exchange rates) last."""
-  jobs = []
-  for n in config.budgets:
-    jobs += [c for c in cells if c.budget == n and c.main]
-    if with_alignment:
-      jobs.append(Cell.alignment(n))
-  return jobs + [c for c in cells if not c.main]
-
-
 def run_job(cell: Cell, get_context: Callable[[], Any],
             train_labels: Any = None) -> dict[str, Any]:
   """One job's results.jsonl record; a failure of the cell (not of the job) is recorded.
@@ -365,8 +318,6 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, c
     raise
   bar.close()
   session.close(ran, "finished")
-  # Here, not at the top: the report reads this module's plan (the fuller presets' cells).
-  from dreamjax.study.report import report  # pylint: disable=g-import-not-at-top
   paths = report.write_report(config, workdir)
   log(f"study finished in {(time.perf_counter() - t0) / 60:.1f} min; report: {paths['report']}")
   return {"report": paths["report"], "seconds": time.perf_counter() - t0}
@@ -451,8 +402,6 @@ def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, c
   engine.close()
   with contextlib.suppress(OSError):  # no task works here any more
     os.remove(os.path.join(workdir, tasks_lib.WORKERS_LOCK))
-  # Here, not at the top: the report reads this module's plan (the fuller presets' cells).
-  from dreamjax.study.report import report  # pylint: disable=g-import-not-at-top
   paths = report.write_report(config, workdir)
   log(f"study finished in {(time.perf_counter() - t0) / 60:.1f} min; report: {paths['report']}")
   return {"report": paths["report"], "seconds": time.perf_counter() - t0}
