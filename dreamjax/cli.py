@@ -12,6 +12,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from dreamjax import errors
 from dreamjax.errors import (DiskFullError, DreamjaxError, Terminated, disk_full_path,
                              is_disk_full)
 
@@ -122,10 +123,6 @@ def _log_workdir() -> None:
     logging.info("workdir: %s", os.path.abspath(flags.FLAGS.workdir))
 
 
-def _terminate(signum, frame):  # pylint: disable=unused-argument
-  raise Terminated()
-
-
 def run(main: Callable[[list[str]], None]) -> None:
   """Like ``absl.app.run``, but a :class:`DreamjaxError` ends in its message.
 
@@ -145,7 +142,7 @@ def run(main: Callable[[list[str]], None]) -> None:
     if hasattr(signal, "SIGUSR1"):
       faulthandler.register(signal.SIGUSR1, all_threads=True)
     if threading.current_thread() is threading.main_thread():  # where signals are handled
-      signal.signal(signal.SIGTERM, _terminate)
+      signal.signal(signal.SIGTERM, errors.terminate)
     use_compilation_cache()
     try:
       _check_configs_loaded()
@@ -161,6 +158,7 @@ def run(main: Callable[[list[str]], None]) -> None:
       print(f"\ndreamjax error: {e}", file=sys.stderr)
       sys.exit(2)
     except KeyboardInterrupt as e:
+      e = errors.as_raised(e)
       print(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: finished work"
             " is saved; rerun the same command to resume.", file=sys.stderr)
       sys.exit(128 + signal.SIGTERM if isinstance(e, Terminated) else 130)

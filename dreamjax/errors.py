@@ -65,6 +65,25 @@ class Terminated(KeyboardInterrupt):
   Ctrl-C, so a study records its run as stopped and keeps every finished cell."""
 
 
+_terminated = False  # set by terminate(): a SIGTERM arrived
+
+
+def terminate(signum, frame):  # pylint: disable=unused-argument
+  """SIGTERM's handler (:func:`dreamjax.cli.run` installs it): raises :class:`Terminated`."""
+  global _terminated
+  _terminated = True
+  raise Terminated()
+
+
+def as_raised(e: BaseException) -> BaseException:
+  """``e``, or :class:`Terminated` where a SIGTERM's exception reached the caller as a
+  plain KeyboardInterrupt: Ray's wait for a task checks signals in its own code, and
+  turns whatever exception a handler raises there into a KeyboardInterrupt."""
+  if _terminated and isinstance(e, KeyboardInterrupt) and not isinstance(e, Terminated):
+    return Terminated()
+  return e
+
+
 class DiskFullError(DreamjaxError, OSError):
   """The disk (or the user's quota) filled up while dreamjax wrote a file.
 

@@ -62,3 +62,18 @@ def test_helpshort_lists_the_commands_own_flags(name):
     listed = {line.split(":")[0].strip().replace("--[no]", "--")
               for line in out.stdout.splitlines() if line.startswith("  --")}
     assert listed == {f"--{flag}" for flag in OWN_FLAGS[name]}, (argv, out.stdout)
+
+
+def test_a_sigterm_that_reaches_the_caller_as_a_plain_interrupt_reads_as_sigterm(monkeypatch):
+  """Ray's wait for a task runs the signal handler in its own code and raises a plain
+  KeyboardInterrupt in place of the handler's exception; the study still records the
+  run as terminated (exit 143), not interrupted (130)."""
+  from dreamjax import errors
+  monkeypatch.setattr(errors, "_terminated", False)
+  plain = KeyboardInterrupt()
+  assert errors.as_raised(plain) is plain  # Ctrl-C stays Ctrl-C
+  with pytest.raises(errors.Terminated):
+    errors.terminate(15, None)
+  assert isinstance(errors.as_raised(plain), errors.Terminated)
+  other = ValueError()
+  assert errors.as_raised(other) is other

@@ -549,7 +549,7 @@ def all_verdicts(records_by_arm: dict[str, dict[str, Any]], alignment: dict[str,
       v = rules.c3(alignment) if cid == "C3" else rules.RULE_FNS[cid](cells, margin)
     else:
       v = c3(alignment) if cid == "C3" else RULE_FNS[cid](cells, margin)
-    v.effects = v.effects or dict(cells.deciding)
+      v.effects = v.effects or dict(cells.deciding)
     v.budget = budget
     if v.verdict.startswith("inconclusive"):
       v.power = " | ".join(cells.notes)

@@ -29,7 +29,10 @@ class Verdict:
   effects: dict = dataclasses.field(default_factory=dict)
 
   def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
+    out = dataclasses.asdict(self)
+    if not out["effects"]:  # a version-1 verdict (or a missing one): claims.json as it was
+      del out["effects"]
+    return out
 
 
 def _pp(iv: stats.Interval) -> str:

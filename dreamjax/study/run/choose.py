@@ -135,6 +135,21 @@ class Measurements:
     self.done[key] = json.loads(json.dumps(record, default=fileio.jsonable))
 
 
+def measure(measured: Measurements | None, key: str,
+            make: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+  """``key``'s measurement, ``(values, reused)``: the one ``measured`` holds, or else
+  ``make()``'s values with the seconds it took, recorded at once (when ``measured`` is
+  None nothing is kept)."""
+  done = measured.get(key) if measured is not None else None
+  if done is not None:
+    return done, True
+  t0 = time.perf_counter()
+  done = {**make(), "seconds": time.perf_counter() - t0}
+  if measured is not None:
+    measured.add(key, done)
+  return done, False
+
+
 def _data(raw: data_lib.RawDataset) -> dict[str, str]:
   """The data a measurement read: its digest, or where it came from if it has none."""
   return {"name": raw.name, "digest": raw.digest or raw.source}
@@ -210,21 +225,19 @@ def choose_length(config, raw, budget: int, *, lengths: Sequence[int] = LENGTHS,
     accuracy[arm] = {}
     for steps in lengths:
       key = f"N{budget}/{arm}@{steps}"
-      done = measured.get(key) if measured is not None else None
-      reused = done is not None
-      if not reused:
-        t0 = time.perf_counter()
+
+      def train_at(steps=steps, key=key, transform=transform):
         tcfg = spec.train_config(config, budget).copy_and_resolve_references()
         tcfg.steps = steps
         tcfg.checkpoint_every = 0
         res = train.fit(model, tcfg, images, labels, counts=counts, seeds=seeds, mesh=mesh,
                         image_shape=splits[0].image_shape, batch_transform=transform,
                         desc=f"choose {key}", progress=log)
-        done = {"val_accuracy": evaluate.accuracy(model, res.state.variables, *val,
+        return {"val_accuracy": evaluate.accuracy(model, res.state.variables, *val,
                                                   mesh=mesh).tolist(),
-                "train_seconds": res.seconds, "seconds": time.perf_counter() - t0}
-        if measured is not None:
-          measured.add(key, done)
+                "train_seconds": res.seconds}
+
+      done, reused = measure(measured, key, train_at)
       accuracy[arm][steps] = done["val_accuracy"]
       seconds += done["seconds"]
       log(f"N{budget}/{arm}: {steps} steps, validation accuracy"
@@ -280,20 +293,18 @@ def choose_oracle_length(config, raw, *, lengths: Sequence[int] = ORACLE_LENGTHS
   chosen, reached = lengths[-1], False
   for steps in lengths:
     key = f"oracle@{steps}"
-    done = measured.get(key) if measured is not None else None
-    reused = done is not None
-    if not reused:
-      t0 = time.perf_counter()
+
+    def train_at(steps=steps, key=key):
       tcfg = cfg.train.copy_and_resolve_references()
       tcfg.steps = steps
       tcfg.eval_every = tcfg.checkpoint_every = 0
       res = train.fit(model, tcfg, s.labeled_images, s.labeled_labels, seeds=[0], mesh=mesh,
                       batch_transform=transform, desc=f"choose {key}", progress=log)
-      done = {"val_accuracy": float(evaluate.accuracy(model, res.state.variables, s.val_images,
+      return {"val_accuracy": float(evaluate.accuracy(model, res.state.variables, s.val_images,
                                                       s.val_labels, mesh=mesh)[0]),
-              "train_seconds": res.seconds, "seconds": time.perf_counter() - t0}
-      if measured is not None:
-        measured.add(key, done)
+              "train_seconds": res.seconds}
+
+    done, reused = measure(measured, key, train_at)
     accuracy[steps], train_seconds[steps] = done["val_accuracy"], done["train_seconds"]
     seconds += done["seconds"]
     log(f"oracle: {steps} steps, validation accuracy {accuracy[steps] * 100:.2f}%"
@@ -590,10 +601,9 @@ def choose_generator_steps_in(config, raw, workdir: str, *,
     by_length = {}
     for steps in ls:
       key = f"{arm}@{steps}"
-      done = measured.get(key) if measured is not None else None
-      reused = done is not None
-      if not reused:
-        t0 = time.perf_counter()
+
+      def train_to(steps=steps):
+        nonlocal run  # one staged run per model, begun at its first unmeasured length
         if run is None:
           run = _StagedRun(gcfg, images, labels, keys, conditional=conditional, mesh=mesh,
                            path=os.path.join(workdir, "generator_steps", f"{arm}.msgpack"),
@@ -605,11 +615,10 @@ def choose_generator_steps_in(config, raw, workdir: str, *,
           per.append(_generator_quality(gcfg, params, k, the_oracle, layer, val_features,
                                         labels=want if conditional else None, num=num_samples,
                                         threshold=threshold, mesh=mesh))
-        done = {"models": names, "train_seconds": run.seconds,
-                "seconds": time.perf_counter() - t0,
+        return {"models": names, "train_seconds": run.seconds,
                 **{field: [p[field] for p in per] for field in per[0]}}
-        if measured is not None:
-          measured.add(key, done)
+
+      done, reused = measure(measured, key, train_to)
       by_length[steps] = done
       seconds += done["seconds"]
       log(f"{arm}: {steps} steps, label share {np.mean(done['label_share']) * 100:.1f}%,"

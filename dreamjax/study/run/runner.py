@@ -27,6 +27,7 @@ from dreamjax.methods import dreamer
 from dreamjax.plumbing import fileio, lock, provenance, sharding
 from dreamjax.training import metrics, models, train
 from dreamjax import data as data_lib
+from dreamjax import errors
 from dreamjax.errors import ConfigError, DiskFullError, DistributedError, DreamjaxError
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study import claims
@@ -314,7 +315,7 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, c
       ran += 1
   except BaseException as e:
     bar.close()
-    session.close(ran, f"stopped ({type(e).__name__})")
+    session.close(ran, f"stopped ({type(errors.as_raised(e)).__name__})")
     raise
   bar.close()
   session.close(ran, "finished")
@@ -394,7 +395,7 @@ def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, c
     engine_lib.run_tasks(engine, spec, graph, done, on_result)
   except BaseException as e:
     bar.close()
-    session.close(ran, f"stopped ({type(e).__name__})", nodes=len(nodes))
+    session.close(ran, f"stopped ({type(errors.as_raised(e)).__name__})", nodes=len(nodes))
     engine.close()
     raise
   bar.close()
