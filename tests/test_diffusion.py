@@ -205,3 +205,24 @@ def test_a_workdir_made_before_the_diffusion_arms_extends_to_them():
   config.arm_settings.diffusion_pool.steps = 31
   assert records._diff_keys(mine, json.loads(config.to_json())) == [
       "arm_settings.diffusion_pool.steps"]
+
+
+def test_settings_of_arms_a_study_has_not_run_may_change_in_place():
+  """A study that left the diffusion arms out takes their settings changed along with the
+  arms added (no cell trained with them); the settings of an arm it ran, or of the stored
+  twin a fresh-sample arm it ran samples, are refused."""
+  import json  # pylint: disable=g-import-not-at-top
+  from dreamjax.study import records  # pylint: disable=g-import-not-at-top
+  # pylint: disable=protected-access
+  config = study_configs.get_config("tiny")
+  theirs = json.loads(config.to_json())
+  theirs["arms"] = [a for a in theirs["arms"] if not a.startswith("diffusion_")]
+  config.arm_settings.diffusion_pool.steps = 31
+  mine = json.loads(config.to_json())
+  diff = sorted(records._diff_keys(theirs, mine))
+  assert diff == ["arm_settings.diffusion_pool.steps", "arms"]
+  assert records._extends(theirs, mine, diff)
+  ran_twin = {**theirs, "arms": theirs["arms"] + ["diffusion_pool_online"]}
+  assert not records._extends(ran_twin, mine, diff)
+  ran_it = {**theirs, "arms": theirs["arms"] + ["diffusion_pool"]}
+  assert not records._extends(ran_it, mine, diff)

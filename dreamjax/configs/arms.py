@@ -554,9 +554,11 @@ register(_generator("vae", "labeled", 8000, "conditional VAE trained on the N la
 register(_generator("gan", "labeled", 3000, "conditional GAN trained on the N labeled images"))
 register(_generator("vae", "pool", 12000, "VAE trained on the unlabeled pool, pseudo-labeled"))
 register(_generator("gan", "pool", 16000, "GAN trained on the unlabeled pool, pseudo-labeled"))
-register(_generator("diffusion", "labeled", 2000, "class-conditional flow-matching diffusion"
+# The diffusion lengths are the generator length chooser's choice on the validation split
+# (docs/results.md, "Sizing the diffusion arms"): the longest of each fixed grid.
+register(_generator("diffusion", "labeled", 8000, "class-conditional flow-matching diffusion"
                    " model trained on the N labeled images, sampled with guidance"))
-register(_generator("diffusion", "pool", 4000, "flow-matching diffusion model trained on the"
+register(_generator("diffusion", "pool", 16000, "flow-matching diffusion model trained on the"
                    " unlabeled pool, pseudo-labeled"))
 # Fresh samples in every batch: the same generators as the stored arms above (each
 # samples its stored twin's generator, trained with its settings and key), drawn anew

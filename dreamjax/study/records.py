@@ -55,7 +55,8 @@ def check_workdir(config, workdir: str, raw=None) -> dict[str, Any]:
           f"workdir {workdir} holds a study made with another config (differs in:"
           f" {', '.join(diff[:12])}). Results are never mixed: rerun with that config, or"
           " pass a fresh --workdir (a config that only adds budgets, arms, exchange-rate"
-          " values or the length of a budget not yet run extends a study in place).")
+          " values, the length of a budget not yet run or the settings of an arm not yet run"
+          " extends a study in place).")
     record = {**record, "config": mine, "extended_from": theirs}
     fileio.write_json(path, record)
   if raw is not None:
@@ -202,7 +203,8 @@ def cell_fingerprint(config) -> str:
 
 
 def _extends(theirs, mine, diff, recorded_budgets=frozenset()) -> bool:
-  """Whether ``mine`` only widens ``theirs`` in :data:`EXTENSIBLE` fields.
+  """Whether ``mine`` only widens ``theirs`` in :data:`EXTENSIBLE` fields, or sets
+  the settings of arms ``theirs`` did not run.
 
   A budget's own training length (``train_steps_by_budget``) may be set only for
   budgets with no recorded cell, and never changed once set.
@@ -211,7 +213,11 @@ def _extends(theirs, mine, diff, recorded_budgets=frozenset()) -> bool:
     for part in dotted.split("."):
       cfg = cfg[part]
     return cfg
-  widened = [d for d in diff if d.split(".")[0] != "train_steps_by_budget"]
+  read = _settings_read(theirs.get("arms", ()))
+  if any(d.split(".")[0] == "arm_settings" and d.split(".")[1] in read for d in diff
+         if d.count(".") >= 1):
+    return False  # settings an arm of the study has trained with
+  widened = [d for d in diff if d.split(".")[0] not in ("train_steps_by_budget", "arm_settings")]
   if any(d not in EXTENSIBLE for d in widened):
     return False
   old, new = theirs["train_steps_by_budget"], mine["train_steps_by_budget"]
@@ -220,6 +226,21 @@ def _extends(theirs, mine, diff, recorded_budgets=frozenset()) -> bool:
   if any(int(k[1:]) in recorded_budgets for k in set(new) - set(old)):
     return False  # a new length for a budget that already has cells
   return all(set(get(theirs, d)) <= set(get(mine, d)) for d in widened)
+
+
+def _settings_read(study_arms) -> set[str]:
+  """The ``arm_settings`` blocks the arms of a study read: each arm's own and, for a
+  fresh-sample arm, its stored twin's. Any other arm's settings may still change, as
+  no cell has trained with them."""
+  read = set()
+  for name in study_arms:
+    base = arms.base_name(name)
+    if base in arms.REGISTRY:
+      read.add(base)
+      twin = arms.generator_arm(base)
+      if twin is not None:
+        read.add(twin)
+  return read
 
 
 def _recorded_budgets(workdir: str) -> set[int]:

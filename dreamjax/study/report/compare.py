@@ -139,7 +139,8 @@ def _interval(iv: stats.Interval) -> dict[str, float] | None:
 
 
 def compare(folder_a: str, folder_b: str) -> dict[str, Any]:
-  """Cells and claims of study ``b`` against study ``a``, seeds paired across the two."""
+  """Cells and claims of study ``b`` against study ``a``: the seeds both ran paired, or,
+  where they share none (a confirmation on fresh seeds), every seed of each unpaired."""
   a, b = load(folder_a), load(folder_b)
   index_a, index_b = _check_same_study(a, b)
   paired = bool(index_a)
@@ -210,7 +211,8 @@ def _acc(iv: dict | None) -> str:
 
 
 def markdown(result: dict[str, Any], name_a: str = "A", name_b: str = "B") -> str:
-  """What changed in the config, the claims' verdicts in both runs and every paired cell."""
+  """What changed in the config, the claims' verdicts and agreement in both runs, and
+  every common cell's change."""
   span = lambda s: f"{s[0]}–{s[-1]}" if len(s) > 1 else str(s[0])
   paired = result.get("paired", True)
   if paired:
