@@ -30,6 +30,7 @@ import numpy as np
 
 from dreamjax import stats
 from dreamjax.configs import arms as arms_lib
+from dreamjax.study import evidence
 from dreamjax.study import records as records_lib
 from dreamjax.study import rules_v1
 from dreamjax.study.evidence import (INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Cells, Verdict,
@@ -240,17 +241,11 @@ def protocol(config, version: int | None = None) -> dict[str, Any]:
 # --- helpers -----------------------------------------------------------------------
 
 def _missing(cid: str, arms, cells: Cells) -> Verdict | None:
-  gone = cells.missing(*arms)
-  if not gone:
-    return None
-  why = "; ".join(f"{a}: {(cells.records.get(a) or {}).get('error', 'not run')}"[:160]
-                  for a in gone)
-  return Verdict(cid, CLAIMS[cid], ", ".join(arms), "", f"missing ({why})", RULES[cid])
+  return evidence.missing(cid, CLAIMS[cid], RULES[cid], arms, cells)
 
 
 def _verdict(cid, arms, numbers, verdict) -> Verdict:
-  return Verdict(cid, CLAIMS[cid], arms if isinstance(arms, str) else ", ".join(arms), numbers,
-                 verdict, RULES[cid])
+  return evidence.verdict(cid, CLAIMS[cid], RULES[cid], arms, numbers, verdict)
 
 
 def _decides(cells: Cells, name: str, iv: stats.Interval) -> stats.Interval:

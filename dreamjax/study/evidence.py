@@ -35,6 +35,24 @@ class Verdict:
     return out
 
 
+def verdict(claim: str, text: str, rule: str, arms, numbers: str, verdict: str) -> Verdict:
+  """A rule's verdict on claim ``claim`` (its ``text``), decided on ``arms``: their names,
+  or a phrase that names them."""
+  return Verdict(claim, text, arms if isinstance(arms, str) else ", ".join(arms), numbers,
+                 verdict, rule)
+
+
+def missing(claim: str, text: str, rule: str, arms, cells: "Cells") -> Verdict | None:
+  """The verdict "missing (why)" of a claim one of whose ``arms`` has no finished cell,
+  each such arm with its error; None when all of them have one."""
+  gone = cells.missing(*arms)
+  if not gone:
+    return None
+  why = "; ".join(f"{a}: {(cells.records.get(a) or {}).get('error', 'not run')}"[:160]
+                  for a in gone)
+  return verdict(claim, text, rule, arms, "", f"missing ({why})")
+
+
 def _pp(iv: stats.Interval) -> str:
   """An accuracy-difference interval in percentage points."""
   if iv.n == 0 or not math.isfinite(iv.mean):

@@ -9,6 +9,7 @@ report can be rebuilt as it was decided. New studies use
 from typing import Any
 
 from dreamjax import stats
+from dreamjax.study import evidence
 from dreamjax.study import records as records_lib
 from dreamjax.study.evidence import (INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Cells, Verdict,
                                      _cost, _gated, _num, _pp, _quality_text, robust_eps)
@@ -70,17 +71,11 @@ def rivals() -> tuple[str, ...]:
 
 
 def _missing(cid: str, arms: tuple[str, ...], cells: Cells) -> "Verdict | None":
-  gone = cells.missing(*arms)
-  if not gone:
-    return None
-  why = "; ".join(f"{a}: {(cells.records.get(a) or {}).get('error', 'not run')}"[:160]
-                  for a in gone)
-  return Verdict(cid, CLAIMS[cid], ", ".join(arms), "", f"missing ({why})", RULES[cid])
+  return evidence.missing(cid, CLAIMS[cid], RULES[cid], arms, cells)
 
 
 def _verdict(cid, arms, numbers, verdict) -> Verdict:
-  return Verdict(cid, CLAIMS[cid], arms if isinstance(arms, str) else ", ".join(arms), numbers,
-                 verdict, RULES[cid])
+  return evidence.verdict(cid, CLAIMS[cid], RULES[cid], arms, numbers, verdict)
 
 
 def c1(cells: Cells, margin: float) -> Verdict:
