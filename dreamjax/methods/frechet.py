@@ -27,14 +27,21 @@ def _psd_sqrt(sym: np.ndarray) -> np.ndarray:
   return (eigvecs * np.sqrt(np.clip(eigvals, 0.0, None))) @ eigvecs.T
 
 
-def frechet_distance(features_a, features_b) -> float:
-  """Squared Fréchet distance between Gaussians fitted to two ``[N, D]`` feature sets."""
+def _feature_sets(features_a, features_b, need: str) -> tuple[np.ndarray, np.ndarray]:
+  """Two ``[N, D]`` feature sets as float64, refused unless they share D and each has
+  the two rows that ``need`` (what the distance estimates) takes."""
   a = np.asarray(features_a, np.float64)
   b = np.asarray(features_b, np.float64)
   if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
     raise ConfigError(f"features must be [N, D] with the same D; got {a.shape} and {b.shape}.")
   if len(a) < 2 or len(b) < 2:
-    raise ConfigError(f"need at least 2 images per set for a covariance; got {len(a)} and {len(b)}.")
+    raise ConfigError(f"need at least 2 images per set {need}; got {len(a)} and {len(b)}.")
+  return a, b
+
+
+def frechet_distance(features_a, features_b) -> float:
+  """Squared Fréchet distance between Gaussians fitted to two ``[N, D]`` feature sets."""
+  a, b = _feature_sets(features_a, features_b, "for a covariance")
   cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
   sqrt_a = _psd_sqrt(cov_a)
   middle = sqrt_a @ cov_b @ sqrt_a
@@ -90,12 +97,7 @@ def kernel_inception_distance(features_a, features_b, max_rows: int = 2000,
   Sets larger than ``max_rows`` are subsampled (without replacement, fixed seed)
   to bound the N² kernel matrices.
   """
-  a = np.asarray(features_a, np.float64)
-  b = np.asarray(features_b, np.float64)
-  if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-    raise ConfigError(f"features must be [N, D] with the same D; got {a.shape} and {b.shape}.")
-  if len(a) < 2 or len(b) < 2:
-    raise ConfigError(f"need at least 2 images per set for KID; got {len(a)} and {len(b)}.")
+  a, b = _feature_sets(features_a, features_b, "for KID")
   rng = np.random.default_rng(seed)
   a = a[rng.choice(len(a), max_rows, replace=False)] if len(a) > max_rows else a
   b = b[rng.choice(len(b), max_rows, replace=False)] if len(b) > max_rows else b
