@@ -106,3 +106,20 @@ def test_a_single_npy_array_is_named_as_such(tmp_path):
     np.save(f, np.zeros((2, 4, 4, 1), np.float32))
   with pytest.raises(DataError, match="not an .npz file: a single-array .npy file"):
     augfile.load(path)
+
+
+def test_a_kept_set_is_read_and_a_missing_or_damaged_one_is_made_again(tmp_path):
+  path = str(tmp_path / "kept.npz")
+  heard = []
+  kept = lambda: augfile.load_kept(path, num_classes=10, image_shape=(28, 28, 1),
+                                   log=heard.append, again="seed 3: making it again")
+  assert kept() is None and not heard  # none yet: nothing to say
+  x, y, s = _arrays()
+  augfile.save(path, x, y, s, {"method": "dream"})
+  np.testing.assert_array_equal(kept().images, x)
+  assert not heard
+  with open(path, "wb") as f:
+    f.write(b"PK\x03\x04garbage")
+  assert kept() is None
+  assert len(heard) == 1 and heard[0].startswith("seed 3: making it again (")
+  assert "corrupt" in heard[0]

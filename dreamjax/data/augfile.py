@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 import zipfile
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -148,3 +148,16 @@ def load(path: str, *, num_classes: int | None = None,
            num_classes=num_classes, image_shape=image_shape)
   return AugmentedSet(arrays["images"], arrays["labels"].astype(np.int32),
                       arrays["source_index"].astype(np.int64), metadata)
+
+
+def load_kept(path: str, *, num_classes: int, image_shape: tuple[int, ...],
+              log: Callable[[str], None], again: str) -> AugmentedSet | None:
+  """The set an earlier run kept at ``path``, or None when there is none or it is
+  damaged; then ``log`` hears ``again`` (what its maker does instead) and why."""
+  if not os.path.exists(path):
+    return None
+  try:
+    return load(path, num_classes=num_classes, image_shape=image_shape)
+  except DataError as e:
+    log(f"{again} ({e})")
+    return None

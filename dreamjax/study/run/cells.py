@@ -8,7 +8,6 @@ line of ``results.jsonl``.
 
 import dataclasses
 import json
-import os
 import time
 from typing import Any
 
@@ -18,7 +17,6 @@ import numpy as np
 from dreamjax.methods import adversarial, alignment, frechet
 from dreamjax.training import evaluate
 from dreamjax import data as data_lib
-from dreamjax.errors import DataError
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study import claims
 from dreamjax.study import plan as plan_lib
@@ -71,12 +69,9 @@ def _generated_path(ctx: Context, cell: Cell, seed: int) -> str:
 
 
 def _load(ctx: Context, cell: Cell, path: str, seed: int) -> Generated | None:
-  if not os.path.exists(path):
-    return None
-  try:
-    g = data_lib.augfile.load(path, num_classes=ctx.num_classes, image_shape=ctx.image_shape)
-  except DataError as e:
-    ctx.log(f"{cell.key}: regenerating seed {seed} ({e})")
+  g = data_lib.augfile.load_kept(path, num_classes=ctx.num_classes, image_shape=ctx.image_shape,
+                                 log=ctx.log, again=f"{cell.key}: regenerating seed {seed}")
+  if g is None:
     return None
   return Generated(g.images, g.labels, g.source_index, float(g.metadata.get("seconds", 0.0)),
                    g.metadata.get("info", {}))

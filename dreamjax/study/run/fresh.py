@@ -45,7 +45,7 @@ from dreamjax.plumbing import checkpoint
 from dreamjax.training import train
 from dreamjax import data as data_lib
 from dreamjax.generators import fresh
-from dreamjax.errors import CheckpointError, ConfigError, DataError
+from dreamjax.errors import CheckpointError, ConfigError
 from dreamjax.training.seeds import pad_to_common, stack, unstack
 from dreamjax.study.run import artefacts, cells
 from dreamjax.study.run import generate as generate_lib
@@ -228,29 +228,25 @@ def small_bank(ctx, arm) -> train.SeedTransform:
   the labeled set's labels (``bank_multiple`` of each), in shuffled order."""
   kind = ctx.arm(arm).source.family
   multiple = int(ctx.arm(arm).settings.bank_multiple)
-  gcfg, params, seconds, history = None, None, {}, []
-  banks, infos = {}, {}
-  for seed, s in zip(ctx.seeds, ctx.splits):
-    bank = _load_bank(ctx, arm, seed)
-    if bank is None:
-      if params is None:
-        gcfg, params, seconds, history = _small_generators(ctx, arm)
-      key = artefacts.arm_key(seed, arm)
-      labels = np.tile(s.labeled_labels, multiple).astype(np.int32)
-      labels = labels[np.asarray(jax.random.permutation(jax.random.fold_in(key, 1),
-                                                        len(labels)))]
-      t0 = time.perf_counter()
-      x = generators.SAMPLE[kind](gcfg, params[seed], jax.random.fold_in(key, 0),
-                                  labels=labels, mesh=ctx.mesh)
-      bank = _save_bank(ctx, arm, seed, x, labels, {
-          "generator_seconds": seconds[seed], "sample_seconds": time.perf_counter() - t0,
-          "drawn": len(labels), "generator_image_steps": _generator_image_steps(gcfg),
-          "history": history if seed == ctx.seeds[0] else []})
-    banks[seed], infos[seed] = bank
-  transform = _bank_transform(ctx, arm, banks, infos)
-  for seed, measured in transform.samples.items():
-    measured.info["pool_generator"] = _generator_tag(ctx, seed)
-  return transform
+  trained = []  # the seeds' generators, trained (or loaded) once a bank needs them
+
+  def draw(seed, s):
+    if not trained:
+      trained.append(_small_generators(ctx, arm))
+    gcfg, params, seconds, history = trained[0]
+    key = artefacts.arm_key(seed, arm)
+    labels = np.tile(s.labeled_labels, multiple).astype(np.int32)
+    labels = labels[np.asarray(jax.random.permutation(jax.random.fold_in(key, 1),
+                                                      len(labels)))]
+    t0 = time.perf_counter()
+    x = generators.SAMPLE[kind](gcfg, params[seed], jax.random.fold_in(key, 0),
+                                labels=labels, mesh=ctx.mesh)
+    return _save_bank(ctx, arm, seed, x, labels, {
+        "generator_seconds": seconds[seed], "sample_seconds": time.perf_counter() - t0,
+        "drawn": len(labels), "generator_image_steps": _generator_image_steps(gcfg),
+        "history": history if seed == ctx.seeds[0] else []})
+
+  return _banks(ctx, arm, draw)
 
 
 def pool_bank(ctx, arm) -> train.SeedTransform:
@@ -260,32 +256,41 @@ def pool_bank(ctx, arm) -> train.SeedTransform:
   kind = ctx.arm(arm).source.family
   multiple = int(ctx.arm(arm).settings.bank_multiple)
   threshold = float(ctx.config.pseudo_label_threshold)
-  banks, infos, trained = {}, {}, {}
+  trained = {}
+
+  def draw(seed, s):
+    gcfg, params, seconds, history = _pool_generator_for(ctx, arm, seed)
+    model, variables = ctx.baseline_model(seed)
+    key = artefacts.arm_key(seed, arm)
+    want = multiple * len(s.labeled_labels)
+    t0 = time.perf_counter()
+    x, y, info = generate_lib._balanced_samples(  # pylint: disable=protected-access
+        ctx, kind, gcfg, params, model, variables, want, threshold,
+        jax.random.fold_in(key, 0), rounds=BANK_ROUNDS)
+    if not len(y):
+      raise ConfigError(f"{arm}: no generated image reached pseudo_label_threshold="
+                        f"{threshold}; lower the threshold.")
+    order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 1), len(y)))
+    # A shared generator's training counts once over the seeds (records.generation_seconds).
+    shared = seconds if id(params) not in trained else 0.0
+    trained[id(params)] = seconds
+    return _save_bank(ctx, arm, seed, x[order], y[order], {
+        **info, "generator_seconds": shared, "sample_seconds": time.perf_counter() - t0,
+        "drawn": int(info["rounds"]) * want, "pseudo_label_threshold": threshold,
+        "kept_per_class": _per_class(y, ctx.num_classes),
+        "generator_image_steps": _generator_image_steps(gcfg),
+        "history": history if seed == ctx.seeds[0] else []})
+
+  return _banks(ctx, arm, draw)
+
+
+def _banks(ctx, arm, draw) -> train.SeedTransform:
+  """The arm's step reader over each seed's bank: the one an earlier run kept, else
+  ``draw(seed, split)``'s (saved as it is drawn); each measured set names the
+  generator it came from."""
+  banks, infos = {}, {}
   for seed, s in zip(ctx.seeds, ctx.splits):
-    bank = _load_bank(ctx, arm, seed)
-    if bank is None:
-      gcfg, params, seconds, history = _pool_generator_for(ctx, arm, seed)
-      model, variables = ctx.baseline_model(seed)
-      key = artefacts.arm_key(seed, arm)
-      want = multiple * len(s.labeled_labels)
-      t0 = time.perf_counter()
-      x, y, info = generate_lib._balanced_samples(  # pylint: disable=protected-access
-          ctx, kind, gcfg, params, model, variables, want, threshold,
-          jax.random.fold_in(key, 0), rounds=BANK_ROUNDS)
-      if not len(y):
-        raise ConfigError(f"{arm}: no generated image reached pseudo_label_threshold="
-                          f"{threshold}; lower the threshold.")
-      order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 1), len(y)))
-      # A shared generator's training counts once over the seeds (records.generation_seconds).
-      shared = seconds if id(params) not in trained else 0.0
-      trained[id(params)] = seconds
-      bank = _save_bank(ctx, arm, seed, x[order], y[order], {
-          **info, "generator_seconds": shared, "sample_seconds": time.perf_counter() - t0,
-          "drawn": int(info["rounds"]) * want, "pseudo_label_threshold": threshold,
-          "kept_per_class": _per_class(y, ctx.num_classes),
-          "generator_image_steps": _generator_image_steps(gcfg),
-          "history": history if seed == ctx.seeds[0] else []})
-    banks[seed], infos[seed] = bank
+    banks[seed], infos[seed] = _load_bank(ctx, arm, seed) or draw(seed, s)
   transform = _bank_transform(ctx, arm, banks, infos)
   for seed, measured in transform.samples.items():
     measured.info["pool_generator"] = _generator_tag(ctx, seed)
@@ -293,13 +298,10 @@ def pool_bank(ctx, arm) -> train.SeedTransform:
 
 
 def _load_bank(ctx, arm, seed):
-  path = _path(ctx, arm, f"bank_seed{seed}.npz")
-  if not os.path.exists(path):
-    return None
-  try:
-    b = data_lib.augfile.load(path, num_classes=ctx.num_classes, image_shape=ctx.image_shape)
-  except DataError as e:
-    ctx.log(f"{arm}: drawing seed {seed}'s bank again ({e})")
+  b = data_lib.augfile.load_kept(_path(ctx, arm, f"bank_seed{seed}.npz"),
+                                 num_classes=ctx.num_classes, image_shape=ctx.image_shape,
+                                 log=ctx.log, again=f"{arm}: drawing seed {seed}'s bank again")
+  if b is None:
     return None
   return (b.images, b.labels), b.metadata.get("info", {})
 
