@@ -4,6 +4,8 @@ Whatever number lands in a field, validation either accepts it or raises a
 ConfigError that names the field; it never crashes with another exception.
 """
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -110,4 +112,21 @@ def test_an_arm_setting_that_does_not_exist_is_refused():
   cfg = study_configs.get_config("tiny")
   cfg.arm_settings.vae_pools = {"steps": 3}
   with pytest.raises(ConfigError, match="arm_settings.vae_pools: no such arm"):
+    runner.validate_config(cfg)
+
+
+@pytest.mark.parametrize("block", ["model", "oracle.model", "pool_dreamer.model"])
+def test_a_bad_network_is_refused_under_the_block_it_is(block):
+  cfg = study_configs.get_config("tiny")
+  cfg.arms = ("baseline", "deep_dream_strong")  # so the pool dreamer's block is read
+  net = cfg
+  for name in block.split("."):
+    net = net[name]
+  named = re.escape(block)
+  net.pool = (True,)  # one entry for several conv layers
+  with pytest.raises(ConfigError, match=rf"^{named}\.pool="):
+    runner.validate_config(cfg)
+  net.pool = (True,) * len(net.conv_features)
+  net.dtype = "float33"
+  with pytest.raises(ConfigError, match=rf"^{named}\.dtype='float33'"):
     runner.validate_config(cfg)

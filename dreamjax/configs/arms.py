@@ -327,6 +327,12 @@ class Resolved:
   def stores_images(self) -> bool:
     return self.entry.stores_images
 
+  @property
+  def dreams_through_pool_dreamer(self) -> bool:
+    """It dreams through the study's pool dreamer, so the config's ``pool_dreamer``
+    block is read."""
+    return self.source == _POOL_DREAMER
+
   def fn(self, role: str) -> Callable[..., Any] | None:
     return self.entry.fn(role)
 

@@ -27,7 +27,6 @@ import numpy as np
 from dreamjax.plumbing import checkpoint
 from dreamjax.training import models
 from dreamjax.methods import pretrain as pretrain_lib
-from dreamjax.configs import arms
 from dreamjax.configs import dreamer as dreamer_configs
 from dreamjax.errors import CheckpointError, ConfigError
 
@@ -49,10 +48,7 @@ def validate(cfg) -> None:
   for name, value, ok, valid in checks:
     if not ok:
       raise ConfigError(f"pool_dreamer.{name}={value!r} is invalid: must be {valid}.")
-  try:
-    models.make_model(cfg.model, 2)
-  except ConfigError as e:
-    raise ConfigError(f"pool_dreamer.{e}") from None
+  models.check_config(cfg.model, "pool_dreamer.model")
 
 
 def outputs(cfg) -> int:
@@ -137,16 +133,21 @@ def image_steps(cfg) -> int:
   return int(cfg.steps) * int(cfg.batch_size) * (2 if cfg.objective == "contrastive" else 1)
 
 
-def check_study(config, image_shape=None) -> None:
-  """Refuses, before any compute, a bad ``pool_dreamer`` block of a study that runs an arm
-  dreaming through it; with ``image_shape``, a user's checkpoint that does not fit the data.
+def check_study(cfg) -> None:
+  """Refuses, before any compute, a bad ``pool_dreamer`` block ``cfg`` of a study that
+  dreams through it: its fields, and a user's checkpoint that is not there
+  (:func:`check_fits` checks it against the data, once that is loaded).
 
   A cell's error is recorded and the study goes on, so what the user can fix here
   is refused here, in one line, not once per cell.
   """
-  if not any(arms.get(a).source == arms.Classifier(KIND) for a in config.arms):
-    return
-  cfg = config.pool_dreamer
   validate(cfg)
-  if cfg.checkpoint and (image_shape is not None or not os.path.isfile(cfg.checkpoint)):
-    load(cfg.checkpoint, image_shape or ())  # a missing file is refused before the shape
+  if cfg.checkpoint and not os.path.isfile(cfg.checkpoint):
+    load(cfg.checkpoint, ())  # says what is missing and what to do
+
+
+def check_fits(cfg, image_shape) -> None:
+  """Refuses a user's dreamer (``cfg.checkpoint``) made for other images than the data's,
+  or holding arrays its model config does not describe (:func:`load`)."""
+  if cfg.checkpoint:
+    load(cfg.checkpoint, image_shape)

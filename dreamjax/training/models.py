@@ -107,19 +107,32 @@ class CNN(nn.Module):
     return logits.astype(jnp.float32)
 
 
-def make_model(model_config, num_classes: int) -> CNN:
+def check_config(model_config, field: str = "model") -> None:
+  """Refuses a model config no :class:`CNN` can be made of, naming ``field`` (the
+  config block it is, e.g. ``oracle.model``) and what it must be."""
   cfg = model_config
   conv = tuple(cfg.conv_features)
   pool = tuple(cfg.pool)
   if not conv or any(int(f) < 1 for f in conv):
-    raise ConfigError(f"model.conv_features={conv} must be a non-empty list of positive widths.")
+    raise ConfigError(f"{field}.conv_features={conv} must be a non-empty list of positive"
+                      " widths.")
   if len(pool) != len(conv):
-    raise ConfigError(f"model.pool={pool} must have one entry per conv layer ({len(conv)}).")
+    raise ConfigError(f"{field}.pool={pool} must have one entry per conv layer ({len(conv)}).")
   if any(int(f) < 1 for f in cfg.dense_features):
-    raise ConfigError(f"model.dense_features={tuple(cfg.dense_features)} must be positive.")
-  return CNN(num_classes=num_classes, conv_features=conv, pool=pool,
-             dense_features=tuple(cfg.dense_features), use_bn=bool(cfg.use_bn),
-             dtype=jnp.dtype(cfg.get("dtype", "float32")))
+    raise ConfigError(f"{field}.dense_features={tuple(cfg.dense_features)} must be positive.")
+  try:
+    jnp.dtype(cfg.get("dtype", "float32"))
+  except TypeError:
+    raise ConfigError(f"{field}.dtype={cfg.get('dtype')!r} is not a dtype; use float32 or"
+                      " bfloat16.") from None
+
+
+def make_model(model_config, num_classes: int) -> CNN:
+  cfg = model_config
+  check_config(cfg)
+  return CNN(num_classes=num_classes, conv_features=tuple(cfg.conv_features),
+             pool=tuple(cfg.pool), dense_features=tuple(cfg.dense_features),
+             use_bn=bool(cfg.use_bn), dtype=jnp.dtype(cfg.get("dtype", "float32")))
 
 
 def layer_names(model: CNN) -> tuple[str, ...]:

@@ -56,7 +56,6 @@ def validate_config(config) -> dict[str, arms_lib.Resolved]:
     raise ConfigError("arms must include 'baseline': every other arm is compared with it"
                       " (and dreams, attacks and pseudo-labels use its models).")
   arms = arms_lib.resolve(config)
-  dreamer.check_study(config)
   claims_asked = tuple(config.get("claims", claims.CLAIMS))
   if not claims_asked or any(c not in claims.CLAIMS for c in claims_asked):
     raise ConfigError(f"claims={claims_asked}: name one or more of {tuple(claims.CLAIMS)}.")
@@ -139,8 +138,10 @@ def validate_config(config) -> dict[str, arms_lib.Resolved]:
     except ConfigError as e:
       raise ConfigError(f"train_steps_by_budget.{key}: {e}") from None
   train.validate_train_config(config.oracle.train)
-  models.make_model(config.model, 10)
-  models.make_model(config.oracle.model, 10)
+  models.check_config(config.model)
+  models.check_config(config.oracle.model, "oracle.model")
+  if any(a.dreams_through_pool_dreamer for a in arms.values() if a.of):
+    dreamer.check_study(config.pool_dreamer)  # its checkpoint meets the data in run_study
   return arms
 
 
@@ -218,7 +219,8 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
       _driver_on_cpu()
   mesh = sharding.make_mesh() if compute is None or dry_run else None
   raw = context_lib.load_data(config)
-  dreamer.check_study(config, raw.image_shape)  # a user's dreamer must fit this data
+  if any(a.dreams_through_pool_dreamer for a in arms.values() if a.of):
+    dreamer.check_fits(config.pool_dreamer, raw.image_shape)  # a user's must fit this data
   cells = plan(config, raw.num_classes, arms)
   with_alignment = has_alignment(config, arms)
   contexts = {"pool": context_lib.shared_pool(config, raw)}  # a bad pool_budget fails here
