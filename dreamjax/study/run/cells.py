@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dreamjax.methods import adversarial, alignment, frechet
+from dreamjax.methods import alignment, frechet
 from dreamjax.training import evaluate
 from dreamjax import data as data_lib
 from dreamjax.configs import arms as arms_lib
@@ -167,14 +167,13 @@ def run_cell(ctx: Context, cell: Cell, train_labels: np.ndarray | None = None) -
   else:
     res = ctx.fit(cell.run, *ctx.training_sets(generated), arm=arm, transform=transform,
                   init_fn=init_fn, unlabeled=unlabeled)
-  acc = evaluate.accuracy(ctx.model, res.state.variables, ctx.test.test_images,
-                          ctx.test.test_labels, mesh=ctx.mesh)
+  acc = ctx.accuracy(res.state.variables)
   record = {"cell": cell.key, "arm": cell.arm, "base_arm": arm.base, "budget": cell.budget,
             "copies": cell.copies, "main": cell.main, "status": "ok", "seeds": list(ctx.seeds),
             "test_accuracy": acc.tolist(), "history": res.history}
   t_eval = time.perf_counter()
   if measures_robustness(cfg, cell):
-    record["robust_accuracy"] = robustness(ctx, res.state.variables, cell.budget)
+    record["robust_accuracy"] = ctx.robust_accuracy(res.state.variables)
   if transform_info:
     record["transform_info"] = transform_info
   if unlabeled is not None:
@@ -292,23 +291,12 @@ def pseudo_label_accuracy(generated: dict[int, Generated], train_labels: np.ndar
   return out
 
 
-def robustness(ctx: Context, variables_K, budget: int) -> dict[str, list[float]]:
-  """PGD robust accuracy of each seed's model at every ε of ``eval.robust_eps``."""
-  e = ctx.config.eval
-  x, y = ctx.test.test_images[:e.robust_num_test], ctx.test.test_labels[:e.robust_num_test]
-  return {f"{eps:g}": np.asarray(adversarial.robust_accuracy(
-      ctx.model, variables_K, x, y, jax.random.key(10_000 + budget), eps=float(eps),
-      steps=e.robust_steps, restarts=e.robust_restarts, mesh=ctx.mesh)).tolist()
-          for eps in e.robust_eps}
-
-
 def _classification_accuracy_score(ctx: Context, cell: Cell, arm, generated) -> list[float]:
   """CAS (Ravuri & Vinyals 2019): a classifier trained only on the generated
   images, tested on the real test set; one value per seed."""
   sets = [(generated[seed].images, generated[seed].labels) for seed in ctx.seeds]
   res = ctx.fit(f"{cell.run}/cas", *pad_to_common(sets), arm=arm)
-  return evaluate.accuracy(ctx.model, res.state.variables, ctx.test.test_images,
-                           ctx.test.test_labels, mesh=ctx.mesh).tolist()
+  return ctx.accuracy(res.state.variables).tolist()
 
 
 def _quality(ctx: Context, generated: dict[int, Generated]) -> dict[str, Any]:

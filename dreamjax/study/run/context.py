@@ -11,11 +11,12 @@ import json
 import os
 from typing import Any, Callable, Mapping
 
+import jax
 import numpy as np
 from jax.sharding import Mesh
 
 from dreamjax import data as data_lib
-from dreamjax.methods import augment, frechet
+from dreamjax.methods import adversarial, augment, frechet
 from dreamjax.plumbing import fileio
 from dreamjax.training import evaluate, metrics, models, train
 from dreamjax.configs import arms as arms_lib
@@ -120,6 +121,22 @@ class Context:
                      metrics_dir=os.path.join(folder, metrics.LOGDIR),
                      fingerprint=self.fingerprint(run, arm), desc=f"N{self.budget}/{run}",
                      progress=self.log, earlier_fingerprints=self.earlier_fingerprints(run, arm))
+
+  def accuracy(self, variables_K) -> np.ndarray:
+    """Each seed's classifier's accuracy on the test images every cell is measured on."""
+    return evaluate.accuracy(self.model, variables_K, self.test.test_images,
+                             self.test.test_labels, mesh=self.mesh)
+
+  def robust_accuracy(self, variables_K) -> dict[str, list[float]]:
+    """Each seed's classifier's PGD robust accuracy at every ε of ``eval.robust_eps``, on
+    the first ``eval.robust_num_test`` test images, from the budget's own key."""
+    e = self.config.eval
+    x = self.test.test_images[:e.robust_num_test]
+    y = self.test.test_labels[:e.robust_num_test]
+    return {f"{eps:g}": np.asarray(adversarial.robust_accuracy(
+        self.model, variables_K, x, y, jax.random.key(10_000 + self.budget), eps=float(eps),
+        steps=e.robust_steps, restarts=e.robust_restarts, mesh=self.mesh)).tolist()
+            for eps in e.robust_eps}
 
   def fingerprint(self, run: str, arm: arms_lib.Resolved) -> str:
     """What training run ``run`` of ``arm`` depends on, and its checkpoint records: the

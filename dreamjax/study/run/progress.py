@@ -18,8 +18,10 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from dreamjax import data as data_lib
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study import cost, records
+from dreamjax.training import models, train
 
 # The cost model's names, handed on to the callers that read them here.
 (DREAMER_STEP, ONLINE_PIXEL_OPS, Sizes, arm_kind, average_left, calibration_ratio, dream_steps,
@@ -71,6 +73,24 @@ class Estimate:
             f" ({'; '.join(parts)})",
             "  from a timed training step and each job's cost model (dreamjax/study/"
             "progress.py); the running study recalibrates it on the cells it finishes"]
+
+
+def timed_train_step(config, raw, mesh) -> float:
+  """Seconds of one training step of every seed at once on this machine: a short burst of
+  the study's classifier on the first budget's labeled set, timed after it compiled
+  (what :func:`estimate` scales by each job's cost)."""
+  s = data_lib.make_splits(raw, num_labeled=config.budgets[0], val_size=config.val_size, seed=0)
+  k = config.num_seeds
+  images, labels, counts = train.pad_to_common([(s.labeled_images, s.labeled_labels)] * k)
+  probe = config.train.copy_and_resolve_references()
+  probe.steps, probe.warmup_steps, probe.log_every, probe.eval_every = 12, 1, 6, 0
+  probe.checkpoint_every = 0
+  model = models.make_model(config.model, raw.num_classes)
+  kwargs = dict(counts=counts, seeds=range(k), mesh=mesh, progress=lambda m: None)
+  train.fit(model, probe, images, labels, **kwargs)  # compile
+  t0 = time.perf_counter()
+  train.fit(model, probe, images, labels, **kwargs)
+  return (time.perf_counter() - t0) / probe.steps
 
 
 def estimate(config, jobs: Sequence[Any], seconds_per_train_step: float,

@@ -158,20 +158,8 @@ exchange_budgets = plan_lib.exchange_budgets
 def estimate_seconds(config, raw, cells: list[Cell], mesh,
                      arms: dict[str, arms_lib.Resolved] | None = None) -> progress.Estimate:
   """Wall time: a timed burst of the train step, scaled by each job's cost (progress.py)."""
-  s = data_lib.make_splits(raw, num_labeled=config.budgets[0], val_size=config.val_size, seed=0)
-  k = config.num_seeds
-  images, labels, counts = train.pad_to_common([(s.labeled_images, s.labeled_labels)] * k)
-  probe = config.train.copy_and_resolve_references()
-  probe.steps, probe.warmup_steps, probe.log_every, probe.eval_every = 12, 1, 6, 0
-  probe.checkpoint_every = 0
-  model = models.make_model(config.model, raw.num_classes)
-  kwargs = dict(counts=counts, seeds=range(k), mesh=mesh, progress=lambda m: None)
-  train.fit(model, probe, images, labels, **kwargs)  # compile
-  t0 = time.perf_counter()
-  train.fit(model, probe, images, labels, **kwargs)
-  per_step = (time.perf_counter() - t0) / probe.steps
   return progress.estimate(config, job_order(config, cells, has_alignment(config, arms)),
-                           per_step, raw, arms)
+                           progress.timed_train_step(config, raw, mesh), raw, arms)
 
 
 def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log, arms) -> dict[str, Any]:
