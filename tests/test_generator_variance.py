@@ -15,6 +15,7 @@ import pytest
 from conftest import REPO
 from dreamjax import data as data_lib
 from dreamjax.plumbing import sharding
+from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
 from dreamjax.plumbing.fileio import read_jsonl
@@ -214,19 +215,20 @@ def test_g_enters_the_protocol_and_checkpoints_only_where_it_is_not_one():
 
 def test_the_cost_model_counts_every_generator_a_seed_reads():
   cfg = study_configs.get_config("quick")  # 5 seeds, G = 3
-  jobs = runner.job_order(cfg, runner.plan(cfg), runner.has_alignment(cfg))
-  costs = progress.job_costs(cfg, jobs)
+  arms = arms_lib.resolve(cfg)
+  jobs = runner.job_order(cfg, runner.plan(cfg, arms=arms), runner.has_alignment(cfg, arms))
+  costs = progress.job_costs(cfg, jobs, arms)
   for g, trained in ((1, 1), (3, 3), (8, 5)):  # never more than the seeds read
     cfg.pool_generators = g
     assert progress.pool_generators_trained(cfg) == trained
-    other = progress.job_costs(cfg, jobs)
+    other = progress.job_costs(cfg, jobs, arms)
     for arm in ("vae_pool", "gan_pool", "diffusion_pool"):
-      extra = (3 - trained) * progress.generator_work(cfg, arm)
+      extra = (3 - trained) * progress.generator_work(arms[arm])
       assert costs[f"N1000/{arm}"] - other[f"N1000/{arm}"] == pytest.approx(extra)
     for arm in ("vae_pool", "gan_pool"):  # their exchange cells read what the main cell trained
       assert costs[f"N1000/{arm}/M2"] == other[f"N1000/{arm}/M2"]
   cfg.pool_generators = 3
-  assert costs["N1000/ae_pretrain"] == progress.job_costs(cfg, jobs)["N1000/ae_pretrain"]
+  assert costs["N1000/ae_pretrain"] == progress.job_costs(cfg, jobs, arms)["N1000/ae_pretrain"]
 
 
 @pytest.mark.parametrize("value", [0, -2])

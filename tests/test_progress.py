@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import study as study_configs
 from dreamjax.study.run import progress, runner
 
@@ -35,14 +36,16 @@ def _jobs(preset="tiny", **overrides):
   cfg = study_configs.get_config(preset)
   for field, value in overrides.items():
     cfg[field] = value
-  return cfg, runner.job_order(cfg, runner.plan(cfg), runner.has_alignment(cfg))
+  arms = arms_lib.resolve(cfg)
+  return cfg, arms, runner.job_order(cfg, runner.plan(cfg, arms=arms),
+                                     runner.has_alignment(cfg, arms))
 
 
-def _progress(cfg, jobs, done=None, **kwargs):
+def _progress(cfg, jobs, arms, done=None, **kwargs):
   kwargs.setdefault("log", [].append)
   kwargs.setdefault("stream", io.StringIO())
-  return progress.StudyProgress(cfg, jobs, done or {}, spent_before=0.0, wall=lambda: NOON,
-                                **kwargs)
+  return progress.StudyProgress(cfg, jobs, arms, done or {}, spent_before=0.0,
+                                wall=lambda: NOON, **kwargs)
 
 
 def _ok(key, cell_seconds, train_seconds=0.0, eval_seconds=0.0):
@@ -53,13 +56,13 @@ def _ok(key, cell_seconds, train_seconds=0.0, eval_seconds=0.0):
 
 @pytest.mark.parametrize("preset", ["quick", "conclusions"])
 def test_pool_generator_cell_costs_more_than_baseline(preset):
-  cfg, jobs = _jobs(preset)
-  costs = progress.job_costs(cfg, jobs)
+  cfg, arms, jobs = _jobs(preset)
+  costs = progress.job_costs(cfg, jobs, arms)
   assert set(costs) == {cell.key for cell in jobs}
   assert all(c > 0 for c in costs.values())
   budget = int(cfg.primary_budget)
   for arm in ("vae_pool", "gan_pool"):
-    assert progress.arm_kind(arm) == "pool_generator"
+    assert progress.arm_kind(arms[arm]) == "pool_generator"
     # Where it trains, its generators outweigh the baseline's robustness evaluation;
     # elsewhere its sampling and classification accuracy score outweigh a stored copy.
     first = next(cell for cell in jobs if cell.arm == arm)
@@ -68,77 +71,81 @@ def test_pool_generator_cell_costs_more_than_baseline(preset):
   # The pool generator trains once, in the arm's first cell; its cell at M = 2 reads it.
   first = next(cell.key for cell in jobs if cell.arm == "vae_pool")
   again = costs[f"N{budget}/vae_pool/M2"]
-  assert costs[first] - again > progress.generator_work(cfg, "vae_pool") > 0
-  assert progress.arm_kind("baseline") == "plain"
-  assert progress.arm_kind("dream_subtle") == "dream"
-  assert progress.arm_kind("ae_pretrain") == "pretrained"
+  assert costs[first] - again > progress.generator_work(arms["vae_pool"]) > 0
+  assert progress.arm_kind(arms["baseline"]) == "plain"
+  assert progress.arm_kind(arms["dream_subtle"]) == "dream"
+  assert progress.arm_kind(arms["ae_pretrain"]) == "pretrained"
   # An online attack trains dearer than the plain baseline.
-  assert progress.transform_factor(cfg, "pgd_train") > progress.transform_factor(cfg, "baseline")
+  assert progress.transform_factor(cfg, arms["pgd_train"]) > progress.transform_factor(
+      cfg, arms["baseline"])
 
 
 def test_fresh_sample_arms_are_priced_by_what_they_draw_and_share_their_twins_generator():
-  cfg, jobs = _jobs("quick")
-  costs = progress.job_costs(cfg, jobs)
+  cfg, arms, jobs = _jobs("quick")
+  costs = progress.job_costs(cfg, jobs, arms)
   n, k = int(cfg.primary_budget), int(cfg.num_seeds)
-  kinds = {a: progress.arm_kind(a) for a in ("vae_small_online", "gan_pool_online",
+  kinds = {a: progress.arm_kind(arms[a]) for a in ("vae_small_online", "gan_pool_online",
                                              "diffusion_small_online", "diffusion_pool_online")}
   assert kinds == {"vae_small_online": "online_small_generator",
                    "gan_pool_online": "online_pool_generator",
                    "diffusion_small_online": "bank_small_generator",
                    "diffusion_pool_online": "bank_pool_generator"}
   # The decoder's samples in every step make a step dearer; a pool arm draws 4 per image.
-  small, pool = (progress.transform_factor(cfg, a) for a in ("vae_small_online",
-                                                             "vae_pool_online"))
-  assert 1 < small < pool and progress.transform_factor(cfg, "diffusion_small_online") < small
+  small, pool = (progress.transform_factor(cfg, arms[a]) for a in ("vae_small_online",
+                                                                   "vae_pool_online"))
+  assert 1 < small < pool and progress.transform_factor(
+      cfg, arms["diffusion_small_online"]) < small
   # A bank of 20·N diffusion samples costs more than the stored arm's N.
   bank = costs[f"N{n}/diffusion_small_online"] - costs[f"N{n}/diffusion_small"]
-  assert bank > k * 18 * n * progress.sample_work(cfg, "diffusion_small")
+  assert bank > k * 18 * n * progress.sample_work(arms["diffusion_small"])
   # The pool generator trains once for the stored arm and its fresh form, whichever is first.
   order = [cell.arm for cell in jobs]
   assert order.index("gan_pool") < order.index("gan_pool_online")
   solo = study_configs.get_config("quick")
   solo.arms = ("baseline", "gan_pool_online")
-  alone = progress.job_costs(solo, runner.job_order(solo, runner.plan(solo), False))
+  solo_arms = arms_lib.resolve(solo)
+  alone = progress.job_costs(
+      solo, runner.job_order(solo, runner.plan(solo, arms=solo_arms), False), solo_arms)
   charged = alone[f"N{n}/gan_pool_online"] - costs[f"N{n}/gan_pool_online"]
   assert charged == pytest.approx(progress.pool_generators_trained(cfg)
-                                  * progress.generator_work(cfg, "gan_pool"))
+                                  * progress.generator_work(arms["gan_pool"]))
   assert progress.pool_generators_trained(cfg) == 3  # G generators, seeds cycling over them
 
 
 def test_a_dream_through_the_deep_dreamer_costs_more_and_its_pretraining_is_charged_once():
-  cfg, jobs = _jobs("quick")
-  costs = progress.job_costs(cfg, jobs)
-  factor = progress.dreamer_factor(cfg, "deep_dream_subtle")
-  assert factor == progress.DREAMER_STEP > 1 and progress.dreamer_factor(cfg, "dream_subtle") == 1
+  cfg, arms, jobs = _jobs("quick")
+  costs = progress.job_costs(cfg, jobs, arms)
+  deep, small = arms["deep_dream_subtle"], arms["dream_subtle"]
+  factor = progress.dreamer_factor(cfg, deep)
+  assert factor == progress.DREAMER_STEP > 1 and progress.dreamer_factor(cfg, small) == 1
   wider = study_configs.get_config("quick")
   wider.pool_dreamer.model.conv_features = (32, 64, 128, 128)
-  assert progress.dreamer_factor(wider, "deep_dream_subtle") > 2 * factor
-  assert progress.dream_steps(cfg, "deep_dream_subtle") == factor * progress.dream_steps(
-      cfg, "dream_subtle")
-  assert progress.transform_factor(cfg, "deep_dream_online") > progress.transform_factor(
-      cfg, "dream_online")
-  pretraining = progress.dreamer_work(cfg, "deep_dream_subtle")
+  assert progress.dreamer_factor(wider, deep) > 2 * factor
+  assert progress.dream_steps(cfg, deep) == factor * progress.dream_steps(cfg, small)
+  assert progress.transform_factor(cfg, arms["deep_dream_online"]) > progress.transform_factor(
+      cfg, arms["dream_online"])
+  pretraining = progress.dreamer_work(cfg, deep)
   assert pretraining > 0
   # With a user's dreamer nothing is pretrained: only the first job that dreams
   # through it (deep_dream_subtle, registered first) was charged for it.
   cfg.pool_dreamer.checkpoint = "/a/users/dreamer.msgpack"
-  assert progress.dreamer_work(cfg, "deep_dream_subtle") == 0.0
-  without = progress.job_costs(cfg, jobs)
+  assert progress.dreamer_work(cfg, deep) == 0.0
+  without = progress.job_costs(cfg, jobs, arms)
   changed = {k: costs[k] - without[k] for k in costs if costs[k] != without[k]}
   assert changed == {"N1000/deep_dream_subtle": pytest.approx(pretraining)}
 
 
 def test_longer_budget_training_costs_more():
-  cfg, jobs = _jobs("conclusions")
-  costs = progress.job_costs(cfg, jobs)
+  cfg, arms, jobs = _jobs("conclusions")
+  costs = progress.job_costs(cfg, jobs, arms)
   # N5000 trains 2,400 steps (train_steps_by_budget), N1000 1,200: every arm costs more.
   assert costs["N5000/classical_online"] > costs["N1000/classical_online"]
   assert costs["N5000/baseline"] > costs["N1000/baseline"]
 
 
 def test_dry_run_estimate_sums_its_jobs():
-  cfg, jobs = _jobs("quick")
-  est = progress.estimate(cfg, jobs, seconds_per_train_step=0.05)
+  cfg, arms, jobs = _jobs("quick")
+  est = progress.estimate(cfg, jobs, arms, seconds_per_train_step=0.05)
   assert est.total == pytest.approx(est.oracle + sum(est.jobs.values()))
   assert sum(est.budgets.values()) == pytest.approx(sum(est.jobs.values()))
   assert set(est.budgets) == {1000, 1250, 1500, 2000}
@@ -147,7 +154,7 @@ def test_dry_run_estimate_sums_its_jobs():
   assert "estimated wall time on this machine" in text
   assert "N1000 ~" in text and "N1250 (exchange rate) ~" in text
   # Twice the step time, twice the estimate.
-  assert progress.estimate(cfg, jobs, 0.1).total == pytest.approx(2 * est.total)
+  assert progress.estimate(cfg, jobs, arms, 0.1).total == pytest.approx(2 * est.total)
 
 
 def test_calibration_ratio_and_time_left():
@@ -164,9 +171,9 @@ def test_calibration_ratio_and_time_left():
 
 
 def test_recalibration_moves_the_eta_toward_the_observed_ratio():
-  cfg, jobs = _jobs()
+  cfg, arms, jobs = _jobs()
   clock = Clock()
-  p = _progress(cfg, jobs, clock=clock)
+  p = _progress(cfg, jobs, arms, clock=clock)
   p.rate = 0.001
   before, note = p.left()
   assert note == " (uncalibrated)"
@@ -196,9 +203,9 @@ def test_recalibration_moves_the_eta_toward_the_observed_ratio():
 
 
 def test_without_a_price_the_first_finished_job_sets_it():
-  cfg, jobs = _jobs()
+  cfg, arms, jobs = _jobs()
   clock = Clock()
-  p = _progress(cfg, jobs, clock=clock)
+  p = _progress(cfg, jobs, arms, clock=clock)
   p.use_oracle(None)  # an oracle record without its training time
   assert p.left() == (None, "")
   p.start(jobs[0].key)
@@ -210,15 +217,15 @@ def test_without_a_price_the_first_finished_job_sets_it():
 
 
 def test_oracle_record_prices_the_first_estimate():
-  cfg, jobs = _jobs()
-  p = _progress(cfg, jobs)
+  cfg, arms, jobs = _jobs()
+  p = _progress(cfg, jobs, arms)
   p.use_oracle({"cell": "oracle", "timing": {"train_seconds": 8.0}})
   o = cfg.oracle.train
   # The oracle's steps augment part of every batch: a plain step costs less.
   assert cfg.oracle.augment == "classical"
   assert p.rate == pytest.approx(8.0 / (o.steps * o.batch_size * (1 + progress.ONLINE_PIXEL_OPS)))
   cfg.oracle.augment = "none"
-  p = _progress(cfg, jobs)
+  p = _progress(cfg, jobs, arms)
   p.use_oracle({"cell": "oracle", "timing": {"train_seconds": 8.0}})
   assert p.rate == pytest.approx(8.0 / (o.steps * o.batch_size))
   left, note = p.left()
@@ -226,9 +233,9 @@ def test_oracle_record_prices_the_first_estimate():
 
 
 def test_line_on_a_log_is_one_plain_line_per_job_start_and_end():
-  cfg, jobs = _jobs()
+  cfg, arms, jobs = _jobs()
   clock, lines, stream = Clock(), [], io.StringIO()
-  p = _progress(cfg, jobs, clock=clock, log=lines.append, stream=stream)
+  p = _progress(cfg, jobs, arms, clock=clock, log=lines.append, stream=stream)
   p.use_oracle({"timing": {"train_seconds": 8.0}})
   key, total = jobs[0].key, len(jobs)
   clock.t = 30.0  # the oracle took half a minute
@@ -267,9 +274,9 @@ def test_finish_time_names_the_day_when_not_today():
 
 def test_bar_on_a_terminal_redraws_in_place(monkeypatch):
   monkeypatch.setenv("COLUMNS", "160")
-  cfg, jobs = _jobs()
+  cfg, arms, jobs = _jobs()
   clock, lines, term = Clock(), [], FakeTerminal()
-  p = _progress(cfg, jobs, clock=clock, log=lines.append, stream=term)
+  p = _progress(cfg, jobs, arms, clock=clock, log=lines.append, stream=term)
   p.use_oracle({"timing": {"train_seconds": 8.0}})
   key, total = jobs[0].key, len(jobs)
   p.start(key)
@@ -292,13 +299,13 @@ def test_bar_on_a_terminal_redraws_in_place(monkeypatch):
 
 
 def test_resumed_study_calibrates_on_its_finished_records():
-  cfg, jobs = _jobs()
-  costs = progress.job_costs(cfg, jobs)
+  cfg, arms, jobs = _jobs()
+  costs = progress.job_costs(cfg, jobs, arms)
   rate = 0.001
   cells = [c.key for c in jobs if c.job != "alignment"][:3]
   done = {key: _ok(key, 2 * costs[key] * rate) for key in cells}
   done["N100/alignment"] = {"cell": "N100/alignment", "status": "ok", "timing": {}}
-  p = _progress(cfg, jobs, done)
+  p = _progress(cfg, jobs, arms, done)
   p.rate = rate
   assert p.finished == set(done) and set(p.actual) == set(cells)
   assert p.ratio() == pytest.approx(2.0)
@@ -319,9 +326,9 @@ def test_a_broken_cost_model_falls_back_to_averages(monkeypatch):
   def broken(*args, **kwargs):
     raise KeyError("generator_steps")
   monkeypatch.setattr(progress, "job_costs", broken)
-  cfg, jobs = _jobs()
+  cfg, arms, jobs = _jobs()
   clock, lines = Clock(), []
-  p = _progress(cfg, jobs, clock=clock, log=lines.append)
+  p = _progress(cfg, jobs, arms, clock=clock, log=lines.append)
   p.use_oracle({"timing": {"train_seconds": 8.0}})
   p.start(jobs[0].key)
   assert lines[0].endswith("time left unknown")
@@ -333,9 +340,9 @@ def test_a_broken_cost_model_falls_back_to_averages(monkeypatch):
 
 
 def test_a_failing_status_keeps_the_bare_line(monkeypatch):
-  cfg, jobs = _jobs()
+  cfg, arms, jobs = _jobs()
   lines = []
-  p = _progress(cfg, jobs, log=lines.append)
+  p = _progress(cfg, jobs, arms, log=lines.append)
   monkeypatch.setattr(p, "status", lambda: 1 / 0)
   p.start(jobs[0].key)
   p.end(jobs[0].key, {"status": "ok"})
@@ -344,9 +351,9 @@ def test_a_failing_status_keeps_the_bare_line(monkeypatch):
 
 def test_bar_on_a_narrow_terminal_keeps_to_one_line(monkeypatch):
   monkeypatch.setenv("COLUMNS", "60")
-  cfg, jobs = _jobs()
+  cfg, arms, jobs = _jobs()
   term = FakeTerminal()
-  p = _progress(cfg, jobs, stream=term)
+  p = _progress(cfg, jobs, arms, stream=term)
   p.start(jobs[0].key)
   drawn = term.getvalue()[len("\r\x1b[K"):]
   assert len(drawn) == 59 and drawn.startswith(f"[1/{len(jobs)}] {jobs[0].key} 0/")  # no bar

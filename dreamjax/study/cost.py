@@ -68,12 +68,7 @@ class Sizes:
     return cls(len(raw.test_labels), len(raw.train_labels))
 
 
-def _resolved(config, arm) -> arms_lib.Resolved:
-  """``arm`` as the study resolved it; a name (a caller outside a study) is resolved here."""
-  return arm if isinstance(arm, arms_lib.Resolved) else arms_lib.resolve_arm(config, arm)
-
-
-def arm_kind(arm) -> str:
+def arm_kind(arm: arms_lib.Resolved) -> str:
   """What an arm does, from its registry entry.
 
   ``plain`` (the baseline, and online arms: only training), ``pretrained`` (a
@@ -83,10 +78,9 @@ def arm_kind(arm) -> str:
   fresh-sample forms ``online_pool_generator``, ``online_small_generator``,
   ``bank_pool_generator`` and ``bank_small_generator``, ``dream``,
   ``attack``, ``pseudo_label`` (labels pool images with the baseline) or
-  ``offline`` (copies made by pixel operations). ``arm``: a resolved arm or a name.
+  ``offline`` (copies made by pixel operations).
   """
-  arm = arm.entry if isinstance(arm, arms_lib.Resolved) else arms_lib.get(arm)
-  if arm.init:
+  if arm.entry.init:
     return "pretrained"
   if isinstance(arm.source, arms_lib.Generator) and not arm.stores_images:
     # Fresh samples of a generator: drawn in the step (online) or from a bank.
@@ -103,11 +97,11 @@ def arm_kind(arm) -> str:
   return "pseudo_label" if arm.needs_baseline else "offline"
 
 
-def dream_steps(config, arm) -> float:
+def dream_steps(config, arm: arms_lib.Resolved) -> float:
   """Gradient steps per image of a dream arm (all its octaves), in the classifier's
   image-steps: a step through the deep pool dreamer costs :func:`dreamer_factor` of them.
-  ``arm`` here and below: the resolved arm, or its name."""
-  arm = _resolved(config, arm)
+  ``arm`` here and below: the arm as the study resolved it
+  (:func:`dreamjax.configs.arms.resolve`)."""
   cfg = arm.dream
   return int(cfg.octaves) * int(cfg.steps) * dreamer_factor(config, arm)
 
@@ -126,19 +120,18 @@ def conv_work(model_cfg, hw: tuple[int, int] = (28, 28)) -> float:
   return total + h * w * channels * (int(dense[0]) if dense else 1)
 
 
-def dreamer_factor(config, arm) -> float:
+def dreamer_factor(config, arm: arms_lib.Resolved) -> float:
   """Cost of an image-step through the arm's dreaming network over the classifier's:
   1 for the seed's own classifier; for the pool dreamer ``DREAMER_STEP``, scaled by
   the conv work of its network over the default one's (its config's network also
   prices a user's checkpoint)."""
-  arm = _resolved(config, arm)
-  if arm.source != arms_lib.Classifier("pool_dreamer") or "pool_dreamer" not in config:
+  if not arm.dreams_through_pool_dreamer or "pool_dreamer" not in config:
     return 1.0
   default = dreamer_configs.get_config().model
   return DREAMER_STEP * conv_work(config.pool_dreamer.model) / conv_work(default)
 
 
-def dreamer_work(config, arm) -> float:
+def dreamer_work(config, arm: arms_lib.Resolved) -> float:
   """Image-steps of pretraining the pool dreamer (0 with a user's checkpoint)."""
   d = config.pool_dreamer
   if d.checkpoint:
@@ -147,9 +140,9 @@ def dreamer_work(config, arm) -> float:
   return int(d.steps) * int(d.batch_size) * views * dreamer_factor(config, arm)
 
 
-def generator_work(config, arm) -> float:
+def generator_work(arm: arms_lib.Resolved) -> float:
   """Image-steps of training one generator or pretrained trunk of ``arm``."""
-  g = _resolved(config, arm).generator
+  g = arm.generator
   batch = (gen_configs.generator_batch_size(g)[1] if g.model in ("vae", "gan", "diffusion")
            else g.batch_size)
   return int(g.steps) * int(batch) * MODEL_STEP.get(g.model, 2.0)
@@ -161,13 +154,13 @@ def pool_generators_trained(config) -> int:
   return min(spec.pool_generators(config), int(config.num_seeds))
 
 
-def sample_work(config, arm) -> float:
+def sample_work(arm: arms_lib.Resolved) -> float:
   """Image-steps of drawing one sample of ``arm``'s generator and labelling it.
 
   A decoder pass for the VAE and the GAN; a diffusion model runs its network
   once per sampler step, twice where guidance mixes in the unconditional one.
   """
-  g = _resolved(config, arm).generator
+  g = arm.generator
   if g.model != "diffusion":
     return 2 * FORWARD
   guided = g.conditional and float(g.diffusion_guidance) != 1.0
@@ -175,9 +168,8 @@ def sample_work(config, arm) -> float:
   return passes * MODEL_STEP["diffusion"] * FORWARD + FORWARD
 
 
-def transform_factor(config, arm) -> float:
+def transform_factor(config, arm: arms_lib.Resolved) -> float:
   """Cost of one of the arm's training steps over a plain one."""
-  arm = _resolved(config, arm)
   if arm.entry.unlabeled is not None:  # mu·B unlabeled images beside each labeled batch
     return 1.0 + UNLABELED_SHARE * float(arm.settings.get("mu", 1))
   if arm.entry.transform is None:
@@ -187,7 +179,7 @@ def transform_factor(config, arm) -> float:
       return 1.0 + ONLINE_PIXEL_OPS
     # The decoder's samples of the replaced share (a pool arm draws ``candidates`` per
     # replaced image, each labeled by the baseline).
-    per_image = sample_work(config, arm) * float(arm.settings.get("candidates", 1))
+    per_image = sample_work(arm) * float(arm.settings.get("candidates", 1))
     return 1.0 + float(config.online_fraction) * per_image
   if isinstance(arm.source, arms_lib.Attack):
     return 1.0 + float(config.attack.train_fraction) * int(config.attack.train_steps)
@@ -196,15 +188,14 @@ def transform_factor(config, arm) -> float:
   return 1.0 + ONLINE_PIXEL_OPS
 
 
-def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes(),
-              arms: Mapping[str, arms_lib.Resolved] | None = None) -> dict[str, float]:
+def job_costs(config, jobs: Sequence[Any], arms: Mapping[str, arms_lib.Resolved],
+              sizes: Sizes = Sizes()) -> dict[str, float]:
   """Each job's predicted image-steps, by key, for jobs (cells) in the order they run.
 
   A model shared by the study (an arm's pool generators, a pretrained trunk) is
   charged to the first job of its arm. ``arms``: the study's resolved arms
-  (:func:`dreamjax.configs.arms.resolve`; resolved here if not given).
+  (:func:`dreamjax.configs.arms.resolve`), by cell arm name.
   """
-  arms = arms_lib.resolve(config) if arms is None else arms
   k, batch = int(config.num_seeds), int(config.train.batch_size)
   copy_counts = sorted({int(config.copies), *(int(m) for m in config.exchange.copies)})
   e = config.eval
@@ -230,20 +221,20 @@ def job_costs(config, jobs: Sequence[Any], sizes: Sizes = Sizes(),
     if shared and trains not in shared_done:
       shared_done.add(trains)
       trained = pool_generators_trained(config) if kind != "pretrained" else 1
-      gen += trained * generator_work(config, arm)
+      gen += trained * generator_work(arm)
     if dreamer_factor(config, arm) > 1 and "pool_dreamer" not in shared_done:
       shared_done.add("pool_dreamer")  # pretrained once, in the first cell that dreams with it
       gen += dreamer_work(config, arm)
     if kind in ("small_generator", "online_small_generator", "bank_small_generator"):
-      gen += k * generator_work(config, arm)
+      gen += k * generator_work(arm)
     if kind.startswith("bank_"):  # the bank, before training
       made_bank = n * int(arm.settings.bank_multiple)
-      gen += k * made_bank * sample_work(config, arm)
+      gen += k * made_bank * sample_work(arm)
     elif kind.startswith("online_"):  # the measured set, drawn as the step draws
-      gen += k * n * int(cell.copies) * sample_work(config, arm) * float(
+      gen += k * n * int(cell.copies) * sample_work(arm) * float(
           arm.settings.get("candidates", 1))
     if kind in ("small_generator", "pool_generator"):
-      gen += k * made * sample_work(config, arm)  # sampling (and pseudo-labels)
+      gen += k * made * sample_work(arm)  # sampling (and pseudo-labels)
     elif kind == "dream":
       gen += k * new * dream_steps(config, arm)
     elif kind == "attack":

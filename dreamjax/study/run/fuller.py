@@ -9,8 +9,9 @@ seconds per image-step this study's finished cells took.
 """
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
+from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import study as study_configs
 from dreamjax.study import claims, cost
 from dreamjax.study import plan as plan_lib
@@ -40,11 +41,14 @@ def preset_config(config, preset: str):
   return fuller
 
 
-def seconds_per_image_step(config, records: Sequence[dict[str, Any]]) -> float | None:
-  """What an image-step of the cost model took in this study: the finished cells'
-  wall time over their predicted image-steps (None before any cell finished)."""
-  jobs = plan_lib.job_order(config, plan_lib.plan(config), plan_lib.has_alignment(config))
-  costs = cost.job_costs(config, jobs)
+def seconds_per_image_step(config, arms: Mapping[str, arms_lib.Resolved],
+                           records: Sequence[dict[str, Any]]) -> float | None:
+  """What an image-step of the cost model took in this study (of ``config`` and its
+  resolved ``arms``): the finished cells' wall time over their predicted image-steps
+  (None before any cell finished)."""
+  jobs = plan_lib.job_order(config, plan_lib.plan(config, arms=arms),
+                            plan_lib.has_alignment(config, arms))
+  costs = cost.job_costs(config, jobs, arms)
   by_key = {r["cell"]: r for r in records}
   pairs = [(costs[k], cost.record_seconds(by_key[k])) for k in costs if k in by_key]
   return cost.calibration_ratio(pairs)
@@ -55,7 +59,9 @@ def fuller_presets(config, records: Sequence[dict[str, Any]], workdir: str) -> l
   left = [c for c in claims.CLAIMS if c not in tuple(config.get("claims", claims.CLAIMS))]
   if not left:
     return []
-  price = seconds_per_image_step(config, records)
+  # The report has the study's config, not the arms its run resolved: resolved here once,
+  # as each preset's config is below.
+  price = seconds_per_image_step(config, arms_lib.resolve(config), records)
   done = {r["cell"] for r in records if r.get("status") == "ok"}
   out = []
   for preset in PRESETS:
@@ -63,8 +69,11 @@ def fuller_presets(config, records: Sequence[dict[str, Any]], workdir: str) -> l
     decides = tuple(c for c in left if c in tuple(fuller.claims))
     if not decides:
       continue
-    jobs = plan_lib.job_order(fuller, plan_lib.plan(fuller), plan_lib.has_alignment(fuller))
-    costs = cost.job_costs(fuller, jobs)  # shared models charged to their first job
+    arms = arms_lib.resolve(fuller)
+    # Shared models are charged to their first job.
+    jobs = plan_lib.job_order(fuller, plan_lib.plan(fuller, arms=arms),
+                              plan_lib.has_alignment(fuller, arms))
+    costs = cost.job_costs(fuller, jobs, arms)
     todo = [k for k in costs if k not in done]
     seconds = None if price is None else price * sum(costs[k] for k in todo)
     flags = [f"--config {CONFIG}:{preset}", f"--workdir {workdir}"]

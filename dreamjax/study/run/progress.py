@@ -93,12 +93,14 @@ def timed_train_step(config, raw, mesh) -> float:
   return (time.perf_counter() - t0) / probe.steps
 
 
-def estimate(config, jobs: Sequence[Any], seconds_per_train_step: float,
-             raw=None, arms: Mapping[str, arms_lib.Resolved] | None = None) -> Estimate:
-  """Every job's predicted seconds from a timed training step of all seeds at once."""
+def estimate(config, jobs: Sequence[Any], arms: Mapping[str, arms_lib.Resolved],
+             seconds_per_train_step: float, raw=None) -> Estimate:
+  """Every job's predicted seconds from a timed training step of all seeds at once.
+
+  ``arms``: the study's resolved arms (:func:`dreamjax.configs.arms.resolve`)."""
   sizes = cost.Sizes.of(raw)
   rate = cost.seconds_per_image_step(config, seconds_per_train_step)
-  per_job = {key: c * rate for key, c in cost.job_costs(config, jobs, sizes, arms).items()}
+  per_job = {key: c * rate for key, c in cost.job_costs(config, jobs, arms, sizes).items()}
   budgets: dict[int, float] = {}
   for cell in jobs:
     budgets[int(cell.budget)] = budgets.get(int(cell.budget), 0.0) + per_job[cell.key]
@@ -110,8 +112,9 @@ class StudyProgress:
   function's own errors aside): a failing estimate falls back to averages, a
   failing line to the bare ``[i/n] KEY``.
 
-  ``jobs``: the plan's jobs (cells) in order; ``done``: the
-  results.jsonl records already there, by key (they calibrate the estimate).
+  ``jobs``: the plan's jobs (cells) in order; ``arms``: the study's resolved
+  arms, which the cost model prices; ``done``: the results.jsonl records
+  already there, by key (they calibrate the estimate).
   ``log``: where plain lines go; ``stream`` (default ``sys.stderr``): where the
   bar is drawn when it is a terminal. ``spent_before``: seconds the earlier
   runs on the workdir took (default: their ``sessions.jsonl`` lines when
@@ -119,12 +122,12 @@ class StudyProgress:
   of day, replaceable in tests.
   """
 
-  def __init__(self, config, jobs: Sequence[Any], done: dict[str, Any], *,
-               raw=None, workdir: str | None = None, log: Callable[[str], None] = print,
-               stream=None, spent_before: float | None = None,
+  def __init__(self, config, jobs: Sequence[Any], arms: Mapping[str, arms_lib.Resolved],
+               done: dict[str, Any], *, raw=None, workdir: str | None = None,
+               log: Callable[[str], None] = print, stream=None,
+               spent_before: float | None = None,
                clock: Callable[[], float] = time.perf_counter,
-               wall: Callable[[], float] = time.time, parallel: int = 1,
-               arms: Mapping[str, arms_lib.Resolved] | None = None):
+               wall: Callable[[], float] = time.time, parallel: int = 1):
     self._log, self._clock, self._wall = log, clock, wall
     self.parallel = max(int(parallel), 1)  # jobs running at once (a study's workers)
     self.stream = sys.stderr if stream is None else stream
@@ -140,7 +143,7 @@ class StudyProgress:
     self._drawn = False
     self.t0 = clock()
     self.tty = bool(_safe(lambda: self.stream.isatty()))
-    self.costs: dict[str, float] | None = _safe(job_costs, config, jobs, Sizes.of(raw), arms)
+    self.costs: dict[str, float] | None = _safe(job_costs, config, jobs, arms, Sizes.of(raw))
     self._config = config
     for key in self.finished:
       seconds = _safe(cost.record_seconds, done[key])

@@ -156,10 +156,10 @@ exchange_budgets = plan_lib.exchange_budgets
 
 
 def estimate_seconds(config, raw, cells: list[Cell], mesh,
-                     arms: dict[str, arms_lib.Resolved] | None = None) -> progress.Estimate:
+                     arms: dict[str, arms_lib.Resolved]) -> progress.Estimate:
   """Wall time: a timed burst of the train step, scaled by each job's cost (progress.py)."""
-  return progress.estimate(config, job_order(config, cells, has_alignment(config, arms)),
-                           progress.timed_train_step(config, raw, mesh), raw, arms)
+  return progress.estimate(config, job_order(config, cells, has_alignment(config, arms)), arms,
+                           progress.timed_train_step(config, raw, mesh), raw)
 
 
 def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log, arms) -> dict[str, Any]:
@@ -284,8 +284,7 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, c
   todo = [c for c in jobs if c.key not in done]
   log(f"study: {len(jobs)} cells, {len(jobs) - len(todo)} already done, workdir {workdir}")
   session = records.Session(workdir, cells_before=len(jobs) - len(todo), cells_total=len(jobs))
-  bar = progress.StudyProgress(config, jobs, done, raw=raw, workdir=workdir, log=log,
-                               arms=arms)
+  bar = progress.StudyProgress(config, jobs, arms, done, raw=raw, workdir=workdir, log=log)
   log = bar.log  # keeps a terminal's progress bar below the lines
   t0 = time.perf_counter()
   ran = 0
@@ -350,8 +349,8 @@ def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, c
       f" ({compute['xla_cpu_threads']} XLA:CPU thread each)")
   session = records.Session(workdir, cells_before=len(jobs) - len(todo), cells_total=len(jobs),
                             compute=compute)
-  bar = progress.StudyProgress(config, jobs, done, raw=raw, workdir=workdir, log=log,
-                               parallel=engine.workers, arms=arms)
+  bar = progress.StudyProgress(config, jobs, arms, done, raw=raw, workdir=workdir, log=log,
+                               parallel=engine.workers)
   log = bar.log
   spec = tasks_lib.Spec(config, os.path.abspath(workdir), provenance.versions(), raw.digest,
                         compute["xla_cpu_threads"])
