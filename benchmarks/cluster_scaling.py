@@ -48,12 +48,12 @@ def job_seconds(folder: str) -> tuple[list[tasks.Task], dict[str, float]]:
     for line in f:
       r = json.loads(line)
       by_key[r["cell"]] = r
-  cells = runner.plan(config)
-  jobs = runner.job_order(config, cells, runner.has_alignment(config))
+  arms = arms_lib.resolve(config)
+  jobs = runner.job_order(config, runner.plan(config, arms), runner.has_alignment(arms))
   missing = [c.key for c in jobs if c.key not in by_key]  # jobs its version did not have
   if missing:
     print(f"{folder}: no record of {len(missing)} jobs of today's plan, left out: {missing}")
-  graph = tasks.graph(config, [c for c in jobs if c.key in by_key], {})
+  graph = tasks.graph(config, [c for c in jobs if c.key in by_key], arms, {})
   cost = {}
   oracle = by_key.get("oracle", {}).get("timing", {})
   cost[tasks.ORACLE] = float(oracle.get("train_seconds", 0.0))
@@ -66,7 +66,7 @@ def job_seconds(folder: str) -> tuple[list[tasks.Task], dict[str, float]]:
     if seconds is None:  # a failed job, or one that recorded no time (older C3 alignments)
       untimed.append(task.key)
       seconds = 0.0
-    models = ([m.name for m in tasks.shared_models(config, task.cell.arm)]
+    models = ([m.name for m in tasks.shared_models(config, arms[task.cell.arm])]
               if task.cell.job != "alignment" else [])
     new = [m for m in models if m not in trained]
     if new:  # in one process, this cell trained them

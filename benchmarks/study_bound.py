@@ -5,7 +5,7 @@
   python benchmarks/study_bound.py --workdir runs/study  # wall time read off results.jsonl
 
 ``study_bound(config, peak_gflops)`` counts every piece of compute of
-``dreamjax.study.run.runner.plan(config)`` that does arithmetic of note:
+``dreamjax.study.run.runner.plan(config, arms)`` that does arithmetic of note:
 
 * **training**: each cell's classifier, its budget's ``train.steps`` steps of all K seeds
   (the ``train.fit`` program; ``pgd_train`` cells with their PGD inside), and
@@ -247,8 +247,9 @@ def _model(config):
 
 
 def _cells(config):
+  from dreamjax.configs import arms as arms_lib  # pylint: disable=g-import-not-at-top
   from dreamjax.study.run import runner  # pylint: disable=g-import-not-at-top
-  return runner.plan(config)
+  return runner.plan(config, arms_lib.resolve(config))
 
 
 def study_flops(config, u: dict) -> dict:

@@ -85,11 +85,11 @@ def test_claims_declare_the_arms_they_read():
 
 def test_the_c3_alignment_job_runs_when_an_arm_c3_reads_runs():
   cfg = study_configs.get_config("tiny")
-  assert runner.has_alignment(cfg)
+  assert runner.has_alignment(arms.resolve(cfg))
   cfg.arms = ("baseline", "classical_online")
-  assert not runner.has_alignment(cfg)
+  assert not runner.has_alignment(arms.resolve(cfg))
   cfg.arms = ("baseline", "pgd")
-  assert runner.has_alignment(cfg)
+  assert runner.has_alignment(arms.resolve(cfg))
 
 
 def test_cells_are_values_with_one_string_form():
@@ -97,14 +97,14 @@ def test_cells_are_values_with_one_string_form():
   assert Cell.of(1000, "classical", 1, 1).key == "N1000/classical"
   assert Cell.of(1000, "dream_sweep@0.2", 1, 1).folder == "N1000/dream_sweep_at_0.2"
   assert Cell.of(1000, "classical", 4, 1).folder == "N1000/classical_M4"
-  more_labels = [c for c in runner.plan(study_configs.get_config("tiny")) if not c.main
-                 and c.arm == "baseline"]
+  tiny = study_configs.get_config("tiny")
+  tiny_arms = arms.resolve(tiny)
+  more_labels = [c for c in runner.plan(tiny, tiny_arms) if not c.main and c.arm == "baseline"]
   assert [(c.key, c.budget, c.exchange) for c in more_labels] == [("N200/baseline", 200,
                                                                      "labels")]
   align = Cell.alignment(100)
   assert (align.key, align.job, align.main) == ("N100/alignment", ALIGNMENT, True)
-  jobs = runner.job_order(study_configs.get_config("tiny"),
-                          runner.plan(study_configs.get_config("tiny")), True)
+  jobs = runner.job_order(tiny, runner.plan(tiny, tiny_arms), True)
   assert [c.key for c in jobs].index("N100/alignment") > [c.key for c in jobs].index(
       "N100/pretext_transfer")
 
@@ -179,7 +179,7 @@ def test_resolve_gives_each_cell_arm_its_settings_variant_and_configs_once():
   resolved = arms.resolve(cfg)
   sweep = resolved["dream_sweep@0.2"]
   assert (sweep.base, sweep.variant, sweep.of) == ("dream_sweep", 0.2, "dream_sweep")
-  assert [c.arm for c in runner.plan(cfg, arms=resolved) if c.budget == 100 and c.main] == [
+  assert [c.arm for c in runner.plan(cfg, resolved) if c.budget == 100 and c.main] == [
       "baseline", *(f"dream_sweep@{s:g}" for s in arms.get("dream_sweep").settings["strengths"]),
       "vae_pool_online", "noise_matched_online"]
   # What a cell arm's functions read without running it: its stored twin, its matched dream.

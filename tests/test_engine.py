@@ -14,9 +14,11 @@ import pytest
 
 from conftest import REPO, finished_run
 from dreamjax.plumbing import lock
+from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
 from dreamjax.plumbing.fileio import read_jsonl
+from dreamjax.study import plan as plan_lib
 from dreamjax.study import records as records_lib
 from dreamjax.study.run import runner, tasks
 from test_study import _comparable
@@ -94,7 +96,7 @@ def test_one_and_two_workers_give_the_same_results(two_workers, tmp_path):
   a, b = _results(one), _results(two_workers)
   cfg = study_configs.get_config("tiny")
   cfg.arms = ARMS
-  keys = {c.key for c in runner.job_order(cfg, runner.plan(cfg), runner.has_alignment(cfg))}
+  keys = {c.key for c in plan_lib.jobs(cfg, arms_lib.resolve(cfg))}
   assert sorted(r["cell"] for r in b) == sorted(keys | {"oracle"})  # each once
   assert _comparable(a) == _comparable(b)
   assert all(r["status"] == "ok" for r in b), [r.get("error") for r in b]
@@ -259,8 +261,9 @@ def test_the_task_graph_takes_each_jobs_inputs():
   cfg.arms = ("baseline", "classical", "vae_pool", "vae_pool_online", "dream_subtle",
               "deep_dream_subtle", "ae_pretrain")
   assert cfg.pool_generators == cfg.num_seeds == 2  # each seed its own pool generator
-  jobs = runner.job_order(cfg, runner.plan(cfg), runner.has_alignment(cfg))
-  graph = {t.key: t for t in tasks.graph(cfg, jobs, {})}
+  arms = arms_lib.resolve(cfg)
+  jobs = plan_lib.jobs(cfg, arms)
+  graph = {t.key: t for t in tasks.graph(cfg, jobs, arms, {})}
   pool = ("artefact/vae_pool", "artefact/vae_pool_g1")
   assert set(graph) == {c.key for c in jobs} | {
       "oracle", *pool, "artefact/pool_dreamer", "artefact/ae_pretrain"}
@@ -284,7 +287,7 @@ def test_the_task_graph_takes_each_jobs_inputs():
   assert all(order.index(k) < order.index(t.key) for t in graph.values() for k in t.inputs)
   done = {"oracle": {"cell": "oracle"}, "N100/baseline": {"cell": "N100/baseline",
                                                            "status": "failed"}}
-  rest = {t.key: t for t in tasks.graph(cfg, jobs, done)}
+  rest = {t.key: t for t in tasks.graph(cfg, jobs, arms, done)}
   assert "N100/baseline" not in rest and "oracle" in rest  # workers restore the oracle
   futures = {k: f"future:{k}" for k in rest}
   assert tasks.inputs_of(rest["N100/dream_subtle"], futures, done) == [

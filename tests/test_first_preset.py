@@ -10,10 +10,12 @@ import types
 import pytest
 
 from conftest import REPO, finished_run
+from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
 from dreamjax.plumbing.fileio import read_jsonl
 from dreamjax.study import claims, records
+from dreamjax.study import plan as plan_lib
 from dreamjax.study.report import report
 from dreamjax.study.run import fuller, runner
 
@@ -36,9 +38,10 @@ def test_first_is_the_default_and_a_part_of_quick():
   assert set(FIRST.arms) <= set(quick.arms) and tuple(quick.claims) == tuple(claims.CLAIMS)
   assert FIRST.budgets == quick.budgets and FIRST.num_seeds == quick.num_seeds == 5
   assert FIRST.train.to_dict() == quick.train.to_dict()  # the protocol's training length
-  runner.validate_config(FIRST)
+  first_arms = runner.validate_config(FIRST)
   # Its cells are quick's cells: every one of them is in quick's plan, the same key.
-  assert {c.key for c in runner.plan(FIRST)} <= {c.key for c in runner.plan(quick)}
+  assert {c.key for c in runner.plan(FIRST, first_arms)} <= {
+      c.key for c in runner.plan(quick, arms_lib.resolve(quick))}
 
 
 @pytest.mark.parametrize("value", [(), ("C8",), ("c1",)])
@@ -80,8 +83,9 @@ def test_the_first_arms_decide_c1_to_c3_and_the_report_names_the_rest(first_stud
   assert quick.command in text
   # Priced from this study's own cells: more cells, more time; none of its cells again.
   assert quick.seconds is not None and 0 < quick.seconds < rows["conclusions"].seconds
-  planned = runner.job_order(fuller.preset_config(cfg, "quick"),
-                             runner.plan(fuller.preset_config(cfg, "quick")), True)
+  quick_cfg = fuller.preset_config(cfg, "quick")
+  planned = runner.job_order(quick_cfg, runner.plan(quick_cfg, arms_lib.resolve(quick_cfg)),
+                             True)
   done = {r["cell"] for r in recs}
   assert quick.jobs_left == len([c for c in planned if c.key not in done]) > 0
 

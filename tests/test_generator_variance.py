@@ -20,6 +20,7 @@ from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
 from dreamjax.plumbing.fileio import read_jsonl
 from dreamjax.study import claims, records
+from dreamjax.study import plan as plan_lib
 from dreamjax.study.report import report, report_text
 from dreamjax.study.run import artefacts, generate, progress
 from dreamjax.study.run import runner
@@ -216,7 +217,7 @@ def test_g_enters_the_protocol_and_checkpoints_only_where_it_is_not_one():
 def test_the_cost_model_counts_every_generator_a_seed_reads():
   cfg = study_configs.get_config("quick")  # 5 seeds, G = 3
   arms = arms_lib.resolve(cfg)
-  jobs = runner.job_order(cfg, runner.plan(cfg, arms=arms), runner.has_alignment(cfg, arms))
+  jobs = plan_lib.jobs(cfg, arms)
   costs = progress.job_costs(cfg, jobs, arms)
   for g, trained in ((1, 1), (3, 3), (8, 5)):  # never more than the seeds read
     cfg.pool_generators = g

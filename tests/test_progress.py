@@ -11,6 +11,7 @@ import pytest
 
 from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import study as study_configs
+from dreamjax.study import plan as plan_lib
 from dreamjax.study.run import progress, runner
 
 NOON = datetime.datetime(2030, 1, 7, 12, 0).timestamp()  # a Monday
@@ -37,8 +38,7 @@ def _jobs(preset="tiny", **overrides):
   for field, value in overrides.items():
     cfg[field] = value
   arms = arms_lib.resolve(cfg)
-  return cfg, arms, runner.job_order(cfg, runner.plan(cfg, arms=arms),
-                                     runner.has_alignment(cfg, arms))
+  return cfg, arms, plan_lib.jobs(cfg, arms)
 
 
 def _progress(cfg, jobs, arms, done=None, **kwargs):
@@ -105,7 +105,7 @@ def test_fresh_sample_arms_are_priced_by_what_they_draw_and_share_their_twins_ge
   solo.arms = ("baseline", "gan_pool_online")
   solo_arms = arms_lib.resolve(solo)
   alone = progress.job_costs(
-      solo, runner.job_order(solo, runner.plan(solo, arms=solo_arms), False), solo_arms)
+      solo, runner.job_order(solo, runner.plan(solo, solo_arms), False), solo_arms)
   charged = alone[f"N{n}/gan_pool_online"] - costs[f"N{n}/gan_pool_online"]
   assert charged == pytest.approx(progress.pool_generators_trained(cfg)
                                   * progress.generator_work(arms["gan_pool"]))

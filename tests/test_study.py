@@ -21,6 +21,7 @@ from dreamjax import generators
 from dreamjax.training import metrics
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study.run import artefacts, generate, runner
+from dreamjax.study import plan as plan_lib
 from dreamjax.study import records as records_lib
 
 SCRIPT = os.path.join(REPO, "experiments", "study.py")
@@ -34,7 +35,7 @@ def _cmd(workdir, *extra):
 
 def _job_keys(cfg) -> set[str]:
   """Every job the study of ``cfg`` runs: its cells and C3 alignments."""
-  return {c.key for c in runner.job_order(cfg, runner.plan(cfg), runner.has_alignment(cfg))}
+  return {c.key for c in plan_lib.jobs(cfg, arms_lib.resolve(cfg))}
 
 
 def _comparable(records):
@@ -57,7 +58,8 @@ def finished_study(tmp_path_factory, real_data_dir):
 def test_tiny_study_writes_every_output(finished_study):
   records = read_jsonl(os.path.join(finished_study, "results.jsonl"))
   cells = {r["cell"]: r for r in records}
-  expected = {c.key for c in runner.plan(study_configs.get_config("tiny"))}
+  tiny = study_configs.get_config("tiny")
+  expected = {c.key for c in runner.plan(tiny, arms_lib.resolve(tiny))}
   assert expected | {"oracle", "N100/alignment"} == set(cells)
   failed = {k: r.get("error") for k, r in cells.items() if r["status"] != "ok"}
   assert not failed

@@ -7,6 +7,7 @@ Pure functions of the config and its resolved arms
 """
 
 import dataclasses
+from typing import Mapping
 
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study import claims
@@ -69,17 +70,15 @@ def folder_of(key: str) -> str:
   return key.replace("@", "_at_").replace("/M", "_M")
 
 
-def plan(config, num_classes: int = 10,
-         arms: dict[str, arms_lib.Resolved] | None = None) -> list[Cell]:
+def plan(config, arms: Mapping[str, arms_lib.Resolved], num_classes: int = 10) -> list[Cell]:
   """Cells in the order they run; within a budget, baseline first (other arms use it).
 
   The primary budget also gets the exchange-rate cells, after its arms: each
   of ``exchange.arms`` at more copies per image (``N1000/classical/M4``) and
   the baseline at more real labels (``N1250/baseline``, rounded to a whole
   number per class), and the strength sweep (which no verdict reads) runs
-  there alone. ``arms``: the config's resolved arms (resolved here if not given).
+  there alone. ``arms``: the config's resolved arms (:func:`dreamjax.configs.arms.resolve`).
   """
-  arms = arms_lib.resolve(config) if arms is None else arms
   cells = []
   m0 = int(config.copies)
   for n in config.budgets:
@@ -105,11 +104,10 @@ def exchange_budgets(n: int, factors, num_classes: int) -> list[int]:
   return sorted({int(round(n * float(f) / num_classes)) * num_classes for f in factors} - {n})
 
 
-def has_alignment(config, arms: dict[str, arms_lib.Resolved] | None = None) -> bool:
-  """Whether the study measures C3's alignment: it runs an arm C3's rule reads."""
-  if arms is not None:
-    return any(a.base in claims.reads("C3") for a in arms.values() if a.of)
-  return any(arms_lib.base_name(a) in claims.reads("C3") for a in config.arms)
+def has_alignment(arms: Mapping[str, arms_lib.Resolved]) -> bool:
+  """Whether the study of these resolved arms measures C3's alignment: it runs an arm
+  C3's rule reads."""
+  return any(a.base in claims.reads("C3") for a in arms.values() if a.of)
 
 
 def job_order(config, cells: list[Cell], with_alignment: bool) -> list[Cell]:
@@ -121,3 +119,9 @@ def job_order(config, cells: list[Cell], with_alignment: bool) -> list[Cell]:
     if with_alignment:
       jobs.append(Cell.alignment(n))
   return jobs + [c for c in cells if not c.main]
+
+
+def jobs(config, arms: Mapping[str, arms_lib.Resolved], num_classes: int = 10) -> list[Cell]:
+  """Every job of the study of ``config`` and its resolved ``arms``, in dependency order:
+  its :func:`plan`'s cells and, where it measures them, its C3 alignments."""
+  return job_order(config, plan(config, arms, num_classes), has_alignment(arms))

@@ -46,9 +46,7 @@ def seconds_per_image_step(config, arms: Mapping[str, arms_lib.Resolved],
   """What an image-step of the cost model took in this study (of ``config`` and its
   resolved ``arms``): the finished cells' wall time over their predicted image-steps
   (None before any cell finished)."""
-  jobs = plan_lib.job_order(config, plan_lib.plan(config, arms=arms),
-                            plan_lib.has_alignment(config, arms))
-  costs = cost.job_costs(config, jobs, arms)
+  costs = cost.job_costs(config, plan_lib.jobs(config, arms), arms)
   by_key = {r["cell"]: r for r in records}
   pairs = [(costs[k], cost.record_seconds(by_key[k])) for k in costs if k in by_key]
   return cost.calibration_ratio(pairs)
@@ -71,9 +69,7 @@ def fuller_presets(config, records: Sequence[dict[str, Any]], workdir: str) -> l
       continue
     arms = arms_lib.resolve(fuller)
     # Shared models are charged to their first job.
-    jobs = plan_lib.job_order(fuller, plan_lib.plan(fuller, arms=arms),
-                              plan_lib.has_alignment(fuller, arms))
-    costs = cost.job_costs(fuller, jobs, arms)
+    costs = cost.job_costs(fuller, plan_lib.jobs(fuller, arms), arms)
     todo = [k for k in costs if k not in done]
     seconds = None if price is None else price * sum(costs[k] for k in todo)
     flags = [f"--config {CONFIG}:{preset}", f"--workdir {workdir}"]

@@ -17,8 +17,10 @@ from typing import Any, Callable
 
 from dreamjax import _xla
 from dreamjax.plumbing import fileio, lock, provenance, sharding
+from dreamjax.configs import arms as arms_lib
 from dreamjax.errors import ConfigError
 from dreamjax.study.run import context as context_lib
+from dreamjax.study import plan as plan_lib
 from dreamjax.study import records
 from dreamjax.study.run import runner
 from dreamjax.study.run.cells import jsonable
@@ -59,8 +61,8 @@ def recheck_cell(config, workdir: str, key: str, log: Callable[[str], None] = pr
   done = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, runner.RESULTS),
                                                  repair=False)}
   raw = context_lib.load_data(config)
-  jobs = {c.key: c for c in runner.job_order(config, runner.plan(config, raw.num_classes),
-                                              runner.has_alignment(config))}
+  arms = arms_lib.resolve(config)
+  jobs = {c.key: c for c in plan_lib.jobs(config, arms, raw.num_classes)}
   if key not in jobs:
     raise ConfigError(f"--recheck {key}: the study has no such cell; its cells are"
                       f" {', '.join(jobs)}.")
@@ -70,10 +72,10 @@ def recheck_cell(config, workdir: str, key: str, log: Callable[[str], None] = pr
   where = os.path.join(workdir, FOLDER, key.replace("/", "__"))
   os.makedirs(where, exist_ok=True)
   with lock.workdir_lock(where, what="recheck"):  # one recheck of a cell at a time
-    return _recheck(config, raw, done, key, jobs[key], where, log)
+    return _recheck(config, raw, arms, done, key, jobs[key], where, log)
 
 
-def _recheck(config, raw, done, key, cell, where, log) -> dict[str, Any]:
+def _recheck(config, raw, arms, done, key, cell, where, log) -> dict[str, Any]:
   for name in os.listdir(where):  # from nothing: an earlier recheck's files go
     if name != lock.LOCK_FILE:
       path = os.path.join(where, name)
@@ -85,7 +87,7 @@ def _recheck(config, raw, done, key, cell, where, log) -> dict[str, Any]:
   mesh = sharding.make_mesh()
   oracle = context_lib.oracle(config, raw, where, mesh, log)
   record = jsonable(runner.run_job(cell, runner.context_getter(
-      config, raw, where, mesh, oracle, {}, cell, log), raw.train_labels))
+      config, raw, where, mesh, oracle, {}, cell, log, arms), raw.train_labels))
   fileio.append_jsonl(os.path.join(where, runner.RESULTS), record)
   diffs = [(f"{key}{p}", x, y) for p, x, y in record_differences(done[key], record)]
   if "oracle" in done:

@@ -158,7 +158,7 @@ exchange_budgets = plan_lib.exchange_budgets
 def estimate_seconds(config, raw, cells: list[Cell], mesh,
                      arms: dict[str, arms_lib.Resolved]) -> progress.Estimate:
   """Wall time: a timed burst of the train step, scaled by each job's cost (progress.py)."""
-  return progress.estimate(config, job_order(config, cells, has_alignment(config, arms)), arms,
+  return progress.estimate(config, job_order(config, cells, has_alignment(arms)), arms,
                            progress.timed_train_step(config, raw, mesh), raw)
 
 
@@ -209,8 +209,8 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
   raw = context_lib.load_data(config)
   if any(a.dreams_through_pool_dreamer for a in arms.values() if a.of):
     dreamer.check_fits(config.pool_dreamer, raw.image_shape)  # a user's must fit this data
-  cells = plan(config, raw.num_classes, arms)
-  with_alignment = has_alignment(config, arms)
+  cells = plan(config, arms, raw.num_classes)
+  with_alignment = has_alignment(arms)
   contexts = {"pool": context_lib.shared_pool(config, raw)}  # a bad pool_budget fails here
   if dry_run:
     return _dry_run(config, workdir, raw, cells, with_alignment, mesh, log, arms)
@@ -342,7 +342,7 @@ def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, c
     done = {k: v for k, v in done.items() if v.get("status") == "ok"}
   jobs = job_order(config, cells, with_alignment)
   todo = [c for c in jobs if c.key not in done]
-  graph = tasks_lib.graph(config, jobs, done, arms)
+  graph = tasks_lib.graph(config, jobs, arms, done)
   compute = {**compute, "workers": engine.workers, **engine.describe()}
   log(f"study: {len(jobs)} cells, {len(jobs) - len(todo)} already done, workdir {workdir};"
       f" {len(graph)} tasks on {engine.workers} {compute['engine']} workers"

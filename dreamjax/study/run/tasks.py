@@ -80,13 +80,11 @@ class Spec:
   threads: int            # XLA:CPU intra-op threads of every worker (_xla.fix_cpu_threads)
 
 
-def shared_models(config, arm) -> list[SharedModel]:
+def shared_models(config, arm: arms_lib.Resolved) -> list[SharedModel]:
   """The models shared by several cells that ``arm``'s cells read: a pool generator
   arm's G generators (:mod:`dreamjax.study.run.artefacts`; a fresh-sample arm reads its
   stored twin's), a pretrained trunk (its arm's own), the pool dreamer (every deep
-  dream arm's). ``arm``: the resolved arm, or its name."""
-  if not isinstance(arm, arms_lib.Resolved):
-    arm = arms_lib.resolve_arm(config, arm)
+  dream arm's). ``arm``: the arm as the study resolved it."""
   source = arm.source
   if isinstance(source, arms_lib.Attack):
     source = source.model
@@ -107,14 +105,13 @@ def needs_baseline(cell: Cell, arms: Mapping[str, arms_lib.Resolved]) -> bool:
   return cell.job == ALIGNMENT or (cell.arm != "baseline" and arms[cell.arm].needs_baseline)
 
 
-def graph(config, jobs: Sequence[Cell], done: dict[str, Any],
-          arms: Mapping[str, arms_lib.Resolved] | None = None) -> list[Task]:
+def graph(config, jobs: Sequence[Cell], arms: Mapping[str, arms_lib.Resolved],
+          done: dict[str, Any]) -> list[Task]:
   """Tasks for the jobs not ``done`` (results.jsonl's records by key), inputs before users.
 
-  An input already in ``done`` is no task: :func:`inputs_of` passes its record.
-  ``arms``: the study's resolved arms (resolved here if not given).
+  ``arms``: the study's resolved arms (:func:`dreamjax.configs.arms.resolve`). An
+  input already in ``done`` is no task: :func:`inputs_of` passes its record.
   """
-  arms = arms_lib.resolve(config) if arms is None else arms
   todo = [c for c in jobs if c.key not in done]
   keys = {c.key for c in jobs}
   tasks: list[Task] = [Task(ORACLE)]
