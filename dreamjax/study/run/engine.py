@@ -2,7 +2,7 @@
 
 Ray was measured against Dask distributed on the study before it was chosen
 (docs/design.md, benchmarks/engines.py). This module is the thin adapter the
-runner uses (start, submit, as completed, cancel, close); the tasks and their
+runner uses (start, submit, as completed, close); the tasks and their
 inputs are :mod:`dreamjax.study.run.tasks`, and nothing here orders them: Ray runs a
 task once the results it takes as inputs exist.
 
@@ -118,14 +118,12 @@ class RayEngine:
       if ready:
         yield self.ray.get(ready[0])
 
-  def cancel(self, futures: list[Any]) -> None:
-    for f in futures:
-      try:
-        self.ray.cancel(f, force=True)
-      except Exception:  # noqa: BLE001 - finished, or gone with its worker
-        pass
-
   def close(self) -> None:
+    """Ends the study's use of Ray, which also stops its unfinished tasks: a local
+    cluster goes down with its workers, and on a running cluster the tasks share the
+    fate of the driver that owns them. Tasks are not cancelled one by one first: Ray's
+    cancel races with the reply of a task that is just finishing and can abort the
+    driver (the race of ray-project/ray#54738), as a SIGTERM of the driver once did."""
     self.ray.shutdown()
 
 
@@ -158,15 +156,12 @@ def _ray_task(spec, task, *inputs):
 def run_tasks(engine, spec: tasks.Spec, graph: list[tasks.Task], done: dict[str, Any],
               on_result: Callable[[dict[str, Any]], None]) -> None:
   """Submits every task of ``graph`` at once, inputs as futures, and hands each result to
-  ``on_result`` as it finishes; cancels every task left when anything raises."""
+  ``on_result`` as it finishes. When anything raises, the caller's ``engine.close()``
+  stops the tasks left."""
   shared = engine.share(spec)
   futures: dict[str, Any] = {}
   for task in graph:
     futures[task.key] = engine.submit(task.key, shared, task,
                                       *tasks.inputs_of(task, futures, done))
-  try:
-    for result in engine.as_completed(list(futures.values())):
-      on_result(result)
-  except BaseException:
-    engine.cancel(list(futures.values()))
-    raise
+  for result in engine.as_completed(list(futures.values())):
+    on_result(result)
