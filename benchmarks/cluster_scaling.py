@@ -66,18 +66,23 @@ def job_seconds(folder: str) -> tuple[list[tasks.Task], dict[str, float]]:
     if seconds is None:  # a failed job, or one that recorded no time (older C3 alignments)
       untimed.append(task.key)
       seconds = 0.0
-    models = ([m.name for m in tasks.shared_models(config, arms[task.cell.arm])]
+    models = (tasks.shared_models(config, arms[task.cell.arm])
               if task.cell.job != "alignment" else [])
-    new = [m for m in models if m not in trained]
+    new = [m for m in models if m.name not in trained]
     if new:  # in one process, this cell trained them
-      trained.update(new)
+      trained.update(m.name for m in new)
       gen, timing = r.get("generation") or {}, r.get("timing") or {}
-      shared = float(timing.get("pool_generator_seconds") or gen.get("generator_train_seconds")
-                     or gen.get("dreamer_pretrain_seconds") or timing.get("gen_seconds", 0.0))
-      shared = min(shared, seconds)
-      for m in new:
-        cost[tasks.ARTEFACT + m] = shared / len(new)
-      seconds -= shared
+      each = timing.get("pool_generator_seconds")
+      if isinstance(each, dict):  # a study of G pool generators: each one's own time
+        shared = {m.name: float(each.get(str(m.index), 0.0)) for m in new}
+      else:
+        total = float(each or gen.get("generator_train_seconds")
+                      or gen.get("dreamer_pretrain_seconds") or timing.get("gen_seconds", 0.0))
+        shared = {m.name: total / len(new) for m in new}
+      scale = min(1.0, seconds / max(sum(shared.values()), 1e-9))  # never more than the cell
+      for name, s in shared.items():
+        cost[tasks.ARTEFACT + name] = s * scale
+      seconds -= sum(shared.values()) * scale
     cost[task.key] = seconds
   for task in graph:
     cost.setdefault(task.key, 0.0)
