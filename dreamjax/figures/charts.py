@@ -238,15 +238,15 @@ def curves(cells, path, sort_key):
   return True
 
 
-def dreamers(workdir, cells, train_images, path, arms, per_arm=8):
+def dreamers(stored, cells, train_images, path, arms, per_arm=8):
   """The same source images dreamed by each of ``arms`` (one column each, seed 0's
   stored sets, first copy), beside their real sources: the deep dreamer's dreams next
-  to the small classifier's. False unless two of the arms have sets to show."""
+  to the small classifier's. ``stored`` maps an arm to the file of its seed-0 set.
+  False unless two of the arms have sets to show."""
   sets = []
   for a in arms:
-    f = os.path.join(workdir, cells.get(a, {}).get("cell", "").replace("@", "_at_"),
-                     "generated_seed0.npz")
-    if cells.get(a, {}).get("status") != "ok" or not os.path.exists(f):
+    f = stored.get(a)
+    if cells.get(a, {}).get("status") != "ok" or not f or not os.path.exists(f):
       continue
     with np.load(f, allow_pickle=False) as z:
       sets.append((a, z["images"], z["source_index"]))
@@ -269,12 +269,13 @@ def dreamers(workdir, cells, train_images, path, arms, per_arm=8):
   return True
 
 
-def samples(workdir, cells, train_images, path, sort_key, per_arm=8):
-  """Rows of (real source, generated) pairs, or generated only, per arm."""
+def samples(stored, cells, train_images, path, sort_key, per_arm=8):
+  """Rows of (real source, generated) pairs, or generated only, per arm; ``stored`` maps
+  an arm to the file of its seed-0 set."""
   rows = []
   for a in sorted(cells, key=sort_key):
-    f = os.path.join(workdir, cells[a]["cell"].replace("@", "_at_"), "generated_seed0.npz")
-    if cells[a].get("status") != "ok" or not os.path.exists(f):
+    f = stored.get(a)
+    if cells[a].get("status") != "ok" or not f or not os.path.exists(f):
       continue
     with np.load(f, allow_pickle=False) as z:
       x, src = z["images"][:per_arm], z["source_index"][:per_arm]

@@ -8,7 +8,7 @@ from dreamjax import data as data_lib
 from dreamjax.errors import ConfigError
 from dreamjax.figures import charts
 from dreamjax.configs import arms as arms_lib
-from dreamjax.study import claims
+from dreamjax.study import claims, plan
 from dreamjax.study.report import report_text, tables
 from dreamjax.study.run import fuller
 
@@ -81,6 +81,8 @@ def _figures(workdir, config, records, cells, exchange, quality, train_images) -
   plain = {a: c for a, c in cells.items() if a != "alignment"}
   by_budget = budget_cells(config, records)
   color = arms_lib.color
+  stored = {a: os.path.join(workdir, plan.folder_of(c["cell"]), "generated_seed0.npz")
+            for a, c in plain.items() if c.get("cell")}
   makers = (
       ("forest", lambda p: charts.forest(by_budget, p, _sort_key, color)),
       ("exchange", lambda p: charts.exchange(exchange, p, color)),
@@ -89,8 +91,8 @@ def _figures(workdir, config, records, cells, exchange, quality, train_images) -
       ("sweep", lambda p: charts.sweep(plain, p)),
       ("frechet", lambda p: charts.frechet(plain, p)),
       ("curves", lambda p: charts.curves(plain, p, _sort_key)),
-      ("samples", lambda p: charts.samples(workdir, plain, train_images, p, _sort_key)),
-      ("dreamers", lambda p: charts.dreamers(workdir, plain, train_images, p, DREAMER_ARMS)),
+      ("samples", lambda p: charts.samples(stored, plain, train_images, p, _sort_key)),
+      ("dreamers", lambda p: charts.dreamers(stored, plain, train_images, p, DREAMER_ARMS)),
   )
   figs = {}
   for name, fn in makers:

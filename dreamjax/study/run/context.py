@@ -22,7 +22,7 @@ from dreamjax.training import evaluate, metrics, models, train
 from dreamjax.configs import arms as arms_lib
 from dreamjax.errors import ConfigError
 from dreamjax.training.seeds import pad_to_common, unstack
-from dreamjax.study import records, spec
+from dreamjax.study import plan, records, spec
 
 RESULTS = "results.jsonl"
 
@@ -112,7 +112,7 @@ class Context:
     depends on. ``unlabeled``: a :class:`dreamjax.training.train.Unlabeled` term of
     every step (semi-supervised arms).
     """
-    folder = self.path(f"N{self.budget}", run.replace("@", "_at_"))
+    folder = self.path(plan.folder_of(f"N{self.budget}/{run}"))
     return train.fit(self.model, self.train_cfg, images, labels, counts=counts,
                      seeds=self.seeds, mesh=self.mesh, image_shape=self.image_shape,
                      init_fn=init_fn, batch_transform=transform, unlabeled=unlabeled,
