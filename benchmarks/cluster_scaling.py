@@ -8,7 +8,9 @@ Reads a study folder's ``results.jsonl`` (each job's measured seconds,
 task graph the study runs on Ray (``dreamjax.study.run.tasks.graph``: the oracle,
 shared pool models, baselines, the cells that need them) and schedules it on
 ``nodes × cores`` one-thread workers as Ray would: a task starts on a free
-worker as soon as its inputs exist, in the order the driver submitted it.
+worker as soon as its inputs exist, in the order the driver submits it (longest
+predicted chain first, ``tasks.by_priority``; the column "plan order" schedules
+the tasks in the plan's order, as the driver submitted them before 2026-12-07).
 
 The cost of a job on a one-thread worker is its recorded seconds divided by
 ``--worker_speed``: a one-thread worker's speed relative to the process that
@@ -23,7 +25,6 @@ JSON object.
 """
 
 import argparse
-import heapq
 import json
 import os
 import sys
@@ -93,55 +94,10 @@ def job_seconds(folder: str) -> tuple[list[tasks.Task], dict[str, float]]:
 
 def schedule(graph: list[tasks.Task], cost: dict[str, float], workers: int,
              speed: float, startup: float) -> dict[str, float]:
-  """Makespan of ``graph`` on ``workers`` one-thread workers (list scheduling in
-  submission order), and the critical path (infinitely many workers)."""
-  order = {t.key: i for i, t in enumerate(graph)}
-  deps = {t.key: set(t.inputs) & set(order) for t in graph}
-  users = {k: [] for k in order}
-  for k, ds in deps.items():
-    for d in ds:
-      users[d].append(k)
-  finish: dict[str, float] = {}
-  waiting = {k: len(ds) for k, ds in deps.items()}
-  ready = [(0.0, order[k], k) for k, n in waiting.items() if n == 0]  # (ready time, order, key)
-  heapq.heapify(ready)
-  free = [(startup, w) for w in range(workers)]  # (time the worker is free, id)
-  heapq.heapify(free)
-  busy = 0.0
-  pending = []
-  while ready or pending:
-    while ready:
-      pending.append(heapq.heappop(ready))
-    pending.sort(key=lambda x: (x[0], x[1]))
-    t_free, w = heapq.heappop(free)
-    # The first task in submission order among those ready when this worker frees up;
-    # else the one that becomes ready first.
-    now = [p for p in pending if p[0] <= t_free]
-    chosen = min(now, key=lambda p: p[1]) if now else pending[0]
-    pending.remove(chosen)
-    start = max(t_free, chosen[0])
-    seconds = cost[chosen[2]] / speed
-    finish[chosen[2]] = start + seconds
-    busy += seconds
-    heapq.heappush(free, (start + seconds, w))
-    for u in users[chosen[2]]:
-      waiting[u] -= 1
-      if waiting[u] == 0:
-        heapq.heappush(ready, (max(finish[d] for d in deps[u]), order[u], u))
-  makespan = max(finish.values())
-  critical: dict[str, float] = {}
-  before: dict[str, str] = {}
-  for t in graph:  # submission order has every input first
-    first = max(deps[t.key], key=lambda d: critical[d], default=None)
-    before[t.key] = first
-    critical[t.key] = (critical[first] if first else startup) + cost[t.key] / speed
-  path, key = [], max(critical, key=critical.get)
-  while key:
-    path.append(key)
-    key = before[key]
-  return {"makespan_s": makespan, "critical_path_s": max(critical.values()),
-          "critical_path": [(k, cost[k] / speed) for k in reversed(path)],
-          "busy_fraction": busy / (makespan * workers)}
+  """Makespan of ``graph`` on ``workers`` one-thread workers of ``speed``
+  (:func:`dreamjax.study.run.tasks.schedule`, the estimate the study itself makes),
+  and the critical path (infinitely many workers)."""
+  return tasks.schedule(graph, {k: v / speed for k, v in cost.items()}, workers, startup)
 
 
 def main():
@@ -161,13 +117,16 @@ def main():
          "worker_speed": args.worker_speed, "startup_s": args.startup_s, "nodes": {}}
   print(f"{args.folder}: {cells} jobs (cells, alignments), {len(graph)} tasks, {out['work_s'] / 60:.1f} worker-min"
         f" of work; {args.cores} one-thread workers per node")
-  print(f"{'nodes':>6} {'workers':>8} {'wall':>10} {'cells/min':>10} {'busy':>6}")
+  print(f"{'nodes':>6} {'workers':>8} {'wall':>10} {'cells/min':>10} {'busy':>6} {'plan order':>10}")
   for n in (int(x) for x in args.nodes.split(",")):
-    s = schedule(graph, cost, n * args.cores, args.worker_speed, args.startup_s)
+    s = schedule(tasks.by_priority(graph, cost), cost, n * args.cores, args.worker_speed,
+                 args.startup_s)
     s["cells_per_min"] = cells / (s["makespan_s"] / 60)
+    s["plan_order_makespan_s"] = schedule(graph, cost, n * args.cores, args.worker_speed,
+                                          args.startup_s)["makespan_s"]
     out["nodes"][n] = s
     print(f"{n:>6} {n * args.cores:>8} {s['makespan_s'] / 60:>8.1f} m {s['cells_per_min']:>10.2f}"
-          f" {s['busy_fraction']:>6.0%}")
+          f" {s['busy_fraction']:>6.0%} {s['plan_order_makespan_s'] / 60:>8.1f} m")
   print(f"critical path (unlimited workers): {s['critical_path_s'] / 60:.1f} min: " + " → ".join(
       f"{k} {v / 60:.1f}" for k, v in s["critical_path"]))
   print(json.dumps(out))

@@ -294,6 +294,68 @@ def test_the_task_graph_takes_each_jobs_inputs():
       "future:oracle", done["N100/baseline"]]
 
 
+def test_tasks_go_to_the_engine_longest_predicted_work_first_inputs_still_first():
+  """The submission order: every task after its inputs, and a long job that the plan puts
+  last (here its own cost, then what waits on it) handed over before the short ones."""
+  t = tasks.Task
+  graph = [t("oracle"), t("artefact/g", model=tasks.SharedModel("g", "pool_generator", "a")),
+           t("N1/baseline", needs=("oracle",)), t("N1/short", needs=("oracle",)),
+           t("N1/reads_baseline", needs=("oracle", "N1/baseline")),
+           t("N1/long", needs=("oracle", "artefact/g")), t("N1/tie", needs=("oracle",))]
+  costs = {"oracle": 5, "artefact/g": 1, "N1/baseline": 2, "N1/short": 1,
+           "N1/reads_baseline": 3, "N1/long": 10, "N1/tie": 1}
+  order = [x.key for x in tasks.by_priority(graph, costs)]
+  assert order == ["oracle", "artefact/g", "N1/long", "N1/baseline", "N1/reads_baseline",
+                   "N1/short", "N1/tie"]  # the baseline's chain (2 + 3) beats N1/short's
+  assert sorted(order) == sorted(x.key for x in graph)
+  # Without costs, the plan's order.
+  assert [x.key for x in tasks.by_priority(graph, {})] == [x.key for x in graph]
+
+
+@pytest.mark.parametrize("preset", ["first", "quick", "conclusions"])
+def test_a_preset_s_tasks_by_priority_keep_every_input_first(preset):
+  cfg = study_configs.get_config(preset)
+  arms = arms_lib.resolve(cfg)
+  graph = tasks.graph(cfg, plan_lib.jobs(cfg, arms), arms, {})
+  costs = tasks.task_costs(cfg, graph, arms)
+  assert set(costs) == {x.key for x in graph} and all(c >= 0 for c in costs.values())
+  order = tasks.by_priority(graph, costs)
+  position = {x.key: i for i, x in enumerate(order)}
+  assert len(order) == len(graph)
+  assert all(position[k] < position[x.key] for x in order for k in x.inputs)
+  # The costliest job goes before the cheaper ones that wait on nothing but the oracle.
+  cells = [x for x in order if x.cell is not None and x.needs == ("oracle",)]
+  assert costs[cells[0].key] == max(costs[x.key] for x in cells)
+
+
+def test_the_schedule_of_tasks_on_workers():
+  t = tasks.Task
+  graph = [t("oracle"), t("a", needs=("oracle",)), t("b", needs=("oracle",)),
+           t("c", needs=("oracle", "a"))]
+  seconds = {"oracle": 2.0, "a": 3.0, "b": 4.0, "c": 1.0}
+  one = tasks.schedule(graph, seconds, 1)
+  assert one["makespan_s"] == pytest.approx(10.0) and one["busy_fraction"] == pytest.approx(1.0)
+  two = tasks.schedule(graph, seconds, 2)  # a and b side by side after the oracle, then c
+  assert two["makespan_s"] == pytest.approx(6.0)
+  assert two["critical_path_s"] == pytest.approx(6.0)
+  assert [k for k, _ in two["critical_path"]] in (["oracle", "a", "c"], ["oracle", "b"])
+  assert tasks.schedule(graph, seconds, 2, startup=1.0)["makespan_s"] == pytest.approx(7.0)
+
+
+def test_a_study_s_wall_time_on_workers_lies_between_its_work_over_them_and_its_work():
+  cfg = study_configs.get_config("first")
+  arms = arms_lib.resolve(cfg)
+  jobs = plan_lib.jobs(cfg, arms)
+  work = tasks.wall_seconds(cfg, jobs, arms, {}, 1e-4, workers=1)
+  two = tasks.wall_seconds(cfg, jobs, arms, {}, 1e-4, workers=2)
+  assert work / 2 <= two < work
+  # A restored oracle and pool dreamer cost nothing; finished cells are no tasks.
+  done = {"oracle": {}, "N1000/baseline": {}}
+  assert tasks.wall_seconds(cfg, jobs, arms, done, 1e-4, 1, built=["pool_dreamer"]) < work
+  assert tasks.wall_seconds(cfg, jobs, arms, {c.key: {} for c in jobs} | {"oracle": {}},
+                            1e-4, 2, built=["pool_dreamer"]) == 0.0
+
+
 def test_a_workdir_is_computed_one_way(tmp_path, monkeypatch):
   """Workers (one XLA thread each) and one process (all CPUs) split convolutions
   differently: a workdir keeps the way its first cells were computed, by default, and

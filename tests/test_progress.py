@@ -11,6 +11,7 @@ import pytest
 
 from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import study as study_configs
+from dreamjax.study import cost
 from dreamjax.study import plan as plan_lib
 from dreamjax.study.run import progress, runner
 
@@ -155,6 +156,15 @@ def test_dry_run_estimate_sums_its_jobs():
   assert "N1000 ~" in text and "N1250 (exchange rate) ~" in text
   # Twice the step time, twice the estimate.
   assert progress.estimate(cfg, jobs, arms, 0.1).total == pytest.approx(2 * est.total)
+  assert est.wall == est.total  # in one process, one job after another
+
+
+def test_dry_run_estimate_on_workers_schedules_the_tasks():
+  cfg, arms, jobs = _jobs("quick")
+  est = progress.estimate(cfg, jobs, arms, seconds_per_train_step=0.05, workers=2)
+  assert est.workers == 2 and est.total / 2 <= est.wall < est.total
+  text = "\n".join(est.lines(cfg))
+  assert "on 2 workers" in text and "of work" in text
 
 
 def test_calibration_ratio_and_time_left():
@@ -221,13 +231,21 @@ def test_oracle_record_prices_the_first_estimate():
   p = _progress(cfg, jobs, arms)
   p.use_oracle({"cell": "oracle", "timing": {"train_seconds": 8.0}})
   o = cfg.oracle.train
-  # The oracle's steps augment part of every batch: a plain step costs less.
+  # The oracle's network is wider than the classifier's, and its steps augment part of
+  # every batch: a plain step of the classifier costs less.
   assert cfg.oracle.augment == "classical"
-  assert p.rate == pytest.approx(8.0 / (o.steps * o.batch_size * (1 + progress.ONLINE_PIXEL_OPS)))
+  network = cost.oracle_network(cfg)  # the tiny preset's oracle network, priced by its work
+  assert network == pytest.approx(cost.ORACLE_STEP * cost.conv_work(cfg.oracle.model)
+                                  / cost.conv_work(study_configs.common.model_config("small")))
+  assert p.rate == pytest.approx(
+      8.0 / (o.steps * o.batch_size * network * (1 + progress.ONLINE_PIXEL_OPS)))
   cfg.oracle.augment = "none"
   p = _progress(cfg, jobs, arms)
   p.use_oracle({"cell": "oracle", "timing": {"train_seconds": 8.0}})
-  assert p.rate == pytest.approx(8.0 / (o.steps * o.batch_size))
+  assert p.rate == pytest.approx(8.0 / (o.steps * o.batch_size * network))
+  # The default oracle network costs more per image than the tiny one.
+  default = cost.oracle_network(study_configs.get_config("quick"))
+  assert default == pytest.approx(cost.ORACLE_STEP) and default > network
   left, note = p.left()
   assert note == " (uncalibrated)" and left == pytest.approx(sum(p.costs.values()) * p.rate)
 
@@ -236,7 +254,7 @@ def test_line_on_a_log_is_one_plain_line_per_job_start_and_end():
   cfg, arms, jobs = _jobs()
   clock, lines, stream = Clock(), [], io.StringIO()
   p = _progress(cfg, jobs, arms, clock=clock, log=lines.append, stream=stream)
-  p.use_oracle({"timing": {"train_seconds": 8.0}})
+  p.use_oracle({"timing": {"train_seconds": 0.5}})  # the tiny oracle: finished today
   key, total = jobs[0].key, len(jobs)
   clock.t = 30.0  # the oracle took half a minute
   p.start(key)

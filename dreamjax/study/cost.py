@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from dreamjax.training import evaluate
 from dreamjax.configs import arms as arms_lib
+from dreamjax.configs import common
 from dreamjax.configs import dreamer as dreamer_configs
 from dreamjax.configs import generator as gen_configs
 from dreamjax.study import claims, spec
@@ -47,6 +48,11 @@ UNLABELED_SHARE = 2.5
 # pretraining step), rounded from a study's recorded cell times: XLA:CPU runs its wider
 # convolutions at a higher rate than the classifier's, so their work's ratio over-prices it.
 DREAMER_STEP = 1.5
+# Image-steps of one image through a training step of the default oracle (the "small"
+# network, twice the classifier's widths, no BatchNorm): rounded from its step timed
+# against the study classifier's on one XLA thread (benchmarks/oracle_step.py); a user's
+# oracle network is priced from it by the ratio of their work.
+ORACLE_STEP = 2.0
 # Gradient passes per image of the C3 alignment: two dream directions and two attack
 # directions, the PGD one of ``ALIGNMENT_PGD_STEPS`` steps, untargeted and targeted.
 ALIGNMENT_PGD_STEPS = 10
@@ -189,12 +195,13 @@ def transform_factor(config, arm: arms_lib.Resolved) -> float:
 
 
 def job_costs(config, jobs: Sequence[Any], arms: Mapping[str, arms_lib.Resolved],
-              sizes: Sizes = Sizes()) -> dict[str, float]:
+              sizes: Sizes = Sizes(), charge_shared: bool = True) -> dict[str, float]:
   """Each job's predicted image-steps, by key, for jobs (cells) in the order they run.
 
-  A model shared by the study (an arm's pool generators, a pretrained trunk) is
-  charged to the first job of its arm. ``arms``: the study's resolved arms
-  (:func:`dreamjax.configs.arms.resolve`), by cell arm name.
+  A model shared by the study (an arm's pool generators, a pretrained trunk, the
+  pool dreamer) is charged to the first job of its arm, or to none with
+  ``charge_shared=False`` (where it is a task of its own). ``arms``: the study's
+  resolved arms (:func:`dreamjax.configs.arms.resolve`), by cell arm name.
   """
   k, batch = int(config.num_seeds), int(config.train.batch_size)
   copy_counts = sorted({int(config.copies), *(int(m) for m in config.exchange.copies)})
@@ -218,11 +225,11 @@ def job_costs(config, jobs: Sequence[Any], arms: Mapping[str, arms_lib.Resolved]
     trains = arm.generator_arm or arm.base
     shared = kind in ("pool_generator", "online_pool_generator", "bank_pool_generator",
                       "pretrained")
-    if shared and trains not in shared_done:
+    if charge_shared and shared and trains not in shared_done:
       shared_done.add(trains)
       trained = pool_generators_trained(config) if kind != "pretrained" else 1
       gen += trained * generator_work(arm)
-    if dreamer_factor(config, arm) > 1 and "pool_dreamer" not in shared_done:
+    if charge_shared and dreamer_factor(config, arm) > 1 and "pool_dreamer" not in shared_done:
       shared_done.add("pool_dreamer")  # pretrained once, in the first cell that dreams with it
       gen += dreamer_work(config, arm)
     if kind in ("small_generator", "online_small_generator", "bank_small_generator"):
@@ -257,9 +264,17 @@ def job_costs(config, jobs: Sequence[Any], arms: Mapping[str, arms_lib.Resolved]
   return out
 
 
+def oracle_network(config) -> float:
+  """Cost of an image through the oracle's network over the classifier's (a step or a
+  forward pass)."""
+  return ORACLE_STEP * conv_work(config.oracle.model) / conv_work(common.model_config("small"))
+
+
 def oracle_factor(config) -> float:
-  """Cost of one of the oracle's training steps over a plain one (its online augmentation)."""
-  return 1.0 if config.oracle.get("augment", "none") == "none" else 1.0 + ONLINE_PIXEL_OPS
+  """Cost of one of the oracle's training steps over a plain step of the classifier: its
+  network, and its online augmentation."""
+  augment = config.oracle.get("augment", "none") != "none"
+  return oracle_network(config) * (1.0 + ONLINE_PIXEL_OPS if augment else 1.0)
 
 
 def oracle_cost(config, sizes: Sizes = Sizes()) -> float:
@@ -268,7 +283,8 @@ def oracle_cost(config, sizes: Sizes = Sizes()) -> float:
   o = config.oracle.train
   shifts = len(evaluate.DIRECTIONS) * len(tuple(config.oracle.get("shift_pixels", ())))
   return (int(o.steps) * int(o.batch_size) * oracle_factor(config)
-          + ((1 + shifts) * sizes.num_test + int(config.eval.frechet_num_test)) * FORWARD)
+          + ((1 + shifts) * sizes.num_test + int(config.eval.frechet_num_test)) * FORWARD
+          * oracle_network(config))
 
 
 def seconds_per_image_step(config, seconds_per_train_step: float) -> float:

@@ -5,16 +5,20 @@ the claims about Deep Dream) names, in its report, the presets that decide the
 rest, the command that extends its own workdir to each (the cells it finished
 are the same computation there and are not run again) and the time each would
 take on this machine: the cost model of the cells still to run, priced at the
-seconds per image-step this study's finished cells took.
+seconds per image-step this study's finished cells took and scheduled on the workers
+of its last run (:func:`dreamjax.study.run.taskgraph.wall_seconds`).
 """
 
 import dataclasses
+import os
 from typing import Any, Mapping, Sequence
 
 from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import study as study_configs
 from dreamjax.study import claims, cost
+from dreamjax.study import records as records_lib
 from dreamjax.study import plan as plan_lib
+from dreamjax.study.run import taskgraph
 
 PRESETS = ("quick", "conclusions")
 # What a fuller preset keeps of the study it extends: the data and the seeds.
@@ -42,14 +46,27 @@ def preset_config(config, preset: str):
 
 
 def seconds_per_image_step(config, arms: Mapping[str, arms_lib.Resolved],
-                           records: Sequence[dict[str, Any]]) -> float | None:
+                           records: Sequence[dict[str, Any]],
+                           on_workers: bool = False) -> float | None:
   """What an image-step of the cost model took in this study (of ``config`` and its
   resolved ``arms``): the finished cells' wall time over their predicted image-steps
-  (None before any cell finished)."""
-  costs = cost.job_costs(config, plan_lib.jobs(config, arms), arms)
+  (None before any cell finished). ``on_workers``: the cells ran as tasks, so their
+  times leave out the shared models, which were tasks of their own."""
+  costs = cost.job_costs(config, plan_lib.jobs(config, arms), arms,
+                         charge_shared=not on_workers)
   by_key = {r["cell"]: r for r in records}
   pairs = [(costs[k], cost.record_seconds(by_key[k])) for k in costs if k in by_key]
   return cost.calibration_ratio(pairs)
+
+
+def workers_of(workdir: str) -> int:
+  """The local workers of the workdir's last run (0: it ran in one process)."""
+  runs = [r for r in records_lib.read_sessions(workdir) if isinstance(r.get("compute"), dict)]
+  return int(runs[-1]["compute"].get("workers", 0) or 0) if runs else 0
+
+
+def _listdir(path: str) -> list[str]:
+  return sorted(os.listdir(path)) if os.path.isdir(path) else []
 
 
 def fuller_presets(config, records: Sequence[dict[str, Any]], workdir: str) -> list[Fuller]:
@@ -59,8 +76,11 @@ def fuller_presets(config, records: Sequence[dict[str, Any]], workdir: str) -> l
     return []
   # The report has the study's config, not the arms its run resolved: resolved here once,
   # as each preset's config is below.
-  price = seconds_per_image_step(config, arms_lib.resolve(config), records)
+  workers = workers_of(workdir)
+  price = seconds_per_image_step(config, arms_lib.resolve(config), records, workers > 0)
   done = {r["cell"] for r in records if r.get("status") == "ok"}
+  built = [f[:-len(".msgpack")] for f in _listdir(os.path.join(workdir, "artefacts"))
+           if f.endswith(".msgpack")]
   out = []
   for preset in PRESETS:
     fuller = preset_config(config, preset)
@@ -68,10 +88,11 @@ def fuller_presets(config, records: Sequence[dict[str, Any]], workdir: str) -> l
     if not decides:
       continue
     arms = arms_lib.resolve(fuller)
-    # Shared models are charged to their first job.
-    costs = cost.job_costs(fuller, plan_lib.jobs(fuller, arms), arms)
-    todo = [k for k in costs if k not in done]
-    seconds = None if price is None else price * sum(costs[k] for k in todo)
+    jobs = plan_lib.jobs(fuller, arms)
+    todo = [c.key for c in jobs if c.key not in done]
+    seconds = None if price is None else taskgraph.wall_seconds(
+        fuller, jobs, arms, {k: True for k in done | {"oracle"}}, price, workers,
+        built=built)
     flags = [f"--config {CONFIG}:{preset}", f"--workdir {workdir}"]
     if config.dataset != study_configs.get_config(preset).dataset:
       flags.append(f"--config.dataset={config.dataset}")
@@ -89,7 +110,7 @@ def lines(fuller: Sequence[Fuller]) -> list[str]:
         " workdir in place: the cells it finished are the same computation there and do not"
         " run again. Times are estimates for this machine: the cost model of the cells"
         " still to run (dreamjax/study/cost.py) at the seconds per image-step this"
-        " study's cells took.", "",
+        " study's cells took, scheduled on the workers of its last run.", "",
         "| preset | decides | label budgets | cells to run | estimated time | command |",
         "|---|---|---|---|---|---|"]
   for f in fuller:

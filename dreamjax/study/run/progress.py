@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from dreamjax import data as data_lib
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study import cost, records
+from dreamjax.study.run import taskgraph
 from dreamjax.training import models, train
 
 # The cost model's names, handed on to the callers that read them here.
@@ -59,16 +60,31 @@ class Estimate:
   jobs: dict[str, float]       # seconds per job key
   budgets: dict[int, float]    # seconds per label budget (its cells and alignment)
   oracle: float
+  workers: int = 0             # the study's one-thread workers (0: in one process)
+  wall_on_workers: float | None = None  # its tasks scheduled on them (taskgraph.wall_seconds)
 
   @property
   def total(self) -> float:
+    """Seconds of work: every job and the oracle, one after another."""
     return self.oracle + sum(self.jobs.values())
+
+  @property
+  def wall(self) -> float:
+    """Predicted wall time: on the workers where there are several, else the work."""
+    return self.total if self.wall_on_workers is None else self.wall_on_workers
 
   def lines(self, config=None) -> list[str]:
     main = set(int(b) for b in config.budgets) if config is not None else set(self.budgets)
     parts = [f"oracle ~{cost.format_duration(self.oracle)}"]
     parts += [f"N{b}{'' if b in main else ' (exchange rate)'} ~{cost.format_duration(s)}"
               for b, s in sorted(self.budgets.items())]
+    if self.wall_on_workers is not None:
+      return [f"estimated wall time on this machine: ~{cost.format_duration(self.wall)} on"
+              f" {self.workers} workers, {cost.format_duration(self.total)} of work"
+              f" ({'; '.join(parts)}), longest first",
+              "  from a timed training step and each job's cost model (dreamjax/study/"
+              "progress.py), the tasks scheduled on the workers as the engine runs them"
+              " (taskgraph.py); the running study recalibrates it on the cells it finishes"]
     return [f"estimated wall time on this machine: ~{cost.format_duration(self.total)}"
             f" ({'; '.join(parts)})",
             "  from a timed training step and each job's cost model (dreamjax/study/"
@@ -94,17 +110,22 @@ def timed_train_step(config, raw, mesh) -> float:
 
 
 def estimate(config, jobs: Sequence[Any], arms: Mapping[str, arms_lib.Resolved],
-             seconds_per_train_step: float, raw=None) -> Estimate:
-  """Every job's predicted seconds from a timed training step of all seeds at once.
+             seconds_per_train_step: float, raw=None, workers: int = 0) -> Estimate:
+  """Every job's predicted seconds from a timed training step of all seeds at once, and
+  with ``workers`` > 1 the wall time of the study's tasks on that many workers.
 
-  ``arms``: the study's resolved arms (:func:`dreamjax.configs.arms.resolve`)."""
+  ``arms``: the study's resolved arms (:func:`dreamjax.configs.arms.resolve`). A
+  one-thread worker is priced like the timed step of this process, as the sums of
+  the cells agreed on this project's 2-core VM (docs/performance.md)."""
   sizes = cost.Sizes.of(raw)
   rate = cost.seconds_per_image_step(config, seconds_per_train_step)
   per_job = {key: c * rate for key, c in cost.job_costs(config, jobs, arms, sizes).items()}
   budgets: dict[int, float] = {}
   for cell in jobs:
     budgets[int(cell.budget)] = budgets.get(int(cell.budget), 0.0) + per_job[cell.key]
-  return Estimate(per_job, budgets, cost.oracle_cost(config, sizes) * rate)
+  wall = (taskgraph.wall_seconds(config, jobs, arms, {}, rate, workers, sizes)
+          if int(workers) > 1 else None)
+  return Estimate(per_job, budgets, cost.oracle_cost(config, sizes) * rate, int(workers), wall)
 
 
 class StudyProgress:

@@ -156,18 +156,20 @@ exchange_budgets = plan_lib.exchange_budgets
 
 
 def estimate_seconds(config, raw, cells: list[Cell], mesh,
-                     arms: dict[str, arms_lib.Resolved]) -> progress.Estimate:
-  """Wall time: a timed burst of the train step, scaled by each job's cost (progress.py)."""
+                     arms: dict[str, arms_lib.Resolved], workers: int = 0) -> progress.Estimate:
+  """Wall time: a timed burst of the train step, scaled by each job's cost, on ``workers``
+  local workers (progress.py)."""
   return progress.estimate(config, job_order(config, cells, has_alignment(arms)), arms,
-                           progress.timed_train_step(config, raw, mesh), raw)
+                           progress.timed_train_step(config, raw, mesh), raw, workers)
 
 
-def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log, arms) -> dict[str, Any]:
+def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log, arms,
+             workers: int = 0) -> dict[str, Any]:
   for n in sorted({c.budget for c in cells}):  # a budget the data cannot give fails here
     for seed in spec_lib.seeds_of(config):
       data_lib.make_splits(raw, num_labeled=n, val_size=config.val_size, seed=seed)
   fileio.check_writable(workdir, create=False)  # a dry run leaves nothing on disk
-  est = estimate_seconds(config, raw, cells, mesh, arms)
+  est = estimate_seconds(config, raw, cells, mesh, arms, workers)
   lines = [f"dataset {raw.name}: {len(raw.train_labels)} train / {len(raw.test_labels)} test,"
            f" {raw.num_classes} classes, images {raw.image_shape}",
            f"budgets {tuple(config.budgets)}, seeds {list(spec_lib.seeds_of(config))},"
@@ -181,7 +183,8 @@ def _dry_run(config, workdir, raw, cells, with_alignment, mesh, log, arms) -> di
                  f" {config.num_seeds} seeds), charged to each arm's first cell")
   lines += est.lines(config)
   log("\n".join(lines))
-  return {"cells": [c.key for c in cells], "estimated_seconds": est.total,
+  return {"cells": [c.key for c in cells], "estimated_seconds": est.wall,
+          "work_seconds": est.total,
           "job_seconds": est.jobs, "budget_seconds": est.budgets}
 
 
@@ -213,7 +216,9 @@ def run_study(config, workdir: str, *, dry_run: bool = False, retry_failed: bool
   with_alignment = has_alignment(arms)
   contexts = {"pool": context_lib.shared_pool(config, raw)}  # a bad pool_budget fails here
   if dry_run:
-    return _dry_run(config, workdir, raw, cells, with_alignment, mesh, log, arms)
+    # Local workers; a cluster's are not counted before it is reached: its work is given.
+    return _dry_run(config, workdir, raw, cells, with_alignment, mesh, log, arms,
+                    int(workers) if workers and not address else 0)
 
   # A run refused before it wrote anything leaves no folder behind that it made.
   with fileio.writable_workdir(workdir), lock.workdir_lock(workdir, what="study"):
@@ -343,6 +348,11 @@ def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, c
   jobs = job_order(config, cells, with_alignment)
   todo = [c for c in jobs if c.key not in done]
   graph = tasks_lib.graph(config, jobs, arms, done)
+  try:  # the longest predicted work first; the plan's order if the cost model fails
+    graph = tasks_lib.by_priority(graph, tasks_lib.task_costs(config, graph, arms,
+                                                              progress.Sizes.of(raw)))
+  except Exception as e:  # noqa: BLE001 - an order, never a reason to stop a study
+    log(f"tasks in the plan's order (the cost model failed: {type(e).__name__}: {e})")
   compute = {**compute, "workers": engine.workers, **engine.describe()}
   log(f"study: {len(jobs)} cells, {len(jobs) - len(todo)} already done, workdir {workdir};"
       f" {len(graph)} tasks on {engine.workers} {compute['engine']} workers"

@@ -1,13 +1,7 @@
-"""The study's jobs as tasks of a distributed engine: what each takes, and its work.
+"""The study's jobs as tasks of a distributed engine: their work in a worker.
 
-:func:`graph` turns the jobs left to run into tasks, each naming the tasks
-whose results it takes as inputs: the oracle before everything; a budget's
-baseline before the cells that read its models; a model shared by several
-cells (a pool generator, a pretrained trunk, the pool dreamer) as a task of
-its own before the cells that use it; and a stored-copy arm's exchange cell
-after the same arm's cells with fewer copies, whose images it reuses. An
-engine runs a task once its inputs exist; no code here orders anything by
-hand.
+The tasks, their inputs and the order they are handed to the engine are
+:mod:`dreamjax.study.run.taskgraph`'s (its names are re-exported here).
 
 :func:`run` is a task's work in a worker process. Workers share the workdir
 (a local folder, or storage every node mounts at the same path): each task
@@ -26,7 +20,7 @@ import socket
 import sys
 import time
 import traceback
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator
 
 from dreamjax import _xla, cli
 from dreamjax.plumbing import provenance, sharding
@@ -34,40 +28,15 @@ from dreamjax.configs import arms as arms_lib
 from dreamjax.errors import ConfigError, DreamjaxError
 from dreamjax.study.run import artefacts
 from dreamjax.study.run import context as context_lib
-from dreamjax.study.run.cells import ALIGNMENT, MORE_COPIES, Cell, jsonable
+from dreamjax.study.run.cells import Cell, jsonable
+# The task graph, and the names the engine and the runner take from here.
+from dreamjax.study.run.taskgraph import (  # noqa: F401 - re-exported
+    ARTEFACT, ORACLE, SharedModel, Task, by_priority, graph, needs_baseline, schedule,
+    shared_models, task_costs, wall_seconds)
 
-ORACLE = "oracle"
 # XLA:CPU intra-op threads of every worker process: one, so that a worker's numbers are the
 # same on any machine and with any number of workers, and W workers fill W cores.
 WORKER_THREADS = 1
-ARTEFACT = "artefact/"  # key prefix of a shared model's task
-
-
-@dataclasses.dataclass(frozen=True)
-class SharedModel:
-  """A model several cells read, trained once per study into ``artefacts/<name>``."""
-  name: str     # its artefacts/ file name, and its task's key after ARTEFACT
-  kind: str     # "pool_generator", "pretrained" or "pool_dreamer"
-  arm: str = ""  # the arm that trains it (a pool generator's stored arm)
-  index: int = 0  # a pool generator's number among its arm's G
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-  """One task: the oracle, a shared model, or a job of the plan (a cell or an alignment).
-
-  ``needs``: keys whose results this task uses (a failed one fails it);
-  ``after``: keys it only runs after (their files make it cheaper, never other).
-  """
-  key: str
-  cell: Cell | None = None
-  model: SharedModel | None = None  # what an ARTEFACT task trains
-  needs: tuple[str, ...] = ()
-  after: tuple[str, ...] = ()
-
-  @property
-  def inputs(self) -> tuple[str, ...]:
-    return self.needs + self.after
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,66 +47,6 @@ class Spec:
   versions: dict[str, str]  # the driver's provenance.versions(); a worker with others refuses
   data_digest: str        # of the data the driver read; a worker reading other data refuses
   threads: int            # XLA:CPU intra-op threads of every worker (_xla.fix_cpu_threads)
-
-
-def shared_models(config, arm: arms_lib.Resolved) -> list[SharedModel]:
-  """The models shared by several cells that ``arm``'s cells read: a pool generator
-  arm's G generators (:mod:`dreamjax.study.run.artefacts`; a fresh-sample arm reads its
-  stored twin's), a pretrained trunk (its arm's own), the pool dreamer (every deep
-  dream arm's). ``arm``: the arm as the study resolved it."""
-  source = arm.source
-  if isinstance(source, arms_lib.Attack):
-    source = source.model
-  if isinstance(source, arms_lib.Generator) and source.data == "pool":
-    twin = arm.generator_arm
-    used = min(artefacts.pool_generators(config), int(config.num_seeds))  # seed i reads i mod G
-    return [SharedModel(artefacts.pool_generator_name(twin, g), "pool_generator", twin, g)
-            for g in range(used)]
-  if isinstance(source, arms_lib.Pretrained):
-    return [SharedModel(arm.base, "pretrained", arm.base)]
-  if source == arms_lib.Classifier("pool_dreamer"):
-    return [SharedModel("pool_dreamer", "pool_dreamer")]
-  return []
-
-
-def needs_baseline(cell: Cell, arms: Mapping[str, arms_lib.Resolved]) -> bool:
-  """The C3 alignment and the arms that use the baseline's models (not the baseline)."""
-  return cell.job == ALIGNMENT or (cell.arm != "baseline" and arms[cell.arm].needs_baseline)
-
-
-def graph(config, jobs: Sequence[Cell], arms: Mapping[str, arms_lib.Resolved],
-          done: dict[str, Any]) -> list[Task]:
-  """Tasks for the jobs not ``done`` (results.jsonl's records by key), inputs before users.
-
-  ``arms``: the study's resolved arms (:func:`dreamjax.configs.arms.resolve`). An
-  input already in ``done`` is no task: :func:`inputs_of` passes its record.
-  """
-  todo = [c for c in jobs if c.key not in done]
-  keys = {c.key for c in jobs}
-  tasks: list[Task] = [Task(ORACLE)]
-  models: list[SharedModel] = []
-  for cell in todo:
-    if cell.job != ALIGNMENT:
-      models += [m for m in shared_models(config, arms[cell.arm]) if m not in models]
-  tasks += [Task(ARTEFACT + m.name, model=m) for m in models]
-  main_copies = int(config.copies)
-  for cell in todo:
-    needs = [ORACLE]
-    baseline = f"N{cell.budget}/baseline"
-    if needs_baseline(cell, arms) and baseline in keys:
-      needs.append(baseline)
-    after = []
-    if cell.job != ALIGNMENT:
-      needs += [ARTEFACT + m.name for m in shared_models(config, arms[cell.arm])]
-      if cell.exchange == MORE_COPIES and arms[cell.arm].per_copy:
-        # Copy m of an image is the same in every cell of the arm; the copies the arm's
-        # cells with fewer copies made are read back, as when the cells run in turn.
-        smaller = sorted({main_copies, *(int(m) for m in config.exchange.copies)})
-        after = [Cell.of(cell.budget, cell.arm, m, main_copies).key for m in smaller
-                 if m < cell.copies]
-        after = [k for k in after if k in keys]
-    tasks.append(Task(cell.key, cell=cell, needs=tuple(needs), after=tuple(after)))
-  return tasks
 
 
 def inputs_of(task: Task, futures: dict[str, Any], done: dict[str, Any]) -> list[Any]:
