@@ -79,8 +79,8 @@ def fuller_presets(config, records: Sequence[dict[str, Any]], workdir: str) -> l
   workers = workers_of(workdir)
   price = seconds_per_image_step(config, arms_lib.resolve(config), records, workers > 0)
   done = {r["cell"] for r in records if r.get("status") == "ok"}
-  built = [f[:-len(".msgpack")] for f in _listdir(os.path.join(workdir, "artefacts"))
-           if f.endswith(".msgpack")]
+  built = {f[:-len(".msgpack")] for f in _listdir(os.path.join(workdir, "artefacts"))
+           if f.endswith(".msgpack")}
   out = []
   for preset in PRESETS:
     fuller = preset_config(config, preset)
@@ -91,8 +91,7 @@ def fuller_presets(config, records: Sequence[dict[str, Any]], workdir: str) -> l
     jobs = plan_lib.jobs(fuller, arms)
     todo = [c.key for c in jobs if c.key not in done]
     seconds = None if price is None else taskgraph.wall_seconds(
-        fuller, jobs, arms, {k: True for k in done | {"oracle"}}, price, workers,
-        built=built)
+        fuller, jobs, arms, done | {"oracle"}, price, workers, built=built)
     flags = [f"--config {CONFIG}:{preset}", f"--workdir {workdir}"]
     if config.dataset != study_configs.get_config(preset).dataset:
       flags.append(f"--config.dataset={config.dataset}")

@@ -123,7 +123,7 @@ def estimate(config, jobs: Sequence[Any], arms: Mapping[str, arms_lib.Resolved],
   budgets: dict[int, float] = {}
   for cell in jobs:
     budgets[int(cell.budget)] = budgets.get(int(cell.budget), 0.0) + per_job[cell.key]
-  wall = (taskgraph.wall_seconds(config, jobs, arms, {}, rate, workers, sizes)
+  wall = (taskgraph.wall_seconds(config, jobs, arms, (), rate, workers, sizes)
           if int(workers) > 1 else None)
   return Estimate(per_job, budgets, cost.oracle_cost(config, sizes) * rate, int(workers), wall)
 

@@ -16,7 +16,7 @@ task in a worker is :mod:`dreamjax.study.run.tasks`'.
 
 import dataclasses
 import heapq
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study import cost
@@ -217,17 +217,17 @@ def schedule(graph: Sequence[Task], seconds: Mapping[str, float], workers: int,
 
 
 def wall_seconds(config, jobs: Sequence[Cell], arms: Mapping[str, arms_lib.Resolved],
-                 done: Mapping[str, Any], seconds_per_image_step: float, workers: int,
-                 sizes: cost.Sizes = cost.Sizes(), built: Sequence[str] = ()) -> float:
-  """Predicted wall time of the jobs not ``done`` on ``workers`` one-thread workers
-  (``workers`` ≤ 1: in turn, the sum): the cost model's image-steps of each task at
-  ``seconds_per_image_step``, scheduled as :func:`schedule` does in
+                 done: Collection[str], seconds_per_image_step: float, workers: int,
+                 sizes: cost.Sizes = cost.Sizes(), built: Collection[str] = ()) -> float:
+  """Predicted wall time of the jobs not ``done`` (keys) on ``workers`` one-thread
+  workers (``workers`` ≤ 1: in turn, the sum): the cost model's image-steps of each task
+  at ``seconds_per_image_step``, scheduled as :func:`schedule` does in
   :func:`by_priority`'s order. An oracle ``done`` and the shared models ``built`` (by
   name) are restored, not trained: they cost nothing here."""
-  tasks = graph(config, jobs, arms, dict(done))
+  tasks = graph(config, jobs, arms, {key: None for key in done})
   steps = task_costs(config, tasks, arms, sizes)
   free = {ORACLE} if ORACLE in done else set()
-  free |= {t.key for t in tasks if t.model is not None and t.model.name in set(built)}
+  free |= {t.key for t in tasks if t.model is not None and t.model.name in built}
   seconds = {k: 0.0 if k in free else v * seconds_per_image_step for k, v in steps.items()}
   if int(workers) <= 1:
     return sum(seconds.values())
