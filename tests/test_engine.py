@@ -18,6 +18,7 @@ from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
 from dreamjax.plumbing.fileio import read_jsonl
+from dreamjax.study import cost
 from dreamjax.study import plan as plan_lib
 from dreamjax.study import records as records_lib
 from dreamjax.study.run import runner, tasks
@@ -312,6 +313,36 @@ def test_tasks_go_to_the_engine_longest_predicted_work_first_inputs_still_first(
   assert [x.key for x in tasks.by_priority(graph, {})] == [x.key for x in graph]
 
 
+def test_a_small_generators_twins_train_it_once():
+  """A fresh-sample arm runs after its stored twin, whose kept generators it reads, and
+  the cost model charges their training to the twin alone; a twin later in the plan
+  leaves the fresh arm to train (and keep) them."""
+  cfg = study_configs.get_config("tiny")
+  cfg.arms = ("baseline", "vae_small", "vae_small_online", "diffusion_small_online",
+              "diffusion_small")
+  arms = arms_lib.resolve(cfg)
+  jobs = plan_lib.jobs(cfg, arms)
+  graph = {t.key: t for t in tasks.graph(cfg, jobs, arms, {})}
+  assert graph["N100/vae_small_online"].after == ("N100/vae_small",)
+  assert graph["N100/vae_small"].after == ()
+  assert graph["N100/diffusion_small_online"].after == ()  # its twin comes later
+  assert graph["N100/diffusion_small"].after == ()
+  costs = cost.job_costs(cfg, jobs, arms)
+
+  def alone(arm):
+    return cost.job_costs(cfg, [j for j in jobs if j.arm == arm], arms)[f"N100/{arm}"]
+
+  def trains(arm):
+    return cfg.num_seeds * cost.generator_work(arms[arm])
+
+  assert costs["N100/vae_small"] == alone("vae_small")
+  assert costs["N100/vae_small_online"] == pytest.approx(alone("vae_small_online")
+                                                         - trains("vae_small"))
+  assert costs["N100/diffusion_small_online"] == alone("diffusion_small_online")
+  assert costs["N100/diffusion_small"] == pytest.approx(alone("diffusion_small")
+                                                        - trains("diffusion_small"))
+
+
 @pytest.mark.parametrize("preset", ["first", "quick", "conclusions"])
 def test_a_preset_s_tasks_by_priority_keep_every_input_first(preset):
   cfg = study_configs.get_config(preset)
@@ -324,7 +355,7 @@ def test_a_preset_s_tasks_by_priority_keep_every_input_first(preset):
   assert len(order) == len(graph)
   assert all(position[k] < position[x.key] for x in order for k in x.inputs)
   # The costliest job goes before the cheaper ones that wait on nothing but the oracle.
-  cells = [x for x in order if x.cell is not None and x.needs == ("oracle",)]
+  cells = [x for x in order if x.cell is not None and x.inputs == ("oracle",)]
   assert costs[cells[0].key] == max(costs[x.key] for x in cells)
 
 

@@ -2,6 +2,8 @@
 bank read through before any sample repeats, in-step pseudo-labels, and the fresh-sample
 arms of a tiny study."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -101,21 +103,38 @@ def test_seeds_with_generators_of_their_own_train_alike_in_turn_and_in_one_progr
                train.unstack(together.state.params, 1), train.unstack(alone.state.params, 0))
 
 
-def test_a_fresh_arm_samples_its_stored_twins_generator_and_keeps_it(tmp_path, real_data_dir,
-                                                                     monkeypatch):
-  ctx = _context(tmp_path, real_data_dir)
-  gcfg, params, seconds, _ = fresh._small_generators(ctx, "gan_small_online")  # pylint: disable=protected-access
-  keys = [artefacts.arm_key(seed, "gan_small") for seed in ctx.seeds]
-  stored = generate.small_generators(ctx, "gan_small", list(ctx.seeds), list(ctx.splits), keys)
-  for seed, s, key in zip(ctx.seeds, ctx.splits, keys):
+def test_a_fresh_arm_and_its_stored_twin_train_one_generator_whichever_comes_first(
+    tmp_path, real_data_dir, monkeypatch):
+  keys = [artefacts.arm_key(seed, "gan_small") for seed in (0, 1)]
+  # Workdir a: the fresh arm first, then its twin; workdir b: the other way round.
+  a = _context(tmp_path / "a", real_data_dir)
+  gcfg, params, seconds, _ = fresh._small_generators(a, "gan_small_online")  # pylint: disable=protected-access
+  assert (tmp_path / "a" / "N100" / "gan_small" / "generator_seed1.msgpack").exists()
+  b = _context(tmp_path / "b", real_data_dir)
+  stored_b = generate.small_generators(b, "gan_small", [0, 1], list(b.splits), keys)
+  trained = []
+  real_train = generate.train_small
+  monkeypatch.setattr(generate, "train_small", lambda *x: trained.append(x) or real_train(*x))
+  stored_a = generate.small_generators(a, "gan_small", [0, 1], list(a.splits), keys)
+  _, params_b, seconds_b, _ = fresh._small_generators(b, "gan_small_online")  # pylint: disable=protected-access
+  assert not trained  # each second comer read the first one's generators
+  jax.tree.map(np.testing.assert_array_equal, params_b, params)  # trained alike, to the bit
+  for seed, s, key in zip((0, 1), a.splits, keys):
+    np.testing.assert_array_equal(stored_a[seed].images, stored_b[seed].images)
     twin = generators.sample_gan(gcfg, params[seed], jax.random.split(key)[1],
                                  labels=s.labeled_labels)
-    np.testing.assert_array_equal(twin, stored[seed].images)
-  # The cell's folder keeps the generators: a resumed cell trains none.
-  monkeypatch.setattr(generate, "train_small", lambda *a: pytest.fail("trained again"))
-  _, again, seconds_again, _ = fresh._small_generators(ctx, "gan_small_online")  # pylint: disable=protected-access
+    np.testing.assert_array_equal(twin, stored_a[seed].images)
+    assert stored_a[seed].seconds >= seconds[seed]  # its cost counts the training it read
+  assert all(seconds_b[seed] <= stored_b[seed].seconds for seed in (0, 1))
+  # A generator kept in the fresh arm's own folder (workdirs before the twins shared one)
+  # is read there.
+  (tmp_path / "a" / "N100" / "gan_small_online").mkdir()
+  for seed in (0, 1):
+    os.rename(tmp_path / "a" / "N100" / "gan_small" / f"generator_seed{seed}.msgpack",
+              tmp_path / "a" / "N100" / "gan_small_online" / f"generator_seed{seed}.msgpack")
+  _, again, _, _ = fresh._small_generators(a, "gan_small_online")  # pylint: disable=protected-access
+  assert not trained
   jax.tree.map(np.testing.assert_array_equal, again, params)
-  assert seconds_again == pytest.approx(seconds)
 
 
 def test_a_bank_is_read_through_before_any_sample_repeats(tmp_path, real_data_dir):
@@ -196,7 +215,9 @@ def test_the_fresh_arms_run_in_a_tiny_study(tmp_path, real_data_dir):
   for twin in ("vae_pool", "gan_pool", "diffusion_pool"):
     assert (tmp_path / "artefacts" / f"{twin}.msgpack").exists()
   assert (tmp_path / "N100" / "diffusion_small_online" / "bank_seed1.npz").exists()
-  assert (tmp_path / "N100" / "gan_small_online" / "generator_seed0.msgpack").exists()
+  # A fresh arm whose stored twin is not in the study keeps the generators it trains where
+  # the twin would.
+  assert (tmp_path / "N100" / "gan_small" / "generator_seed0.msgpack").exists()
 
 
 def test_the_length_chooser_refuses_a_fresh_sample_arm():

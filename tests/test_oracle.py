@@ -309,3 +309,44 @@ def test_the_instrument_section_prints_the_shift_measurements():
   assert "| 1 | 89.00 | 87.00 (left) | 96.00 |" in md
   assert "| 2 | 88.00 | 87.00 (left) | 95.00 |" in md
   assert "on 100 of its images" in md and f"{CHOSEN_STEPS} steps" in md
+
+
+def test_an_oracle_is_kept_for_the_next_study_and_restored_to_the_same_bits(
+    tmp_path, real_data_dir, monkeypatch):
+  monkeypatch.setenv("DREAMJAX_CACHE_DIR", str(tmp_path / "cache"))
+  cfg = study_configs.get_config("tiny")
+  cfg.generator_cache = True
+  cfg.oracle.train.steps = 20
+  raw = data.load_dataset("fashion_mnist", real_data_dir)
+  mesh = sharding.default(None)
+  first = context.oracle(cfg, raw, str(tmp_path / "a"), mesh, lambda m: None, cache=True)
+  kept = context.oracle_cache_path(cfg, raw)
+  assert kept.startswith(str(tmp_path / "cache")) and os.path.isdir(kept)
+  # A study of fresh seeds reads no seed in its oracle: it restores that one, trains none.
+  fresh = study_configs.get_config("tiny")
+  fresh.generator_cache, fresh.oracle.train.steps, fresh.first_seed = True, 20, 5
+  assert context.oracle_cache_path(fresh, raw) == kept
+  calls, logs = _spy_fit(monkeypatch), []
+  again = context.oracle(fresh, raw, str(tmp_path / "b"), mesh, logs.append, cache=True)
+  assert any("restored from the model cache" in m for m in logs)
+  assert any("resumed from step 20" in m for m in logs) and len(calls) == 1
+  jax.tree.map(np.testing.assert_array_equal, again.variables, first.variables)
+  np.testing.assert_array_equal(again.test_features, first.test_features)
+  assert again.record["history"] == first.record["history"]
+  assert again.record["test_accuracy"] == first.record["test_accuracy"]
+  assert again.record["timing"]["train_seconds"] >= first.record["timing"]["train_seconds"]
+  # Without ``cache`` (a recheck) and with another config, nothing is read from it.
+  logs.clear()
+  context.oracle(cfg, raw, str(tmp_path / "c"), mesh, logs.append)
+  longer = study_configs.get_config("tiny")
+  longer.generator_cache, longer.oracle.train.steps = True, 30
+  assert context.oracle_cache_path(longer, raw) != kept
+  assert not any("model cache" in m for m in logs)
+  # A cached folder that is no finished oracle of the config is removed, and one trained.
+  os.remove(os.path.join(kept, "dreamjax.json"))
+  logs.clear()
+  context.oracle(cfg, raw, str(tmp_path / "d"), mesh, logs.append, cache=True)
+  assert any("not a finished oracle" in m for m in logs)
+  assert os.path.isdir(kept) and os.listdir(kept)  # kept anew
+  off = study_configs.get_config("tiny")
+  assert context.oracle_cache_path(off, raw) is None  # the tiny preset keeps no models

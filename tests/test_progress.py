@@ -97,7 +97,9 @@ def test_fresh_sample_arms_are_priced_by_what_they_draw_and_share_their_twins_ge
   assert 1 < small < pool and progress.transform_factor(
       cfg, arms["diffusion_small_online"]) < small
   # A bank of 20·N diffusion samples costs more than the stored arm's N.
-  bank = costs[f"N{n}/diffusion_small_online"] - costs[f"N{n}/diffusion_small"]
+  # (The stored arm trains the seeds' diffusion models; the fresh arm reads them back.)
+  trained = k * progress.generator_work(arms["diffusion_small"])
+  bank = costs[f"N{n}/diffusion_small_online"] + trained - costs[f"N{n}/diffusion_small"]
   assert bank > k * 18 * n * progress.sample_work(arms["diffusion_small"])
   # The pool generator trains once for the stored arm and its fresh form, whichever is first.
   order = [cell.arm for cell in jobs]
@@ -210,6 +212,20 @@ def test_recalibration_moves_the_eta_toward_the_observed_ratio():
   clock.t += 1000.0
   p.end(third, {"status": "failed", "error": "x"})
   assert p.ratio() == pytest.approx(want) and third in p.finished
+
+
+def test_on_workers_the_time_left_is_the_work_shared_but_never_less_than_the_longest_job():
+  cfg, arms, jobs = _jobs()
+  p = _progress(cfg, jobs, arms, clock=Clock(), parallel=2)
+  p.rate = 0.001
+  seconds = {k: c * 0.001 for k, c in p.costs.items()}
+  assert p.left()[0] == pytest.approx(max(sum(seconds.values()) / 2, max(seconds.values())))
+  longest = max(seconds, key=seconds.get)
+  for key in seconds:  # every other job done as predicted: the longest is left alone
+    if key != longest:
+      p.end(key, {"cell": key, "status": "ok", "timing": {"cell_seconds": seconds[key]}})
+  assert p.left()[0] == pytest.approx(seconds[longest])  # not half of it
+  assert _progress(cfg, jobs, arms, clock=Clock()).parallel == 1
 
 
 def test_without_a_price_the_first_finished_job_sets_it():

@@ -119,6 +119,17 @@ def test_inconclusive_verdicts_name_their_reason():
   assert v.verdict == "inconclusive (accuracy change CI crosses +margin)"
 
 
+@pytest.mark.parametrize("digest", sorted(claims.FROZEN))
+def test_the_frozen_protocol_is_what_the_presets_run(digest):
+  """A change to a rule, a threshold or an arm-defining field of a frozen preset fails here:
+  it is a new protocol version, and needs its own confirmation run (docs/protocol.md)."""
+  preset, day = claims.FROZEN[digest]
+  p = claims.protocol(study_configs.get_config(preset))
+  assert p == {"version": 2, "digest": digest, "frozen": day}, (
+      f"the {preset} preset no longer runs the protocol frozen on {day}")
+  assert claims.protocol(study_configs.get_config(preset), version=1)["frozen"] is None
+
+
 def test_protocol_digest_changes_with_a_rule_or_threshold_not_with_seeds(monkeypatch):
   cfg = study_configs.get_config("quick")
   p = claims.protocol(cfg)

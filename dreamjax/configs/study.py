@@ -134,8 +134,8 @@ def get_config(preset: str = "first") -> ml_collections.ConfigDict:
   c.pseudo_label_threshold = 0.9  # unconditional pool generators: keep confident samples
   c.quality_gate = 0.6            # a generator whose samples the oracle labels right less
                                   # often is "under-trained"; claims resting on it say so
-  c.generator_cache = True        # reuse a pool generator trained on the same data and
-                                  # config by an earlier study (DREAMJAX_CACHE_DIR)
+  c.generator_cache = True        # reuse a pool model or the oracle trained on the same
+                                  # data and config by an earlier study (DREAMJAX_CACHE_DIR)
   c.pool_generators = 3           # G pool generators per pool generator arm, trained on the
                                   # shared pool from different seeds; classifier seed number
                                   # i uses generator i mod G, so those arms' intervals hold

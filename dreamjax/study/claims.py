@@ -164,6 +164,12 @@ DREAMERS = {
 # Config fields that do not define the protocol: how many seeds and which, where the data
 # lives, caches and chunk sizes (they change no number).
 NOT_PROTOCOL = ("num_seeds", "first_seed", "data_dir", "generator_cache", "dream_chunk")
+# The protocol as frozen before its confirmation on fresh seeds (docs/protocol.md, "Order
+# of work"): version 2's digest for each preset it was frozen for, and the day. A rule,
+# threshold or arm-defining field changed since gives another digest, which a report
+# prints as not frozen: such a change is a new version and needs its own confirmation.
+FROZEN = {"e0f473b552c4e1a2": ("first", "2026-12-07"),
+          "c532267a286da70b": ("quick", "2026-12-07")}
 
 
 def rivals() -> tuple[str, ...]:
@@ -219,8 +225,9 @@ def measures_robustness(arm: str) -> bool:
 
 
 def protocol(config, version: int | None = None) -> dict[str, Any]:
-  """The protocol a study runs under: its version and a digest of its rules, thresholds,
-  placebos and arm-defining config (not its seeds)."""
+  """The protocol a study runs under: its version, a digest of its rules, thresholds,
+  placebos and arm-defining config (not its seeds), and the day it was frozen
+  (:data:`FROZEN`; None where it is not the frozen protocol)."""
   version = int(version if version is not None else config.get("protocol_version", 1))
   cfg = json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config)
   cfg = records_lib.without_old_defaults(cfg)
@@ -235,7 +242,9 @@ def protocol(config, version: int | None = None) -> dict[str, Any]:
              "thresholds": {"frechet_ratio": FRECHET_RATIO, "same_direction": SAME_DIRECTION}}
   blob = json.dumps({"version": version, "claims": CLAIMS, **rules, "config": cfg},
                     sort_keys=True, default=str)
-  return {"version": version, "digest": hashlib.sha256(blob.encode()).hexdigest()[:16]}
+  digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
+  frozen = FROZEN.get(digest) if version == 2 else None
+  return {"version": version, "digest": digest, "frozen": frozen[1] if frozen else None}
 
 
 # --- helpers -----------------------------------------------------------------------

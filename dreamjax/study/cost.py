@@ -200,13 +200,15 @@ def job_costs(config, jobs: Sequence[Any], arms: Mapping[str, arms_lib.Resolved]
 
   A model shared by the study (an arm's pool generators, a pretrained trunk, the
   pool dreamer) is charged to the first job of its arm, or to none with
-  ``charge_shared=False`` (where it is a task of its own). ``arms``: the study's
+  ``charge_shared=False`` (where it is a task of its own). The seeds' class-conditional
+  generators of a stored arm and its fresh-sample twin are charged to the first of
+  their cells at a budget: the other reads them back. ``arms``: the study's
   resolved arms (:func:`dreamjax.configs.arms.resolve`), by cell arm name.
   """
   k, batch = int(config.num_seeds), int(config.train.batch_size)
   copy_counts = sorted({int(config.copies), *(int(m) for m in config.exchange.copies)})
   e = config.eval
-  shared_done: set[str] = set()
+  shared_done: set[Any] = set()
   out = {}
   for cell in jobs:
     key, n = cell.key, int(cell.budget)
@@ -232,7 +234,10 @@ def job_costs(config, jobs: Sequence[Any], arms: Mapping[str, arms_lib.Resolved]
     if charge_shared and dreamer_factor(config, arm) > 1 and "pool_dreamer" not in shared_done:
       shared_done.add("pool_dreamer")  # pretrained once, in the first cell that dreams with it
       gen += dreamer_work(config, arm)
-    if kind in ("small_generator", "online_small_generator", "bank_small_generator"):
+    if (kind in ("small_generator", "online_small_generator", "bank_small_generator")
+        and (n, trains) not in shared_done):
+      # The seeds' generators, trained by the first of the twins' cells and kept for the rest.
+      shared_done.add((n, trains))
       gen += k * generator_work(arm)
     if kind.startswith("bank_"):  # the bank, before training
       made_bank = n * int(arm.settings.bank_multiple)

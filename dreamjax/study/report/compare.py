@@ -60,7 +60,7 @@ def load(folder: str) -> dict[str, Any]:
   protocol = None
   if os.path.exists(os.path.join(folder, "protocol.json")):
     with open(os.path.join(folder, "protocol.json")) as f:
-      protocol = {k: v for k, v in json.load(f).items() if k in ("version", "digest")}
+      protocol = {k: v for k, v in json.load(f).items() if k in ("version", "digest", "frozen")}
   return {"folder": folder, "study": study, "claims": claims, "records": latest,
           "sessions": records_lib.read_sessions(folder), "protocol": protocol}
 
@@ -232,8 +232,9 @@ def markdown(result: dict[str, Any], name_a: str = "A", name_b: str = "B") -> st
     same = (protocols.get("a") and protocols.get("b")
             and protocols["a"].get("digest") == protocols["b"].get("digest"))
     lines += [f"Protocol: A {digest(protocols.get('a'))}; B {digest(protocols.get('b'))}"
-              + (" (the same)." if same else " (**not the same protocol**: B does not confirm"
-                 " A's rules)."), ""]
+              + ((f" (the same, frozen on {protocols['a']['frozen']})." if
+                  protocols["a"].get("frozen") else " (the same).") if same
+                 else " (**not the same protocol**: B does not confirm A's rules)."), ""]
   changes = result["config_changes"]
   lines.append("Config fields that differ (A → B): " + (
       "; ".join(f"`{k}` {va!r} → {vb!r}" for k, va, vb in changes) if changes else "none") + ".")

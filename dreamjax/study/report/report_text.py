@@ -439,8 +439,11 @@ def _arms(rows, cells, config) -> list[str]:
 def _protocol(protocol) -> list[str]:
   if not protocol:
     return []
+  frozen = (f"frozen on {protocol['frozen']} before its confirmation on fresh seeds"
+            if protocol.get("frozen") else "not the frozen protocol: exploratory")
   return [f"Protocol version {protocol['version']}, digest `{protocol['digest']}` (its rules,"
-          " thresholds, placebos and arm-defining config; not its seeds).", ""]
+          f" thresholds, placebos and arm-defining config; not its seeds): {frozen}"
+          " (docs/protocol.md).", ""]
 
 
 def _placebos(placebos) -> list[str]:

@@ -87,7 +87,7 @@ def _load_or_make(ctx, name: str, make: Callable[[], tuple[Any, list]],
 
 
 def cache_dir() -> str:
-  """Where trained pool generators are kept across studies (``DREAMJAX_CACHE_DIR``)."""
+  """Where trained pool models and oracles are kept across studies (``DREAMJAX_CACHE_DIR``)."""
   root = os.environ.get("DREAMJAX_CACHE_DIR") or os.path.join(
       os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dreamjax")
   return os.path.join(root, "generators")

@@ -7,8 +7,10 @@ dream, attack or pseudo-label read. Arms receive the finished :class:`Context`.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 from typing import Any, Callable, Mapping
 
 import jax
@@ -17,10 +19,10 @@ from jax.sharding import Mesh
 
 from dreamjax import data as data_lib
 from dreamjax.methods import adversarial, augment, frechet
-from dreamjax.plumbing import fileio
+from dreamjax.plumbing import checkpoint, fileio
 from dreamjax.training import evaluate, metrics, models, train
 from dreamjax.configs import arms as arms_lib
-from dreamjax.errors import ConfigError
+from dreamjax.errors import CheckpointError, ConfigError
 from dreamjax.training.seeds import pad_to_common, unstack
 from dreamjax.study import plan, records, spec
 
@@ -194,9 +196,77 @@ def oracle_fingerprint(config) -> str:
   return json.dumps(cfg) + config.dataset
 
 
+def oracle_cache_path(config, raw: data_lib.RawDataset) -> str | None:
+  """Where the oracle of ``config`` on ``raw`` is kept across studies on this machine
+  (beside the pool models, :func:`dreamjax.study.run.artefacts.cache_dir`), keyed by
+  everything its weights depend on: its training config, the data, the validation
+  split it leaves out, the software, the XLA flags and threads; None without
+  ``generator_cache`` or a data digest. The oracle reads no seed of the study, so every
+  study of the same data and config (fresh seeds too) trains the same one."""
+  if not config.get("generator_cache") or not raw.digest:
+    return None
+  from dreamjax import _xla  # pylint: disable=g-import-not-at-top
+  from dreamjax.plumbing import provenance  # pylint: disable=g-import-not-at-top
+  from dreamjax.study.run import artefacts  # pylint: disable=g-import-not-at-top
+  parts = {"oracle": oracle_fingerprint(config), "val_size": int(config.val_size),
+           "data": raw.digest, "versions": provenance.versions(),
+           "xla_flags": os.environ.get("XLA_FLAGS", ""), "threads": _xla.cpu_threads()}
+  key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+  return os.path.join(artefacts.cache_dir(), f"oracle_{key[:32]}")
+
+
+def _restore_cached_oracle(config, cached: str | None, checkpoint_dir: str, log) -> bool:
+  """Copies a cached oracle's finished checkpoint into the workdir (where a study trains
+  it), so that training resumes at its end; True if it did. A cached one that is not
+  a finished checkpoint of this config is removed (the study trains and keeps another)."""
+  if not cached or not os.path.isdir(cached) or os.path.exists(checkpoint_dir):
+    return False
+  try:
+    meta = checkpoint.read_meta(cached)
+    finished = int(meta.get("step", -1)) == int(config.oracle.train.steps)  # key: the config
+  except (CheckpointError, TypeError, ValueError):
+    finished = False
+  if not finished:
+    log(f"oracle: {cached} is not a finished oracle of this config; removed, training it")
+    shutil.rmtree(cached, ignore_errors=True)
+    return False
+  try:
+    tmp = f"{checkpoint_dir}.from_cache.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(cached, tmp)
+    os.replace(tmp, checkpoint_dir)
+  except OSError as e:  # an unreadable cache trains the oracle, as without one
+    log(f"oracle: not restored from {cached} ({e}); training it")
+    return False
+  log(f"oracle: restored from the model cache ({cached})")
+  return True
+
+
+def _keep_oracle(cached: str | None, checkpoint_dir: str, log) -> None:
+  """Copies the workdir's finished oracle checkpoint into the cache (whole, or not at all)."""
+  if not cached or os.path.isdir(cached):
+    return
+  tmp = f"{cached}.tmp.{os.getpid()}"
+  try:
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    shutil.copytree(checkpoint_dir, tmp)
+    os.replace(tmp, cached)
+  except OSError as e:  # a full or read-only cache costs the next study the training
+    shutil.rmtree(tmp, ignore_errors=True)
+    log(f"oracle: not kept in the model cache ({e})")
+
+
 def oracle(config, raw: data_lib.RawDataset, workdir: str, mesh: Mesh, log,
-           record: dict[str, Any] | None = None, write_record: bool = True) -> Oracle:
+           record: dict[str, Any] | None = None, write_record: bool = True,
+           cache: bool = False) -> Oracle:
   """Trains (or resumes) the reference classifier on every training label.
+
+  With ``cache`` (the one task or process that trains a study's oracle), an oracle
+  trained by an earlier study on this machine with the same config and data
+  (:func:`oracle_cache_path`) is restored instead of trained: its checkpoint is
+  copied into the workdir, where training finds it finished, so its weights,
+  history, training seconds and record are that study's; a newly trained one is
+  kept there for the next study. Other tasks restore the workdir's checkpoint.
 
   Its record holds its test and validation accuracy and, for each distance of
   ``oracle.shift_pixels``, its accuracy on shifted test images
@@ -209,11 +279,16 @@ def oracle(config, raw: data_lib.RawDataset, workdir: str, mesh: Mesh, log,
   model = models.make_model(cfg.model, raw.num_classes)
   s = data_lib.make_splits(raw, num_labeled=-1, val_size=config.val_size, seed=0)
   folder = os.path.join(workdir, "oracle")
+  checkpoint_dir = os.path.join(folder, "checkpoint")
+  cached = oracle_cache_path(config, raw) if cache else None
+  restored = _restore_cached_oracle(config, cached, checkpoint_dir, log)
   res = train.fit(model, cfg.train, s.labeled_images, s.labeled_labels, seeds=[0], mesh=mesh,
                   batch_transform=oracle_transform(cfg),
-                  val=(s.val_images, s.val_labels), checkpoint_dir=os.path.join(folder, "checkpoint"),
+                  val=(s.val_images, s.val_labels), checkpoint_dir=checkpoint_dir,
                   metrics_dir=os.path.join(folder, metrics.LOGDIR),
                   fingerprint=oracle_fingerprint(config), desc="oracle", progress=log)
+  if not restored:
+    _keep_oracle(cached, checkpoint_dir, log)
   variables = unstack(res.state.variables, 0)
   if record is None:
     record = {r["cell"]: r for r in fileio.read_jsonl(os.path.join(workdir, RESULTS),

@@ -28,11 +28,12 @@ Each returns a :class:`dreamjax.training.train.SeedTransform`: the seeds' genera
 labeler) weights or banks reach the step as its arguments. Its ``samples`` are
 M·N images per seed drawn the same way for the cell's quality measures (label
 preservation, Fréchet distance, CAS), its ``info`` what the cell records of the
-arm's cost. Trained small generators and banks are kept in the cell's folder, so
-a resumed cell does not make them again.
+arm's cost. The small generators are read from the twin's cell folder where the
+twin (or an earlier run) kept them, else trained and kept there, so they are trained
+once for both arms; banks are kept in the cell's folder, so a resumed cell does not
+make them again.
 """
 
-import os
 import time
 from typing import Any
 
@@ -41,11 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from dreamjax import generators
-from dreamjax.plumbing import checkpoint
 from dreamjax.training import train
 from dreamjax import data as data_lib
 from dreamjax.generators import fresh
-from dreamjax.errors import CheckpointError, ConfigError
+from dreamjax.errors import ConfigError
 from dreamjax.training.seeds import pad_to_common, stack, unstack
 from dreamjax.study.run import artefacts, cells
 from dreamjax.study.run import generate as generate_lib
@@ -87,33 +87,23 @@ def _generator_image_steps(gcfg) -> int:
 
 def _small_generators(ctx, arm: str):
   """(config, {seed: params}, {seed: train seconds}, seed 0's history) of the twin's
-  class-conditional generators, one per seed: from the cell's folder where an earlier run
-  kept them, else trained as the twin trains them (its config, its trainer keys)."""
+  class-conditional generators, one per seed: the twin's own where its cell (or an
+  earlier run of this one) kept them, else trained as the twin trains them (its
+  config, its trainer keys) and kept for it."""
   twin = ctx.arm(arm).generator_arm
-  kind = ctx.arm(arm).source.family
-  gcfg = ctx.arm(arm).generator
-  params, seconds, histories, missing = {}, {}, {}, []
-  for seed in ctx.seeds:
-    path = _path(ctx, arm, f"generator_seed{seed}.msgpack")
-    try:
-      params[seed], meta = checkpoint.load_tree(path)
-      seconds[seed], histories[seed] = float(meta["seconds"]), meta.get("history", [])
-    except (CheckpointError, KeyError) as e:
-      if os.path.exists(path):
-        ctx.log(f"{arm}: training seed {seed}'s generator again ({e})")
-      missing.append(seed)
-  if missing:
-    splits = [ctx.splits[ctx.seeds.index(seed)] for seed in missing]
-    # The twin's trainer key: generate.small_generators splits arm_key(seed, twin) so.
-    keys = [jax.random.split(artefacts.arm_key(seed, twin))[0] for seed in missing]
-    t0 = time.perf_counter()
-    trained = generate_lib.train_small(ctx, kind, gcfg, splits, keys)
-    each = (time.perf_counter() - t0) / len(missing)
-    for seed, (p, history) in zip(missing, trained):
-      checkpoint.save_tree(_path(ctx, arm, f"generator_seed{seed}.msgpack"), p,
-                           {"seconds": each, "history": history, "generator_arm": twin})
-      params[seed], seconds[seed], histories[seed] = p, each, history
-  return gcfg, params, seconds, histories[ctx.seeds[0]]
+  # The twin's trainer key: generate.small_generators splits arm_key(seed, twin) so.
+  keys = [jax.random.split(artefacts.arm_key(seed, twin))[0] for seed in ctx.seeds]
+  # Where this arm kept its own copy before the twin's was shared (workdirs of 2026-12-07).
+  def own(seed):
+    return _path(ctx, arm, f"generator_seed{seed}.msgpack")
+
+  resolved = ctx.arm(arm)
+  trained = generate_lib.trained_small_generators(
+      ctx, twin, resolved.source.family, resolved.generator, list(ctx.seeds), list(ctx.splits),
+      keys, also=(own,))
+  params = {seed: trained[seed][0] for seed in ctx.seeds}
+  seconds = {seed: trained[seed][1] for seed in ctx.seeds}
+  return resolved.generator, params, seconds, trained[ctx.seeds[0]][2]
 
 
 def _measured(images, labels, info=None) -> generate_lib.Generated:

@@ -10,8 +10,9 @@ arm of that name, ``ctx.arm(arm)`` (:class:`dreamjax.configs.arms.Resolved`).
 """
 
 import dataclasses
+import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -25,8 +26,10 @@ from dreamjax import dream as dream_lib
 from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import generator as gen_configs
 from dreamjax.dream import online
-from dreamjax.errors import ConfigError
+from dreamjax.errors import CheckpointError, ConfigError
 from dreamjax.generators import common
+from dreamjax.plumbing import checkpoint
+from dreamjax.study import plan as plan_lib
 from dreamjax.study.run import artefacts
 
 
@@ -250,16 +253,17 @@ def small_generators(ctx, arm, seeds, splits, keys) -> dict[int, Generated]:
 
   Each seed's generator, samples and numbers are its own (its key, its
   labeled set); only the program that steps them is shared
-  (:func:`dreamjax.generators.common.train_seeds`).
+  (:func:`dreamjax.generators.common.train_seeds`). The generators are kept
+  (:func:`trained_small_generators`), so that the arm's fresh-sample twin samples
+  them instead of training them again.
   """
   resolved = ctx.arm(arm)
   kind, gcfg = resolved.source.family, resolved.generator
-  t0 = time.perf_counter()
   k_train, k_sample = zip(*(jax.random.split(key) for key in keys))
-  trained = train_small(ctx, kind, gcfg, splits, k_train)
-  train_seconds = (time.perf_counter() - t0) / len(seeds)
+  trained = trained_small_generators(ctx, arm, kind, gcfg, seeds, splits, k_train)
   out = {}
-  for seed, s, (params, history), key in zip(seeds, splits, trained, k_sample):
+  for seed, s, key in zip(seeds, splits, k_sample):
+    params, train_seconds, history = trained[seed]
     t1 = time.perf_counter()
     want = np.concatenate([s.labeled_labels] * ctx.copies)
     x = generators.SAMPLE[kind](gcfg, params, key, labels=want, mesh=ctx.mesh)
@@ -267,6 +271,51 @@ def small_generators(ctx, arm, seeds, splits, keys) -> dict[int, Generated]:
             "image_steps": int(gcfg.steps) * _generator_batch(gcfg)}
     out[seed] = Generated(x, want.astype(np.int32), np.full(len(want), -1, np.int64),
                           train_seconds + time.perf_counter() - t1, info)
+  return out
+
+
+def small_generator_path(ctx, arm: str, seed: int) -> str:
+  """Where seed ``seed``'s class-conditional generator of the stored arm ``arm`` is kept
+  at the context's budget: the folder of the arm's main cell."""
+  return ctx.path(plan_lib.folder_of(f"N{ctx.budget}/{arm}"), f"generator_seed{seed}.msgpack")
+
+
+def trained_small_generators(ctx, arm, kind, gcfg, seeds, splits, keys,
+                             also: tuple[Callable[[int], str], ...] = ()
+                             ) -> dict[int, tuple[Any, float, list]]:
+  """``{seed: (params, train seconds, history)}``: the stored arm ``arm``'s
+  class-conditional generator of each seed (a ``kind`` model of config ``gcfg``),
+  trained from its trainer key in ``keys``.
+
+  A generator kept at :func:`small_generator_path` (or where a function of the seed in
+  ``also`` says) by an
+  earlier cell of the workdir is read back; the others are trained as one
+  program (:func:`train_small`) and kept. Whoever trains first, the stored arm
+  or its fresh-sample twin, trains the same generator (same labeled set, same
+  key), so the one that comes second samples it instead of training it again.
+  """
+  out, missing = {}, []
+  for seed in seeds:
+    for path in (small_generator_path(ctx, arm, seed), *(where(seed) for where in also)):
+      try:
+        params, meta = checkpoint.load_tree(path)
+        out[seed] = (params, float(meta["seconds"]), meta.get("history", []))
+        break
+      except (CheckpointError, KeyError) as e:
+        if os.path.exists(path):
+          ctx.log(f"{arm}: training seed {seed}'s generator again ({e})")
+    if seed not in out:
+      missing.append(seed)
+  if missing:
+    index = {seed: i for i, seed in enumerate(seeds)}
+    t0 = time.perf_counter()
+    trained = train_small(ctx, kind, gcfg, [splits[index[seed]] for seed in missing],
+                          [keys[index[seed]] for seed in missing])
+    each = (time.perf_counter() - t0) / len(missing)
+    for seed, (params, history) in zip(missing, trained):
+      checkpoint.save_tree(small_generator_path(ctx, arm, seed), params,
+                           {"seconds": each, "history": history, "generator_arm": arm})
+      out[seed] = (params, each, history)
   return out
 
 

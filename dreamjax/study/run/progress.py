@@ -206,10 +206,13 @@ class StudyProgress:
     try:
       ratio = self.ratio()
       if self.costs is not None and (ratio is not None or self.rate):
-        rate = self.rate or 1.0
+        rate, ratio_ = self.rate or 1.0, 1.0 if ratio is None else ratio
         running = self.costs[self.current] * rate if self.current else 0.0
-        return (cost.time_left([self.costs[k] * rate for k in todo],
-                          1.0 if ratio is None else ratio, running, elapsed) / self._share(todo),
+        work = cost.time_left([self.costs[k] * rate for k in todo], ratio_, running, elapsed)
+        # On several workers, the work shared among them, but never less than the longest
+        # job left (a worker's tasks report when they end, so theirs count in full).
+        longest = max([ratio_ * self.costs[k] * rate for k in todo], default=0.0)
+        return (max(work / self._share(todo), longest if self.parallel > 1 else 0.0),
                 "" if ratio is not None else " (uncalibrated)")
     except Exception:  # noqa: BLE001 - fall back to the mean of the finished jobs
       pass

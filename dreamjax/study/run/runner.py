@@ -294,7 +294,7 @@ def _run(config, workdir, raw, cells, with_alignment, mesh, retry_failed, log, c
   t0 = time.perf_counter()
   ran = 0
   try:
-    oracle = context_lib.oracle(config, raw, workdir, mesh, log)
+    oracle = context_lib.oracle(config, raw, workdir, mesh, log, cache=True)
     bar.use_oracle(oracle.record)
     for cell in jobs:
       if cell.key in done:

@@ -88,6 +88,7 @@ def graph(config, jobs: Sequence[Cell], arms: Mapping[str, arms_lib.Resolved],
   """
   todo = [c for c in jobs if c.key not in done]
   keys = {c.key for c in jobs}
+  position = {c.key: i for i, c in enumerate(jobs)}
   tasks: list[Task] = [Task(ORACLE)]
   models: list[SharedModel] = []
   for cell in todo:
@@ -110,8 +111,24 @@ def graph(config, jobs: Sequence[Cell], arms: Mapping[str, arms_lib.Resolved],
         after = [Cell.of(cell.budget, cell.arm, m, main_copies).key for m in smaller
                  if m < cell.copies]
         after = [k for k in after if k in keys]
+      # The class-conditional generators another cell trains first (and keeps) are read
+      # back; in a plan where that cell comes later, this one trains and keeps them.
+      small = small_generator_cell(cell, arms[cell.arm], main_copies)
+      if small is not None and position.get(small, len(jobs)) < position[cell.key]:
+        after.append(small)
     tasks.append(Task(cell.key, cell=cell, needs=tuple(needs), after=tuple(after)))
   return tasks
+
+
+def small_generator_cell(cell: Cell, arm: arms_lib.Resolved, main_copies: int) -> str | None:
+  """The key of the cell that trains (and keeps) the class-conditional generators ``cell``
+  samples, where that is another cell: the stored twin's main cell for a fresh-sample
+  arm (``N1000/vae_small`` for ``N1000/vae_small_online``), the arm's main cell for an
+  exchange cell of a stored one. None for any other cell."""
+  if arm.generator_arm is None or arm.source.data == "pool":
+    return None
+  main = Cell.of(cell.budget, arm.generator_arm, main_copies, main_copies).key
+  return None if main == cell.key else main
 
 
 def task_costs(config, graph: Sequence[Task], arms: Mapping[str, arms_lib.Resolved],

@@ -144,7 +144,7 @@ def _run(spec: Spec, task: Task, inputs) -> dict[str, Any]:
   by_key = {k: _record_of(x) for k, x in zip(task.inputs, inputs)}
   failed = [k for k in task.needs if (by_key[k] or {}).get("status") == "failed"]
   if task.key == ORACLE:
-    record = state["oracle"]().record
+    record = state["oracle"](train=True).record
   elif task.model:
     record = _shared_model(state, task)
   elif failed:
@@ -193,10 +193,10 @@ def _state(spec: Spec) -> dict[str, Any]:
   log = _log
   oracle: list[Any] = []
 
-  def get_oracle(record=None):
+  def get_oracle(record=None, train=False):
     if not oracle:  # trained by the oracle task; every other task restores its checkpoint
       oracle.append(context_lib.oracle(spec.config, raw, spec.workdir, mesh, log,
-                                       record=record, write_record=False))
+                                       record=record, write_record=False, cache=train))
     return oracle[0]
 
   _STATE.clear()
