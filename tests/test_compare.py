@@ -170,6 +170,12 @@ def test_fresh_seeds_compare_unpaired_and_report_agreement(tmp_path):
   assert "Seeds 0–2 of A and 5–7 of B" in md and "Welch" in md
   assert "| C5 | 1000 | supported | supported | yes | 1/2 | 1/2 |" in md
   assert "digest `0123456789abcdef` (the same)" in md
+  # A confirmation run under the frozen protocol says so; its exploratory run, made before
+  # the freeze, recorded no day.
+  with open(os.path.join(b, "protocol.json"), "w") as f:
+    json.dump({"version": 2, "digest": "0123456789abcdef", "frozen": "2026-12-07"}, f)
+  frozen = compare.markdown(compare.compare(a, b), "exploratory", "confirmation")
+  assert "digest `0123456789abcdef` (the same, frozen on 2026-12-07)" in frozen
   assert "`classical_online − pgd` changes sign" in md
   assert "`first_seed` 0 → 5" in md
 

@@ -510,3 +510,16 @@ def test_small_generators_of_all_seeds_in_one_program_equal_seed_by_seed(arm, re
     np.testing.assert_array_equal(together[seed].labels, alone.labels)
     assert together[seed].info["history"] == alone.info["history"]
   assert not np.array_equal(together[0].images, together[1].images)
+
+
+def test_the_sample_figures_show_the_study_s_first_seed(tmp_path):
+  """A confirmation run on fresh seeds (first_seed=5) has no seed 0 whose sets to show."""
+  from dreamjax.study.report import report  # pylint: disable=g-import-not-at-top
+  cfg = study_configs.get_config("tiny")
+  cells = {"dream_strong": {"cell": "N100/dream_strong"}, "classical": {"cell": "N100/classical/M2"},
+           "alignment": {}}
+  for first in (0, 5):
+    cfg.first_seed = first
+    assert report.stored_sets(str(tmp_path), cfg, cells) == {
+        "dream_strong": str(tmp_path / "N100" / "dream_strong" / f"generated_seed{first}.npz"),
+        "classical": str(tmp_path / "N100" / "classical_M2" / f"generated_seed{first}.npz")}

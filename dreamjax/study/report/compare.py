@@ -231,9 +231,10 @@ def markdown(result: dict[str, Any], name_a: str = "A", name_b: str = "B") -> st
                         else "not recorded")
     same = (protocols.get("a") and protocols.get("b")
             and protocols["a"].get("digest") == protocols["b"].get("digest"))
+    # An exploratory run made before the freeze recorded no day; its confirmation did.
+    frozen = same and (protocols["b"].get("frozen") or protocols["a"].get("frozen"))
     lines += [f"Protocol: A {digest(protocols.get('a'))}; B {digest(protocols.get('b'))}"
-              + ((f" (the same, frozen on {protocols['a']['frozen']})." if
-                  protocols["a"].get("frozen") else " (the same).") if same
+              + ((f" (the same, frozen on {frozen})." if frozen else " (the same).") if same
                  else " (**not the same protocol**: B does not confirm A's rules)."), ""]
   changes = result["config_changes"]
   lines.append("Config fields that differ (A → B): " + (

@@ -8,7 +8,7 @@ from dreamjax import data as data_lib
 from dreamjax.errors import ConfigError
 from dreamjax.figures import charts
 from dreamjax.configs import arms as arms_lib
-from dreamjax.study import claims, plan
+from dreamjax.study import claims, plan, spec
 from dreamjax.study.report import report_text, tables
 from dreamjax.study.run import fuller
 
@@ -75,14 +75,21 @@ def placebos_by_budget(config, records) -> list[dict]:
   return [p for p in out if p["claim"] in decided(config)]
 
 
+def stored_sets(workdir: str, config, cells) -> dict[str, str]:
+  """Each arm's stored set of the study's first seed (the one the sample figures show),
+  by arm: a confirmation run on fresh seeds (``first_seed=5``) has no seed 0."""
+  first = spec.seeds_of(config)[0]
+  return {a: os.path.join(workdir, plan.folder_of(c["cell"]), f"generated_seed{first}.npz")
+          for a, c in cells.items() if c.get("cell")}
+
+
 def _figures(workdir, config, records, cells, exchange, quality, train_images) -> dict[str, str]:
   figdir = os.path.join(workdir, FIGURES)
   os.makedirs(figdir, exist_ok=True)
   plain = {a: c for a, c in cells.items() if a != "alignment"}
   by_budget = budget_cells(config, records)
   color = arms_lib.color
-  stored = {a: os.path.join(workdir, plan.folder_of(c["cell"]), "generated_seed0.npz")
-            for a, c in plain.items() if c.get("cell")}
+  stored = stored_sets(workdir, config, plain)
   makers = (
       ("forest", lambda p: charts.forest(by_budget, p, _sort_key, color)),
       ("exchange", lambda p: charts.exchange(exchange, p, color)),

@@ -5,9 +5,10 @@ they take on W workers.
 whose results it takes as inputs: the oracle before everything; a budget's
 baseline before the cells that read its models; a model shared by several
 cells (a pool generator, a pretrained trunk, the pool dreamer) as a task of
-its own before the cells that use it; and a stored-copy arm's exchange cell
-after the same arm's cells with fewer copies, whose images it reuses. An
-engine runs a task once its inputs exist. :func:`by_priority` only chooses the
+its own before the cells that use it; a stored-copy arm's exchange cell
+after the same arm's cells with fewer copies, whose images it reuses; and a
+fresh-sample arm's cell after its stored twin's, whose small-set generators
+it reads back (:func:`small_generator_cell`). An engine runs a task once its inputs exist. :func:`by_priority` only chooses the
 order in which the tasks are handed to it (the longest predicted work first),
 which changes when a task runs, never what it computes; :func:`schedule` and
 :func:`wall_seconds` predict how long they take on W workers. The work of a
