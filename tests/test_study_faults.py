@@ -217,3 +217,50 @@ def test_publish_copies_report_records_and_figures_only(small_study, tmp_path):
   out = subprocess.run(_cmd(small_study, f"--publish={dest}"), capture_output=True, text=True,
                        cwd=REPO, timeout=300)
   assert out.returncode == 2 and "--report_only" in out.stderr
+
+
+def test_a_study_stopped_while_a_generator_trains_goes_on_from_where_it_was_kept(
+    tmp_path, monkeypatch, real_data_dir):
+  """Each generator training (a small arm's seeds as one program, each pool generator)
+  is stopped right after it is first kept, as a kill would stop it; every rerun goes
+  on from there, and the cells end as an uninterrupted study's, to the bit."""
+  from dreamjax.generators import common
+  from dreamjax.plumbing import checkpoint
+  from dreamjax.training import loop
+  cfg = study_configs.get_config("tiny")
+  cfg.arms = ("baseline", "vae_small", "vae_pool")
+  cfg.exchange.copies = ()
+  cfg.exchange.label_factors = ()
+  whole = str(tmp_path / "whole")
+  runner.run_study(cfg, whole, log=lambda m: None)
+  monkeypatch.setattr(common, "CHECKPOINT_SECONDS", 0.0)  # kept at every logged step
+  real_hook, stopped = loop.checkpoint_hook, []
+
+  def hook(where, *args, **kwargs):
+    save = real_hook(where, *args, **kwargs)
+
+    def save_then_stop(state, step, history):
+      save(state, step, history)
+      if where not in stopped and checkpoint.exists(where):
+        stopped.append(where)
+        raise KeyboardInterrupt(where)
+    return save_then_stop
+
+  monkeypatch.setattr(loop, "checkpoint_hook", hook)
+  workdir, lines = str(tmp_path / "stopped"), []
+  for _ in range(4):
+    try:
+      runner.run_study(cfg, workdir, log=lines.append)
+      break
+    except KeyboardInterrupt:
+      pass
+  # vae_small's two seeds as one program, then the arm's two pool models.
+  assert [os.path.basename(w) for w in stopped] == [
+      "generator_training_seed0_1", "vae_pool.training", "vae_pool_g1.training"], stopped
+  assert not any(os.path.exists(w) for w in stopped)  # removed once the model was kept
+  assert sum("resumed from step 10" in line for line in lines) == 3, lines
+  done, want = _cells(workdir), _cells(whole)
+  assert set(done) == set(want)
+  for cell in ("N100/vae_small", "N100/vae_pool"):
+    assert done[cell]["status"] == "ok"
+    assert not recheck.record_differences(done[cell], want[cell]), cell

@@ -14,6 +14,8 @@ splits each chunk of latents by rows through :func:`dreamjax.plumbing.sharding.m
 """
 
 import functools
+import hashlib
+import json
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -22,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from dreamjax.plumbing import sharding
+from dreamjax.plumbing import checkpoint, sharding
 from dreamjax.training import loop
 from dreamjax.training import seeds as seeds_lib
-from dreamjax.errors import ConfigError
+from dreamjax.errors import CheckpointError, ConfigError
 from dreamjax.training.metrics import MetricWriter
 
 
@@ -191,47 +193,105 @@ def compile_step(step_fn: Callable, mesh: jax.sharding.Mesh) -> Callable:
   return jax.jit(step_fn, in_shardings=rep, out_shardings=rep, donate_argnums=0)
 
 
+# A generator's training is kept in its checkpoint folder at most this often (seconds).
+CHECKPOINT_SECONDS = 300.0
+
+
 def run_steps(step_fn: Callable, state: Any, images, labels, key: jax.Array, *, steps: int,
               log_every: int, desc: str, mesh: jax.sharding.Mesh | None = None,
               progress: Callable[[str], None] | None = None,
-              metrics_dir: str | None = None) -> tuple[Any, list[dict[str, float]]]:
+              metrics_dir: str | None = None, checkpoint_dir: str | None = None,
+              fingerprint: str = "", checkpoint_seconds: float | None = None
+              ) -> tuple[Any, list[dict[str, float]]]:
   """Runs ``step_fn(state, images, labels, key) -> (state, metrics)`` ``steps`` times.
 
   ``step_fn`` is :func:`compile_step` of a step for ``mesh`` (default: every
   device); state, images, labels and key are replicated on it first. Step ``s`` gets
   ``fold_in(key, s)``; the loop is :func:`dreamjax.training.loop.run` (history rows,
-  NaN check, progress line, TensorBoard events in ``metrics_dir``).
+  NaN check, progress line, TensorBoard events in ``metrics_dir``). With
+  ``checkpoint_dir`` the state is kept there every ``checkpoint_seconds`` (default
+  :data:`CHECKPOINT_SECONDS`) and a
+  later call with the same ``fingerprint`` (:func:`training_fingerprint`) goes on
+  from it, to the bits of an uninterrupted run; the caller removes the folder
+  once it has kept the result.
   """
   mesh = sharding.default(mesh)
+  log = progress or logging.info
+  state, start, history, seconds_before = loop.resume(checkpoint_dir, fingerprint, state,
+                                                      desc, log)
   images = jnp.asarray(images)
   labels = None if labels is None else jnp.asarray(labels, jnp.int32)
   state, images, labels, key = sharding.replicate(mesh, (state, images, labels, key))
   writer = MetricWriter(metrics_dir)
   hooks = loop.Hooks(writer=writer, divergence_hint="lower the learning rate or check the"
-                                                    " input images (float32 in [0, 1]).")
+                                                    " input images (float32 in [0, 1]).",
+                     **_checkpointing(checkpoint_dir, fingerprint, seconds_before,
+                                      checkpoint_seconds, steps, log_every))
   try:
     return loop.run(step_fn, state, (images, labels), lambda s: jax.random.fold_in(key, s),
-                    steps=steps, log_every=log_every, desc=desc, hooks=hooks,
-                    log=progress or logging.info)
+                    steps=steps, log_every=log_every, desc=desc, start_step=start,
+                    history=history, hooks=hooks, log=log)
   finally:
     writer.close()
 
 
+def _checkpointing(checkpoint_dir, fingerprint, seconds_before, every_seconds, steps,
+                   log_every) -> dict[str, Any]:
+  """The :class:`dreamjax.training.loop.Hooks` fields that keep a generator's training
+  (every :data:`CHECKPOINT_SECONDS` unless ``every_seconds`` says)."""
+  if not checkpoint_dir:
+    return {}
+  every_seconds = CHECKPOINT_SECONDS if every_seconds is None else float(every_seconds)
+  return {"save": loop.checkpoint_hook(checkpoint_dir, fingerprint, seconds_before,
+                                       every_seconds, steps),
+          "save_every": max(int(log_every), 1)}
+
+
+def training_fingerprint(desc: str, cfg, images, labels, keys) -> str:
+  """What a generator's training depends on (its config, data and keys), so that a
+  checkpoint of another is never resumed."""
+  data = hashlib.sha256(np.ascontiguousarray(np.asarray(images)).tobytes())
+  if labels is not None:
+    data.update(np.ascontiguousarray(np.asarray(labels, np.int32)).tobytes())
+  settings = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+  keys = [np.asarray(jax.random.key_data(k)).tolist() for k in keys]
+  text = json.dumps([desc, settings, keys, data.hexdigest()], sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def seconds_trained(checkpoint_dir: str | None) -> float:
+  """The training seconds a checkpoint folder holds (0 when none): what a resumed
+  run adds to its own time."""
+  if not checkpoint_dir or not checkpoint.exists(checkpoint_dir):
+    return 0.0
+  try:
+    return float(checkpoint.read_meta(checkpoint_dir).get("seconds", 0.0))
+  except (CheckpointError, TypeError, ValueError):
+    return 0.0
+
+
 def train_prepared(prepare: Callable, desc: str, cfg, images, labels, key: jax.Array, *,
                    progress=None, mesh: jax.sharding.Mesh | None = None,
-                   metrics_dir: str | None = None) -> tuple[Any, list[dict[str, Any]]]:
+                   metrics_dir: str | None = None, checkpoint_dir: str | None = None
+                   ) -> tuple[Any, list[dict[str, Any]]]:
   """A trainer's ``prepare(cfg, images, labels, key, mesh=)`` run for ``cfg.steps`` steps:
-  ``(finish(state), history)`` (what ``train_vae`` and ``train_gan`` return)."""
+  ``(finish(state), history)`` (what ``train_vae`` and ``train_gan`` return).
+  ``checkpoint_dir``: where the training is kept as it goes (:func:`run_steps`)."""
   mesh = sharding.default(mesh)
   state, step, finish = prepare(cfg, images, labels, key, mesh=mesh)
+  fingerprint = (training_fingerprint(desc, cfg, images, labels, [key]) if checkpoint_dir
+                 else "")
   state, history = run_steps(step, state, images, labels, jax.random.split(key)[1],
                              steps=int(cfg.steps), log_every=int(cfg.log_every), desc=desc,
-                             progress=progress, mesh=mesh, metrics_dir=metrics_dir)
+                             progress=progress, mesh=mesh, metrics_dir=metrics_dir,
+                             checkpoint_dir=checkpoint_dir, fingerprint=fingerprint)
   return finish(state), history
 
 
 def train_seeds(prepare: Callable, desc: str, cfg, images_K, labels_K, keys,
-                mesh: jax.sharding.Mesh | None = None, progress=None
+                mesh: jax.sharding.Mesh | None = None, progress=None,
+                checkpoint_dir: str | None = None,
+                checkpoint_seconds: float | None = None
                 ) -> list[tuple[Any, list[dict[str, Any]]]]:
   """:func:`train_prepared` for K seeds at once: one program steps every seed.
 
@@ -240,7 +300,8 @@ def train_seeds(prepare: Callable, desc: str, cfg, images_K, labels_K, keys,
   ``train_prepared(prepare, desc, cfg, images_K[i], labels_K[i], keys[i])``
   gives (its initial state, batches and latents come from its own key); the
   K steps run as one program, as :func:`dreamjax.training.seeds.how` decides for the
-  generator step. Returns ``[(params, history)]`` per seed.
+  generator step. Returns ``[(params, history)]`` per seed. ``checkpoint_dir``: where
+  the K seeds' training is kept as it goes (:func:`run_steps`).
   """
   mesh = sharding.default(mesh)
   k = len(keys)
@@ -248,6 +309,11 @@ def train_seeds(prepare: Callable, desc: str, cfg, images_K, labels_K, keys,
                       mesh=mesh) for i in range(k)]
   step = prepared[0][1]  # the same compiled step for every seed (same settings)
   state = seeds_lib.stack([p[0] for p in prepared])
+  log = progress or logging.info
+  fingerprint = (training_fingerprint(desc, cfg, images_K, labels_K, keys) if checkpoint_dir
+                 else "")
+  state, start, history, seconds_before = loop.resume(checkpoint_dir, fingerprint, state,
+                                                      desc, log)
   roots = jnp.stack([jax.random.split(key)[1] for key in keys])
   images = jnp.asarray(images_K)
   labels = None if labels_K is None else jnp.asarray(labels_K, jnp.int32)
@@ -255,10 +321,12 @@ def train_seeds(prepare: Callable, desc: str, cfg, images_K, labels_K, keys,
   in_axes = (0, 0, None if labels is None else 0, 0)
   step_K = _seed_step(step, in_axes, mesh)
   hooks = loop.Hooks(divergence_hint="lower the learning rate or check the input images"
-                     " (float32 in [0, 1]); seedI/ names the I-th of the seeds trained.")
+                     " (float32 in [0, 1]); seedI/ names the I-th of the seeds trained.",
+                     **_checkpointing(checkpoint_dir, fingerprint, seconds_before,
+                                      checkpoint_seconds, int(cfg.steps), int(cfg.log_every)))
   state, history = loop.run(step_K, state, (images, labels), lambda s: seeds_lib.fold_in_each(roots, s),
                             steps=int(cfg.steps), log_every=int(cfg.log_every), desc=desc,
-                            hooks=hooks, log=progress or logging.info)
+                            start_step=start, history=history, hooks=hooks, log=log)
   out = []
   for i, (_, _, finish) in enumerate(prepared):
     prefix = f"seed{i}/"

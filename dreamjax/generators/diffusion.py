@@ -229,7 +229,8 @@ def make_train_step(module: UNet, tx: optax.GradientTransformation, batch_size: 
 
 
 def train_diffusion(cfg, images, labels, key: jax.Array, *, progress=None,
-                    mesh: jax.sharding.Mesh | None = None, metrics_dir: str | None = None):
+                    mesh: jax.sharding.Mesh | None = None, metrics_dir: str | None = None,
+                    checkpoint_dir: str | None = None):
   """Trains a flow-matching model on ``images`` (conditional iff ``labels`` / ``cfg.conditional``).
 
   Returns ``(params, history)``: params as :func:`init_params` lays them out
@@ -237,9 +238,12 @@ def train_diffusion(cfg, images, labels, key: jax.Array, *, progress=None,
   ``cfg.log_every`` steps (step, loss: the velocity's mean squared error).
   ``mesh`` as for ``train_vae``. Raises ``ConfigError`` on bad settings before
   compute, ``DivergenceError`` naming the step if the loss turns NaN/Inf.
+  ``checkpoint_dir``: where the training is kept as it goes, and goes on from
+  (:func:`dreamjax.generators.common.run_steps`).
   """
   return common.train_prepared(prepare_training, "diffusion", cfg, images, labels, key,
-                               progress=progress, mesh=mesh, metrics_dir=metrics_dir)
+                               progress=progress, mesh=mesh, metrics_dir=metrics_dir,
+                               checkpoint_dir=checkpoint_dir)
 
 
 def prepare_training(cfg, images, labels, key: jax.Array, *,

@@ -227,7 +227,8 @@ def make_train_step(gen: Generator, disc: Discriminator, tx: optax.GradientTrans
 
 
 def train_gan(cfg, images, labels, key: jax.Array, *, progress=None,
-              mesh: jax.sharding.Mesh | None = None, metrics_dir: str | None = None):
+              mesh: jax.sharding.Mesh | None = None, metrics_dir: str | None = None,
+              checkpoint_dir: str | None = None):
   """Trains a GAN on ``images`` (conditional iff ``labels`` / ``cfg.conditional``).
 
   Returns ``(params, history)``; history rows hold step, d_loss, g_loss and
@@ -238,9 +239,12 @@ def train_gan(cfg, images, labels, key: jax.Array, *, progress=None,
   that is 0) must be a multiple of its size. Raises
   ``ConfigError`` before compute on bad settings and ``DivergenceError``
   naming the step on a NaN/Inf loss.
+  ``checkpoint_dir``: where the training is kept as it goes, and goes on from
+  (:func:`dreamjax.generators.common.run_steps`).
   """
   return common.train_prepared(prepare_training, "gan", cfg, images, labels, key,
-                               progress=progress, mesh=mesh, metrics_dir=metrics_dir)
+                               progress=progress, mesh=mesh, metrics_dir=metrics_dir,
+                               checkpoint_dir=checkpoint_dir)
 
 
 def prepare_training(cfg, images, labels, key: jax.Array, *,

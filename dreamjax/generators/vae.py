@@ -121,7 +121,8 @@ def make_train_step(module: VAE, tx: optax.GradientTransformation, batch_size: i
 
 
 def train_vae(cfg, images, labels, key: jax.Array, *, progress=None,
-              mesh: jax.sharding.Mesh | None = None, metrics_dir: str | None = None):
+              mesh: jax.sharding.Mesh | None = None, metrics_dir: str | None = None,
+              checkpoint_dir: str | None = None):
   """Trains a VAE on ``images`` (conditional iff ``labels`` / ``cfg.conditional``).
 
   Returns ``(params, history)``: params as :func:`init_params` lays them out,
@@ -132,9 +133,12 @@ def train_vae(cfg, images, labels, key: jax.Array, *, progress=None,
   be a multiple of its size.
   Raises ``ConfigError`` on bad settings before compute, ``DivergenceError``
   naming the step if a loss turns NaN/Inf.
+  ``checkpoint_dir``: where the training is kept as it goes, and goes on from
+  (:func:`dreamjax.generators.common.run_steps`).
   """
   return common.train_prepared(prepare_training, "vae", cfg, images, labels, key,
-                               progress=progress, mesh=mesh, metrics_dir=metrics_dir)
+                               progress=progress, mesh=mesh, metrics_dir=metrics_dir,
+                               checkpoint_dir=checkpoint_dir)
 
 
 def prepare_training(cfg, images, labels, key: jax.Array, *,

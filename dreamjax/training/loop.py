@@ -6,6 +6,10 @@ raises :class:`DivergenceError` on the first NaN/Inf (naming its step, and its
 seed when metrics carry one value per seed), writes the row to TensorBoard,
 logs one progress line, and runs the optional evaluation and checkpoint
 hooks. Metrics are fetched from the device once per window, not per step.
+
+:func:`resume` and :func:`checkpoint_hook` are the one way a run continues
+from its checkpoint: a run restored at step s and run on gives the bits the
+uninterrupted run gives (step s's key is a function of s alone).
 """
 
 import dataclasses
@@ -16,7 +20,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from dreamjax.errors import DivergenceError
+from dreamjax.errors import CheckpointError, ConfigError, DivergenceError
+from dreamjax.plumbing import checkpoint
 from dreamjax.training.metrics import MetricWriter
 
 
@@ -104,3 +109,64 @@ def _progress_line(desc, step, steps, row, window, window_seconds, seconds_per_s
     parts.append(f"{window * images_per_step / max(window_seconds, 1e-9):,.0f} img/s")
   parts.append(f"ETA {(steps - step) * seconds_per_step:.0f}s")
   return " ".join(parts)
+
+
+def resume(checkpoint_dir: str | None, fingerprint: str, state: Any, desc: str,
+           log: Callable[[str], None], earlier: Sequence[str] = ()
+           ) -> tuple[Any, int, list[dict[str, Any]], float]:
+  """(state, start step, history, seconds so far) from ``checkpoint_dir`` if it fits.
+
+  A checkpoint of another ``fingerprint`` (nor one of ``earlier``: what an earlier
+  version recorded for the same run) raises :class:`ConfigError`; a damaged one
+  is removed with a warning and the run starts from step 0 with ``state``.
+  """
+  if not checkpoint_dir or not checkpoint.exists(checkpoint_dir):
+    return state, 0, [], 0.0
+  try:
+    meta = checkpoint.read_meta(checkpoint_dir)
+  except CheckpointError:
+    meta = {}
+  if meta and meta.get("fingerprint") not in (fingerprint, *earlier):
+    raise ConfigError(f"{checkpoint_dir} holds a checkpoint of another config or seeds;"
+                      " use a fresh --workdir or delete that folder.")
+  try:
+    state, meta = checkpoint.restore(checkpoint_dir, state)
+    log(f"{desc}: resumed from step {int(meta['step'])} ({checkpoint_dir})")
+    return state, int(meta["step"]), meta.get("history", []), float(meta.get("seconds", 0.0))
+  except (CheckpointError, KeyError, ValueError) as e:
+    # Never continue from damaged weights: start this run again instead. The user
+    # has nothing to do, so the error's advice (delete it, rerun) is left out, and
+    # the warning is logged once (``log`` is absl's info log in the commands).
+    if isinstance(e, CheckpointError):
+      fault = e.fault
+    else:  # a "step" or "seconds" entry missing or not a number
+      fault = f"checkpoint {checkpoint_dir} has unusable metadata ({type(e).__name__}: {e})."
+    logging.warning("%s: %s It was removed and this run trains again from step 0 by"
+                    " itself; nothing to do.", desc, fault)
+    checkpoint.remove(checkpoint_dir)
+    return state, 0, [], 0.0
+
+
+def checkpoint_hook(checkpoint_dir: str, fingerprint: str, seconds_before: float,
+                    every_seconds: float, steps: int) -> Callable[[Any, int, list], None]:
+  """A :attr:`Hooks.save` that keeps the run's state in ``checkpoint_dir`` at most
+  once every ``every_seconds`` of training (0: at every call), never at the last
+  of its ``steps`` (the caller keeps the finished result its own way).
+
+  The metadata :func:`resume` reads: step, fingerprint, history, and the seconds
+  trained so far (``seconds_before`` from an earlier run plus this one's).
+  Saving reads the state only, so the run's numbers do not depend on when it saves.
+  """
+  t0 = time.perf_counter()
+  last = {"t": t0}
+
+  def save(state, step, history):
+    now = time.perf_counter()
+    if step >= steps or now - last["t"] < every_seconds:
+      return
+    checkpoint.save(checkpoint_dir, state, {
+        "step": step, "fingerprint": fingerprint, "history": history,
+        "seconds": seconds_before + now - t0})
+    last["t"] = time.perf_counter()
+
+  return save

@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 
 from dreamjax.plumbing import checkpoint, sharding
 from dreamjax.training import evaluate, loop, models
-from dreamjax.errors import CheckpointError, ConfigError
+from dreamjax.errors import ConfigError
 from dreamjax.training.metrics import MetricWriter
 from dreamjax.training import seeds as seeds_lib
 from dreamjax.training.seeds import (  # noqa: F401
@@ -324,7 +324,7 @@ def fit(model, tcfg, images, labels, *, seeds, mesh: Mesh | None = None, counts=
     parts += (u_batch, unlabeled.info)
   earlier = tuple(config_fingerprint(f, *parts[1:]) for f in earlier_fingerprints)
   fingerprint = config_fingerprint(*parts)
-  state, start_step, history, seconds_before = _resume(checkpoint_dir, fingerprint, state,
+  state, start_step, history, seconds_before = loop.resume(checkpoint_dir, fingerprint, state,
                                                        desc, log, earlier)
   # After the restore, which returns host arrays whatever ``like``'s placement.
   state, data, step_roots = sharding.replicate(mesh, (
@@ -392,36 +392,6 @@ def _transform_data(batch_transform, k: int) -> tuple:
   for leaf in jax.tree.leaves(batch_transform.data):
     chex.assert_axis_dimension(leaf, 0, k)
   return (jax.tree.map(jnp.asarray, batch_transform.data),)
-
-
-def _resume(checkpoint_dir, fingerprint, state, desc, log, earlier=()):
-  """(state, start step, history, seconds so far) from ``checkpoint_dir`` if it fits
-  (``earlier``: other fingerprints that fit)."""
-  if not checkpoint_dir or not checkpoint.exists(checkpoint_dir):
-    return state, 0, [], 0.0
-  try:
-    meta = checkpoint.read_meta(checkpoint_dir)
-  except CheckpointError:
-    meta = {}
-  if meta and meta.get("fingerprint") not in (fingerprint, *earlier):
-    raise ConfigError(f"{checkpoint_dir} holds a checkpoint of another config or seeds;"
-                      " use a fresh --workdir or delete that folder.")
-  try:
-    state, meta = checkpoint.restore(checkpoint_dir, state)
-    log(f"{desc}: resumed from step {int(meta['step'])} ({checkpoint_dir})")
-    return state, int(meta["step"]), meta.get("history", []), float(meta.get("seconds", 0.0))
-  except (CheckpointError, KeyError, ValueError) as e:
-    # Never continue from damaged weights: start this run again instead. The user
-    # has nothing to do, so the error's advice (delete it, rerun) is left out, and
-    # the warning is logged once (``log`` is absl's info log in the commands).
-    if isinstance(e, CheckpointError):
-      fault = e.fault
-    else:  # a "step" or "seconds" entry missing or not a number
-      fault = f"checkpoint {checkpoint_dir} has unusable metadata ({type(e).__name__}: {e})."
-    logging.warning("%s: %s It was removed and this run trains again from step 0 by"
-                    " itself; nothing to do.", desc, fault)
-    checkpoint.remove(checkpoint_dir)
-    return state, 0, [], 0.0
 
 
 @functools.lru_cache(maxsize=32)

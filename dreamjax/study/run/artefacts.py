@@ -25,6 +25,7 @@ import numpy as np
 from absl import logging
 
 from dreamjax import generators
+from dreamjax.generators import common
 from dreamjax.methods import dreamer, pretrain
 from dreamjax.plumbing import checkpoint, provenance
 from dreamjax.configs import arms as arms_lib
@@ -47,12 +48,15 @@ def generator_config(config, arm: str):
 
 
 def _load_or_make(ctx, name: str, make: Callable[[], tuple[Any, list]],
-                  cache_key: str | None = None) -> tuple[Any, float, list]:
+                  cache_key: str | None = None, training_dir: str | None = None
+                  ) -> tuple[Any, float, list]:
   """(tree, seconds it took to make, training history), made once.
 
   From the workdir if an earlier run made it; else from the user cache when
   ``cache_key`` names one an earlier study left there (copied into the
   workdir, so a workdir stays complete on its own); else made and saved.
+  ``training_dir``: the checkpoint folder ``make`` keeps its training in (its
+  seconds count in the time it took; it is removed once the tree is saved).
   """
   path = ctx.path("artefacts", f"{name}.msgpack")
   cached = os.path.join(cache_dir(), f"{cache_key}.msgpack") if cache_key else None
@@ -75,9 +79,12 @@ def _load_or_make(ctx, name: str, make: Callable[[], tuple[Any, list]],
       checkpoint.save_tree(path, tree, {**meta, "reused_from": source})
     return tree, float(meta.get("seconds", 0.0)), meta.get("history", [])
   t0 = time.perf_counter()
+  before = common.seconds_trained(training_dir)
   tree, history = make()
-  meta = {"seconds": time.perf_counter() - t0, "history": history}
+  meta = {"seconds": before + time.perf_counter() - t0, "history": history}
   checkpoint.save_tree(path, tree, meta)
+  if training_dir:
+    checkpoint.remove(training_dir)
   if cached:
     try:
       checkpoint.save_tree(cached, tree, meta)
@@ -137,6 +144,13 @@ def pool_generator_name(arm: str, generator: int) -> str:
   return f"{arm}_g{generator}" if generator else arm
 
 
+def training_path(ctx, name: str) -> str:
+  """The checkpoint folder of artefact ``name``'s training while it runs
+  (``WORKDIR/artefacts/<name>.training``): a study stopped mid-training goes on
+  from it, to the same bits."""
+  return ctx.path("artefacts", f"{name}.training")
+
+
 def pool_generator(ctx, arm: str, seed: int):
   """(config, params, train seconds, history) of the pool generator classifier seed
   ``seed`` reads in arm ``arm`` (:func:`pool_generator_index`), trained the first time
@@ -145,6 +159,7 @@ def pool_generator(ctx, arm: str, seed: int):
   kind, gcfg = resolved.source.family, resolved.generator
   g = pool_generator_index(ctx, seed)
   name = pool_generator_name(arm, g)
+  training_dir = training_path(ctx, name)
 
   def make():
     readers = [s for s in ctx.seeds if pool_generator_index(ctx, s) == g]
@@ -152,9 +167,10 @@ def pool_generator(ctx, arm: str, seed: int):
             f" numbered from 0) for seeds {readers}")
     return generators.TRAIN[kind](gcfg, ctx.pool_for_shared_models(), None,
                                   pool_generator_key(ctx, arm, g), progress=ctx.log,
-                                  mesh=ctx.mesh)
+                                  mesh=ctx.mesh, checkpoint_dir=training_dir)
   params, seconds, history = _load_or_make(ctx, name, make,
-                                           cache_key=_cache_key(ctx, kind, gcfg, g))
+                                           cache_key=_cache_key(ctx, kind, gcfg, g),
+                                           training_dir=training_dir)
   return gcfg, params, seconds, history
 
 

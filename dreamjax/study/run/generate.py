@@ -308,27 +308,41 @@ def trained_small_generators(ctx, arm, kind, gcfg, seeds, splits, keys,
       missing.append(seed)
   if missing:
     index = {seed: i for i, seed in enumerate(seeds)}
+    training_dir = small_generator_training_path(ctx, arm, missing)
     t0 = time.perf_counter()
+    before = common.seconds_trained(training_dir)
     trained = train_small(ctx, kind, gcfg, [splits[index[seed]] for seed in missing],
-                          [keys[index[seed]] for seed in missing])
-    each = (time.perf_counter() - t0) / len(missing)
+                          [keys[index[seed]] for seed in missing], checkpoint_dir=training_dir)
+    each = (before + time.perf_counter() - t0) / len(missing)
     for seed, (params, history) in zip(missing, trained):
       checkpoint.save_tree(small_generator_path(ctx, arm, seed), params,
                            {"seconds": each, "history": history, "generator_arm": arm})
       out[seed] = (params, each, history)
+    checkpoint.remove(training_dir)
   return out
 
 
-def train_small(ctx, kind: str, gcfg, splits, keys) -> list[tuple[Any, list]]:
+def small_generator_training_path(ctx, arm: str, seeds) -> str:
+  """The checkpoint folder of the stored arm ``arm``'s generators of ``seeds`` while
+  they train (as one program), beside where they are kept: a study stopped
+  mid-training goes on from it, to the same bits."""
+  return ctx.path(plan_lib.folder_of(f"N{ctx.budget}/{arm}"),
+                  "generator_training_seed" + "_".join(str(int(s)) for s in seeds))
+
+
+def train_small(ctx, kind: str, gcfg, splits, keys, checkpoint_dir: str | None = None
+                ) -> list[tuple[Any, list]]:
   """``[(params, history)]``: a class-conditional ``kind`` generator on each split's
-  labeled set, from its trainer key in ``keys``; several seeds as one program."""
+  labeled set, from its trainer key in ``keys``; several seeds as one program, kept
+  in ``checkpoint_dir`` as it trains."""
   if len(splits) == 1:
     return [generators.TRAIN[kind](gcfg, splits[0].labeled_images, splits[0].labeled_labels,
-                                   keys[0], progress=ctx.log, mesh=ctx.mesh)]
+                                   keys[0], progress=ctx.log, mesh=ctx.mesh,
+                                   checkpoint_dir=checkpoint_dir)]
   return common.train_seeds(generators.PREPARE[kind], kind, gcfg,
                             np.stack([s.labeled_images for s in splits]),
                             np.stack([s.labeled_labels for s in splits]), list(keys),
-                            mesh=ctx.mesh, progress=ctx.log)
+                            mesh=ctx.mesh, progress=ctx.log, checkpoint_dir=checkpoint_dir)
 
 
 # Sampling rounds of a pool generator arm before it keeps what it has.
