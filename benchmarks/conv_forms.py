@@ -18,6 +18,13 @@ Each formulation's output is checked against ``xla`` (max abs difference
 printed): they are the same sum in another order, so equal up to rounding.
 
     python benchmarks/conv_forms.py [--repeats 5] [--inner 20] [--json_out F]
+    python benchmarks/conv_forms.py --step [--rounds 3] [--json_out F]
+
+``--step`` times the study's whole train step instead (``bench.py``'s
+``study_step``: one seed, then a cell's K seeds as one program) with the
+model's one-channel convolutions as XLA's conv and as :func:`taps_forward`
+(the nine taps forward, XLA's own gradients), the two in turn ``--rounds``
+times in one process, so both see the same machine.
 """
 
 import argparse
@@ -67,6 +74,58 @@ def conv_taps(x, w):
 FORMS = {"xla": conv_xla, "im2col": conv_im2col, "taps": conv_taps}
 
 
+@jax.custom_vjp
+def taps_forward(x, w):
+  """``conv_xla`` whose forward is :func:`conv_taps` and whose gradients are XLA's own
+  (the taps' weight gradient is the slow one above): the candidate for the model's
+  one-channel first layer."""
+  return conv_taps(x, w)
+
+
+def _taps_forward_fwd(x, w):
+  return conv_taps(x, w), (x, w)
+
+
+def _taps_forward_bwd(residuals, g):
+  return jax.vjp(conv_xla, *residuals)[1](g)
+
+
+taps_forward.defvjp(_taps_forward_fwd, _taps_forward_bwd)
+
+
+def step_ab(args) -> dict:
+  """The study's train step with its one-channel convolutions in either form, in turn."""
+  import types  # pylint: disable=g-import-not-at-top
+  import workloads  # pylint: disable=g-import-not-at-top
+  from dreamjax.training import models  # pylint: disable=g-import-not-at-top
+  xla = models.conv3x3_xla
+  forms = {"xla": xla,
+           "taps": lambda x, w: taps_forward(x, w) if x.shape[-1] == 1 else xla(x, w)}
+  bench_args = types.SimpleNamespace(study_preset=args.study_preset, repeats=args.repeats,
+                                     inner=args.inner)
+  rows = []
+  try:
+    for r in range(args.rounds):
+      for k in (1, args.study_seeds):
+        for form, conv in forms.items():
+          models.conv3x3_xla = conv
+          e = workloads.bench_study_step(bench_args, None, k)
+          rate = e["images_per_s"]["median"]
+          rows.append({"round": r, "seeds": k, "form": form, "images_per_s": rate})
+          print(f"round {r} seeds {k} {form:<5} {rate:10,.0f} images/s", flush=True)
+  finally:
+    models.conv3x3_xla = xla
+  summary = {}
+  for k in (1, args.study_seeds):
+    med = {f: float(np.median([x["images_per_s"] for x in rows
+                               if x["seeds"] == k and x["form"] == f])) for f in forms}
+    summary[f"seeds{k}"] = {**med, "taps_over_xla": med["taps"] / med["xla"]}
+    print(f"seeds {k}: taps / xla = {med['taps'] / med['xla']:.3f}"
+          f" ({med['taps']:,.0f} vs {med['xla']:,.0f} images/s, medians of {args.rounds})")
+  return {"cpu": cpu_info(), "jax": jax.__version__, "preset": args.study_preset,
+          "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": rows, "summary": summary}
+
+
 def parts(conv):
   return {"forward": jax.jit(lambda x, w, g: conv(x, w)),
           "input_grad": jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0]),
@@ -78,7 +137,17 @@ def main():
   ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--inner", type=int, default=20)
   ap.add_argument("--json_out", default=None)
+  ap.add_argument("--step", action="store_true", help="time the whole train step, both forms")
+  ap.add_argument("--rounds", type=int, default=3)
+  ap.add_argument("--study_preset", default="first")
+  ap.add_argument("--study_seeds", type=int, default=5)
   args = ap.parse_args()
+  if args.step:
+    out = step_ab(args)
+    if args.json_out:
+      with open(args.json_out, "w") as f:
+        json.dump(out, f, indent=1)
+    return
   from dreamjax.configs import study as study_configs  # pylint: disable=g-import-not-at-top
   cfg = study_configs.get_config("quick")
   m = cfg.model

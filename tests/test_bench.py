@@ -195,3 +195,24 @@ def test_study_layers_summary_is_the_step_less_the_needed_parts():
                     {"jax": 20.0, "torch_channels_last": 16.0})
   assert out["jax"] == {"conv_ms": 15.0, "step_ms": 20.0, "outside_conv_ms": 5.0}
   assert out["torch_channels_last"]["outside_conv_ms"] == 1.0
+
+
+def test_conv_forms_are_the_convolution_and_the_taps_candidate_has_xlas_gradients():
+  """conv_forms.py: im2col and the nine taps compute XLA's convolution (one channel and
+  several); the candidate for the model's first layer runs the taps forward and
+  XLA's own gradients, to the bit."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  c = _import("conv_forms")
+  for xs, ws in (((2, 9, 7, 1), (3, 3, 1, 5)), ((2, 6, 5, 3), (3, 3, 3, 4))):
+    x = jax.random.normal(jax.random.key(0), xs)
+    w = jax.random.normal(jax.random.key(1), ws)
+    g = jax.random.normal(jax.random.key(2), (*xs[:3], ws[3]))
+    want = c.conv_xla(x, w)
+    for form in ("im2col", "taps"):
+      np.testing.assert_allclose(c.FORMS[form](x, w), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(c.taps_forward(x, w), want, rtol=1e-5, atol=1e-5)
+    got = jax.jit(lambda x, w, g: jax.vjp(c.taps_forward, x, w)[1](g))(x, w, g)
+    ref = jax.jit(lambda x, w, g: jax.vjp(c.conv_xla, x, w)[1](g))(x, w, g)
+    for a, b in zip(got, ref):
+      np.testing.assert_array_equal(a, b)

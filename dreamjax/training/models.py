@@ -55,6 +55,13 @@ def _add_channel_bias_bwd(_, g):
 add_channel_bias.defvjp(_add_channel_bias_fwd, _add_channel_bias_bwd)
 
 
+def conv3x3_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """3×3 'SAME' convolution, stride 1, NHWC input and HWIO kernel: XLA's conv, the one
+  :class:`Conv3x3` runs (``benchmarks/conv_forms.py --step`` times others in its place)."""
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 class Conv3x3(nn.Module):
   """``nn.Conv(features, (3, 3), padding='SAME')`` with the same parameters
   (names, shapes, initialisers, and so the same initial values), whose bias
@@ -68,8 +75,7 @@ class Conv3x3(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (3, 3, x.shape[-1], self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = conv3x3_xla(x, kernel)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
       y = add_channel_bias(y, bias.astype(self.dtype))
