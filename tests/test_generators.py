@@ -231,3 +231,61 @@ def test_vae_kl_warmup_and_temperature():
   np.testing.assert_allclose(a[0], a[1], atol=1e-6)
   np.testing.assert_allclose(a[0], b[0], atol=1e-6)
   assert not np.allclose(a[0], a[2])
+
+
+class _Stop(Exception):
+  pass
+
+
+def _stopping_at(step: int, lines: list):
+  """A progress callback that records its lines and raises at step ``step``'s line, as a
+  kill would (the save of that step never happens)."""
+  def progress(line):
+    lines.append(line)
+    if f"step {step}/" in line:
+      raise _Stop(line)
+  return progress
+
+
+def test_a_stopped_training_goes_on_from_its_checkpoint_to_the_same_bits(tmp_path, monkeypatch):
+  monkeypatch.setattr(common, "CHECKPOINT_SECONDS", 0.0)  # keep it at every logged step
+  x, y = _data(32, size=16)
+  cfg = _cfg(model="vae", steps=12, log_every=3, conditional=True)
+  whole, whole_history = generators.train_vae(cfg, x, y, jax.random.key(5))
+  where = str(tmp_path / "training")
+  lines = []
+  with pytest.raises(_Stop):
+    generators.train_vae(cfg, x, y, jax.random.key(5), checkpoint_dir=where,
+                               progress=_stopping_at(9, lines))
+  assert common.seconds_trained(where) > 0
+  lines.clear()
+  params, history = generators.train_vae(cfg, x, y, jax.random.key(5),
+                                               checkpoint_dir=where, progress=lines.append)
+  assert "resumed from step 6" in lines[0], lines
+  assert [line.split()[2] for line in lines[1:]] == ["9/12", "12/12"]
+  chex.assert_trees_all_equal(params, whole)
+  assert history == whole_history
+  # Another key (or config, or data) never goes on from it.
+  with pytest.raises(ConfigError, match="another config"):
+    generators.train_vae(cfg, x, y, jax.random.key(6), checkpoint_dir=where)
+
+
+def test_seeds_trained_together_go_on_from_their_checkpoint_to_the_same_bits(tmp_path,
+                                                                             monkeypatch):
+  monkeypatch.setattr(common, "CHECKPOINT_SECONDS", 0.0)
+  x0, y0 = _data(32, size=16)
+  images, labels = np.stack([x0, x0[::-1]]), np.stack([y0, y0[::-1]])
+  cfg = _cfg(model="vae", steps=6, log_every=2, conditional=True)
+  keys = [jax.random.key(3), jax.random.key(4)]
+  whole = common.train_seeds(vae.prepare_training, "vae", cfg, images, labels, keys)
+  where = str(tmp_path / "training")
+  with pytest.raises(_Stop):
+    common.train_seeds(vae.prepare_training, "vae", cfg, images, labels, keys,
+                       checkpoint_dir=where, progress=_stopping_at(6, []))
+  lines = []
+  again = common.train_seeds(vae.prepare_training, "vae", cfg, images, labels,
+                             keys, checkpoint_dir=where, progress=lines.append)
+  assert "resumed from step 4" in lines[0], lines
+  for (params, history), (want, want_history) in zip(again, whole):
+    chex.assert_trees_all_equal(params, want)
+    assert history == want_history
