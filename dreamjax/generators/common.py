@@ -201,16 +201,14 @@ def run_steps(step_fn: Callable, state: Any, images, labels, key: jax.Array, *, 
               log_every: int, desc: str, mesh: jax.sharding.Mesh | None = None,
               progress: Callable[[str], None] | None = None,
               metrics_dir: str | None = None, checkpoint_dir: str | None = None,
-              fingerprint: str = "", checkpoint_seconds: float | None = None
-              ) -> tuple[Any, list[dict[str, float]]]:
+              fingerprint: str = "") -> tuple[Any, list[dict[str, float]]]:
   """Runs ``step_fn(state, images, labels, key) -> (state, metrics)`` ``steps`` times.
 
   ``step_fn`` is :func:`compile_step` of a step for ``mesh`` (default: every
   device); state, images, labels and key are replicated on it first. Step ``s`` gets
   ``fold_in(key, s)``; the loop is :func:`dreamjax.training.loop.run` (history rows,
   NaN check, progress line, TensorBoard events in ``metrics_dir``). With
-  ``checkpoint_dir`` the state is kept there every ``checkpoint_seconds`` (default
-  :data:`CHECKPOINT_SECONDS`) and a
+  ``checkpoint_dir`` the state is kept there every :data:`CHECKPOINT_SECONDS` and a
   later call with the same ``fingerprint`` (:func:`training_fingerprint`) goes on
   from it, to the bits of an uninterrupted run; the caller removes the folder
   once it has kept the result.
@@ -225,8 +223,8 @@ def run_steps(step_fn: Callable, state: Any, images, labels, key: jax.Array, *, 
   writer = MetricWriter(metrics_dir)
   hooks = loop.Hooks(writer=writer, divergence_hint="lower the learning rate or check the"
                                                     " input images (float32 in [0, 1]).",
-                     **_checkpointing(checkpoint_dir, fingerprint, seconds_before,
-                                      checkpoint_seconds, steps, log_every))
+                     **_checkpointing(checkpoint_dir, fingerprint, seconds_before, steps,
+                                      log_every))
   try:
     return loop.run(step_fn, state, (images, labels), lambda s: jax.random.fold_in(key, s),
                     steps=steps, log_every=log_every, desc=desc, start_step=start,
@@ -235,15 +233,14 @@ def run_steps(step_fn: Callable, state: Any, images, labels, key: jax.Array, *, 
     writer.close()
 
 
-def _checkpointing(checkpoint_dir, fingerprint, seconds_before, every_seconds, steps,
+def _checkpointing(checkpoint_dir, fingerprint, seconds_before, steps,
                    log_every) -> dict[str, Any]:
   """The :class:`dreamjax.training.loop.Hooks` fields that keep a generator's training
-  (every :data:`CHECKPOINT_SECONDS` unless ``every_seconds`` says)."""
+  every :data:`CHECKPOINT_SECONDS`."""
   if not checkpoint_dir:
     return {}
-  every_seconds = CHECKPOINT_SECONDS if every_seconds is None else float(every_seconds)
   return {"save": loop.checkpoint_hook(checkpoint_dir, fingerprint, seconds_before,
-                                       every_seconds, steps),
+                                       CHECKPOINT_SECONDS, steps),
           "save_every": max(int(log_every), 1)}
 
 
@@ -290,9 +287,7 @@ def train_prepared(prepare: Callable, desc: str, cfg, images, labels, key: jax.A
 
 def train_seeds(prepare: Callable, desc: str, cfg, images_K, labels_K, keys,
                 mesh: jax.sharding.Mesh | None = None, progress=None,
-                checkpoint_dir: str | None = None,
-                checkpoint_seconds: float | None = None
-                ) -> list[tuple[Any, list[dict[str, Any]]]]:
+                checkpoint_dir: str | None = None) -> list[tuple[Any, list[dict[str, Any]]]]:
   """:func:`train_prepared` for K seeds at once: one program steps every seed.
 
   ``images_K`` ``[K, N, ...]`` (``labels_K`` ``[K, N]`` or None) are the
@@ -323,7 +318,7 @@ def train_seeds(prepare: Callable, desc: str, cfg, images_K, labels_K, keys,
   hooks = loop.Hooks(divergence_hint="lower the learning rate or check the input images"
                      " (float32 in [0, 1]); seedI/ names the I-th of the seeds trained.",
                      **_checkpointing(checkpoint_dir, fingerprint, seconds_before,
-                                      checkpoint_seconds, int(cfg.steps), int(cfg.log_every)))
+                                      int(cfg.steps), int(cfg.log_every)))
   state, history = loop.run(step_K, state, (images, labels), lambda s: seeds_lib.fold_in_each(roots, s),
                             steps=int(cfg.steps), log_every=int(cfg.log_every), desc=desc,
                             start_step=start, history=history, hooks=hooks, log=log)
