@@ -325,7 +325,7 @@ def fit(model, tcfg, images, labels, *, seeds, mesh: Mesh | None = None, counts=
   earlier = tuple(config_fingerprint(f, *parts[1:]) for f in earlier_fingerprints)
   fingerprint = config_fingerprint(*parts)
   state, start_step, history, seconds_before = loop.resume(checkpoint_dir, fingerprint, state,
-                                                       desc, log, earlier)
+                                                           desc, log, earlier)
   # After the restore, which returns host arrays whatever ``like``'s placement.
   state, data, step_roots = sharding.replicate(mesh, (
       state, (jnp.asarray(images), jnp.asarray(labels, jnp.int32), jnp.asarray(counts))
