@@ -190,6 +190,28 @@ def finished_run(tmp_path_factory, name: str, make_cmd, timeout: float) -> str:
   return workdir
 
 
+# --- the tiny study: every arm of the tiny preset, run once per test session -------
+
+def tiny_study_cmd(workdir, *extra) -> list[str]:
+  """The tiny study's command in one process (``--workers=0``, the in-process path;
+  tests/test_engine.py runs the workers), more flags after."""
+  return [sys.executable, _script("study.py"), "--config", "dreamjax/configs/study.py:tiny",
+          f"--workdir={workdir}", "--workers=0", *extra]
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory, real_data_dir):
+  """The workdir of a finished tiny study of every registered arm (read only).
+
+  Every module that checks what an arm's cells record reads this one study
+  instead of running its arms again; a test that changes a workdir copies it.
+  """
+  del real_data_dir  # the study reads it
+  # The first study of a session compiles most of the tiny programs (617 s on the
+  # 2-core AMD VM with an empty compilation cache): the limit guards against a hang.
+  return finished_run(tmp_path_factory, "study", tiny_study_cmd, timeout=1800)
+
+
 # --- the small study: one finished tiny study that every module may read ----------
 
 SMALL_STUDY_ARMS = "--config.arms=('baseline','classical')"

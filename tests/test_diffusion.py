@@ -1,5 +1,7 @@
 """The flow-matching diffusion generator and its two study arms, at tiny sizes."""
 
+import pathlib
+
 import chex
 import jax
 import numpy as np
@@ -163,13 +165,12 @@ def test_train_generator_command_takes_the_diffusion_model(tmp_path, real_data_d
   assert (tmp_path / "samples.png").exists()
   assert generators.load(str(tmp_path / "checkpoint"))[0] == "diffusion"
 
-def test_both_arms_run_in_a_tiny_study(tmp_path, real_data_dir):
-  from dreamjax.study.run import runner  # pylint: disable=g-import-not-at-top
+def test_both_arms_run_in_a_tiny_study(tiny_study):
+  """The diffusion arms' cells of the every-arm tiny study (tests/conftest.py)."""
   cfg = study_configs.get_config("tiny")
   assert {"diffusion_small", "diffusion_pool"} <= set(cfg.arms)  # every arm, by default
-  cfg.arms = ("baseline", "diffusion_small", "diffusion_pool")
-  runner.run_study(cfg, str(tmp_path), log=lambda m: None)
-  cells = {r["cell"]: r for r in read_jsonl(str(tmp_path / "results.jsonl"))}
+  workdir = pathlib.Path(tiny_study)
+  cells = {r["cell"]: r for r in read_jsonl(str(workdir / "results.jsonl"))}
   for arm in ("diffusion_small", "diffusion_pool"):
     cell = cells[f"N100/{arm}"]
     assert cell["status"] == "ok", cell.get("error")
@@ -179,8 +180,8 @@ def test_both_arms_run_in_a_tiny_study(tmp_path, real_data_dir):
             else 0 < cell["num_generated"] <= 100)
     assert cell["label_preservation"] is not None and cell["frechet"] is not None
     assert cell["cost"]["gen_image_steps"] == 30 * 16  # the tiny preset's steps × batch
-  assert (tmp_path / "artefacts" / "diffusion_pool.msgpack").exists()  # trained once, saved
-  assert (tmp_path / "figures" / "samples.png").stat().st_size > 0
+  assert (workdir / "artefacts" / "diffusion_pool.msgpack").exists()  # trained once, saved
+  assert (workdir / "figures" / "samples.png").stat().st_size > 0
 
 
 def test_a_workdir_made_before_the_diffusion_arms_extends_to_them():

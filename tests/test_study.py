@@ -6,14 +6,13 @@ import os
 import signal
 import subprocess
 import re
-import sys
 import threading
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, finished_run, run_two_hosts, stray_files
+from conftest import REPO, run_two_hosts, stray_files, tiny_study_cmd
 from dreamjax.configs import study as study_configs
 from dreamjax.errors import ConfigError
 from dreamjax.plumbing.fileio import read_jsonl
@@ -24,13 +23,7 @@ from dreamjax.study.run import artefacts, generate, runner
 from dreamjax.study import plan as plan_lib
 from dreamjax.study import records as records_lib
 
-SCRIPT = os.path.join(REPO, "experiments", "study.py")
-
-
-def _cmd(workdir, *extra):
-  """The tiny study in one process (the in-process path; tests/test_engine.py runs workers)."""
-  return [sys.executable, SCRIPT, "--config", "dreamjax/configs/study.py:tiny",
-          f"--workdir={workdir}", "--workers=0", *extra]
+_cmd = tiny_study_cmd  # the tiny study, every arm, in one process
 
 
 def _job_keys(cfg) -> set[str]:
@@ -50,13 +43,8 @@ def _comparable(records):
   return sorted(out, key=lambda r: r["cell"])
 
 
-@pytest.fixture(scope="module")
-def finished_study(tmp_path_factory, real_data_dir):
-  return finished_run(tmp_path_factory, "study", _cmd, timeout=900)
-
-
-def test_tiny_study_writes_every_output(finished_study):
-  records = read_jsonl(os.path.join(finished_study, "results.jsonl"))
+def test_tiny_study_writes_every_output(tiny_study):
+  records = read_jsonl(os.path.join(tiny_study, "results.jsonl"))
   cells = {r["cell"]: r for r in records}
   tiny = study_configs.get_config("tiny")
   expected = {c.key for c in runner.plan(tiny, arms_lib.resolve(tiny))}
@@ -79,16 +67,16 @@ def test_tiny_study_writes_every_output(finished_study):
             "figures/exchange.png", "figures/robustness.png", "figures/generators.png",
             "figures/sweep.png", "figures/frechet.png", "figures/curves.png",
             "figures/samples.png", "figures/dreamers.png"):
-    assert os.path.getsize(os.path.join(finished_study, f)) > 0, f
-  report = open(os.path.join(finished_study, "REPORT.md")).read()
+    assert os.path.getsize(os.path.join(tiny_study, f)) > 0, f
+  report = open(os.path.join(tiny_study, "REPORT.md")).read()
   for claim in ("C1", "C2", "C3", "C4", "C5", "C6", "C7"):
     assert f"**{claim}**" in report
   assert "## The instrument" in report
   assert f"| 2 | {shifts[1]['accuracy'] * 100:.2f} |" in report
-  claims = json.load(open(os.path.join(finished_study, "claims.json")))
+  claims = json.load(open(os.path.join(tiny_study, "claims.json")))
   assert len(claims) == 7 and all(c["verdict"] for c in claims)
   # Every trained cell also left TensorBoard events with its history.
-  events = metrics.read_scalars(os.path.join(finished_study, "N100", "baseline", metrics.LOGDIR))
+  events = metrics.read_scalars(os.path.join(tiny_study, "N100", "baseline", metrics.LOGDIR))
   steps = [r["step"] for r in cells["N100/baseline"]["history"]]
   assert [s for s, _ in events["loss"]] == steps
   np.testing.assert_allclose([v for _, v in events["loss"]],
@@ -96,7 +84,7 @@ def test_tiny_study_writes_every_output(finished_study):
                              rtol=1e-6)
   assert "loss/seed1" in events and "val_accuracy" in events
   # The run is on record: when, how long, on what, by which command.
-  (run,) = records_lib.read_sessions(finished_study)
+  (run,) = records_lib.read_sessions(tiny_study)
   assert run["status"] == "finished" and run["cells_before"] == 0
   assert run["cells_run"] == run["cells_total"] == len(cells) - 1  # all but the oracle
   assert run["seconds"] > 0 and run["machine"]["cores"] >= 1 and "study.py" in run["command"]
@@ -178,7 +166,7 @@ RESUME_ARM_NAMES = ("baseline", "classical", "dream_subtle", "pgd_train", "vae_p
 RESUME_ARMS = "--config.arms=" + repr(RESUME_ARM_NAMES).replace(" ", "")
 
 
-def test_kill_and_resume_gives_identical_results(tmp_path, finished_study):
+def test_kill_and_resume_gives_identical_results(tmp_path, tiny_study):
   # Every cell depends only on its own arm, the oracle and the baselines, so the
   # uninterrupted full run is the reference for the cells of this subset.
   workdir = str(tmp_path / "killed")
@@ -222,15 +210,15 @@ def test_kill_and_resume_gives_identical_results(tmp_path, finished_study):
   cfg = study_configs.get_config("tiny")
   cfg.arms = RESUME_ARM_NAMES
   assert cells == {"oracle"} | _job_keys(cfg)  # nothing missing
-  reference = [r for r in read_jsonl(os.path.join(finished_study, "results.jsonl"))
+  reference = [r for r in read_jsonl(os.path.join(tiny_study, "results.jsonl"))
                if r["cell"] in cells]
   assert resumed == _comparable(reference)
   assert [r["status"] for r in records_lib.read_sessions(workdir)] == [
       "stopped (KeyboardInterrupt)", "stopped (Terminated)", "finished"]  # SIGKILL: no line
 
 
-def test_other_config_is_refused(finished_study):
-  out = subprocess.run(_cmd(finished_study, "--config.copies=2"), capture_output=True,
+def test_other_config_is_refused(tiny_study):
+  out = subprocess.run(_cmd(tiny_study, "--config.copies=2"), capture_output=True,
                        text=True, cwd=REPO, timeout=300)
   assert out.returncode == 2
   assert "another config" in out.stderr and "copies" in out.stderr
@@ -299,7 +287,7 @@ def test_bad_study_config(field, value, match):
     runner.validate_config(cfg)
 
 
-def test_study_on_two_hosts_matches_one_host(tmp_path, finished_study):
+def test_study_on_two_hosts_matches_one_host(tmp_path, tiny_study):
   """The study as a 2-process job (conftest.run_two_hosts): oracle, classifier
   training, dreams, Fréchet features and a pool VAE over 4 devices on 2 hosts,
   against the one-process, one-device run of the same cells."""
@@ -312,7 +300,7 @@ def test_study_on_two_hosts_matches_one_host(tmp_path, finished_study):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "FAILED" not in out.stderr
   multi = {r["cell"]: r for r in read_jsonl(os.path.join(workdir, "results.jsonl"))}
-  single = {r["cell"]: r for r in read_jsonl(os.path.join(finished_study, "results.jsonl"))}
+  single = {r["cell"]: r for r in read_jsonl(os.path.join(tiny_study, "results.jsonl"))}
   cfg = study_configs.get_config("tiny")
   cfg.arms = ("baseline", "dream_subtle", "vae_pool")
   assert set(multi) == {"oracle"} | _job_keys(cfg)
@@ -390,48 +378,52 @@ def data_split_indices(labels, budget, seed):
   return data.split_indices(labels, 10, budget, 500, seed)
 
 
-def test_pool_models_train_once_for_every_budget(tmp_path, real_data_dir):
+@pytest.fixture(scope="module")
+def two_budget_study(tmp_path_factory, real_data_dir):
+  """A tiny study at two budgets of the pool VAE and the deep dreamer's four arms:
+  its workdir, its config and its log."""
+  del real_data_dir  # the study reads it
+  cfg = study_configs.get_config("tiny")
+  cfg.budgets = (100, 200)
+  cfg.arms = ("baseline", "vae_pool", "dream_subtle", "deep_dream_subtle", "deep_dream_strong",
+              "deep_dream_online", "deep_dream_sweep")
+  cfg.arm_settings.deep_dream_sweep.strengths = (0.1, 1.0)
+  cfg.exchange.arms = ("deep_dream_subtle",)
+  cfg.exchange.label_factors = ()
+  workdir, log = tmp_path_factory.mktemp("two_budgets"), []
+  runner.run_study(cfg, str(workdir), log=log.append)
+  return workdir, cfg, log
+
+
+def test_pool_models_train_once_for_every_budget(two_budget_study, tmp_path):
   """Two budgets share the pool generators: each (two in the tiny preset, one per
   seed) trained once, on a pool that excludes the larger budget's labeled images,
   saved once at the workdir's top."""
-  cfg = study_configs.get_config("tiny")
-  cfg.budgets = (100, 200)
-  cfg.arms = ("baseline", "vae_pool")
-  cfg.exchange.arms = ()
-  cfg.exchange.label_factors = ()
-  log = []
-  runner.run_study(cfg, str(tmp_path), log=log.append)
+  workdir, cfg, log = two_budget_study
   finished = [m for m in log if re.match(r"vae: step (\d+)/\1\b", m)]
   assert len(finished) == cfg.pool_generators == 2, finished
-  assert os.path.exists(tmp_path / "artefacts" / "vae_pool.msgpack")
-  assert os.path.exists(tmp_path / "artefacts" / "vae_pool_g1.msgpack")
-  assert not list(tmp_path.glob("N*/artefacts"))
-  cells = {r["cell"]: r for r in read_jsonl(str(tmp_path / "results.jsonl"))}
+  assert os.path.exists(workdir / "artefacts" / "vae_pool.msgpack")
+  assert os.path.exists(workdir / "artefacts" / "vae_pool_g1.msgpack")
+  assert not list(workdir.glob("N*/artefacts"))
+  cells = {r["cell"]: r for r in read_jsonl(str(workdir / "results.jsonl"))}
   assert cells["N100/vae_pool"]["status"] == cells["N200/vae_pool"]["status"] == "ok"
   with pytest.raises(ConfigError, match="pool_budget"):
+    cfg = cfg.copy_and_resolve_references()
     cfg.pool_budget = 10 ** 6
     runner.run_study(cfg, str(tmp_path / "too_large"), log=log.append)
 
 
 def test_the_deep_dreamer_is_pretrained_once_and_every_deep_arm_dreams_through_it(
-    tmp_path, real_data_dir):
+    two_budget_study, real_data_dir):
   """Two budgets, two seeds, four deep arms: the pool dreamer pretrains once (one
   finished pretraining in the log, one file at the workdir's top), every cell is ok,
   the stored dreams keep their sources' labels, and dreamers.png shows them beside
   the small classifier's."""
-  cfg = study_configs.get_config("tiny")
-  cfg.budgets = (100, 200)
-  cfg.arms = ("baseline", "dream_subtle", "deep_dream_subtle", "deep_dream_strong",
-              "deep_dream_online", "deep_dream_sweep")
-  cfg.arm_settings.deep_dream_sweep.strengths = (0.1, 1.0)
-  cfg.exchange.arms = ("deep_dream_subtle",)
-  cfg.exchange.label_factors = ()
-  log = []
-  runner.run_study(cfg, str(tmp_path), log=log.append)
+  workdir, cfg, log = two_budget_study
   finished = [m for m in log if re.match(r"rotation pretext: step (\d+)/\1\b", m)]
   assert len(finished) == 1, finished
-  assert os.path.exists(tmp_path / "artefacts" / "pool_dreamer.msgpack")
-  cells = {r["cell"]: r for r in read_jsonl(str(tmp_path / "results.jsonl"))}
+  assert os.path.exists(workdir / "artefacts" / "pool_dreamer.msgpack")
+  cells = {r["cell"]: r for r in read_jsonl(str(workdir / "results.jsonl"))}
   deep = [k for k in cells if "/deep_dream" in k]
   assert sorted(deep) == sorted(["N100/deep_dream_subtle", "N100/deep_dream_strong",
                                  "N100/deep_dream_online", "N200/deep_dream_subtle",
@@ -448,11 +440,11 @@ def test_the_deep_dreamer_is_pretrained_once_and_every_deep_arm_dreams_through_i
   from dreamjax import data  # pylint: disable=g-import-not-at-top
   raw = data.load_dataset("fashion_mnist", real_data_dir)
   for arm in ("deep_dream_subtle", "deep_dream_strong"):
-    g = data.augfile.load(str(tmp_path / "N100" / arm / "generated_seed1.npz"), num_classes=10,
+    g = data.augfile.load(str(workdir / "N100" / arm / "generated_seed1.npz"), num_classes=10,
                           image_shape=(28, 28, 1))
     np.testing.assert_array_equal(g.labels, raw.train_labels[g.source_index])
-  assert os.path.getsize(tmp_path / "figures" / "dreamers.png") > 0
-  assert "dreamers.png" in (tmp_path / "REPORT.md").read_text()
+  assert os.path.getsize(workdir / "figures" / "dreamers.png") > 0
+  assert "dreamers.png" in (workdir / "REPORT.md").read_text()
 
 
 def _generated_in(workdir, arm, copies, real_data_dir):
