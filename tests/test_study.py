@@ -480,9 +480,11 @@ def test_exchange_cells_reuse_the_copies_a_smaller_m_made(tmp_path, real_data_di
 
 
 @pytest.mark.parametrize("arm", ["vae_small", "gan_small", "diffusion_small"])
-def test_small_generators_of_all_seeds_in_one_program_equal_seed_by_seed(arm, real_data_dir):
+def test_small_generators_of_all_seeds_in_one_program_equal_seed_by_seed(
+    arm, real_data_dir, tmp_path):
   """vae_small/gan_small/diffusion_small train every seed's generator in one program (faster
-  on CPU); each seed's samples and loss history are exactly what training it alone gives."""
+  on CPU); each seed's samples and loss history are exactly what training it alone gives.
+  Each way keeps its generators in a workdir of its own, so neither reads the other's."""
   from dreamjax import data  # pylint: disable=g-import-not-at-top
   from dreamjax.plumbing import sharding  # pylint: disable=g-import-not-at-top
   from dreamjax.study.run import context  # pylint: disable=g-import-not-at-top
@@ -491,13 +493,15 @@ def test_small_generators_of_all_seeds_in_one_program_equal_seed_by_seed(arm, re
   seeds = (0, 1)
   splits = tuple(data.make_splits(raw, num_labeled=100, val_size=cfg.val_size, seed=s)
                  for s in seeds)
-  ctx = context.Context(config=cfg, workdir="", mesh=sharding.default(None), budget=100,
-                        seeds=seeds, splits=splits, model=None, oracle=None,
-                        log=lambda m: None)
+  def ctx(workdir):
+    return context.Context(config=cfg, workdir=str(workdir), mesh=sharding.default(None),
+                           budget=100, seeds=seeds, splits=splits, model=None, oracle=None,
+                           log=lambda m: None)
   keys = [artefacts.arm_key(s, arm) for s in seeds]
-  together = generate.small_generators(ctx, arm, list(seeds), list(splits), keys)
+  together = generate.small_generators(ctx(tmp_path / "together"), arm, list(seeds),
+                                       list(splits), keys)
   for seed, s, key in zip(seeds, splits, keys):
-    alone = generate.small_generator(ctx, arm, seed, s, key)
+    alone = generate.small_generator(ctx(tmp_path / f"alone{seed}"), arm, seed, s, key)
     np.testing.assert_array_equal(together[seed].images, alone.images)
     np.testing.assert_array_equal(together[seed].labels, alone.labels)
     assert together[seed].info["history"] == alone.info["history"]
