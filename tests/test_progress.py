@@ -13,7 +13,7 @@ from dreamjax.configs import arms as arms_lib
 from dreamjax.configs import study as study_configs
 from dreamjax.study import cost
 from dreamjax.study import plan as plan_lib
-from dreamjax.study.run import progress, runner
+from dreamjax.study.run import progress, runner, taskgraph
 
 NOON = datetime.datetime(2030, 1, 7, 12, 0).timestamp()  # a Monday
 
@@ -226,6 +226,38 @@ def test_on_workers_the_time_left_is_the_work_shared_but_never_less_than_the_lon
       p.end(key, {"cell": key, "status": "ok", "timing": {"cell_seconds": seconds[key]}})
   assert p.left()[0] == pytest.approx(seconds[longest])  # not half of it
   assert _progress(cfg, jobs, arms, clock=Clock()).parallel == 1
+
+
+def test_on_workers_shared_models_are_tasks_of_their_own_and_the_time_left_is_scheduled():
+  """As the engine runs them: a pool arm's cell is priced without the generators it
+  reads (a task of their own, or restored when kept), so its worker's seconds calibrate
+  the model, and the time left is the tasks left scheduled on the workers."""
+  cfg, arms, jobs = _jobs("quick")
+  graph = taskgraph.graph(cfg, jobs, arms, {})
+  p = _progress(cfg, jobs, arms, clock=Clock(), parallel=2, graph=graph, built={"vae_pool"})
+  p.rate = 0.001
+  assert p.costs == progress.job_costs(cfg, jobs, arms, charge_shared=False)
+  assert p.costs["N1000/gan_pool"] < progress.job_costs(cfg, jobs, arms)["N1000/gan_pool"]
+  steps = taskgraph.task_costs(cfg, graph, arms)
+  assert "artefact/vae_pool" not in p.shared  # kept in the workdir: restored
+  assert p.shared["artefact/vae_pool_g1"] == steps["artefact/vae_pool_g1"] > 0
+  assert p.shared["artefact/gan_pool"] == steps["artefact/gan_pool"]
+
+  def scheduled():
+    seconds = {k: c * 0.001 for k, c in p.costs.items() if k not in p.finished}
+    seconds.update({k: c * 0.001 for k, c in p.shared.items()})
+    return taskgraph.schedule([t for t in graph if t.key in seconds], seconds, 2)
+
+  plan = scheduled()
+  assert p.left()[0] == pytest.approx(plan["makespan_s"])
+  assert plan["makespan_s"] >= plan["critical_path_s"] > max(p.costs.values()) * 0.001
+  p.end_shared("artefact/gan_pool")  # its result arrived: it costs nothing more
+  assert "artefact/gan_pool" not in p.shared
+  assert p.left()[0] == pytest.approx(scheduled()["makespan_s"])
+  key = "N1000/gan_pool"  # a worker's cell that took what it was priced at, generators aside
+  p.end(key, {"cell": key, "status": "ok", "timing": {"cell_seconds": p.costs[key] * 0.001}})
+  assert p.ratio() == pytest.approx(1.0)
+  assert p.left()[0] == pytest.approx(scheduled()["makespan_s"])
 
 
 def test_without_a_price_the_first_finished_job_sets_it():

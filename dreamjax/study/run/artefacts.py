@@ -144,6 +144,14 @@ def pool_generator_name(arm: str, generator: int) -> str:
   return f"{arm}_g{generator}" if generator else arm
 
 
+def built(workdir: str) -> set[str]:
+  """The names of the shared models kept in ``WORKDIR/artefacts/`` (restored, not
+  trained, by a study that needs them)."""
+  where = os.path.join(workdir, "artefacts")
+  names = sorted(os.listdir(where)) if os.path.isdir(where) else []
+  return {f[:-len(".msgpack")] for f in names if f.endswith(".msgpack")}
+
+
 def training_path(ctx, name: str) -> str:
   """The checkpoint folder of artefact ``name``'s training while it runs
   (``WORKDIR/artefacts/<name>.training``): a study stopped mid-training goes on

@@ -10,7 +10,6 @@ of its last run (:func:`dreamjax.study.run.taskgraph.wall_seconds`).
 """
 
 import dataclasses
-import os
 from typing import Any, Mapping, Sequence
 
 from dreamjax.configs import arms as arms_lib
@@ -18,7 +17,7 @@ from dreamjax.configs import study as study_configs
 from dreamjax.study import claims, cost
 from dreamjax.study import records as records_lib
 from dreamjax.study import plan as plan_lib
-from dreamjax.study.run import taskgraph
+from dreamjax.study.run import artefacts, taskgraph
 
 PRESETS = ("quick", "conclusions")
 # What a fuller preset keeps of the study it extends: the data and the seeds.
@@ -65,10 +64,6 @@ def workers_of(workdir: str) -> int:
   return int(runs[-1]["compute"].get("workers", 0) or 0) if runs else 0
 
 
-def _listdir(path: str) -> list[str]:
-  return sorted(os.listdir(path)) if os.path.isdir(path) else []
-
-
 def fuller_presets(config, records: Sequence[dict[str, Any]], workdir: str) -> list[Fuller]:
   """For each of :data:`PRESETS` that decides a claim this study leaves: what it adds."""
   left = [c for c in claims.CLAIMS if c not in tuple(config.get("claims", claims.CLAIMS))]
@@ -79,8 +74,7 @@ def fuller_presets(config, records: Sequence[dict[str, Any]], workdir: str) -> l
   workers = workers_of(workdir)
   price = seconds_per_image_step(config, arms_lib.resolve(config), records, workers > 0)
   done = {r["cell"] for r in records if r.get("status") == "ok"}
-  built = {f[:-len(".msgpack")] for f in _listdir(os.path.join(workdir, "artefacts"))
-           if f.endswith(".msgpack")}
+  built = artefacts.built(workdir)
   out = []
   for preset in PRESETS:
     fuller = preset_config(config, preset)

@@ -136,6 +136,12 @@ class StudyProgress:
   ``jobs``: the plan's jobs (cells) in order; ``arms``: the study's resolved
   arms, which the cost model prices; ``done``: the results.jsonl records
   already there, by key (they calibrate the estimate).
+  ``graph``: on workers, the engine's tasks (:func:`dreamjax.study.run.taskgraph.graph`):
+  each cell is then priced without the shared models it reads, each shared model not
+  ``built`` (names kept in the workdir) as a task of its own until its result
+  arrives (:meth:`end_shared`), and the time left is the remaining tasks scheduled
+  on the workers (:func:`~dreamjax.study.run.taskgraph.schedule`), so a chain of
+  long tasks counts in full.
   ``log``: where plain lines go; ``stream`` (default ``sys.stderr``): where the
   bar is drawn when it is a terminal. ``spent_before``: seconds the earlier
   runs on the workdir took (default: their ``sessions.jsonl`` lines when
@@ -148,7 +154,8 @@ class StudyProgress:
                log: Callable[[str], None] = print, stream=None,
                spent_before: float | None = None,
                clock: Callable[[], float] = time.perf_counter,
-               wall: Callable[[], float] = time.time, parallel: int = 1):
+               wall: Callable[[], float] = time.time, parallel: int = 1,
+               graph: Sequence[taskgraph.Task] | None = None, built: Iterable[str] = ()):
     self._log, self._clock, self._wall = log, clock, wall
     self.parallel = max(int(parallel), 1)  # jobs running at once (a study's workers)
     self.stream = sys.stderr if stream is None else stream
@@ -164,7 +171,17 @@ class StudyProgress:
     self._drawn = False
     self.t0 = clock()
     self.tty = bool(_safe(lambda: self.stream.isatty()))
-    self.costs: dict[str, float] | None = _safe(job_costs, config, jobs, arms, Sizes.of(raw))
+    self.graph = list(graph) if graph is not None else None
+    # A cell's price: with its shared models where it trains them (one process), without
+    # them where they are tasks of their own (workers).
+    self.costs: dict[str, float] | None = _safe(job_costs, config, jobs, arms, Sizes.of(raw),
+                                                self.graph is None)
+    self.shared: dict[str, float] = {}  # image-steps of each shared model's task still to run
+    if self.graph is not None:
+      built = set(built)
+      every = _safe(taskgraph.task_costs, config, self.graph, arms, Sizes.of(raw)) or {}
+      self.shared = {t.key: every[t.key] for t in self.graph
+                     if t.model is not None and t.model.name not in built and t.key in every}
     self._config = config
     for key in self.finished:
       seconds = _safe(cost.record_seconds, done[key])
@@ -207,18 +224,33 @@ class StudyProgress:
       ratio = self.ratio()
       if self.costs is not None and (ratio is not None or self.rate):
         rate, ratio_ = self.rate or 1.0, 1.0 if ratio is None else ratio
+        note = "" if ratio is not None else " (uncalibrated)"
+        if self.graph is not None:
+          return self._scheduled(todo, rate * ratio_), note
         running = self.costs[self.current] * rate if self.current else 0.0
         work = cost.time_left([self.costs[k] * rate for k in todo], ratio_, running, elapsed)
         # On several workers, the work shared among them, but never less than the longest
         # job left (a worker's tasks report when they end, so theirs count in full).
         longest = max([ratio_ * self.costs[k] * rate for k in todo], default=0.0)
-        return (max(work / self._share(todo), longest if self.parallel > 1 else 0.0),
-                "" if ratio is not None else " (uncalibrated)")
+        return max(work / self._share(todo), longest if self.parallel > 1 else 0.0), note
     except Exception:  # noqa: BLE001 - fall back to the mean of the finished jobs
       pass
     left = cost.average_left(list(self.actual.values()), len(todo) + bool(self.current), elapsed)
     return (None if left is None else left / self._share(todo),
             " (mean of finished cells)" if left is not None else "")
+
+  def _scheduled(self, todo: Sequence[str], price: float) -> float:
+    """Seconds until the cells ``todo`` and the shared models left are done: their
+    calibrated predictions scheduled on the workers with their inputs first. A task a
+    worker is running counts in full (the engine reports a task when it ends)."""
+    seconds = {k: self.costs[k] * price for k in todo}
+    seconds.update({k: c * price for k, c in self.shared.items()})
+    left = [t for t in self.graph if t.key in seconds]
+    return taskgraph.schedule(left, seconds, self.parallel)["makespan_s"]
+
+  def end_shared(self, key: str) -> None:
+    """A shared model's task ended (trained, restored or failed): it costs nothing more."""
+    self.shared.pop(key, None)
 
   def _share(self, todo) -> int:
     """How many of the jobs left run at once (a rough division: dependencies aside)."""

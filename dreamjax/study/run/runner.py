@@ -31,6 +31,7 @@ from dreamjax import errors
 from dreamjax.errors import ConfigError, DiskFullError, DistributedError, DreamjaxError
 from dreamjax.configs import arms as arms_lib
 from dreamjax.study import claims
+from dreamjax.study.run import artefacts
 from dreamjax.study.run import context as context_lib
 from dreamjax.study import spec as spec_lib
 from dreamjax.study.run import engine as engine_lib
@@ -360,7 +361,8 @@ def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, c
   session = records.Session(workdir, cells_before=len(jobs) - len(todo), cells_total=len(jobs),
                             compute=compute)
   bar = progress.StudyProgress(config, jobs, arms, done, raw=raw, workdir=workdir, log=log,
-                               parallel=engine.workers)
+                               parallel=engine.workers, graph=graph,
+                               built=artefacts.built(workdir))
   log = bar.log
   spec = tasks_lib.Spec(config, os.path.abspath(workdir), provenance.versions(), raw.digest,
                         compute["xla_cpu_threads"])
@@ -380,6 +382,7 @@ def _run_tasks(config, workdir, raw, cells, with_alignment, retry_failed, log, c
     if key.startswith(tasks_lib.ARTEFACT):
       if record["status"] != "ok":
         log(f"{key} FAILED: {record['error']}")
+      bar.end_shared(key)
       return
     if record["status"] != "ok":
       log(f"{key} FAILED: {record['error']}")
